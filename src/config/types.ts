@@ -1,0 +1,82 @@
+/**
+ * The validated configuration, as the rest of Tributary sees it. `loadConfig` (./load.ts)
+ * turns a YAML file into this shape, with every default filled in, or throws a ConfigError.
+ * The JSON Schema users point their editor at (config/tributary.schema.json) describes the
+ * same shape; ./schema.ts is its source.
+ */
+
+export interface Config {
+  sources: Record<string, SourceConfig>;
+  lenses: Record<string, LensConfig>;
+  sinks: Record<string, SinkConfig>;
+  state: StateConfig;
+  metrics: { listen: string } | null;
+  pipeline: PipelineConfig;
+  log: { level: 'debug' | 'info' | 'warn' | 'error' };
+}
+
+export interface PostgresSourceConfig {
+  type: 'postgres';
+  /** libpq-style connection URL. Never logged with its password. */
+  url: string;
+  capture: 'logical';
+  /** Replication slot name; created if missing. Default `tributary_<source>`. */
+  slot: string;
+  /**
+   * Publication name. Default `tributary_<source>`: created if missing and kept in step with
+   * the lens tables. A publication that exists and was not created by Tributary is used as-is
+   * (it must include every lens table).
+   */
+  publication: string;
+  /** How often a standby status update is sent even without traffic, ms (default 10000). */
+  statusIntervalMs: number;
+}
+
+export type SourceConfig = PostgresSourceConfig;
+
+export interface LensConfig {
+  source: string;
+  /** `schema.table`; `table` alone means `public.table`. Normalised to `schema.table`. */
+  table: string;
+  /** Key columns in order; default: the table's primary key, read at start. */
+  primaryKey?: string[];
+  fields: string[];
+  metadata: string[];
+  changeTrackingColumn?: string;
+  syncInterval?: string;
+  smartSyncInterval?: string;
+  sink: string;
+  /** What to do on the lens's first start: ask the sink for a full sync (default) or nothing. */
+  initialSync: 'full' | 'none';
+  /** Flush a batch at this many distinct ids (default and ceiling 10,000). */
+  maxBatch: number;
+  /** Flush a batch this long after its first change, ms (default 200). */
+  maxWaitMs: number;
+}
+
+export interface SemilayerSinkConfig {
+  type: 'semilayer';
+  /** Base URL, e.g. https://api.semilayer.com (no trailing /v1). */
+  url: string;
+  /** Ingest key (ik_...). Never logged. */
+  key: string;
+  /** Per-request timeout, ms (default 30000). */
+  timeoutMs: number;
+}
+
+export type SinkConfig = SemilayerSinkConfig;
+
+export type StateConfig =
+  | { type: 'embedded'; path: string }
+  | { type: 'postgres'; url: string; schema: string };
+
+export interface PipelineConfig {
+  /** Pause a source when its lenses buffer this many changes not yet in flight (default 50,000). */
+  maxPendingChanges: number;
+  /** …or this many bytes of ids (default 64 MiB). */
+  maxPendingBytes: number;
+  /** On SIGTERM, how long to wait for pending batches before exiting anyway, ms (default 30000). */
+  drainTimeoutMs: number;
+  /** While a lens is in `error` (401/403/404), how often its batch is tried again, ms (default 60000). */
+  errorRetryMs: number;
+}

@@ -1,0 +1,66 @@
+/**
+ * The one errors module. Every error Tributary raises on purpose is a TributaryError:
+ * a message that says what went wrong and what to do, a `retriable` flag that the retry
+ * helper trusts, and an optional `cause`. Anything else (TypeError, RangeError…) is a
+ * programmer error and is never retried.
+ */
+export class TributaryError extends Error {
+  /** True when trying the same thing again later may succeed (network, 5xx, slot busy). */
+  readonly retriable: boolean;
+
+  constructor(message: string, options: { retriable?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.retriable = options.retriable ?? false;
+  }
+}
+
+/** The configuration file is invalid. Carries every problem found; the CLI exits 2. */
+export class ConfigError extends TributaryError {
+  constructor(
+    readonly file: string,
+    readonly problems: Array<{ path: string; line?: number; message: string }>,
+  ) {
+    super(
+      `${file}: invalid configuration\n` +
+        problems.map((p) => `  ${p.path}${p.line ? ` (line ${p.line})` : ''}: ${p.message}`).join('\n'),
+    );
+  }
+}
+
+/** A source cannot run as configured (wal_level, privileges, missing key); fix and restart. */
+export class SourceSetupError extends TributaryError {}
+
+/** A transient source failure: connection lost, slot held by another process. */
+export class SourceUnavailableError extends TributaryError {
+  constructor(message: string, options: { cause?: unknown; standby?: boolean } = {}) {
+    super(message, { retriable: true, cause: options.cause });
+    this.standby = options.standby ?? false;
+  }
+  /** True when another process holds the source (we are a standby replica). */
+  readonly standby: boolean;
+}
+
+/**
+ * A sink refused or failed a request. `kind` decides what the pipeline does:
+ * - `transient`: network error or 5xx; retried with backoff without limit.
+ * - `rate-limited`: 429; retried after `retryAfterMs`.
+ * - `rejected`: 400; the batch goes to the dead-letter store, the stream goes on.
+ * - `fatal`: 401/403/404; the lens stops in `error`, its position held.
+ */
+export class SinkError extends TributaryError {
+  constructor(
+    message: string,
+    readonly kind: 'transient' | 'rate-limited' | 'rejected' | 'fatal',
+    readonly details: { status?: number; body?: string; retryAfterMs?: number } = {},
+    cause?: unknown,
+  ) {
+    super(message, { retriable: kind === 'transient' || kind === 'rate-limited', cause });
+  }
+}
+
+/** Short one-line description of any thrown value, for logs and status. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

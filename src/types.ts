@@ -57,8 +57,10 @@ export interface SourceConnector {
    * publication) and starts streaming from the last acknowledged position. Resolves once
    * streaming has begun; a setup problem rejects with a SourceSetupError. Connection losses
    * after that are retried inside the connector and reported through `handler.state`.
+   * `fresh` is true when the source had no resumable position (a slot created just now):
+   * anything that happened before must come from a full sync.
    */
-  start(handler: SourceHandler): Promise<void>;
+  start(handler: SourceHandler): Promise<{ fresh: boolean }>;
   /** Every change at or before `position` has been delivered: the source may forget it. */
   acknowledge(position: Position): void;
   /** Stop reading (backpressure); keepalives still go out. */

@@ -1,0 +1,253 @@
+/**
+ * A lean pgoutput (protocol version 1) decoder. It decodes only what a change of a lens
+ * needs: transaction boundaries, relations, and the key columns of each row; every other
+ * column is skipped by its length. The library's own decoder builds a full object per row,
+ * which is most of the cost of reading WAL.
+ * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
+ */
+import type { Client } from 'pg';
+import { readLsn } from './lsn.js';
+
+/** A lens reading a table: the names of its key columns, in key order. */
+export interface LensKey {
+  lens: string;
+  keyColumns: string[];
+}
+
+/** What the decoder reports; `lsn` values are text LSNs. */
+export interface DecodeHandler {
+  begin(commitTimeMs: number): void;
+  commit(endLsn: string): void;
+  /** A row change of a lens; `oldId` is set when an update changed the key. */
+  row(lens: string, action: 'upsert' | 'delete', id: string, oldId?: string): void;
+  truncate(lens: string): void;
+  /** A row whose key could not be read (an unchanged TOASTed key column). */
+  unreadableKey(lens: string, table: string): void;
+}
+
+interface LensDecoder {
+  lens: string;
+  /** Column positions of the key, in key order. */
+  positions: number[];
+}
+
+interface Relation {
+  table: string;
+  /** Undefined when no lens reads this table: its rows are skipped undecoded. */
+  lenses?: LensDecoder[];
+  /** Type OID per column, for id encoding. */
+  types: number[];
+  /** Columns any lens needs decoded. */
+  wanted: boolean[];
+}
+
+const PG_EPOCH_MS = 946_684_800_000;
+/** Types whose text form is already a JSON literal (when it looks like a number). */
+const NUMERIC_TYPES = new Set([20, 21, 23, 26, 700, 701, 1700]);
+const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+
+/**
+ * Encodes key values as DESIGN.md says: one column → its text; several → a JSON array in key
+ * order, numbers as numbers, booleans as booleans, everything else as strings.
+ */
+export function encodeId(values: string[], types: number[]): string {
+  if (values.length === 1) return values[0];
+  let out = '[';
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ',';
+    const v = values[i];
+    const t = types[i];
+    if (NUMERIC_TYPES.has(t) && JSON_NUMBER.test(v)) out += v;
+    else if (t === 16) out += v === 't' ? 'true' : 'false';
+    else out += JSON.stringify(v);
+  }
+  return out + ']';
+}
+
+/** A pg-logical-replication output plugin (same shape as its AbstractPlugin). */
+export class LeanPgoutputPlugin {
+  readonly options: { publicationNames: string[] };
+  private readonly relations = new Map<number, Relation>();
+  /** Decoded key column values of the tuple just read, by column position. */
+  private values: (string | undefined)[] = [];
+  private offset = 0;
+
+  constructor(
+    publicationNames: string[],
+    /** Lenses by table (`schema.table`). */
+    private readonly lensesByTable: Map<string, LensKey[]>,
+    private readonly handler: DecodeHandler,
+  ) {
+    this.options = { publicationNames };
+  }
+
+  get name(): string {
+    return 'pgoutput';
+  }
+
+  start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    const pubs = this.options.publicationNames.map((p) => p.replace(/'/g, "''")).join(',');
+    return client.query(
+      `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn} (proto_version '1', publication_names '${pubs}')`,
+    );
+  }
+
+  /** Decodes one XLogData payload and reports it; returns nothing (the work is done here). */
+  parse(buf: Buffer): undefined {
+    switch (buf[0]) {
+      case 0x42 /* B */:
+        this.handler.begin(readTimestamp(buf, 9));
+        break;
+      case 0x43 /* C */:
+        this.handler.commit(readLsn(buf, 10));
+        break;
+      case 0x52 /* R */:
+        this.relation(buf);
+        break;
+      case 0x49 /* I */:
+        this.insert(buf);
+        break;
+      case 0x55 /* U */:
+        this.update(buf);
+        break;
+      case 0x44 /* D */:
+        this.delete(buf);
+        break;
+      case 0x54 /* T */:
+        this.truncate(buf);
+        break;
+      default: // origin, type, logical message: nothing a lens needs
+    }
+    return undefined;
+  }
+
+  private relation(buf: Buffer): void {
+    const relId = buf.readUInt32BE(1);
+    let off = 5;
+    const nsEnd = buf.indexOf(0, off);
+    const schema = buf.toString('utf8', off, nsEnd);
+    off = nsEnd + 1;
+    const nameEnd = buf.indexOf(0, off);
+    const name = buf.toString('utf8', off, nameEnd);
+    off = nameEnd + 1 + 1; // replica identity setting
+    const ncols = buf.readUInt16BE(off);
+    off += 2;
+    const names: string[] = [];
+    const types: number[] = [];
+    for (let i = 0; i < ncols; i++) {
+      off += 1; // flags
+      const end = buf.indexOf(0, off);
+      names.push(buf.toString('utf8', off, end));
+      off = end + 1;
+      types.push(buf.readUInt32BE(off));
+      off += 8; // type oid, type modifier
+    }
+    const table = `${schema}.${name}`;
+    const lensKeys = this.lensesByTable.get(table);
+    const wanted = new Array<boolean>(ncols).fill(false);
+    const lenses = lensKeys?.map(({ lens, keyColumns }) => {
+      const positions = keyColumns.map((col) => {
+        const at = names.indexOf(col);
+        if (at < 0) throw new Error(`key column "${col}" of lens "${lens}" is not in table ${table} any more`);
+        wanted[at] = true;
+        return at;
+      });
+      return { lens, positions };
+    });
+    this.relations.set(relId, { table, lenses, types, wanted });
+  }
+
+  /** Reads a TupleData at `this.offset`, keeping wanted columns in `this.values`. */
+  private readTuple(buf: Buffer, rel: Relation): void {
+    let off = this.offset;
+    const ncols = buf.readUInt16BE(off);
+    off += 2;
+    const values = this.values;
+    values.length = ncols;
+    for (let i = 0; i < ncols; i++) {
+      const kind = buf[off++];
+      if (kind === 0x74 /* t */ || kind === 0x62 /* b */) {
+        const len = buf.readUInt32BE(off);
+        off += 4;
+        values[i] = rel.wanted[i] ? buf.toString('utf8', off, off + len) : undefined;
+        off += len;
+      } else {
+        values[i] = undefined; // n: null, u: unchanged TOAST
+      }
+    }
+    this.offset = off;
+  }
+
+  private idOf(rel: Relation, lens: LensDecoder): string | undefined {
+    const keyValues: string[] = [];
+    const keyTypes: number[] = [];
+    for (const at of lens.positions) {
+      const v = this.values[at];
+      if (v === undefined) return undefined;
+      keyValues.push(v);
+      keyTypes.push(rel.types[at]);
+    }
+    return encodeId(keyValues, keyTypes);
+  }
+
+  /** Ids of every lens of `rel` for the tuple just read. */
+  private ids(rel: Relation): (string | undefined)[] {
+    return rel.lenses!.map((lens) => this.idOf(rel, lens));
+  }
+
+  private emit(rel: Relation, action: 'upsert' | 'delete', ids: (string | undefined)[], oldIds?: (string | undefined)[]) {
+    rel.lenses!.forEach((lens, i) => {
+      const id = ids[i];
+      if (id === undefined) return this.handler.unreadableKey(lens.lens, rel.table);
+      const oldId = oldIds?.[i];
+      this.handler.row(lens.lens, action, id, oldId !== undefined && oldId !== id ? oldId : undefined);
+    });
+  }
+
+  private insert(buf: Buffer): void {
+    const rel = this.relations.get(buf.readUInt32BE(1));
+    if (!rel?.lenses) return;
+    this.offset = 6; // tag, relid, 'N'
+    this.readTuple(buf, rel);
+    this.emit(rel, 'upsert', this.ids(rel));
+  }
+
+  private update(buf: Buffer): void {
+    const rel = this.relations.get(buf.readUInt32BE(1));
+    if (!rel?.lenses) return;
+    this.offset = 5;
+    let oldIds: (string | undefined)[] | undefined;
+    const marker = buf[this.offset++];
+    if (marker === 0x4b /* K */ || marker === 0x4f /* O */) {
+      this.readTuple(buf, rel);
+      oldIds = this.ids(rel);
+      this.offset++; // 'N'
+    }
+    this.readTuple(buf, rel);
+    let ids = this.ids(rel);
+    // An unchanged TOASTed key is absent from the new tuple but present in the old one.
+    if (oldIds) ids = ids.map((id, i) => id ?? oldIds![i]);
+    this.emit(rel, 'upsert', ids, oldIds);
+  }
+
+  private delete(buf: Buffer): void {
+    const rel = this.relations.get(buf.readUInt32BE(1));
+    if (!rel?.lenses) return;
+    this.offset = 6; // tag, relid, 'K' or 'O'
+    this.readTuple(buf, rel);
+    this.emit(rel, 'delete', this.ids(rel));
+  }
+
+  private truncate(buf: Buffer): void {
+    const count = buf.readUInt32BE(1);
+    for (let i = 0; i < count; i++) {
+      const rel = this.relations.get(buf.readUInt32BE(6 + i * 4));
+      for (const lens of rel?.lenses ?? []) this.handler.truncate(lens.lens);
+    }
+  }
+}
+
+/** A pgoutput timestamp (µs since 2000-01-01) at `offset`, as ms since the Unix epoch. */
+function readTimestamp(buf: Buffer, offset: number): number {
+  return Number(buf.readBigInt64BE(offset) / 1000n) + PG_EPOCH_MS;
+}

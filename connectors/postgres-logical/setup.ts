@@ -1,0 +1,192 @@
+/**
+ * Everything the logical connector checks and creates before it streams: server settings,
+ * privileges, lens tables and their keys, the publication and the slot. Every failure is a
+ * SourceSetupError that says what to change.
+ */
+import pg from 'pg';
+import { SourceSetupError } from '../../src/errors.js';
+import type { PostgresSourceConfig } from '../../src/config/types.js';
+import type { LensKey } from './pgoutput.js';
+
+const MANAGED = 'managed by tributary';
+
+export interface SetupResult {
+  lensesByTable: Map<string, LensKey[]>;
+  /** True when the slot did not exist and was created now. */
+  slotCreated: boolean;
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function quoteTable(table: string): string {
+  const [schema, name] = table.split('.');
+  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+export async function setUpSource(
+  client: pg.Client,
+  sourceName: string,
+  config: PostgresSourceConfig,
+  lenses: Array<{ name: string; table: string; primaryKey?: string[] }>,
+): Promise<SetupResult> {
+  const where = `source "${sourceName}"`;
+  const walLevel = (await client.query('SHOW wal_level')).rows[0].wal_level as string;
+  if (walLevel !== 'logical') {
+    throw new SourceSetupError(
+      `${where}: wal_level is "${walLevel}", logical replication needs "logical". ` +
+        'Run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (on RDS or Aurora set ' +
+        'rds.logical_replication = 1 in the parameter group), or use capture: trigger.',
+    );
+  }
+  const role = (
+    await client.query(
+      `SELECT current_user AS name, r.rolsuper OR r.rolreplication
+              OR EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
+                         AND pg_has_role(current_user, g.oid, 'member')) AS may_replicate
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    )
+  ).rows[0];
+  if (!role.may_replicate) {
+    throw new SourceSetupError(
+      `${where}: role "${role.name}" may not use replication. Run ALTER ROLE ${quoteIdent(role.name)} WITH REPLICATION ` +
+        '(on RDS: GRANT rds_replication TO the role), or use capture: trigger.',
+    );
+  }
+
+  const lensesByTable = new Map<string, LensKey[]>();
+  for (const lens of lenses) {
+    const keyColumns = await checkTable(client, where, lens);
+    const list = lensesByTable.get(lens.table) ?? [];
+    list.push({ lens: lens.name, keyColumns });
+    lensesByTable.set(lens.table, list);
+  }
+  await ensurePublication(client, where, config.publication, [...lensesByTable.keys()]);
+  const slotCreated = await ensureSlot(client, where, config.slot);
+  return { lensesByTable, slotCreated };
+}
+
+/** Checks a lens table and returns its key columns. */
+async function checkTable(
+  client: pg.Client,
+  where: string,
+  lens: { name: string; table: string; primaryKey?: string[] },
+): Promise<string[]> {
+  const rel = (
+    await client.query(
+      `SELECT c.oid, c.relreplident,
+              ARRAY(SELECT a.attname::text FROM pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+              ARRAY(SELECT a.attname::text FROM pg_index i
+                      JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
+                      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                     WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk,
+              ARRAY(SELECT a.attname::text FROM pg_index i
+                      JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
+                      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                     WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY k.n) AS ident_index
+         FROM pg_class c WHERE c.oid = to_regclass($1)`,
+      [quoteTable(lens.table)],
+    )
+  ).rows[0];
+  if (!rel) {
+    throw new SourceSetupError(`${where}: table ${lens.table} of lens "${lens.name}" does not exist (or this role cannot see it).`);
+  }
+  const columns: string[] = rel.columns;
+  const keyColumns: string[] = lens.primaryKey ?? rel.pk;
+  if (keyColumns.length === 0) {
+    throw new SourceSetupError(
+      `${where}: table ${lens.table} of lens "${lens.name}" has no primary key. Add one, or set primaryKey: [...] ` +
+        `on the lens and ALTER TABLE ${lens.table} REPLICA IDENTITY FULL so deletes carry the key.`,
+    );
+  }
+  const missing = keyColumns.filter((c) => !columns.includes(c));
+  if (missing.length) {
+    throw new SourceSetupError(`${where}: lens "${lens.name}": primaryKey column(s) ${missing.join(', ')} not in table ${lens.table}.`);
+  }
+  const identity: string[] =
+    rel.relreplident === 'f' ? columns : rel.relreplident === 'i' ? rel.ident_index : rel.relreplident === 'd' ? rel.pk : [];
+  const uncovered = keyColumns.filter((c) => !identity.includes(c));
+  if (uncovered.length) {
+    throw new SourceSetupError(
+      `${where}: the replica identity of ${lens.table} does not include key column(s) ${uncovered.join(', ')} of lens ` +
+        `"${lens.name}", so deletes could not be matched. Run ALTER TABLE ${lens.table} REPLICA IDENTITY FULL ` +
+        '(or USING INDEX on a unique index of the key).',
+    );
+  }
+  return keyColumns;
+}
+
+async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[]): Promise<void> {
+  const pub = (
+    await client.query(
+      `SELECT obj_description(p.oid, 'pg_publication') AS comment, p.puballtables,
+              ARRAY(SELECT schemaname || '.' || tablename FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables
+         FROM pg_publication p WHERE p.pubname = $1`,
+      [name],
+    )
+  ).rows[0];
+  const tableList = tables.map(quoteTable).join(', ');
+  try {
+    if (!pub) {
+      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}`);
+      await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED}'`);
+      return;
+    }
+    const missing = tables.filter((t) => !pub.tables.includes(t));
+    if (pub.comment === MANAGED) {
+      const extra = (pub.tables as string[]).filter((t) => !tables.includes(t));
+      if (missing.length || extra.length) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
+      return;
+    }
+    if (missing.length && !pub.puballtables) {
+      throw new SourceSetupError(
+        `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
+          `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(quoteTable).join(', ')}.`,
+      );
+    }
+  } catch (err) {
+    if ((err as { code?: string }).code === '42501') {
+      throw new SourceSetupError(
+        `${where}: not allowed to create or change publication "${name}" (${(err as Error).message}). Ask the table owner ` +
+          `or a superuser to run CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}, then restart.`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+async function ensureSlot(client: pg.Client, where: string, slot: string): Promise<boolean> {
+  const existing = (
+    await client.query(
+      `SELECT plugin, slot_type, database, database = current_database() AS same_db FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot],
+    )
+  ).rows[0];
+  if (existing) {
+    if (existing.slot_type !== 'logical' || existing.plugin !== 'pgoutput' || !existing.same_db) {
+      throw new SourceSetupError(
+        `${where}: replication slot "${slot}" exists but is not a pgoutput logical slot of this database ` +
+          `(it is a ${existing.slot_type} slot, plugin ${existing.plugin ?? 'none'}, database ${existing.database ?? 'none'}). ` +
+          'Set slot: to another name on this source, or drop that slot if nothing uses it.',
+      );
+    }
+    return false;
+  }
+  try {
+    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+  } catch (err) {
+    if ((err as { code?: string }).code === '42710') return false; // created concurrently by a standby
+    if ((err as { code?: string }).code === '53400') {
+      throw new SourceSetupError(
+        `${where}: cannot create replication slot "${slot}": all max_replication_slots are in use. ` +
+          'Drop unused slots (SELECT * FROM pg_replication_slots) or raise max_replication_slots.',
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  return true;
+}

@@ -1,0 +1,74 @@
+import type { Action, RecordChange } from './types.js';
+
+/** Rough heap cost of one pending entry beyond its id's characters (Map slot, number). */
+const ENTRY_OVERHEAD_BYTES = 48;
+
+/**
+ * The pending changes of one lens: the last action per id wins, insertion order is kept.
+ * Each entry stores its latest commit time, negated for deletes, so an entry is one number.
+ *
+ * `firstTick` is the checkpoint tick of the oldest change still in the buffer (see Pipeline);
+ * the source may not be acknowledged past it until the buffer is delivered.
+ */
+export class Coalescer {
+  private entries = new Map<string, number>();
+  /** Tick of the oldest change in the buffer; undefined when empty. */
+  firstTick: number | undefined;
+  /** When the oldest change arrived (ms, monotonic clock), for maxWaitMs. */
+  firstAt = 0;
+  /** Estimated bytes held. */
+  bytes = 0;
+  /** Changes merged into an existing entry, since creation. */
+  coalesced = 0;
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Adds a change; returns true when the buffer was empty before. */
+  add(id: string, action: Action, committedAt: number, tick: number, now: number): boolean {
+    const wasEmpty = this.entries.size === 0;
+    const value = action === 'delete' ? -committedAt : committedAt;
+    const entries = this.entries;
+    if (entries.has(id)) {
+      this.coalesced++;
+      entries.set(id, value);
+    } else {
+      entries.set(id, value);
+      this.bytes += id.length * 2 + ENTRY_OVERHEAD_BYTES;
+    }
+    if (wasEmpty) {
+      this.firstTick = tick;
+      this.firstAt = now;
+    }
+    return wasEmpty;
+  }
+
+  /**
+   * Removes up to `max` entries, oldest first, and returns them as a batch. What stays keeps
+   * the old `firstTick` and `firstAt` (conservative: it may hold changes as old as those).
+   */
+  take(max: number): { changes: RecordChange[]; committedAt: number[]; firstTick: number } {
+    const firstTick = this.firstTick!;
+    const changes: RecordChange[] = [];
+    const committedAt: number[] = [];
+    if (this.entries.size <= max) {
+      for (const [id, value] of this.entries) {
+        changes.push({ id, action: value < 0 ? 'delete' : 'upsert' });
+        committedAt.push(Math.abs(value));
+      }
+      this.entries = new Map();
+      this.bytes = 0;
+      this.firstTick = undefined;
+    } else {
+      for (const [id, value] of this.entries) {
+        if (changes.length === max) break;
+        changes.push({ id, action: value < 0 ? 'delete' : 'upsert' });
+        committedAt.push(Math.abs(value));
+        this.entries.delete(id);
+        this.bytes -= id.length * 2 + ENTRY_OVERHEAD_BYTES;
+      }
+    }
+    return { changes, committedAt, firstTick };
+  }
+}

@@ -1,0 +1,427 @@
+/**
+ * Turns a YAML configuration file into a validated Config (./types.ts), or throws one
+ * ConfigError listing every problem found, each with its YAML path and line, in file order.
+ *
+ * Steps: parse the YAML (syntax errors stop here) → interpolate `${VAR}` in scalar values →
+ * validate against the JSON Schema (./schema.ts), which also fills in defaults → check what a
+ * schema cannot (lens → source/sink references, derived names) → build the Config.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { ConfigError } from '../errors.js';
+import { configSchema, IDENTIFIER_PATTERN } from './schema.js';
+import type { Config, LensConfig, SinkConfig, SourceConfig, StateConfig } from './types.js';
+
+type Problem = ConfigError['problems'][number];
+type Segment = string | number;
+
+/**
+ * Reads and parses a configuration file. A missing or unreadable file, like any other
+ * problem, is a ConfigError.
+ */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'the file does not exist' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
+    throw new ConfigError(file, [{ path: '(file)', message: `cannot read the configuration file: ${why}` }]);
+  }
+  return parseConfig(text, file, env);
+}
+
+/**
+ * Parses configuration text. `file` names the file in errors and anchors relative paths
+ * (the embedded state directory); `env` supplies `${VAR}` values.
+ */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    // Only the first: the parser's later errors are mostly echoes of it.
+    const [e] = doc.errors;
+    const message =
+      e.code === 'MULTIPLE_DOCS'
+        ? 'the file holds more than one YAML document (---); keep the whole configuration in one'
+        : `YAML syntax error: ${e.message}`;
+    throw new ConfigError(file, [{ path: '(yaml)', line: lines.linePos(e.pos[0]).line, message }]);
+  }
+  if (doc.contents === null) {
+    throw new ConfigError(file, [{ path: '(file)', message: 'the file is empty; expected a map with sources, lenses and sinks' }]);
+  }
+
+  const ctx: Context = { doc, lines, data: undefined, fromEnv: new Set(), unresolved: new Set() };
+  const envProblems = interpolate(ctx, env);
+  ctx.data = doc.toJS();
+  let problems = schemaProblems(ctx);
+  if (problems.length === 0) problems = referenceProblems(ctx, ctx.data as RawConfig);
+  // A broken ${...} left an empty string behind: it is reported once, not also as, say, "expected a non-empty string".
+  problems = [...envProblems, ...problems.filter((p) => !ctx.unresolved.has(p.path))];
+  if (problems.length > 0) {
+    problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)); // stable: problems on one line keep their order
+    throw new ConfigError(file, problems);
+  }
+  return toConfig(ctx.data as RawConfig, file);
+}
+
+/** What the problem finders share. */
+interface Context {
+  doc: Document;
+  lines: LineCounter;
+  /** The document as plain data, after interpolation (and, once validated, with defaults). */
+  data: unknown;
+  /** Dotted paths of values that came (partly) from the environment: never shown in messages. */
+  fromEnv: Set<string>;
+  /** Dotted paths of values with a broken reference: an unset variable without default, or bad syntax. */
+  unresolved: Set<string>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interpolation
+
+const REFERENCE = /\$\$\{|\$\{([^}]*)\}|\$\{[^}]*/g;
+const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every scalar value of the document (keys are left
+ * alone); `$${` stands for a literal `${`. `:-` uses the default when VAR is unset or empty.
+ * Working on parsed nodes means a value can never inject YAML structure. An unquoted value
+ * is re-typed after substitution, so `maxBatch: ${BATCH:-500}` is the number 500.
+ */
+function interpolate(ctx: Context, env: NodeJS.ProcessEnv): Problem[] {
+  const problems: Problem[] = [];
+  const visit = (node: unknown, segments: Segment[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...segments, keyText(pair.key)]);
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => visit(item, [...segments, i]));
+    } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
+      const path = dotted(segments);
+      const line = lineAt(ctx, node);
+      let substituted = false;
+      const result = node.value.replace(REFERENCE, (match, inner: string | undefined) => {
+        if (match === '$${') return '${';
+        const ref = inner === undefined ? undefined : VARIABLE.exec(inner);
+        if (!ref) {
+          problems.push({
+            path,
+            line,
+            message: `invalid reference "${match}"; write \${VAR} or \${VAR:-default} (and $\${ for a literal \${)`,
+          });
+          ctx.unresolved.add(path);
+          return '';
+        }
+        const [, name, fallback] = ref;
+        const value = env[name];
+        substituted = true;
+        if (value !== undefined && !(fallback !== undefined && value === '')) return value;
+        if (fallback !== undefined) return fallback;
+        problems.push({
+          path,
+          line,
+          message: `environment variable ${name} is not set and \${${name}} has no default; set it or write \${${name}:-default}`,
+        });
+        ctx.unresolved.add(path);
+        return '';
+      });
+      if (substituted) ctx.fromEnv.add(path);
+      node.value = substituted && node.type === 'PLAIN' ? retype(result) : result;
+    }
+  };
+  visit(ctx.doc.contents, []);
+  return problems;
+}
+
+/** The number or boolean an unquoted YAML scalar with this text would be; otherwise the text. */
+function retype(text: string): unknown {
+  if (/^[-+]?(?:[0-9]+|[0-9]*\.[0-9]+)(?:[eE][-+]?[0-9]+)?$/.test(text)) return Number(text);
+  if (/^(?:true|True|TRUE)$/.test(text)) return true;
+  if (/^(?:false|False|FALSE)$/.test(text)) return false;
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema validation
+
+let validator: ValidateFunction | undefined;
+
+/** The compiled schema; it fills in defaults as it validates (`useDefaults`). */
+function validate(data: unknown): readonly ErrorObject[] {
+  if (!validator) {
+    const ajv = new Ajv({ allErrors: true, useDefaults: true, discriminator: true, verbose: true, allowUnionTypes: true });
+    ajv.addKeyword('x-expected');
+    ajv.addKeyword('x-notYetAvailable');
+    validator = ajv.compile(configSchema);
+  }
+  return validator(data) ? [] : (validator.errors ?? []);
+}
+
+/** Every schema violation, as problems with YAML paths, lines and readable messages. */
+function schemaProblems(ctx: Context): Problem[] {
+  const problems: Problem[] = [];
+  for (const e of validate(ctx.data)) {
+    const at = pointerSegments(e.instancePath, ctx.data);
+    const schema = (e.parentSchema ?? {}) as SchemaNode;
+    const notYet = schema['x-notYetAvailable'] ?? [];
+    const problem = (segments: Segment[], message: string, lineSegments = segments): void => {
+      problems.push({ path: dotted(segments), line: lineOf(ctx, lineSegments), message });
+    };
+
+    switch (e.keyword) {
+      case 'additionalProperties': {
+        const key = String(e.params.additionalProperty);
+        const expected = Object.keys(schema.properties ?? {}).join(', ');
+        problem(
+          [...at, key],
+          notYet.includes(key)
+            ? `"${key}" is not available in this version yet`
+            : `unknown key "${key}"; expected one of: ${expected}`,
+        );
+        break;
+      }
+      case 'required': {
+        const key = String(e.params.missingProperty);
+        problem([...at, key], `missing required key "${key}"`, at);
+        break;
+      }
+      case 'discriminator': {
+        // A missing `type` is already reported by `required`.
+        if (e.params.tagValue === undefined) break;
+        const tag = String(e.params.tag);
+        const allowed = (schema.oneOf ?? []).map((branch) => branch.properties?.[tag]?.const);
+        problem([...at, tag], enumMessage(ctx, [...at, tag], e.params.tagValue, allowed, notYet));
+        break;
+      }
+      case 'enum':
+        problem(at, enumMessage(ctx, at, e.data, e.params.allowedValues as unknown[], notYet));
+        break;
+      case 'const':
+        problem(at, `expected ${JSON.stringify(e.params.allowedValue)}, got ${show(ctx, at, e.data)}`);
+        break;
+      case 'type': {
+        const types = ([] as string[]).concat(e.params.type as string | string[]).map(typeName);
+        problem(at, `expected ${types.join(' or ')}, got ${describe(ctx, at, e.data)}`);
+        break;
+      }
+      case 'minimum':
+      case 'maximum':
+        problem(at, `expected ${e.keyword === 'minimum' ? 'at least' : 'at most'} ${e.params.limit}, got ${show(ctx, at, e.data)}`);
+        break;
+      case 'minLength':
+        problem(at, e.params.limit === 1 ? 'expected a non-empty string' : `expected at least ${e.params.limit} characters`);
+        break;
+      case 'minItems':
+        problem(at, e.params.limit === 1 ? 'expected a non-empty list' : `expected at least ${e.params.limit} items`);
+        break;
+      case 'minProperties':
+        problem(at, `expected ${schema['x-expected'] ?? `at least ${e.params.limit} keys`}, got an empty map`);
+        break;
+      case 'uniqueItems': {
+        const item = (e.data as unknown[])[e.params.j as number];
+        problem(at, `${show(ctx, at, item)} is listed more than once`);
+        break;
+      }
+      case 'pattern': {
+        const expected = schema['x-expected'] ?? `a string matching ${e.params.pattern}`;
+        if (e.propertyName !== undefined) {
+          // propertyNames: the name of a key is wrong (e.g. a lens name).
+          problem([...at, e.propertyName], `invalid name "${e.propertyName}"; expected ${expected}`);
+        } else {
+          problem(at, `expected ${expected}, got ${show(ctx, at, e.data)}`);
+        }
+        break;
+      }
+      case 'propertyNames':
+        break; // reported by the failing keyword inside it, which names the key
+      default:
+        problem(at, e.message ?? `invalid (${e.keyword})`);
+    }
+  }
+  return problems;
+}
+
+/** The part of a schema object the messages read. */
+interface SchemaNode {
+  properties?: Record<string, { const?: unknown }>;
+  oneOf?: SchemaNode[];
+  'x-expected'?: string;
+  'x-notYetAvailable'?: readonly unknown[];
+}
+
+function enumMessage(ctx: Context, at: Segment[], value: unknown, allowed: unknown[], notYet: readonly unknown[]): string {
+  const expected = allowed.map(String).join(', ');
+  if (notYet.includes(value)) return `${show(ctx, at, value)} is not available in this version yet; expected one of: ${expected}`;
+  return `expected one of: ${expected}; got ${show(ctx, at, value)}`;
+}
+
+/** JSON Schema type names in YAML words. */
+function typeName(type: string): string {
+  return type === 'object' ? 'map' : type === 'array' ? 'list' : type;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks the schema cannot express
+
+/** The validated data (defaults filled in) before it is shaped into a Config. */
+interface RawConfig {
+  sources: Record<string, Omit<SourceConfig, 'slot' | 'publication'> & { slot?: string; publication?: string }>;
+  lenses: Record<string, LensConfig>;
+  sinks: Record<string, SinkConfig>;
+  state: StateConfig;
+  metrics: { listen: string } | boolean;
+  pipeline: Config['pipeline'];
+  log: Config['log'];
+}
+
+/** Lens references to sources and sinks, and source names that give invalid default names. */
+function referenceProblems(ctx: Context, data: RawConfig): Problem[] {
+  const problems: Problem[] = [];
+  for (const [name, source] of Object.entries(data.sources)) {
+    for (const key of ['slot', 'publication'] as const) {
+      const derived = `tributary_${name}`;
+      if (source[key] === undefined && !new RegExp(IDENTIFIER_PATTERN).test(derived)) {
+        problems.push({
+          path: dotted(['sources', name, key]),
+          line: lineOf(ctx, ['sources', name]),
+          message:
+            `the default ${key} name "${derived}" (from the source name) is not a valid identifier; ` +
+            `set ${key}: explicitly (lowercase letters, digits and _, at most 63 characters)`,
+        });
+      }
+    }
+  }
+  for (const [name, lens] of Object.entries(data.lenses)) {
+    for (const kind of ['source', 'sink'] as const) {
+      const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
+      if (!defined.includes(lens[kind])) {
+        const at = ['lenses', name, kind];
+        problems.push({
+          path: dotted(at),
+          line: lineOf(ctx, at),
+          message: `unknown ${kind} ${show(ctx, at, lens[kind])}; defined ${kind}s: ${defined.join(', ') || '(none)'}`,
+        });
+      }
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the Config
+
+/** Shapes validated data into a Config: derived defaults, normalised names, resolved paths. */
+function toConfig(data: RawConfig, file: string): Config {
+  const sources: Record<string, SourceConfig> = {};
+  for (const [name, s] of Object.entries(data.sources)) {
+    sources[name] = {
+      type: s.type,
+      url: s.url,
+      capture: s.capture,
+      slot: s.slot ?? `tributary_${name}`,
+      publication: s.publication ?? `tributary_${name}`,
+      statusIntervalMs: s.statusIntervalMs,
+    };
+  }
+  const lenses: Record<string, LensConfig> = {};
+  for (const [name, l] of Object.entries(data.lenses)) {
+    lenses[name] = { ...l, table: l.table.includes('.') ? l.table : `public.${l.table}` };
+  }
+  const sinks: Record<string, SinkConfig> = {};
+  for (const [name, s] of Object.entries(data.sinks)) {
+    sinks[name] = { ...s, url: s.url.replace(/\/+$/, '') };
+  }
+  const state: StateConfig =
+    data.state.type === 'embedded'
+      ? { type: 'embedded', path: isAbsolute(data.state.path) ? data.state.path : resolve(dirname(file), data.state.path) }
+      : data.state;
+  const metrics =
+    data.metrics === false ? null : data.metrics === true ? { listen: '0.0.0.0:9464' } : { listen: data.metrics.listen };
+  return { sources, lenses, sinks, state, metrics, pipeline: data.pipeline, log: data.log };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths, lines and values in messages
+
+/** `lenses.products.fields[1]` */
+function dotted(segments: Segment[]): string {
+  if (segments.length === 0) return '(root)';
+  return segments.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? s : `.${s}`)).join('');
+}
+
+/** An ajv instancePath (`/lenses/products/fields/1`) as segments; list indices become numbers. */
+function pointerSegments(pointer: string, data: unknown): Segment[] {
+  if (pointer === '') return [];
+  const segments: Segment[] = [];
+  let here = data;
+  for (const raw of pointer.slice(1).split('/')) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    const segment = Array.isArray(here) ? Number(key) : key;
+    segments.push(segment);
+    here = here !== null && typeof here === 'object' ? (here as Record<string, unknown>)[key] : undefined;
+  }
+  return segments;
+}
+
+function keyText(key: unknown): string {
+  return isScalar(key) ? String(key.value) : String(key);
+}
+
+/** The 1-based line of a path: its key's line, else its value's; the nearest existing ancestor's if it is missing. */
+function lineOf(ctx: Context, segments: Segment[]): number | undefined {
+  let node: unknown = ctx.doc.contents;
+  let line = lineAt(ctx, node);
+  for (const segment of segments) {
+    if (isAlias(node)) node = node.resolve(ctx.doc);
+    if (isMap(node)) {
+      const pair = node.items.find((p) => keyText(p.key) === String(segment));
+      if (!pair) return line;
+      line = lineAt(ctx, pair.key) ?? lineAt(ctx, pair.value) ?? line;
+      node = pair.value;
+    } else if (isSeq(node) && typeof segment === 'number' && segment < node.items.length) {
+      node = node.items[segment];
+      line = lineAt(ctx, node) ?? line;
+    } else {
+      return line;
+    }
+  }
+  return line;
+}
+
+function lineAt(ctx: Context, node: unknown): number | undefined {
+  const range = (node as { range?: [number, number, number] } | null)?.range;
+  return range ? ctx.lines.linePos(range[0]).line : undefined;
+}
+
+const HIDDEN_KEYS = new Set(['key', 'password', 'secret', 'token']);
+
+/**
+ * A value as it may appear in a message: secrets (keys named key/password/…, anything from the
+ * environment) are `"***"`, URLs lose their password, long strings are cut.
+ */
+function show(ctx: Context, segments: Segment[], value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a map';
+  const last = segments[segments.length - 1];
+  if (ctx.fromEnv.has(dotted(segments)) || (typeof last === 'string' && HIDDEN_KEYS.has(last))) return '"***"';
+  if (typeof value !== 'string') return String(value);
+  let text = last === 'url' ? redactUrl(value) : value;
+  if (text.length > 80) text = `${text.slice(0, 77)}...`;
+  return JSON.stringify(text);
+}
+
+/** `show`, with the value's type in front: `string "abc"`, `number 5`, `a map`. */
+function describe(ctx: Context, segments: Segment[], value: unknown): string {
+  const shown = show(ctx, segments, value);
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+    ? `${typeof value} ${shown}`
+    : shown;
+}
+
+/** `postgres://u:secret@h/db` → `postgres://u:***@h/db`; also `password=secret` in key=value strings. */
+export function redactUrl(url: string): string {
+  return url.replace(/(\/\/[^/:@\s]*):[^@\s]*@/, '$1:***@').replace(/(password\s*=\s*)\S+/gi, '$1***');
+}

@@ -1,0 +1,317 @@
+/**
+ * The JSON Schema (draft-07) of Tributary's YAML configuration file: the one spec that drives
+ * validation (./load.ts), editor completion (config/tributary.schema.json, written from this
+ * file by `npm run schema`) and the reference docs. Every property has a description; every
+ * optional property with a fixed default declares it, and the loader fills those defaults in.
+ *
+ * Two annotation keywords (ignored by editors, read by the loader's error messages):
+ * - `x-expected`: what a valid value looks like, in words, for pattern-like checks.
+ * - `x-notYetAvailable`: values (or keys) that the design plans but this version does not
+ *   implement yet; using one gets "not available in this version yet" instead of a plain
+ *   "unknown" error.
+ *
+ * Keep it in step with ./types.ts, the shape the rest of the code sees.
+ */
+
+/** Postgres identifiers Tributary creates (slots, publications, schemas): lowercase, ≤ 63. */
+export const IDENTIFIER_PATTERN = '^[a-z_][a-z0-9_]{0,62}$';
+const IDENTIFIER_EXPECTED = 'a name of lowercase letters, digits and _ (not starting with a digit, at most 63 characters)';
+
+/** Lens names: they appear in URLs, metrics labels and CLI arguments. */
+export const LENS_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+
+/** `30s`, `5m`, `24h`, `1h30m`, `2h15m10s`: hours, minutes, seconds, in that order. */
+export const DURATION_PATTERN = '^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$';
+
+/** `host:port` (host name, IPv4 or [IPv6]) with a port from 0 to 65535. */
+export const LISTEN_PATTERN =
+  '^(?:\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)$';
+
+const duration = (description: string) =>
+  ({
+    type: 'string',
+    description,
+    pattern: DURATION_PATTERN,
+    'x-expected': 'a duration like 30s, 5m, 24h or 1h30m',
+    examples: ['30s', '5m', '24h', '1h30m'],
+  }) as const;
+
+const columnList = (description: string, defaultValue?: []) =>
+  ({
+    type: 'array',
+    description,
+    items: { type: 'string', minLength: 1, description: 'A column name.' },
+    uniqueItems: true,
+    ...(defaultValue ? { default: defaultValue } : {}),
+  }) as const;
+
+const postgresSource = {
+  type: 'object',
+  description: 'A PostgreSQL database, tailed through logical replication (pgoutput).',
+  additionalProperties: false,
+  required: ['type', 'url'],
+  properties: {
+    type: { const: 'postgres', description: 'Source type.' },
+    url: {
+      type: 'string',
+      minLength: 1,
+      description:
+        'libpq connection URL of a role with the REPLICATION attribute, e.g. ' +
+        'postgres://tributary:${PGPASSWORD}@db:5432/app. Never logged with its password.',
+    },
+    capture: {
+      type: 'string',
+      enum: ['logical'],
+      'x-notYetAvailable': ['trigger', 'poll', 'auto'],
+      default: 'logical',
+      description:
+        'How changes are captured. `logical`: a logical replication slot (needs wal_level=logical). ' +
+        '`trigger`, `poll` and `auto` are planned but not available in this version yet.',
+    },
+    slot: {
+      type: 'string',
+      pattern: IDENTIFIER_PATTERN,
+      'x-expected': IDENTIFIER_EXPECTED,
+      description:
+        'Replication slot name; created if missing. Default: `tributary_<source name>` ' +
+        '(set it explicitly when the source name is not a valid identifier).',
+    },
+    publication: {
+      type: 'string',
+      pattern: IDENTIFIER_PATTERN,
+      'x-expected': IDENTIFIER_EXPECTED,
+      description:
+        'Publication name. Default: `tributary_<source name>`, created if missing and kept in step ' +
+        'with the lens tables. A publication that exists and was not created by Tributary is used ' +
+        'as-is (it must include every lens table).',
+    },
+    statusIntervalMs: {
+      type: 'integer',
+      minimum: 1000,
+      default: 10000,
+      description: 'How often a standby status update is sent even without traffic, in milliseconds.',
+    },
+  },
+} as const;
+
+const source = {
+  type: 'object',
+  description: 'One connection to a database or change stream. `type` decides the other keys.',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  'x-notYetAvailable': ['mysql', 'kinesis', 'kafka'],
+  oneOf: [postgresSource],
+} as const;
+
+const lens = {
+  type: 'object',
+  description: 'One index over one table of a source: which rows, which fields, where they go.',
+  additionalProperties: false,
+  required: ['source', 'table', 'sink'],
+  properties: {
+    source: { type: 'string', minLength: 1, description: 'Name of the source (a key of `sources`) the table lives in.' },
+    table: {
+      type: 'string',
+      pattern: '^[^.\\s"]+(?:\\.[^.\\s"]+)?$',
+      'x-expected': 'a table name: "table" or "schema.table"',
+      description: 'The table, as `schema.table`; a bare `table` means `public.table`.',
+      examples: ['public.products', 'products'],
+    },
+    primaryKey: {
+      ...columnList("Key columns, in order. Default: the table's primary key, read at start."),
+      minItems: 1,
+    },
+    fields: columnList('Columns whose text is embedded.', []),
+    metadata: columnList('Columns stored with each record as metadata (filterable, returned with results).', []),
+    changeTrackingColumn: {
+      type: 'string',
+      minLength: 1,
+      description: 'A column that grows on every update (e.g. updated_at), for incremental syncs and polling.',
+    },
+    syncInterval: duration('Run an incremental sync (polling cursor; sees no deletes) this often.'),
+    smartSyncInterval: duration('Run a full sweep with tombstones (catches deletes) this often.'),
+    sink: { type: 'string', minLength: 1, description: 'Name of the sink (a key of `sinks`) batches of this lens go to.' },
+    initialSync: {
+      type: 'string',
+      enum: ['full', 'none'],
+      default: 'full',
+      description: "What to do on the lens's first start: ask the sink for a full sync, or nothing.",
+    },
+    maxBatch: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 10000,
+      default: 10000,
+      description: 'Flush a batch at this many distinct ids (at most 10000, the sink API limit).',
+    },
+    maxWaitMs: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 60000,
+      default: 200,
+      description: 'Flush a batch this long after its first change, in milliseconds.',
+    },
+  },
+} as const;
+
+const semilayerSink = {
+  type: 'object',
+  description: "SemiLayer's hosted ingest API (records mode).",
+  additionalProperties: false,
+  required: ['type', 'url', 'key'],
+  properties: {
+    type: { const: 'semilayer', description: 'Sink type.' },
+    url: {
+      type: 'string',
+      pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
+      'x-expected': 'an http(s) URL like https://api.semilayer.com',
+      description: 'Base URL of the API, without /v1 (a trailing slash is removed).',
+      examples: ['https://api.semilayer.com'],
+    },
+    key: { type: 'string', minLength: 1, description: 'Ingest key (ik_...). Use ${VAR}; never logged.' },
+    timeoutMs: { type: 'integer', minimum: 1, default: 30000, description: 'Per-request timeout, in milliseconds.' },
+  },
+} as const;
+
+const sink = {
+  type: 'object',
+  description: 'Where batches of changes go. `type` decides the other keys.',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  'x-notYetAvailable': ['worker', 'seyn', 'psykhe'],
+  oneOf: [semilayerSink],
+} as const;
+
+const state = {
+  type: 'object',
+  description: 'Where acknowledged positions, lens status and the dead-letter queue are kept.',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  default: { type: 'embedded', path: './data' },
+  oneOf: [
+    {
+      type: 'object',
+      description: 'Files in a local directory (one replica only).',
+      additionalProperties: false,
+      properties: {
+        type: { const: 'embedded', description: 'State type.' },
+        path: {
+          type: 'string',
+          minLength: 1,
+          default: './data',
+          description: "Directory for the state files; relative paths are resolved against the config file's directory.",
+        },
+      },
+    },
+    {
+      type: 'object',
+      description: 'Tables in a PostgreSQL schema (lets replicas share state and fail over).',
+      additionalProperties: false,
+      required: ['url'],
+      properties: {
+        type: { const: 'postgres', description: 'State type.' },
+        url: { type: 'string', minLength: 1, description: 'libpq connection URL. Never logged with its password.' },
+        schema: {
+          type: 'string',
+          pattern: IDENTIFIER_PATTERN,
+          'x-expected': IDENTIFIER_EXPECTED,
+          default: 'tributary',
+          description: 'Schema the state tables live in; created if missing.',
+        },
+      },
+    },
+  ],
+} as const;
+
+const positiveInteger = (defaultValue: number, description: string, minimum = 1) =>
+  ({ type: 'integer', minimum, default: defaultValue, description }) as const;
+
+/** The schema of the whole configuration file. */
+export const configSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'Tributary configuration',
+  description:
+    'One Tributary pipeline: sources to tail, lenses (one index over one table each) and sinks to ' +
+    'deliver to. ${VAR} and ${VAR:-default} in values are replaced from the environment ($${ is a literal ${).',
+  type: 'object',
+  additionalProperties: false,
+  'x-notYetAvailable': ['worker'],
+  required: ['sources', 'lenses', 'sinks'],
+  properties: {
+    sources: {
+      type: 'object',
+      description: 'Sources by name.',
+      additionalProperties: source,
+    },
+    lenses: {
+      type: 'object',
+      description: 'Lenses by name (letters, digits, _ and -, at most 64 characters).',
+      minProperties: 1,
+      'x-expected': 'at least one lens',
+      propertyNames: {
+        pattern: LENS_NAME_PATTERN,
+        'x-expected': 'a name of letters, digits, _ and - (at most 64 characters)',
+      },
+      additionalProperties: lens,
+    },
+    sinks: {
+      type: 'object',
+      description: 'Sinks by name.',
+      additionalProperties: sink,
+    },
+    state: state,
+    metrics: {
+      type: ['object', 'boolean'],
+      description: 'Prometheus metrics endpoint (GET /metrics). `false` turns it off; `true` keeps the defaults.',
+      additionalProperties: false,
+      default: { listen: '0.0.0.0:9464' },
+      properties: {
+        listen: {
+          type: 'string',
+          pattern: LISTEN_PATTERN,
+          'x-expected': 'host:port with a port from 0 to 65535',
+          default: '0.0.0.0:9464',
+          description: 'Address to serve metrics on, as host:port.',
+        },
+      },
+    },
+    pipeline: {
+      type: 'object',
+      description: 'Limits shared by every lens.',
+      additionalProperties: false,
+      default: { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
+      properties: {
+        maxPendingChanges: positiveInteger(50000, 'Pause a source when its lenses buffer this many changes not yet in flight.'),
+        maxPendingBytes: positiveInteger(67108864, '…or this many bytes of ids (default 64 MiB).'),
+        drainTimeoutMs: positiveInteger(
+          30000,
+          'On SIGTERM, how long to wait for pending batches before exiting anyway, in milliseconds.',
+          0,
+        ),
+        errorRetryMs: positiveInteger(
+          60000,
+          'While a lens is in `error` (401/403/404 from its sink), how often its batch is tried again, in milliseconds.',
+        ),
+      },
+    },
+    log: {
+      type: 'object',
+      description: 'Logging (JSON lines on stdout).',
+      additionalProperties: false,
+      default: { level: 'info' },
+      properties: {
+        level: {
+          type: 'string',
+          enum: ['debug', 'info', 'warn', 'error'],
+          default: 'info',
+          description: 'Least severe level written.',
+        },
+      },
+    },
+  },
+} as const;
+
+/** The text of config/tributary.schema.json: the schema as pretty JSON with a final newline. */
+export function schemaFileText(): string {
+  return JSON.stringify(configSchema, null, 2) + '\n';
+}

@@ -1,0 +1,378 @@
+/**
+ * The embedded state store: plain files in one directory.
+ *
+ * - `state.json`: every key/value, rewritten atomically on each (coalesced) put.
+ * - `dead-letters.jsonl`: one dead letter a line, appended and fsynced; removals rewrite it.
+ * - `tributary.lock`: the pid of the one process allowed to write the directory.
+ */
+import { mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { TributaryError } from '../errors.js';
+import type { DeadLetter, StateStore } from '../types.js';
+
+const STATE_FILE = 'state.json';
+const DEAD_LETTER_FILE = 'dead-letters.jsonl';
+const LOCK_FILE = 'tributary.lock';
+/** A lock file without a pid younger than this may be one another process is still writing. */
+const LOCK_GRACE_MS = 5_000;
+
+/** Directories this process holds the lock of (a second open in the same process must fail). */
+const lockedHere = new Set<string>();
+
+/**
+ * State in a local directory, for a single daemon (`state: { type: embedded, path }`).
+ *
+ * A writable store takes `tributary.lock` and keeps everything in memory, so reads are cheap;
+ * every `put` resolves once `state.json` holding its value is on disk. Puts that arrive while a
+ * write is in progress share the next write. A read-only store (for `status` and `dlq list`
+ * beside a running daemon) takes no lock, re-reads the files on every read and refuses writes.
+ */
+export class EmbeddedStateStore implements StateStore {
+  private values = new Map<string, unknown>();
+  private letters: DeadLetter[] = [];
+  private lastId = { time: 0, counter: 0 };
+  private closed = false;
+  private readonly stateWriter = new CoalescingWriter(() => this.writeState());
+  /** Dead-letter file operations, one at a time. */
+  private letterQueue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    /** The state directory, absolute. */
+    readonly dir: string,
+    readonly readOnly: boolean,
+  ) {}
+
+  /** Opens (creating if missing) the directory `path`; see the class comment for `readOnly`. */
+  static async open(path: string, options: { readOnly?: boolean } = {}): Promise<EmbeddedStateStore> {
+    if (options.readOnly) return new EmbeddedStateStore(resolve(path), true);
+    await mkdir(path, { recursive: true });
+    const store = new EmbeddedStateStore(await realpath(path), false);
+    await acquireLock(store.dir);
+    try {
+      await store.load();
+    } catch (err) {
+      await releaseLock(store.dir);
+      throw err;
+    }
+    return store;
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    this.assertOpen();
+    const values = this.readOnly ? await readState(this.dir) : this.values;
+    const value = values.get(key);
+    return value === undefined ? undefined : (structuredClone(value) as T);
+  }
+
+  async put(key: string, value: unknown): Promise<void> {
+    this.assertWritable();
+    this.values.set(key, toJson(key, value));
+    await this.stateWriter.request();
+  }
+
+  async addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter> {
+    this.assertWritable();
+    const stored: DeadLetter = { id: this.nextId(), ...(toJson('dead letter', letter) as Omit<DeadLetter, 'id'>) };
+    await this.onLetterFile(async () => {
+      await appendDurably(join(this.dir, DEAD_LETTER_FILE), JSON.stringify(stored) + '\n');
+      this.letters.push(stored);
+    });
+    return structuredClone(stored);
+  }
+
+  async listDeadLetters(lens?: string): Promise<DeadLetter[]> {
+    this.assertOpen();
+    const letters = this.readOnly ? await readDeadLetters(this.dir) : this.letters;
+    return structuredClone(lens === undefined ? letters : letters.filter((l) => l.lens === lens));
+  }
+
+  async removeDeadLetters(ids: string[]): Promise<number> {
+    this.assertWritable();
+    return this.onLetterFile(async () => {
+      const drop = new Set(ids);
+      const kept = this.letters.filter((l) => !drop.has(l.id));
+      const removed = this.letters.length - kept.length;
+      if (removed > 0) {
+        await writeAtomically(join(this.dir, DEAD_LETTER_FILE), kept.map((l) => JSON.stringify(l) + '\n').join(''));
+        this.letters = kept;
+      }
+      return removed;
+    });
+  }
+
+  /** Waits for writes in progress, then releases the lock. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.readOnly) return;
+    await Promise.allSettled([this.stateWriter.idle(), this.letterQueue]);
+    await releaseLock(this.dir);
+  }
+
+  private async load(): Promise<void> {
+    // Leftovers of writes a crash interrupted; the files they were replacing are intact.
+    await rm(join(this.dir, STATE_FILE + '.tmp'), { force: true });
+    await rm(join(this.dir, DEAD_LETTER_FILE + '.tmp'), { force: true });
+    this.values = await readState(this.dir);
+    const { letters, torn } = await parseDeadLetters(this.dir);
+    this.letters = letters;
+    // A torn last line (crash mid-append) would glue onto the next append: drop it now.
+    if (torn) await writeAtomically(join(this.dir, DEAD_LETTER_FILE), letters.map((l) => JSON.stringify(l) + '\n').join(''));
+    for (const l of letters) {
+      const m = /^dl_(\d+)_(\d+)$/.exec(l.id);
+      if (m) this.bumpId(Number(m[1]), Number(m[2]));
+    }
+  }
+
+  private writeState(): Promise<void> {
+    const text = JSON.stringify(Object.fromEntries(this.values), null, 2) + '\n';
+    return writeAtomically(join(this.dir, STATE_FILE), text);
+  }
+
+  /** `dl_<ms, 13 digits>_<counter, 6 digits>`: sortable, and increasing across restarts. */
+  private nextId(): string {
+    const now = Date.now();
+    if (now > this.lastId.time) this.lastId = { time: now, counter: 0 };
+    else this.lastId.counter++;
+    const { time, counter } = this.lastId;
+    return `dl_${String(time).padStart(13, '0')}_${String(counter).padStart(6, '0')}`;
+  }
+
+  private bumpId(time: number, counter: number): void {
+    const last = this.lastId;
+    if (time > last.time || (time === last.time && counter > last.counter)) this.lastId = { time, counter };
+  }
+
+  private onLetterFile<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.letterQueue.then(fn);
+    this.letterQueue = result.catch(() => undefined);
+    return result;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new TributaryError(`The state store in ${this.dir} is closed`);
+  }
+
+  private assertWritable(): void {
+    this.assertOpen();
+    if (this.readOnly) {
+      throw new TributaryError(`The state store in ${this.dir} was opened read-only; only the running daemon writes it`);
+    }
+  }
+}
+
+/**
+ * Runs `write` one at a time. A request made while a write runs waits for the next write,
+ * which every request made in the meantime shares; so a request resolves only after a write
+ * that started after it has finished.
+ */
+class CoalescingWriter {
+  private running: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
+
+  constructor(private readonly write: () => Promise<void>) {}
+
+  request(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.running) return this.start();
+    this.queued = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.start();
+      });
+    return this.queued;
+  }
+
+  /** Resolves when no write is running or queued (errors are the requesters' to see). */
+  async idle(): Promise<void> {
+    while (this.queued ?? this.running) await (this.queued ?? this.running)!.catch(() => undefined);
+  }
+
+  private start(): Promise<void> {
+    const run = this.write().finally(() => {
+      if (this.running === run) this.running = undefined;
+    });
+    this.running = run;
+    return run;
+  }
+}
+
+/** Copies `value` through JSON, so what is stored is exactly what a later read returns. */
+function toJson(what: string, value: unknown): unknown {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`State value for ${what} is not JSON-serialisable`);
+  return JSON.parse(text);
+}
+
+async function readState(dir: string): Promise<Map<string, unknown>> {
+  const path = join(dir, STATE_FILE);
+  const text = await readIfExists(path);
+  if (text === undefined) return new Map();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new TributaryError(
+      `${path} is not valid JSON (${(err as Error).message}). It is only ever replaced whole, so it was edited ` +
+        'or damaged outside Tributary: restore it from a backup, or delete it to start from scratch (sources resume from their earliest retained position).',
+      { cause: err },
+    );
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new TributaryError(`${path} must hold a JSON object of key/values; restore it from a backup or delete it`);
+  }
+  return new Map(Object.entries(parsed));
+}
+
+async function readDeadLetters(dir: string): Promise<DeadLetter[]> {
+  return (await parseDeadLetters(dir)).letters;
+}
+
+/** Reads the dead-letter file; a last line without its newline (torn by a crash or a concurrent append) is left out. */
+async function parseDeadLetters(dir: string): Promise<{ letters: DeadLetter[]; torn: boolean }> {
+  const path = join(dir, DEAD_LETTER_FILE);
+  const text = (await readIfExists(path)) ?? '';
+  const lines = text.split('\n');
+  const last = lines.pop() ?? '';
+  const letters: DeadLetter[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    try {
+      letters.push(JSON.parse(line) as DeadLetter);
+    } catch (err) {
+      throw new TributaryError(`${path}, line ${i + 1}: not a JSON dead letter; fix or delete that line`, { cause: err });
+    }
+  });
+  return { letters, torn: last !== '' };
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Replaces `path` with `text` so that a crash leaves either the old or the new file, whole. */
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const tmp = path + '.tmp';
+  const file = await open(tmp, 'w');
+  try {
+    await file.writeFile(text);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(tmp, path);
+  await syncDirectory(path);
+}
+
+async function appendDurably(path: string, text: string): Promise<void> {
+  const file = await open(path, 'a');
+  let created = false;
+  try {
+    created = (await file.stat()).size === 0;
+    await file.writeFile(text);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  if (created) await syncDirectory(path);
+}
+
+/** fsyncs the directory holding `path`, so a rename or a new file survives a power loss. */
+async function syncDirectory(path: string): Promise<void> {
+  const dir = await open(join(path, '..'), 'r');
+  try {
+    await dir.sync();
+  } catch (err) {
+    // Some platforms (Windows) cannot fsync a directory; nothing more can be done there.
+    if (!['EPERM', 'EISDIR', 'EINVAL'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  } finally {
+    await dir.close();
+  }
+}
+
+/**
+ * Takes `tributary.lock` with O_EXCL. A lock whose pid is not running is stale and taken
+ * over; so is one holding our own pid that this process does not hold (left by an earlier
+ * process that had the same pid, as after a container restart). Two processes taking over
+ * the same stale lock at the same instant are not told apart.
+ */
+async function acquireLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK_FILE);
+  if (lockedHere.has(dir)) throw lockHeld(dir, process.pid);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const file = await open(path, 'wx');
+      try {
+        await file.writeFile(`${process.pid}\n`);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      lockedHere.add(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw err;
+    }
+    const holder = await readLock(path);
+    if (holder === 'unknown') {
+      throw new TributaryError(
+        `The state directory ${dir} is being locked by another process right now (${path} holds no pid yet). ` +
+          'Only one Tributary daemon may write a state directory; try again, or give this one its own state.path.',
+      );
+    }
+    if (holder !== undefined && holder !== process.pid && isAlive(holder)) throw lockHeld(dir, holder);
+    // Stale: its process is gone. Take it over.
+    await rm(path, { force: true });
+  }
+}
+
+/** The pid in the lock file; undefined if it is gone or stale without one; 'unknown' if just created. */
+async function readLock(path: string): Promise<number | undefined | 'unknown'> {
+  try {
+    const text = await readFile(path, 'utf8');
+    const pid = Number(text.trim());
+    if (Number.isInteger(pid) && pid > 0) return pid;
+    const age = Date.now() - (await stat(path)).mtimeMs;
+    return age < LOCK_GRACE_MS ? 'unknown' : undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function lockHeld(dir: string, pid: number): TributaryError {
+  const lock = join(dir, LOCK_FILE);
+  const advice =
+    'Only one Tributary daemon may write a state directory: stop the other one, or give this one its own ' +
+    'state.path. `tributary status` and `tributary dlq list` can run beside it.';
+  if (pid === process.pid) {
+    return new TributaryError(`The state directory ${dir} is already open for writing in this process (pid ${pid}, ${lock}). ${advice}`);
+  }
+  return new TributaryError(
+    `The state directory ${dir} is in use: it is locked by pid ${pid} (${lock}). ${advice} ` +
+      `If pid ${pid} is not a Tributary daemon, delete ${lock} and start again.`,
+  );
+}
+
+async function releaseLock(dir: string): Promise<void> {
+  if (!lockedHere.delete(dir)) return;
+  const path = join(dir, LOCK_FILE);
+  // Only remove the lock if it is still ours.
+  if ((await readLock(path)) === process.pid) await rm(path, { force: true });
+}

@@ -1,0 +1,208 @@
+/**
+ * The PostgreSQL state store: two tables in their own schema (default `tributary`).
+ *
+ *   kv(key text primary key, value jsonb not null, updated_at timestamptz not null default now())
+ *   dead_letters(id bigserial primary key, lens, reason, error, attempts, first_seen, last_seen, provenance jsonb)
+ */
+import pg from 'pg';
+import { TributaryError } from '../errors.js';
+import { redactUrl } from '../log.js';
+import type { DeadLetter, StateStore } from '../types.js';
+
+/** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
+const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
+
+/**
+ * State in PostgreSQL (`state: { type: postgres, url, schema }`), for deployments where the
+ * daemon's disk is not durable (Kubernetes without volumes). The schema and tables are created
+ * if missing, except by a read-only store, which sees a missing schema as empty state and
+ * refuses writes. Several readers may share the schema; run one daemon (one writer) per schema.
+ * Database failures reject with a TributaryError, retriable when the connection was at fault.
+ */
+export class PostgresStateStore implements StateStore {
+  private readonly kv: string;
+  private readonly deadLetters: string;
+  private closed = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    /** The connection URL with its password masked, for messages. */
+    readonly where: string,
+    readonly schema: string,
+    readonly readOnly: boolean,
+  ) {
+    this.kv = `${quoteIdent(schema)}.kv`;
+    this.deadLetters = `${quoteIdent(schema)}.dead_letters`;
+  }
+
+  static async open(
+    config: { url: string; schema?: string },
+    options: { readOnly?: boolean } = {},
+  ): Promise<PostgresStateStore> {
+    // An idle connection that drops emits 'error' on the pool; the next query reports it.
+    const pool = new pg.Pool({ connectionString: config.url, max: 2 });
+    pool.on('error', () => {});
+    const store = new PostgresStateStore(pool, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
+    try {
+      if (store.readOnly) await store.query('SELECT 1');
+      else await store.createTables();
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    const rows = await this.read(`SELECT value FROM ${this.kv} WHERE key = $1`, [key]);
+    return rows.length === 0 ? undefined : (rows[0].value as T);
+  }
+
+  async put(key: string, value: unknown): Promise<void> {
+    this.assertWritable();
+    await this.query(
+      `INSERT INTO ${this.kv} (key, value, updated_at) VALUES ($1, $2::jsonb, now())
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+      [key, jsonText(key, value)],
+    );
+  }
+
+  async addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter> {
+    this.assertWritable();
+    const rows = await this.query(
+      `INSERT INTO ${this.deadLetters} (lens, reason, error, attempts, first_seen, last_seen, provenance)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING *`,
+      [
+        letter.lens,
+        letter.reason,
+        letter.error,
+        letter.attempts,
+        letter.firstSeen,
+        letter.lastSeen,
+        jsonText('dead letter provenance', letter.provenance),
+      ],
+    );
+    return toDeadLetter(rows[0]);
+  }
+
+  async listDeadLetters(lens?: string): Promise<DeadLetter[]> {
+    const rows =
+      lens === undefined
+        ? await this.read(`SELECT * FROM ${this.deadLetters} ORDER BY id`)
+        : await this.read(`SELECT * FROM ${this.deadLetters} WHERE lens = $1 ORDER BY id`, [lens]);
+    return rows.map(toDeadLetter);
+  }
+
+  async removeDeadLetters(ids: string[]): Promise<number> {
+    this.assertWritable();
+    // Ids are bigserials; anything else cannot match.
+    const numeric = ids.filter((id) => /^\d{1,18}$/.test(id));
+    if (numeric.length === 0) return 0;
+    const result = await this.run(`DELETE FROM ${this.deadLetters} WHERE id = ANY($1::bigint[])`, [numeric]);
+    return result.rowCount ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  private async createTables(): Promise<void> {
+    const schema = quoteIdent(this.schema);
+    // One multi-statement query is one transaction; the advisory lock keeps two daemons
+    // starting at once from racing on CREATE … IF NOT EXISTS.
+    await this.run(`
+      SELECT pg_advisory_xact_lock(hashtext('tributary state ' || ${quoteLiteral(this.schema)}));
+      CREATE SCHEMA IF NOT EXISTS ${schema};
+      CREATE TABLE IF NOT EXISTS ${this.kv} (
+        key text PRIMARY KEY,
+        value jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE IF NOT EXISTS ${this.deadLetters} (
+        id bigserial PRIMARY KEY,
+        lens text,
+        reason text,
+        error text,
+        attempts int,
+        first_seen timestamptz,
+        last_seen timestamptz,
+        provenance jsonb
+      );
+      CREATE INDEX IF NOT EXISTS dead_letters_lens ON ${this.deadLetters} (lens, id);`);
+  }
+
+  /** A query that reads; a read-only store sees a schema nobody has created yet as empty. */
+  private async read(sql: string, params?: unknown[]): Promise<any[]> {
+    try {
+      return await this.query(sql, params);
+    } catch (err) {
+      const code = ((err as TributaryError).cause as { code?: string } | undefined)?.code;
+      if (this.readOnly && (code === '42P01' || code === '3F000')) return [];
+      throw err;
+    }
+  }
+
+  private async query(sql: string, params?: unknown[]): Promise<any[]> {
+    return (await this.run(sql, params)).rows;
+  }
+
+  private async run(sql: string, params?: unknown[]): Promise<pg.QueryResult> {
+    if (this.closed) throw new TributaryError(`The state store at ${this.where} is closed`);
+    try {
+      return await this.pool.query(sql, params);
+    } catch (err) {
+      throw this.wrap(err);
+    }
+  }
+
+  private wrap(err: unknown): TributaryError {
+    if (err instanceof TributaryError) return err;
+    const { code, message } = err as { code?: string; message?: string };
+    const sqlstate = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+    const retriable = !sqlstate || RETRIABLE_SQLSTATE.test(code);
+    return new TributaryError(
+      `PostgreSQL state store at ${this.where} (schema ${this.schema}): ${redactUrl(message ?? String(err))}`,
+      { retriable, cause: err },
+    );
+  }
+
+  private assertWritable(): void {
+    if (this.readOnly) {
+      throw new TributaryError(`The state store at ${this.where} was opened read-only; only the running daemon writes it`);
+    }
+  }
+}
+
+/** `name` as a quoted SQL identifier: `"my ""odd"" schema"`. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+function jsonText(what: string, value: unknown): string {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`State value for ${what} is not JSON-serialisable`);
+  return text;
+}
+
+function iso(value: unknown): string {
+  return value instanceof Date ? value.toISOString() : String(value ?? '');
+}
+
+function toDeadLetter(row: any): DeadLetter {
+  return {
+    id: String(row.id),
+    lens: row.lens,
+    reason: row.reason,
+    error: row.error,
+    attempts: row.attempts,
+    firstSeen: iso(row.first_seen),
+    lastSeen: iso(row.last_seen),
+    provenance: row.provenance ?? {},
+  };
+}

@@ -1,0 +1,364 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, parseConfig } from '../src/config/load.js';
+import { schemaFileText } from '../src/config/schema.js';
+import { ConfigError } from '../src/errors.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url)); // dist/test/ → repository root
+const FILE = '/etc/tributary/pipeline.yaml';
+
+/** A small valid file; tests replace or append lines. Line numbers matter: keep it stable. */
+const MINIMAL = [
+  'sources:', //                                              1
+  '  app:', //                                                2
+  '    type: postgres', //                                    3
+  '    url: postgres://tributary:pgsecret@db:5432/shop', //   4
+  'lenses:', //                                               5
+  '  products:', //                                           6
+  '    source: app', //                                       7
+  '    table: products', //                                   8
+  '    sink: hosted', //                                      9
+  'sinks:', //                                                10
+  '  hosted:', //                                             11
+  '    type: semilayer', //                                   12
+  '    url: https://api.semilayer.com/', //                   13
+  '    key: ik_topsecret', //                                 14
+];
+
+const yaml = (...lines: string[]) => lines.join('\n') + '\n';
+
+/** The problems a text is rejected with (fails the test when it is accepted). */
+function problems(text: string, env: NodeJS.ProcessEnv = {}): ConfigError['problems'] {
+  try {
+    parseConfig(text, FILE, env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.file, FILE);
+    return err.problems;
+  }
+  assert.fail('expected the configuration to be rejected');
+}
+
+/** MINIMAL with line `n` (1-based) replaced by `replacement` (any number of lines). */
+function withLine(n: number, ...replacement: string[]): string {
+  const lines = [...MINIMAL];
+  lines.splice(n - 1, 1, ...replacement);
+  return yaml(...lines);
+}
+
+test('a minimal file gets every default', () => {
+  const config = parseConfig(yaml(...MINIMAL), FILE, {});
+  assert.deepEqual(config, {
+    sources: {
+      app: {
+        type: 'postgres',
+        url: 'postgres://tributary:pgsecret@db:5432/shop',
+        capture: 'logical',
+        slot: 'tributary_app',
+        publication: 'tributary_app',
+        statusIntervalMs: 10000,
+      },
+    },
+    lenses: {
+      products: {
+        source: 'app',
+        table: 'public.products',
+        fields: [],
+        metadata: [],
+        sink: 'hosted',
+        initialSync: 'full',
+        maxBatch: 10000,
+        maxWaitMs: 200,
+      },
+    },
+    sinks: { hosted: { type: 'semilayer', url: 'https://api.semilayer.com', key: 'ik_topsecret', timeoutMs: 30000 } },
+    state: { type: 'embedded', path: '/etc/tributary/data' },
+    metrics: { listen: '0.0.0.0:9464' },
+    pipeline: { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
+    log: { level: 'info' },
+  });
+});
+
+test('explicit values are kept; metrics: false disables metrics; postgres state gets its schema default', () => {
+  const config = parseConfig(
+    yaml(
+      ...MINIMAL,
+      'state: { type: postgres, url: postgres://db/state }',
+      'metrics: false',
+      'log: { level: debug }',
+      'pipeline: { drainTimeoutMs: 0 }',
+    ),
+    FILE,
+    {},
+  );
+  assert.deepEqual(config.state, { type: 'postgres', url: 'postgres://db/state', schema: 'tributary' });
+  assert.equal(config.metrics, null);
+  assert.equal(config.log.level, 'debug');
+  assert.deepEqual(config.pipeline, { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 0, errorRetryMs: 60000 });
+
+  const lens = parseConfig(withLine(8, '    table: inventory.items', '    primaryKey: [sku, region]'), FILE, {}).lenses.products;
+  assert.equal(lens.table, 'inventory.items');
+  assert.deepEqual(lens.primaryKey, ['sku', 'region']);
+});
+
+test('a relative embedded state path is resolved against the config file directory', () => {
+  assert.deepEqual(parseConfig(yaml(...MINIMAL, 'state: { type: embedded, path: ../var/state }'), FILE, {}).state, {
+    type: 'embedded',
+    path: '/etc/var/state',
+  });
+  assert.deepEqual(parseConfig(yaml(...MINIMAL, 'state: { type: embedded }'), FILE, {}).state, {
+    type: 'embedded',
+    path: '/etc/tributary/data',
+  });
+  assert.deepEqual(parseConfig(yaml(...MINIMAL, 'state: { type: embedded, path: /srv/state }'), FILE, {}).state, {
+    type: 'embedded',
+    path: '/srv/state',
+  });
+});
+
+test('unknown keys are errors, at the top level and nested, with what was expected', () => {
+  assert.deepEqual(problems(yaml(...MINIMAL, 'metricz: {}')), [
+    {
+      path: 'metricz',
+      line: 15,
+      message: 'unknown key "metricz"; expected one of: sources, lenses, sinks, state, metrics, pipeline, log',
+    },
+  ]);
+  assert.deepEqual(problems(withLine(9, '    sink: hosted', '    feilds: [name]')), [
+    {
+      path: 'lenses.products.feilds',
+      line: 10,
+      message:
+        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, metadata, changeTrackingColumn, ' +
+        'syncInterval, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
+    },
+  ]);
+});
+
+test('wrong types say what was expected and what was found', () => {
+  assert.deepEqual(problems(withLine(9, '    sink: hosted', '    maxBatch: abc')), [
+    { path: 'lenses.products.maxBatch', line: 10, message: 'expected integer, got string "abc"' },
+  ]);
+  assert.deepEqual(problems(withLine(9, '    sink: hosted', '    fields: name')), [
+    { path: 'lenses.products.fields', line: 10, message: 'expected list, got string "name"' },
+  ]);
+});
+
+test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
+  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
+    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical; got "wal"' },
+  ]);
+  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: trigger')), [
+    {
+      path: 'sources.app.capture',
+      line: 4,
+      message: '"trigger" is not available in this version yet; expected one of: logical',
+    },
+  ]);
+  assert.deepEqual(problems(withLine(12, '    type: worker')), [
+    { path: 'sinks.hosted.type', line: 12, message: '"worker" is not available in this version yet; expected one of: semilayer' },
+  ]);
+  assert.deepEqual(problems(withLine(12, '    type: elastic')), [
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer; got "elastic"' },
+  ]);
+  assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  listen: 0.0.0.0:8080')), [
+    { path: 'worker', line: 15, message: '"worker" is not available in this version yet' },
+  ]);
+});
+
+test('missing required keys point at the map that lacks them', () => {
+  assert.deepEqual(problems(withLine(13, '    timeoutMs: 5000')), [
+    { path: 'sinks.hosted.url', line: 11, message: 'missing required key "url"' },
+  ]);
+  assert.deepEqual(problems(yaml('sources: {}', 'sinks: {}')), [
+    { path: 'lenses', line: 1, message: 'missing required key "lenses"' },
+  ]);
+});
+
+test('maxBatch is at most 10000', () => {
+  assert.deepEqual(problems(withLine(9, '    sink: hosted', '    maxBatch: 20000')), [
+    { path: 'lenses.products.maxBatch', line: 10, message: 'expected at most 10000, got 20000' },
+  ]);
+});
+
+test('names, durations and listen addresses are checked', () => {
+  assert.deepEqual(
+    problems(withLine(6, '  "bad name":')).map((p) => `${p.path}@${p.line}: ${p.message}`),
+    ['lenses.bad name@6: invalid name "bad name"; expected a name of letters, digits, _ and - (at most 64 characters)'],
+  );
+  assert.deepEqual(problems(withLine(9, '    sink: hosted', '    syncInterval: 5 minutes')), [
+    {
+      path: 'lenses.products.syncInterval',
+      line: 10,
+      message: 'expected a duration like 30s, 5m, 24h or 1h30m, got "5 minutes"',
+    },
+  ]);
+  assert.deepEqual(problems(yaml(...MINIMAL, 'metrics: { listen: "0.0.0.0:70000" }')), [
+    {
+      path: 'metrics.listen',
+      line: 15,
+      message: 'expected host:port with a port from 0 to 65535, got "0.0.0.0:70000"',
+    },
+  ]);
+  assert.deepEqual(problems(withLine(2, '  App-1:')).map((p) => `${p.path}@${p.line}: ${p.message}`), [
+    'sources.App-1.slot@2: the default slot name "tributary_App-1" (from the source name) is not a valid identifier; ' +
+      'set slot: explicitly (lowercase letters, digits and _, at most 63 characters)',
+    'sources.App-1.publication@2: the default publication name "tributary_App-1" (from the source name) is not a valid ' +
+      'identifier; set publication: explicitly (lowercase letters, digits and _, at most 63 characters)',
+    'lenses.products.source@7: unknown source "app"; defined sources: App-1',
+  ]);
+  const explicit = parseConfig(
+    withLine(2, '  App-1:', '    slot: app_slot', '    publication: app_pub').replace('source: app', 'source: App-1'),
+    FILE,
+    {},
+  );
+  assert.equal(explicit.sources['App-1'].slot, 'app_slot');
+});
+
+test('lenses must name a defined source and sink', () => {
+  assert.deepEqual(problems(withLine(7, '    source: db2')), [
+    { path: 'lenses.products.source', line: 7, message: 'unknown source "db2"; defined sources: app' },
+  ]);
+  assert.deepEqual(problems(withLine(9, '    sink: local')), [
+    { path: 'lenses.products.sink', line: 9, message: 'unknown sink "local"; defined sinks: hosted' },
+  ]);
+  assert.deepEqual(problems(yaml(...MINIMAL.slice(0, 4), 'lenses: {}', ...MINIMAL.slice(9))), [
+    { path: 'lenses', line: 5, message: 'expected at least one lens, got an empty map' },
+  ]);
+});
+
+test('every problem is reported at once, in file order', () => {
+  const text = yaml(
+    'sources:', //                          1
+    '  app:', //                            2
+    '    type: postgres', //                3
+    '    capture: auto', //                 4
+    'lenses:', //                           5
+    '  products:', //                       6
+    '    source: app', //                   7
+    '    table: products', //               8
+    '    maxWaitMs: -1', //                 9
+    'sinks:', //                            10
+    '  hosted: { type: semilayer, url: ftp://x, key: "" }', // 11
+    'colour: blue', //                      12
+  );
+  assert.deepEqual(
+    problems(text).map((p) => `${p.line} ${p.path}: ${p.message}`),
+    [
+      '2 sources.app.url: missing required key "url"',
+      '4 sources.app.capture: "auto" is not available in this version yet; expected one of: logical',
+      '6 lenses.products.sink: missing required key "sink"',
+      '9 lenses.products.maxWaitMs: expected at least 0, got -1',
+      '11 sinks.hosted.url: expected an http(s) URL like https://api.semilayer.com, got "ftp://x"',
+      '11 sinks.hosted.key: expected a non-empty string',
+      '12 colour: unknown key "colour"; expected one of: sources, lenses, sinks, state, metrics, pipeline, log',
+    ],
+  );
+});
+
+test('${VAR} and ${VAR:-default} are interpolated in values; $${ is a literal', () => {
+  const text = withLine(4, '    url: postgres://tributary:${PGPASSWORD}@${PGHOST:-localhost}:5432/shop')
+    .replace('key: ik_topsecret', 'key: ${INGEST_KEY}')
+    // (a replacer function: in a replacement string, `$$` would mean `$`)
+    .replace('    sink: hosted', () => '    sink: hosted\n    maxBatch: ${BATCH:-500}\n    changeTrackingColumn: "$${not_a_var}"');
+  const config = parseConfig(text, FILE, { PGPASSWORD: 'pw', INGEST_KEY: 'ik_env', PGHOST: '' });
+  assert.equal(config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
+  assert.equal(config.sinks.hosted.key, 'ik_env');
+  assert.equal(config.lenses.products.maxBatch, 500); // unquoted: re-typed as a number
+  assert.equal(config.lenses.products.changeTrackingColumn, '${not_a_var}');
+});
+
+test('an unset variable without default names the variable, its path and line', () => {
+  assert.deepEqual(problems(withLine(4, '    url: ${DATABASE_URL}')), [
+    {
+      path: 'sources.app.url',
+      line: 4,
+      message: 'environment variable DATABASE_URL is not set and ${DATABASE_URL} has no default; set it or write ${DATABASE_URL:-default}',
+    },
+  ]);
+});
+
+test('interpolated values cannot inject YAML structure', () => {
+  const text = withLine(9, '    sink: hosted', '    changeTrackingColumn: ${COLUMN}');
+  const config = parseConfig(text, FILE, { COLUMN: 'updated_at\n    maxBatch: 1' });
+  assert.equal(config.lenses.products.changeTrackingColumn, 'updated_at\n    maxBatch: 1');
+  assert.equal(config.lenses.products.maxBatch, 10000);
+  assert.deepEqual(problems(withLine(7, '    source: ${SRC}'), { SRC: 'app\n  evil: true' }), [
+    { path: 'lenses.products.source', line: 7, message: 'unknown source "***"; defined sources: app' },
+  ]);
+});
+
+test('secrets never appear in errors', () => {
+  const leaked = (list: ConfigError['problems'], ...secrets: string[]) => {
+    const text = JSON.stringify(list) + new ConfigError(FILE, list).message;
+    for (const secret of secrets) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+  };
+  // A value from the environment.
+  const fromEnv = problems(withLine(9, '    sink: hosted', '    maxBatch: ${BATCH}'), { BATCH: 'hunter2' });
+  assert.deepEqual(fromEnv, [{ path: 'lenses.products.maxBatch', line: 10, message: 'expected integer, got string "***"' }]);
+  // A sink key of the wrong type, and a URL with a password.
+  const inFile = problems(
+    yaml(...MINIMAL.slice(0, 12), '    url: https://user:urlsecret@api.semilayer.com:badport x', '    key: [ik_topsecret]'),
+  );
+  assert.deepEqual(inFile, [
+    {
+      path: 'sinks.hosted.url',
+      line: 13,
+      message: 'expected an http(s) URL like https://api.semilayer.com, got "https://user:***@api.semilayer.com:badport x"',
+    },
+    { path: 'sinks.hosted.key', line: 14, message: 'expected string, got a list' },
+  ]);
+  leaked(inFile, 'urlsecret', 'ik_topsecret');
+  leaked(problems(withLine(14, '    key: 12345678')), '12345678');
+});
+
+test('YAML syntax errors carry their line; an empty file says so', () => {
+  assert.deepEqual(problems(yaml('sources:', '  app: { type: postgres', 'lenses: {}')), [
+    {
+      path: '(yaml)',
+      line: 3,
+      message: 'YAML syntax error: Flow map in block collection must be sufficiently indented and end with a }',
+    },
+  ]);
+  assert.deepEqual(problems(yaml(...MINIMAL.slice(0, 4), '    type: postgres')), [
+    { path: '(yaml)', line: 5, message: 'YAML syntax error: Map keys must be unique' },
+  ]);
+  const empty = { path: '(file)', message: 'the file is empty; expected a map with sources, lenses and sinks' };
+  assert.deepEqual(problems(''), [empty]);
+  assert.deepEqual(problems('# nothing but a comment\n'), [empty]);
+});
+
+test('loadConfig reads a file, and says so when it cannot', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-config-'));
+  const file = join(dir, 'pipeline.yaml');
+  writeFileSync(file, yaml(...MINIMAL));
+  assert.deepEqual(loadConfig(file, {}).state, { type: 'embedded', path: join(dir, 'data') });
+
+  const missing = join(dir, 'nope.yaml');
+  assert.throws(
+    () => loadConfig(missing, {}),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.file === missing &&
+      err.problems[0].message === 'cannot read the configuration file: the file does not exist',
+  );
+});
+
+test('config/example.yaml is valid', () => {
+  const config = loadConfig(join(root, 'config/example.yaml'), {
+    DATABASE_URL: 'postgres://tributary:secret@db:5432/shop',
+    SEMILAYER_INGEST_KEY: 'ik_example',
+  });
+  assert.equal(config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
+  assert.equal(config.sinks.hosted.url, 'https://api.semilayer.com');
+  assert.equal(config.lenses.products.table, 'public.products');
+  assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
+});
+
+test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
+  assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
+});

@@ -1,0 +1,90 @@
+/**
+ * Runs Tributary against a throwaway Postgres and a loopback SemiLayer server, in-process
+ * (`startTestDaemon`) or as a child process that can be killed (`spawnDaemon`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Config, LensConfig } from '../../src/config/types.js';
+import { startDaemon, type Daemon } from '../../src/daemon.js';
+import { createLogger } from '../../src/log.js';
+
+export interface TestConfigOptions {
+  dbUrl: string;
+  sinkUrl: string;
+  key?: string;
+  /** Lens name → table and overrides. */
+  lenses: Record<string, Partial<LensConfig> & { table: string }>;
+  dataDir?: string;
+  slot?: string;
+  pipeline?: Partial<Config['pipeline']>;
+}
+
+export function testConfig(o: TestConfigOptions): Config {
+  const lenses: Record<string, LensConfig> = {};
+  for (const [name, lens] of Object.entries(o.lenses)) {
+    lenses[name] = { source: 'app', sink: 'hosted', fields: [], metadata: [], initialSync: 'full', maxBatch: 10_000, maxWaitMs: 20, ...lens };
+    if (!lens.table.includes('.')) lenses[name].table = `public.${lens.table}`;
+  }
+  return {
+    sources: {
+      app: { type: 'postgres', url: o.dbUrl, capture: 'logical', slot: o.slot ?? 'tributary_app', publication: 'tributary_app', statusIntervalMs: 1000 },
+    },
+    lenses,
+    sinks: { hosted: { type: 'semilayer', url: o.sinkUrl, key: o.key ?? 'ik_test', timeoutMs: 5000 } },
+    state: { type: 'embedded', path: o.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-state-')) },
+    metrics: null,
+    pipeline: { maxPendingChanges: 50_000, maxPendingBytes: 64 << 20, drainTimeoutMs: 5000, errorRetryMs: 300, ...o.pipeline },
+    log: { level: 'warn' },
+  };
+}
+
+export async function startTestDaemon(config: Config): Promise<Daemon> {
+  const log = createLogger({ level: process.env.TRIBUTARY_TEST_LOG ?? 'fatal' });
+  const daemon = await startDaemon(config, log);
+  await daemon.started;
+  return daemon;
+}
+
+/** Polls `predicate` until it holds, or fails after `timeoutMs` with `what`. */
+export async function eventually(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+const CLI = resolve(import.meta.dirname, '../../src/cli.js');
+
+export interface ChildDaemon {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Writes `yaml` to a temp file and runs `tributary run` on it in a child process. */
+export function spawnDaemon(yaml: string, env: NodeJS.ProcessEnv = {}): ChildDaemon {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-cfg-'));
+  const file = join(dir, 'tributary.yaml');
+  writeFileSync(file, yaml);
+  return spawnCli(['run', '--config', file], env);
+}
+
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildDaemon {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+/** Runs the CLI to completion and returns its exit code and output. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
+  const c = spawnCli(args, env);
+  const code = await c.exited;
+  return { code, output: c.output() };
+}

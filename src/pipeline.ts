@@ -184,6 +184,7 @@ export class Pipeline implements SourceHandler {
 
   checkpoint(position: Position): void {
     this.tick++;
+    this.log.debug({ tick: this.tick, position, bufferStarted: this.bufferStarted }, 'checkpoint');
     const last = this.checkpoints[this.checkpoints.length - 1];
     if (last && !this.bufferStarted) {
       last.tick = this.tick;

@@ -186,12 +186,12 @@ describe('postgres logical replication to a SemiLayer webhook', () => {
     assert.equal(status.pending, 1);
     sink.respondWith(undefined);
     await eventually(() => sink.lastAction('acked').get('1') === 'upsert', 'delivery after the storm');
-    const commitEnd = (await s.sql(`SELECT pg_current_wal_lsn()::text AS lsn`))[0].lsn;
+    const commitEnd = (await s.sql(`SELECT pg_current_wal_insert_lsn()::text AS lsn`))[0].lsn;
     await eventually(async () => (await s.sql(`SELECT '${(await s.slot()).lsn}'::pg_lsn >= '${commitEnd}'::pg_lsn AS ok`))[0].ok, 'the slot confirming the delivered commit', 20_000);
 
     // Changes to tables no lens reads still let the slot advance (keepalives while idle).
     await s.sql(`INSERT INTO unrelated SELECT generate_series(1, 1000)`);
-    const walEnd = (await s.sql(`SELECT pg_current_wal_lsn()::text AS lsn`))[0].lsn;
+    const walEnd = (await s.sql(`SELECT pg_current_wal_insert_lsn()::text AS lsn`))[0].lsn;
     await eventually(async () => (await s.sql(`SELECT '${(await s.slot()).lsn}'::pg_lsn >= '${walEnd}'::pg_lsn AS ok`))[0].ok, 'the idle slot advancing', 30_000);
     await stop(s.daemon);
   });

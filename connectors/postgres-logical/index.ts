@@ -100,6 +100,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     let failure: unknown;
     svc.on('error', (err) => (failure ??= err));
     svc.on('heartbeat', (lsn: string, _time: number, shouldRespond: boolean) => {
+      log.debug({ lsn, inTransaction }, 'keepalive');
       if (!inTransaction) handler.checkpoint(formatLsn(parseLsn(lsn)));
       if (shouldRespond) sendStatus();
     });
@@ -178,6 +179,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
       const lsn = parseLsn(position);
       if (lsn <= acked) return;
       acked = lsn;
+      log.debug({ position }, 'acknowledged');
       sendStatus();
     },
 

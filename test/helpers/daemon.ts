@@ -73,8 +73,18 @@ export function spawnDaemon(yaml: string, env: NodeJS.ProcessEnv = {}): ChildDae
   return spawnCli(['run', '--config', file], env);
 }
 
+const children = new Set<ChildProcess>();
+process.on('exit', () => killChildren());
+
+/** Kills every daemon this process spawned and has not seen exit (for `after` hooks). */
+export function killChildren(): void {
+  for (const child of children) child.kill('SIGKILL');
+}
+
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildDaemon {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));

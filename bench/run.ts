@@ -1,0 +1,371 @@
+/**
+ * `npm run bench`: Tributary against a throwaway Postgres and a loopback SemiLayer server.
+ *
+ * 1. Throughput: a backlog of BENCH_ROWS inserts (default 500,000), read by pg_recvlogical (the
+ *    physical limit) and by the daemon (child process, from spawn until the sink counted them all).
+ * 2. Latency: commit → received by the sink at a steady 5,000 single-row transactions/s.
+ * 3. Peak RSS (VmHWM) of the daemon catching up BENCH_BACKLOG inserts (default 2,000,000).
+ * 4. Coalescing: 100 rows updated 200,000 times in ~4 s; captured vs delivered changes.
+ *
+ * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
+ * Results: a Markdown table on stdout and in bench/results.md.
+ */
+import { rmSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
+import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
+import { fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type RunningDaemon } from './lib.js';
+
+const ROWS = Number(process.env.BENCH_ROWS ?? 500_000);
+const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 2_000_000);
+const LATENCY_RATE = 5_000; // changes/s
+const LATENCY_SECONDS = 10;
+const WARMUP_SECONDS = 1;
+const HOT_ROWS = 100;
+const HOT_UPDATES = 200_000;
+
+const MB = 1024 * 1024;
+
+interface Row {
+  metric: string;
+  tributary: string;
+  reference: string;
+  goal: string;
+  pass: 'yes' | 'no' | 'info';
+}
+const rows: Row[] = [];
+const stateDirs: string[] = [];
+
+let cluster: TestPostgres;
+let sink: SemilayerServer;
+
+async function daemon(options: Parameters<typeof startDaemonChild>[0]): Promise<RunningDaemon> {
+  const d = await startDaemonChild(options);
+  stateDirs.push(d.stateDir);
+  return d;
+}
+
+async function stopDaemon(d: RunningDaemon): Promise<void> {
+  const code = await d.stop();
+  if (code !== 0) throw new Error(`daemon exited with ${code}:\n${d.output().slice(-2000)}`);
+}
+
+/** Inserts rows `from..to` into `items` in transactions of `chunk` rows. */
+async function insertItems(db: string, from: number, to: number, chunk: number): Promise<void> {
+  const client = new pg.Client({ connectionString: db });
+  await client.connect();
+  try {
+    for (let a = from; a <= to; a += chunk) {
+      const b = Math.min(to, a + chunk - 1);
+      await client.query(
+        `INSERT INTO items (id, name, description, price)
+         SELECT g, 'item ' || g, md5(g::text) || ' ' || md5((g + 1)::text), (g % 1000) / 10.0
+           FROM generate_series($1::bigint, $2::bigint) g`,
+        [a, b],
+      );
+      if (to - from >= 1_000_000) progress(`  inserted ${fmt(b - from + 1)} / ${fmt(to - from + 1)}`);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+const ITEMS_DDL = `CREATE TABLE items (
+  id bigint PRIMARY KEY, name text NOT NULL, description text, price numeric(10,2),
+  updated_at timestamptz NOT NULL DEFAULT now())`;
+
+/** A database with `items`, and Tributary's slot and publication created by a first start. */
+async function itemsDatabase(name: string, lens: string, maxWaitMs: number) {
+  const db = await cluster.createDatabase(name);
+  await cluster.query(db, ITEMS_DDL);
+  const options = { dbUrl: db, sinkUrl: sink.url, slot: `tributary_${name}`, lens, table: 'items', maxWaitMs };
+  const first = await daemon(options);
+  await first.ready;
+  await stopDaemon(first);
+  return { db, options: { ...options, stateDir: first.stateDir } };
+}
+
+// ---- 1. throughput ----------------------------------------------------------------------------
+
+async function throughput(): Promise<void> {
+  progress(`1. throughput: backlog of ${fmt(ROWS)} inserted rows`);
+  const { db, options } = await itemsDatabase('bench_tp', 'tp', 50);
+  await cluster.query(db, `SELECT pg_create_logical_replication_slot('bench_ref', 'pgoutput')`);
+  let at = performance.now();
+  await insertItems(db, 1, ROWS, 100_000);
+  const endpos = (await cluster.query(db, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0].lsn as string;
+  progress(`  backlog written in ${((performance.now() - at) / 1000).toFixed(1)} s, WAL end ${endpos}`);
+
+  const refSeconds = await timeRecvlogical(db, 'bench_ref', options.slot, endpos);
+  const refRate = ROWS / refSeconds;
+  const refSlot = (await cluster.query(db, `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'bench_ref'`))[0];
+  progress(`  pg_recvlogical: ${refSeconds.toFixed(2)} s = ${fmt(refRate)} changes/s (slot confirmed ${refSlot.lsn})`);
+  await cluster.query(db, `SELECT pg_drop_replication_slot('bench_ref')`);
+
+  at = performance.now();
+  const d = await daemon(options);
+  const readyMs = await d.ready;
+  await until(() => sink.counts('tp') >= ROWS, `${fmt(ROWS)} changes at the sink (got ${fmt(sink.counts('tp'))})`, 180_000);
+  const seconds = (performance.now() - at) / 1000;
+  const rate = ROWS / seconds;
+  const streamRate = ROWS / (seconds - readyMs / 1000);
+  const rss = d.peakRss();
+  await stopDaemon(d);
+  const delivered = sink.counts('tp');
+  const batches = sink.requests.filter((r) => r.lens === 'tp' && r.mode === 'records').length;
+  progress(
+    `  tributary: ${seconds.toFixed(2)} s = ${fmt(rate)} changes/s from spawn (${fmt(readyMs)} ms to streaming; ` +
+      `${fmt(streamRate)} changes/s after), ${fmt(batches)} batches, ${fmt(delivered)} delivered, peak RSS ${fmt(rss / MB)} MB`,
+  );
+  if (delivered !== ROWS) progress(`  WARNING: the sink counted ${fmt(delivered)} changes, expected exactly ${fmt(ROWS)}`);
+  const ratio = rate / refRate;
+  rows.push({
+    metric: `Throughput, backlog of ${fmt(ROWS)} inserts (changes/s, from spawn)`,
+    tributary: fmt(rate),
+    reference: `pg_recvlogical ${fmt(refRate)}`,
+    goal: `${ratio.toFixed(2)} (goal ≥ 0.80)`,
+    pass: ratio >= 0.8 ? 'yes' : 'no',
+  });
+  rows.push({
+    metric: '  same, excluding process start (from `streaming` log line)',
+    tributary: fmt(streamRate),
+    reference: `pg_recvlogical ${fmt(refRate)}`,
+    goal: `${(streamRate / refRate).toFixed(2)}`,
+    pass: 'info',
+  });
+}
+
+// ---- 2. latency -------------------------------------------------------------------------------
+
+async function latency(): Promise<void> {
+  const total = LATENCY_RATE * (LATENCY_SECONDS + WARMUP_SECONDS);
+  progress(`2. latency: ${fmt(LATENCY_RATE)} single-row transactions/s for ${WARMUP_SECONDS} s warm-up + ${LATENCY_SECONDS} s`);
+  const db = await cluster.createDatabase('bench_lat');
+  await cluster.query(db, `CREATE TABLE lat (id bigint PRIMARY KEY, payload text NOT NULL)`);
+  const recording = await startSemilayerServer({ recordChanges: true });
+  try {
+    const d = await daemon({ dbUrl: db, sinkUrl: recording.url, slot: 'tributary_lat', lens: 'lat', table: 'lat', maxWaitMs: 20 });
+    await d.ready;
+
+    // 50 transactions every 10 ms, sent as one simple-query string (one round trip per tick).
+    // synchronous_commit=on for this session: with the cluster's `off`, WAL reaches the
+    // walsender only when the WAL writer flushes (up to wal_writer_delay later).
+    const writer = new pg.Client({ connectionString: db });
+    await writer.connect();
+    await writer.query('SET synchronous_commit = on');
+    const tickMs = 10;
+    const perTick = (LATENCY_RATE * tickMs) / 1000;
+    const ticks = total / perTick;
+    let id = 0;
+    let late = 0;
+    const start = performance.now();
+    for (let tick = 0; tick < ticks; tick++) {
+      const wait = start + tick * tickMs - performance.now();
+      if (wait > 0) await sleep(wait);
+      else if (wait < -tickMs) late++;
+      let sql = '';
+      for (let i = 0; i < perTick; i++) sql += `BEGIN;INSERT INTO lat VALUES (${++id}, 'row ${id}');COMMIT;`;
+      await writer.query(sql);
+    }
+    const writeSeconds = (performance.now() - start) / 1000;
+    await writer.end();
+    progress(`  wrote ${fmt(total)} transactions in ${writeSeconds.toFixed(2)} s (${fmt(total / writeSeconds)}/s, ${late} ticks late by > ${tickMs} ms)`);
+
+    await until(() => recording.counts('lat') >= total, `${fmt(total)} changes at the sink`, 60_000);
+    const metrics = await d.metrics();
+    await stopDaemon(d);
+
+    const committed = new Map<string, number>();
+    for (const row of await cluster.query(db, `SELECT id::text, extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 AS ms FROM lat`)) {
+      committed.set(row.id, Number(row.ms));
+    }
+    const warmupIds = LATENCY_RATE * WARMUP_SECONDS;
+    const latencies: number[] = [];
+    for (const req of recording.requests) {
+      if (req.lens !== 'lat' || !req.changes) continue;
+      for (const c of req.changes) if (Number(c.id) > warmupIds) latencies.push(req.receivedAt - committed.get(c.id)!);
+    }
+    latencies.sort((a, b) => a - b);
+    const p50 = percentile(latencies, 0.5);
+    const p99 = percentile(latencies, 0.99);
+    const max = latencies[latencies.length - 1];
+    const selfP50 = histogramQuantile(metrics, 'tributary_commit_to_delivered_seconds', 'lat', 0.5) * 1000;
+    const selfP99 = histogramQuantile(metrics, 'tributary_commit_to_delivered_seconds', 'lat', 0.99) * 1000;
+    const batches = recording.requests.filter((r) => r.lens === 'lat').length;
+    progress(`  ${fmt(latencies.length)} changes measured: p50 ${p50} ms, p99 ${p99} ms, max ${max} ms; ${fmt(batches)} batches`);
+    progress(`  daemon's own histogram (incl. warm-up, bucket upper bounds): p50 ≤ ${selfP50} ms, p99 ≤ ${selfP99} ms`);
+    rows.push({
+      metric: `Commit→received p50 at ${fmt(LATENCY_RATE)} tx/s, maxWaitMs 20 (ms)`,
+      tributary: fmt(p50),
+      reference: `daemon /metrics: ≤ ${selfP50}`,
+      goal: '—',
+      pass: 'info',
+    });
+    rows.push({
+      metric: `Commit→received p99 at ${fmt(LATENCY_RATE)} tx/s, maxWaitMs 20 (ms)`,
+      tributary: fmt(p99),
+      reference: `daemon /metrics: ≤ ${selfP99}`,
+      goal: 'goal ≤ 100',
+      pass: p99 <= 100 ? 'yes' : 'no',
+    });
+  } finally {
+    await recording.close();
+  }
+}
+
+// ---- 3. peak RSS while catching up a large backlog ----------------------------------------------
+
+async function peakRss(): Promise<void> {
+  progress(`3. peak RSS: backlog of ${fmt(BACKLOG)} inserted rows`);
+  const { db, options } = await itemsDatabase('bench_rss', 'rss', 200);
+  const at = performance.now();
+  await insertItems(db, 1, BACKLOG, 200_000);
+  progress(`  backlog written in ${((performance.now() - at) / 1000).toFixed(1)} s`);
+
+  const start = performance.now();
+  const d = await daemon(options);
+  let lastReport = start;
+  await until(
+    () => {
+      if (performance.now() - lastReport > 3000) {
+        lastReport = performance.now();
+        progress(`  caught up ${fmt(sink.counts('rss'))} / ${fmt(BACKLOG)}, peak RSS so far ${fmt(d.peakRss() / MB)} MB`);
+      }
+      return sink.counts('rss') >= BACKLOG;
+    },
+    `${fmt(BACKLOG)} changes at the sink`,
+    300_000,
+    20,
+  );
+  const seconds = (performance.now() - start) / 1000;
+  const rss = d.peakRss();
+  await stopDaemon(d);
+  progress(`  caught up in ${seconds.toFixed(1)} s (${fmt(BACKLOG / seconds)} changes/s), peak RSS ${fmt(rss / MB, 1)} MB`);
+  rows.push({
+    metric: `Peak RSS (VmHWM) catching up ${fmt(BACKLOG)} changes (MB)`,
+    tributary: fmt(rss / MB, 1),
+    reference: '—',
+    goal: 'goal ≤ 150',
+    pass: rss <= 150 * MB ? 'yes' : 'no',
+  });
+  rows.push({
+    metric: `  catch-up rate of that backlog (changes/s, from spawn)`,
+    tributary: fmt(BACKLOG / seconds),
+    reference: '—',
+    goal: '—',
+    pass: 'info',
+  });
+}
+
+// ---- 4. coalescing ---------------------------------------------------------------------------------
+
+async function coalescing(): Promise<void> {
+  const transactions = HOT_UPDATES / HOT_ROWS;
+  progress(`4. coalescing: ${HOT_ROWS} rows updated ${fmt(HOT_UPDATES)} times (${fmt(transactions)} transactions over ~4 s), maxWaitMs 200`);
+  const db = await cluster.createDatabase('bench_hot');
+  await cluster.query(db, `CREATE TABLE hot (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)`);
+  await cluster.query(db, `INSERT INTO hot (id) SELECT generate_series(1, ${HOT_ROWS})`);
+  const d = await daemon({ dbUrl: db, sinkUrl: sink.url, slot: 'tributary_hot', lens: 'hot', table: 'hot', maxWaitMs: 200 });
+  await d.ready;
+
+  const writer = new pg.Client({ connectionString: db });
+  await writer.connect();
+  const ticks = 40;
+  const perTick = transactions / ticks;
+  const start = performance.now();
+  for (let tick = 0; tick < ticks; tick++) {
+    const wait = start + tick * 100 - performance.now();
+    if (wait > 0) await sleep(wait);
+    await writer.query('BEGIN;UPDATE hot SET n = n + 1;COMMIT;'.repeat(perTick));
+  }
+  progress(`  updates written in ${((performance.now() - start) / 1000).toFixed(2)} s`);
+  await writer.end();
+
+  let captured = 0;
+  await until(
+    async () => (captured = (await d.metrics()).get('tributary_changes_captured_total{lens="hot"}') ?? 0) >= HOT_UPDATES,
+    `${fmt(HOT_UPDATES)} captured changes (got ${fmt(captured)})`,
+    60_000,
+    100,
+  );
+  await stopDaemon(d); // drains: everything captured is delivered
+  const delivered = sink.counts('hot');
+  const batches = sink.requests.filter((r) => r.lens === 'hot' && r.mode === 'records').length;
+  progress(`  captured ${fmt(captured)}, delivered ${fmt(delivered)} in ${fmt(batches)} batches`);
+  rows.push({
+    metric: `Coalescing: ${HOT_ROWS} hot rows, captured → delivered changes`,
+    tributary: `${fmt(captured)} → ${fmt(delivered)} (${fmt(captured / delivered, 1)}×)`,
+    reference: `ideal: ≤ ${HOT_ROWS} per batch × ${fmt(batches)} batches = ${fmt(HOT_ROWS * batches)}`,
+    goal: `${fmt(delivered / batches, 1)} per batch`,
+    pass: delivered <= HOT_ROWS * batches && captured === HOT_UPDATES ? 'yes' : 'no',
+  });
+}
+
+// ---- main ----------------------------------------------------------------------------------------
+
+function table(): string {
+  const lines = ['| metric | Tributary | reference | ratio/goal | pass? |', '| --- | ---: | --- | --- | --- |'];
+  for (const r of rows) lines.push(`| ${r.metric} | ${r.tributary} | ${r.reference} | ${r.goal} | ${r.pass} |`);
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  progress('starting Postgres and the loopback ingest server');
+  [cluster, sink] = await Promise.all([
+    startPostgres({
+      settings: {
+        max_wal_size: "'8GB'",
+        checkpoint_timeout: "'30min'",
+        track_commit_timestamp: 'on',
+        logical_decoding_work_mem: "'256MB'",
+        shared_buffers: "'256MB'",
+        wal_buffers: "'16MB'",
+      },
+    }),
+    startSemilayerServer({ recordChanges: false }),
+  ]);
+  const phases: Array<[string, () => Promise<void>]> = [
+    ['throughput', throughput],
+    ['latency', latency],
+    ['peak RSS', peakRss],
+    ['coalescing', coalescing],
+  ];
+  let failed = false;
+  for (const [name, phase] of phases) {
+    try {
+      await phase();
+    } catch (err) {
+      failed = true;
+      progress(`${name} FAILED: ${err instanceof Error ? err.message : String(err)}`);
+      rows.push({ metric: name, tributary: 'failed', reference: '—', goal: '—', pass: 'no' });
+    }
+  }
+  const md = `# Tributary benchmark\n\n${new Date().toISOString()}, ${process.platform} ${process.arch}, Node ${process.version}\n\n${table()}\n`;
+  console.log(`\n${table()}\n`);
+  writeFileSync(resolve(import.meta.dirname, '../../bench/results.md'), md);
+  progress('results written to bench/results.md');
+  if (failed) process.exitCode = 1;
+}
+
+async function cleanup(): Promise<void> {
+  killChildren();
+  await sink?.close().catch(() => {});
+  await cluster?.stop().catch(() => {});
+  for (const dir of stateDirs) rmSync(dir, { recursive: true, force: true });
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    progress(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(cleanup);

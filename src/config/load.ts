@@ -56,8 +56,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const ctx: Context = { doc, lines, data: undefined, fromEnv: new Set(), unresolved: new Set() };
   const envProblems = interpolate(ctx, env);
   ctx.data = doc.toJS();
-  let problems = schemaProblems(ctx);
-  if (problems.length === 0) problems = referenceProblems(ctx, ctx.data as RawConfig);
+  let problems = [...schemaProblems(ctx), ...referenceProblems(ctx, ctx.data)];
   // A broken ${...} left an empty string behind: it is reported once, not also as, say, "expected a non-empty string".
   problems = [...envProblems, ...problems.filter((p) => !ctx.unresolved.has(p.path))];
   if (problems.length > 0) {
@@ -276,10 +275,16 @@ interface RawConfig {
   log: Config['log'];
 }
 
-/** Lens references to sources and sinks, and source names that give invalid default names. */
-function referenceProblems(ctx: Context, data: RawConfig): Problem[] {
+/**
+ * Lens references to sources and sinks, and source names that give invalid default names.
+ * Runs beside the schema check on data that may be malformed, so it reads defensively.
+ */
+function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   const problems: Problem[] = [];
-  for (const [name, source] of Object.entries(data.sources)) {
+  const section = (v: unknown): Record<string, any> => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, any>) : {});
+  const data = { sources: section(section(raw).sources), sinks: section(section(raw).sinks), lenses: section(section(raw).lenses) };
+  for (const [name, value] of Object.entries(data.sources)) {
+    const source = section(value);
     for (const key of ['slot', 'publication'] as const) {
       const derived = `tributary_${name}`;
       if (source[key] === undefined && !new RegExp(IDENTIFIER_PATTERN).test(derived)) {
@@ -293,10 +298,11 @@ function referenceProblems(ctx: Context, data: RawConfig): Problem[] {
       }
     }
   }
-  for (const [name, lens] of Object.entries(data.lenses)) {
+  for (const [name, value] of Object.entries(data.lenses)) {
+    const lens = section(value);
     for (const kind of ['source', 'sink'] as const) {
       const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
-      if (!defined.includes(lens[kind])) {
+      if (typeof lens[kind] === 'string' && !defined.includes(lens[kind])) {
         const at = ['lenses', name, kind];
         problems.push({
           path: dotted(at),

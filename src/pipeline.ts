@@ -116,6 +116,7 @@ export class Pipeline implements SourceHandler {
   /** A buffer started since the last checkpoint was queued: the next one may not be merged. */
   private bufferStarted = false;
   private position: Position | undefined;
+  private savedPosition: Position | undefined;
   private sourceState: SourceState = 'connecting';
   private sourceDetail: string | undefined;
   private paused = false;
@@ -140,7 +141,7 @@ export class Pipeline implements SourceHandler {
   async start(): Promise<void> {
     const stored = new Map<string, StoredLens | undefined>();
     for (const name of this.lenses.keys()) stored.set(name, await this.store.get<StoredLens>(`lens/${name}`));
-    this.position = await this.store.get<Position>(`position/${this.sourceName}`);
+    this.position = this.savedPosition = await this.store.get<Position>(`position/${this.sourceName}`);
     const { fresh } = await this.connector.start(this);
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
@@ -383,9 +384,12 @@ export class Pipeline implements SourceHandler {
     });
   }
 
-  /** Saves the acknowledged position (for status and as a record of progress). */
+  /** Saves the acknowledged position when it moved (for status and as a record of progress). */
   async savePosition(): Promise<void> {
-    if (this.position !== undefined) await this.store.put(`position/${this.sourceName}`, this.position);
+    const position = this.position;
+    if (position === undefined || position === this.savedPosition) return;
+    await this.store.put(`position/${this.sourceName}`, position);
+    this.savedPosition = position;
   }
 
   /**

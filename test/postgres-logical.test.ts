@@ -72,6 +72,26 @@ describe('postgres logical replication to a SemiLayer webhook', () => {
     await stop(again);
   });
 
+  test('state in Postgres: a restart resumes without a second full sync', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pg.createDatabase(name);
+    await pg.query(db, `CREATE TABLE pgstate (id int PRIMARY KEY)`);
+    const config = testConfig({ dbUrl: db, sinkUrl: sink.url, slot: name, lenses: { pgstate: { table: 'pgstate' } } });
+    config.state = { type: 'postgres', url: db, schema: 'tributary_state' };
+    let daemon = await startTestDaemon(config);
+    await eventually(() => sink.requests.some((r) => r.lens === 'pgstate' && r.mode === 'full' && r.status === 202), 'the initial full sync');
+    await pg.query(db, `INSERT INTO pgstate VALUES (1)`);
+    await eventually(() => sink.lastAction('pgstate').get('1') === 'upsert', 'id 1');
+    await stop(daemon);
+    const saved = await pg.query(db, `SELECT key FROM tributary_state.kv ORDER BY key`);
+    assert.deepEqual(saved.map((r) => r.key), ['lens/pgstate', 'position/app', 'status']);
+    daemon = await startTestDaemon(config);
+    await pg.query(db, `INSERT INTO pgstate VALUES (2)`);
+    await eventually(() => sink.lastAction('pgstate').get('2') === 'upsert', 'id 2 after the restart');
+    assert.equal(sink.requests.filter((r) => r.lens === 'pgstate' && r.mode === 'full').length, 1);
+    await stop(daemon);
+  });
+
   test('initialSync: none skips the full sync', async (t) => {
     const s = await scenario(t, `CREATE TABLE quiet (id int PRIMARY KEY)`, { quiet: { table: 'quiet', initialSync: 'none' } });
     await s.sql(`INSERT INTO quiet VALUES (1)`);

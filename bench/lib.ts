@@ -3,11 +3,11 @@
  * process with its /metrics, pg_recvlogical as the reference reader, and statistics.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawnDaemon } from '../test/helpers/daemon.js';
+import { spawnCli } from '../test/helpers/daemon.js';
 import { freePort } from '../test/helpers/postgres.js';
 
 export const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
@@ -19,6 +19,9 @@ export function progress(line: string): void {
   console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${line}`);
 }
 
+/** Daemon configs and state directories; removed on any exit of the bench. */
+const benchDir = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
+
 /** Child processes still running; killed on any exit of the bench. */
 const children = new Set<ChildProcess>();
 function track(child: ChildProcess): void {
@@ -28,7 +31,10 @@ function track(child: ChildProcess): void {
 export function killChildren(): void {
   for (const child of children) if (child.pid) child.kill('SIGKILL');
 }
-process.on('exit', killChildren);
+process.on('exit', () => {
+  killChildren();
+  rmSync(benchDir, { recursive: true, force: true });
+});
 
 // ---- formatting --------------------------------------------------------------------------------
 
@@ -78,7 +84,7 @@ export interface RunningDaemon {
 }
 
 export async function startDaemonChild(o: DaemonOptions): Promise<RunningDaemon> {
-  const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'tributary-bench-state-'));
+  const stateDir = o.stateDir ?? mkdtempSync(join(benchDir, 'state-'));
   const metricsPort = await freePort();
   const yaml = `
 sources:
@@ -103,7 +109,9 @@ metrics: { listen: 127.0.0.1:${metricsPort} }
 log: { level: info }
 `;
   const started = performance.now();
-  const d = spawnDaemon(yaml);
+  const configFile = join(mkdtempSync(join(benchDir, 'config-')), 'tributary.yaml');
+  writeFileSync(configFile, yaml);
+  const d = spawnCli(['run', '--config', configFile]);
   track(d.child);
   const pid = d.child.pid!;
   const ready = new Promise<number>((resolve, reject) => {

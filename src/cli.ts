@@ -1,6 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 /**
- * The `tributary` command line. Exit codes: 0 success, 1 runtime failure, 2 invalid
+ * The `tributary` command line. The interpreter line caps V8's young generation: it keeps the
+ * resident memory of a catch-up near 150 MB for no measurable loss of speed (bench/). Exit codes: 0 success, 1 runtime failure, 2 invalid
  * configuration or usage.
  */
 import { parseArgs } from 'node:util';

@@ -18,8 +18,6 @@ export class Coalescer {
   firstAt = 0;
   /** Estimated bytes held. */
   bytes = 0;
-  /** Changes merged into an existing entry, since creation. */
-  coalesced = 0;
 
   get size(): number {
     return this.entries.size;
@@ -30,13 +28,9 @@ export class Coalescer {
     const wasEmpty = this.entries.size === 0;
     const value = action === 'delete' ? -committedAt : committedAt;
     const entries = this.entries;
-    if (entries.has(id)) {
-      this.coalesced++;
-      entries.set(id, value);
-    } else {
-      entries.set(id, value);
-      this.bytes += id.length * 2 + ENTRY_OVERHEAD_BYTES;
-    }
+    const sizeBefore = entries.size;
+    entries.set(id, value);
+    if (entries.size > sizeBefore) this.bytes += id.length * 2 + ENTRY_OVERHEAD_BYTES;
     if (wasEmpty) {
       this.firstTick = tick;
       this.firstAt = now;

@@ -173,6 +173,7 @@ export class Pipeline implements SourceHandler {
       this.bufferStarted = true;
       lens.timer = setTimeout(() => this.flush(lens), lens.config.maxWaitMs);
     }
+    if (buffer.size === sizeBefore) lens.counters.coalesced++;
     this.buffered += buffer.size - sizeBefore;
     this.pendingBytes += buffer.bytes - bytesBefore;
     if (buffer.size >= lens.config.maxBatch) this.flush(lens);

@@ -78,7 +78,7 @@ test('a minimal file gets every default', () => {
     sinks: { hosted: { type: 'semilayer', url: 'https://api.semilayer.com', key: 'ik_topsecret', timeoutMs: 30000 } },
     state: { type: 'embedded', path: '/etc/tributary/data' },
     metrics: { listen: '0.0.0.0:9464' },
-    pipeline: { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
+    pipeline: { maxPendingChanges: 20000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
     log: { level: 'info' },
   });
 });
@@ -98,7 +98,7 @@ test('explicit values are kept; metrics: false disables metrics; postgres state 
   assert.deepEqual(config.state, { type: 'postgres', url: 'postgres://db/state', schema: 'tributary' });
   assert.equal(config.metrics, null);
   assert.equal(config.log.level, 'debug');
-  assert.deepEqual(config.pipeline, { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 0, errorRetryMs: 60000 });
+  assert.deepEqual(config.pipeline, { maxPendingChanges: 20000, maxPendingBytes: 67108864, drainTimeoutMs: 0, errorRetryMs: 60000 });
 
   const lens = parseConfig(withLine(8, '    table: inventory.items', '    primaryKey: [sku, region]'), FILE, {}).lenses.products;
   assert.equal(lens.table, 'inventory.items');

@@ -179,9 +179,11 @@ export class LeanPgoutputPlugin {
   }
 
   private idOf(rel: Relation, lens: LensDecoder): string | undefined {
+    const positions = lens.positions;
+    if (positions.length === 1) return this.values[positions[0]];
     const keyValues: string[] = [];
     const keyTypes: number[] = [];
-    for (const at of lens.positions) {
+    for (const at of positions) {
       const v = this.values[at];
       if (v === undefined) return undefined;
       keyValues.push(v);
@@ -190,18 +192,16 @@ export class LeanPgoutputPlugin {
     return encodeId(keyValues, keyTypes);
   }
 
-  /** Ids of every lens of `rel` for the tuple just read. */
-  private ids(rel: Relation): (string | undefined)[] {
-    return rel.lenses!.map((lens) => this.idOf(rel, lens));
-  }
-
-  private emit(rel: Relation, action: 'upsert' | 'delete', ids: (string | undefined)[], oldIds?: (string | undefined)[]) {
-    rel.lenses!.forEach((lens, i) => {
-      const id = ids[i];
-      if (id === undefined) return this.handler.unreadableKey(lens.lens, rel.table);
+  /** Reports the tuple just read to every lens of `rel`; `oldIds` are the ids before an update. */
+  private emit(rel: Relation, action: 'upsert' | 'delete', oldIds?: (string | undefined)[]): void {
+    const lenses = rel.lenses!;
+    for (let i = 0; i < lenses.length; i++) {
       const oldId = oldIds?.[i];
-      this.handler.row(lens.lens, action, id, oldId !== undefined && oldId !== id ? oldId : undefined);
-    });
+      // An unchanged TOASTed key is absent from the new tuple but present in the old one.
+      const id = this.idOf(rel, lenses[i]) ?? oldId;
+      if (id === undefined) this.handler.unreadableKey(lenses[i].lens, rel.table);
+      else this.handler.row(lenses[i].lens, action, id, oldId !== undefined && oldId !== id ? oldId : undefined);
+    }
   }
 
   private insert(buf: Buffer): void {
@@ -209,7 +209,7 @@ export class LeanPgoutputPlugin {
     if (!rel?.lenses) return;
     this.offset = 6; // tag, relid, 'N'
     this.readTuple(buf, rel);
-    this.emit(rel, 'upsert', this.ids(rel));
+    this.emit(rel, 'upsert');
   }
 
   private update(buf: Buffer): void {
@@ -220,14 +220,11 @@ export class LeanPgoutputPlugin {
     const marker = buf[this.offset++];
     if (marker === 0x4b /* K */ || marker === 0x4f /* O */) {
       this.readTuple(buf, rel);
-      oldIds = this.ids(rel);
+      oldIds = rel.lenses.map((lens) => this.idOf(rel, lens));
       this.offset++; // 'N'
     }
     this.readTuple(buf, rel);
-    let ids = this.ids(rel);
-    // An unchanged TOASTed key is absent from the new tuple but present in the old one.
-    if (oldIds) ids = ids.map((id, i) => id ?? oldIds![i]);
-    this.emit(rel, 'upsert', ids, oldIds);
+    this.emit(rel, 'upsert', oldIds);
   }
 
   private delete(buf: Buffer): void {
@@ -235,7 +232,7 @@ export class LeanPgoutputPlugin {
     if (!rel?.lenses) return;
     this.offset = 6; // tag, relid, 'K' or 'O'
     this.readTuple(buf, rel);
-    this.emit(rel, 'delete', this.ids(rel));
+    this.emit(rel, 'delete');
   }
 
   private truncate(buf: Buffer): void {

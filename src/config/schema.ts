@@ -279,9 +279,9 @@ export const configSchema = {
       type: 'object',
       description: 'Limits shared by every lens.',
       additionalProperties: false,
-      default: { maxPendingChanges: 50000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
+      default: { maxPendingChanges: 20000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
       properties: {
-        maxPendingChanges: positiveInteger(50000, 'Pause a source when its lenses buffer this many changes not yet in flight.'),
+        maxPendingChanges: positiveInteger(20000, 'Pause a source when its lenses buffer this many changes not yet in flight.'),
         maxPendingBytes: positiveInteger(67108864, '…or this many bytes of ids (default 64 MiB).'),
         drainTimeoutMs: positiveInteger(
           30000,

@@ -71,7 +71,7 @@ export type StateConfig =
   | { type: 'postgres'; url: string; schema: string };
 
 export interface PipelineConfig {
-  /** Pause a source when its lenses buffer this many changes not yet in flight (default 50,000). */
+  /** Pause a source when its lenses buffer this many changes not yet in flight (default 20,000). */
   maxPendingChanges: number;
   /** …or this many bytes of ids (default 64 MiB). */
   maxPendingBytes: number;

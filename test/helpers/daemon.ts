@@ -3,7 +3,7 @@
  * (`startTestDaemon`) or as a child process that can be killed (`spawnDaemon`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,7 +36,7 @@ export function testConfig(o: TestConfigOptions): Config {
     sinks: { hosted: { type: 'semilayer', url: o.sinkUrl, key: o.key ?? 'ik_test', timeoutMs: 5000 } },
     state: { type: 'embedded', path: o.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-state-')) },
     metrics: null,
-    pipeline: { maxPendingChanges: 50_000, maxPendingBytes: 64 << 20, drainTimeoutMs: 5000, errorRetryMs: 300, ...o.pipeline },
+    pipeline: { maxPendingChanges: 20_000, maxPendingBytes: 64 << 20, drainTimeoutMs: 5000, errorRetryMs: 300, ...o.pipeline },
     log: { level: 'warn' },
   };
 }
@@ -58,6 +58,8 @@ export async function eventually(predicate: () => boolean | Promise<boolean>, wh
 }
 
 const CLI = resolve(import.meta.dirname, '../../src/cli.js');
+/** The node flags of the CLI's `#!` line, so children run exactly as the installed bin does. */
+const NODE_FLAGS = (readFileSync(CLI, 'utf8').split('\n')[0].match(/\bnode\s+(.*)$/)?.[1] ?? '').split(/\s+/).filter(Boolean);
 
 export interface ChildDaemon {
   child: ChildProcess;
@@ -82,7 +84,7 @@ export function killChildren(): void {
 }
 
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildDaemon {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   child.on('exit', () => children.delete(child));
   let out = '';

@@ -59,6 +59,29 @@ export class SinkError extends TributaryError {
   }
 }
 
+/**
+ * An embedding provider failed. `input`: it rejected the inputs themselves (context length,
+ * invalid input: split the batch to isolate the bad one); `transient`: 429/5xx/network
+ * failures outlasted the embedder's own retries.
+ */
+export class EmbedError extends TributaryError {
+  constructor(
+    message: string,
+    readonly kind: 'input' | 'transient',
+    readonly details: { status?: number; body?: string } = {},
+    cause?: unknown,
+  ) {
+    super(message, { retriable: kind === 'transient', cause });
+  }
+}
+
+/** The worker's queue for a lens is full: answer 429 and let the caller come back. */
+export class QueueFullError extends TributaryError {
+  constructor(message: string, readonly retryAfterSeconds: number) {
+    super(message, { retriable: true });
+  }
+}
+
 /** Short one-line description of any thrown value, for logs and status. */
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;

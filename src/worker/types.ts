@@ -1,0 +1,132 @@
+/**
+ * The bundled ingest worker's internal interfaces. The worker turns records-mode jobs into a
+ * searchable index: it re-reads rows by id from the lens's source (`RowReader`), builds text
+ * and metadata, embeds the text (`Embedder`), and stores the result (`VectorIndex`), which
+ * also serves semantic and keyword search.
+ */
+
+/** A row as the worker indexes it. */
+export interface IndexRecord {
+  /** The source row id, encoded as in DESIGN.md (`42`, `[7,"eu"]`). */
+  id: string;
+  /** The text that was embedded. */
+  content: string;
+  metadata: Record<string, unknown>;
+  /** Unit-length embedding of `content`. */
+  vector: Float32Array;
+  /** Hash of `content` and the embedder's identity: equal hash, no new embedding needed. */
+  contentHash: string;
+}
+
+export interface SearchHit {
+  id: string;
+  content: string;
+  metadata: Record<string, unknown>;
+  /** Semantic: cosine similarity in [0, 1] (negative similarities are clamped to 0). Keyword: BM25 normalised to [0, 1] by the best hit. */
+  score: number;
+}
+
+/**
+ * Where the vectors and texts of every lens live. Implementations: `embedded` (a directory
+ * under the data path, survives restart) and, later, `pgvector`.
+ */
+export interface VectorIndex {
+  /** Upserts records of a lens (all of one embedder's dimensions). Durable when it resolves. */
+  upsert(lens: string, records: IndexRecord[]): Promise<void>;
+  /** Deletes ids of a lens; returns how many existed. Durable when it resolves. */
+  delete(lens: string, ids: string[]): Promise<number>;
+  /** Content hashes of the ids that exist, for skipping unchanged text. */
+  hashes(lens: string, ids: string[]): Promise<Map<string, string>>;
+  /** The stored record of one id (for `similar`), or undefined. */
+  get(lens: string, id: string): Promise<IndexRecord | undefined>;
+  /** Nearest records by cosine similarity, best first, score ≥ minScore; `excludeId` left out. */
+  searchVector(lens: string, vector: Float32Array, options: { limit: number; minScore: number; excludeId?: string }): Promise<SearchHit[]>;
+  /** Best records by a real text ranking (BM25), best first. */
+  searchKeyword(lens: string, query: string, options: { limit: number; minScore: number }): Promise<SearchHit[]>;
+  count(lens: string): Promise<number>;
+  /** Ids of a lens in ascending order (string order) after `after`, at most `limit`: for sweeps. */
+  idsAfter(lens: string, after: string | undefined, limit: number): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * Turns texts into unit-length vectors. `id` names the model and its settings (for content
+ * hashes): two embedders with the same id produce the same vectors.
+ */
+export interface Embedder {
+  readonly id: string;
+  readonly dimensions: number;
+  /**
+   * Embeds texts, in order. Throws EmbedError: `input` when the provider rejected the inputs
+   * themselves (4xx such as context length: split the batch to find the bad one),
+   * `transient` after its own retries of 429/5xx/network failures ran out.
+   */
+  embed(texts: string[], signal?: AbortSignal): Promise<Float32Array[]>;
+  /** Tokens the provider reported (or estimated) so far, for metrics. */
+  readonly tokensUsed: number;
+}
+
+/** Reads rows of a lens's table from its source database. */
+export interface RowReader {
+  /** The current rows of these ids (missing ids are rows that are gone). */
+  readByIds(ids: string[]): Promise<Map<string, Record<string, unknown>>>;
+  /**
+   * One page of the table in key order after `after` (an id), for full syncs; `[]` at the end.
+   * With `changedSince`, only rows whose changeTrackingColumn is past that cursor, keyset on
+   * (column, key), for incremental syncs.
+   */
+  page(options: { after?: string; limit: number; changedSince?: { value: string; id?: string } }): Promise<Array<{ id: string; row: Record<string, unknown>; cursor?: string }>>;
+  close(): Promise<void>;
+}
+
+export type IngestMode = 'records' | 'full' | 'incremental';
+export type SearchMode = 'semantic' | 'keyword' | 'hybrid';
+
+/** A job as `GET /v1/jobs/:jobId` shows it. */
+export interface JobView {
+  jobId: string;
+  lens: string;
+  mode: IngestMode;
+  status: 'queued' | 'running' | 'done' | 'failed';
+  changesBuffered: number;
+  /** Rows indexed, deleted and dead-lettered so far. */
+  indexed: number;
+  deleted: number;
+  deadLettered: number;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  error?: string;
+}
+
+/** One lens as `GET /v1/status[/:lens]` shows it. */
+export interface LensWorkerStatus {
+  lens: string;
+  state: 'idle' | 'indexing' | 'paused' | 'error';
+  pending: number;
+  rate: number;
+  cursor?: string;
+  indexed: number;
+  dlq: number;
+  lastError?: string;
+}
+
+/** The worker's engine, as its HTTP API and the in-process `worker` sink see it. */
+export interface WorkerEngine {
+  /** Lens names the worker serves. */
+  lenses(): string[];
+  /**
+   * Queues an ingest request, durably. While a job of the lens is still queued the request is
+   * merged into it (last action per id wins) and answered `deduplicated`.
+   * Throws QueueFullError when the lens's queue is over its bound (→ 429 with Retry-After).
+   */
+  submit(
+    lens: string,
+    request: { mode: IngestMode; changes?: Array<{ id: string; action: 'upsert' | 'delete' }> },
+  ): Promise<{ jobId: string; status: 'queued' | 'deduplicated'; lens: string; mode: IngestMode; changesBuffered: number }>;
+  job(jobId: string): JobView | undefined;
+  status(lens?: string): LensWorkerStatus[];
+  search(lens: string, request: { query: string; limit: number; minScore: number; mode: SearchMode }): Promise<SearchHit[]>;
+  /** Records similar to a stored one, by its stored vector; undefined when `id` is not indexed. */
+  similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined>;
+}

@@ -11,6 +11,7 @@ import { Metrics } from './metrics.js';
 import { Pipeline, type LensStatus } from './pipeline.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
+import { startWorker } from './worker/start.js';
 import type { Logger, Sink, StateStore } from './types.js';
 
 /** What `tributary status` reads from the state store under `status`. */
@@ -34,7 +35,10 @@ const STATUS_INTERVAL_MS = 1000;
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
   const metrics = new Metrics();
-  const sinks = new Map<string, Sink>(Object.entries(config.sinks).map(([name, sinkConfig]) => [name, createSink(sinkConfig)]));
+  const worker = await startWorker(config, state, log);
+  const sinks = new Map<string, Sink>(
+    Object.entries(config.sinks).map(([name, sinkConfig]) => [name, createSink(sinkConfig, { engine: worker?.engine })]),
+  );
   const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
     const lenses = Object.entries(config.lenses)
       .filter(([, lens]) => lens.source === sourceName)
@@ -94,6 +98,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         const left = (await Promise.all(pipelines.map((p) => p.drain(config.pipeline.drainTimeoutMs)))).reduce((a, b) => a + b, 0);
         await state.put('status', status()).catch(() => {});
         await Promise.all([...sinks.values()].map((s) => s.close()));
+        await worker?.stop();
         await state.close();
         await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
         return left;

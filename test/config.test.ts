@@ -80,6 +80,7 @@ test('a minimal file gets every default', () => {
     metrics: { listen: '0.0.0.0:9464' },
     pipeline: { maxPendingChanges: 20000, maxPendingBytes: 67108864, drainTimeoutMs: 30000, errorRetryMs: 60000 },
     log: { level: 'info' },
+    worker: null,
   });
 });
 
@@ -125,7 +126,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
     {
       path: 'metricz',
       line: 15,
-      message: 'unknown key "metricz"; expected one of: sources, lenses, sinks, state, metrics, pipeline, log',
+      message: 'unknown key "metricz"; expected one of: sources, lenses, sinks, state, worker, metrics, pipeline, log',
     },
   ]);
   assert.deepEqual(problems(withLine(9, '    sink: hosted', '    feilds: [name]')), [
@@ -133,7 +134,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       path: 'lenses.products.feilds',
       line: 10,
       message:
-        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, metadata, changeTrackingColumn, ' +
+        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
         'syncInterval, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
     },
   ]);
@@ -159,14 +160,14 @@ test('enums list the allowed values; planned ones are "not available in this ver
       message: '"trigger" is not available in this version yet; expected one of: logical',
     },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: worker')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"worker" is not available in this version yet; expected one of: semilayer' },
+  assert.deepEqual(problems(withLine(12, '    type: seyn')), [
+    { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker; got "elastic"' },
   ]);
-  assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  listen: 0.0.0.0:8080')), [
-    { path: 'worker', line: 15, message: '"worker" is not available in this version yet' },
+  assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
+    { path: 'worker.index.type', line: 16, message: '"pgvector" is not available in this version yet; expected one of: embedded' },
   ]);
 });
 
@@ -255,7 +256,7 @@ test('every problem is reported at once, in file order', () => {
       '9 lenses.products.maxWaitMs: expected at least 0, got -1',
       '11 sinks.hosted.url: expected an http(s) URL like https://api.semilayer.com, got "ftp://x"',
       '11 sinks.hosted.key: expected a non-empty string',
-      '12 colour: unknown key "colour"; expected one of: sources, lenses, sinks, state, metrics, pipeline, log',
+      '12 colour: unknown key "colour"; expected one of: sources, lenses, sinks, state, worker, metrics, pipeline, log',
     ],
   );
 });
@@ -267,7 +268,7 @@ test('${VAR} and ${VAR:-default} are interpolated in values; $${ is a literal', 
     .replace('    sink: hosted', () => '    sink: hosted\n    maxBatch: ${BATCH:-500}\n    changeTrackingColumn: "$${not_a_var}"');
   const config = parseConfig(text, FILE, { PGPASSWORD: 'pw', INGEST_KEY: 'ik_env', PGHOST: '' });
   assert.equal(config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
-  assert.equal(config.sinks.hosted.key, 'ik_env');
+  assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.key, 'ik_env');
   assert.equal(config.lenses.products.maxBatch, 500); // unquoted: re-typed as a number
   assert.equal(config.lenses.products.changeTrackingColumn, '${not_a_var}');
 });
@@ -354,11 +355,26 @@ test('config/example.yaml is valid', () => {
     SEMILAYER_INGEST_KEY: 'ik_example',
   });
   assert.equal(config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
-  assert.equal(config.sinks.hosted.url, 'https://api.semilayer.com');
+  assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.url, 'https://api.semilayer.com');
   assert.equal(config.lenses.products.table, 'public.products');
   assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
 });
 
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
   assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
+});
+
+test('a worker sink gets the worker defaults: hash embedder, embedded index beside the config, no keys', () => {
+  const config = parseConfig(
+    yaml(...MINIMAL.map((line) => (line === '    type: semilayer' ? '    type: worker' : line)).filter((l) => !/^\s+(url: https|key:)/.test(l))),
+    FILE,
+  );
+  assert.deepEqual(config.sinks.hosted, { type: 'worker' });
+  assert.deepEqual(config.worker, {
+    embedder: { type: 'hash', dimensions: 384 },
+    index: { type: 'embedded', path: '/etc/tributary/data/index' },
+    keys: [],
+    maxQueuedChanges: 100000,
+    readBatch: 500,
+  });
 });

@@ -6,6 +6,7 @@
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
  */
 import type { Client } from 'pg';
+import { encodeId } from '../../src/ids.js';
 import { readLsn } from './lsn.js';
 
 /** A lens reading a table: the names of its key columns, in key order. */
@@ -42,28 +43,6 @@ interface Relation {
 }
 
 const PG_EPOCH_MS = 946_684_800_000;
-/** Types whose text form is already a JSON literal (when it looks like a number). */
-const NUMERIC_TYPES = new Set([20, 21, 23, 26, 700, 701, 1700]);
-const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
-
-/**
- * Encodes key values as DESIGN.md says: one column → its text; several → a JSON array in key
- * order, numbers as numbers, booleans as booleans, everything else as strings.
- */
-export function encodeId(values: string[], types: number[]): string {
-  if (values.length === 1) return values[0];
-  let out = '[';
-  for (let i = 0; i < values.length; i++) {
-    if (i > 0) out += ',';
-    const v = values[i];
-    const t = types[i];
-    if (NUMERIC_TYPES.has(t) && JSON_NUMBER.test(v)) out += v;
-    else if (t === 16) out += v === 't' ? 'true' : 'false';
-    else out += JSON.stringify(v);
-  }
-  return out + ']';
-}
-
 /** A pg-logical-replication output plugin (same shape as its AbstractPlugin). */
 export class LeanPgoutputPlugin {
   readonly options: { publicationNames: string[] };

@@ -12,7 +12,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { configSchema, IDENTIFIER_PATTERN } from './schema.js';
-import type { Config, LensConfig, SinkConfig, SourceConfig, StateConfig } from './types.js';
+import type { Config, LensConfig, SinkConfig, SourceConfig, StateConfig, WorkerConfig } from './types.js';
 
 type Problem = ConfigError['problems'][number];
 type Segment = string | number;
@@ -273,6 +273,7 @@ interface RawConfig {
   metrics: { listen: string } | boolean;
   pipeline: Config['pipeline'];
   log: Config['log'];
+  worker?: WorkerConfig;
 }
 
 /**
@@ -337,15 +338,22 @@ function toConfig(data: RawConfig, file: string): Config {
   }
   const sinks: Record<string, SinkConfig> = {};
   for (const [name, s] of Object.entries(data.sinks)) {
-    sinks[name] = { ...s, url: s.url.replace(/\/+$/, '') };
+    sinks[name] = s.type === 'semilayer' ? { ...s, url: s.url.replace(/\/+$/, '') } : s;
   }
-  const state: StateConfig =
-    data.state.type === 'embedded'
-      ? { type: 'embedded', path: isAbsolute(data.state.path) ? data.state.path : resolve(dirname(file), data.state.path) }
-      : data.state;
+  const resolvePath = (path: string) => (isAbsolute(path) ? path : resolve(dirname(file), path));
+  const usesWorker = Object.values(sinks).some((s) => s.type === 'worker') || Boolean(data.worker?.listen);
+  const workerData = data.worker!; // the schema's default fills it in
+  const worker: WorkerConfig | null = usesWorker
+    ? {
+        ...workerData,
+        embedder: workerData.embedder.type === 'openai' ? { ...workerData.embedder, url: workerData.embedder.url.replace(/\/+$/, '') } : workerData.embedder,
+        index: { ...workerData.index, path: resolvePath(workerData.index.path) },
+      }
+    : null;
+  const state: StateConfig = data.state.type === 'embedded' ? { type: 'embedded', path: resolvePath(data.state.path) } : data.state;
   const metrics =
     data.metrics === false ? null : data.metrics === true ? { listen: '0.0.0.0:9464' } : { listen: data.metrics.listen };
-  return { sources, lenses, sinks, state, metrics, pipeline: data.pipeline, log: data.log };
+  return { sources, lenses, sinks, state, metrics, pipeline: data.pipeline, log: data.log, worker };
 }
 
 // ---------------------------------------------------------------------------------------------

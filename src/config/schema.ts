@@ -121,7 +121,13 @@ const lens = {
       ...columnList("Key columns, in order. Default: the table's primary key, read at start."),
       minItems: 1,
     },
-    fields: columnList('Columns whose text is embedded.', []),
+    fields: columnList('Columns whose text is embedded (their values, one a line).', []),
+    template: {
+      type: 'string',
+      minLength: 1,
+      description: 'Instead of `fields`: the embedded text as a template with {{column}} placeholders.',
+      examples: ['{{name}}: {{description}} ({{category}})'],
+    },
     metadata: columnList('Columns stored with each record as metadata (filterable, returned with results).', []),
     changeTrackingColumn: {
       type: 'string',
@@ -173,13 +179,109 @@ const semilayerSink = {
   },
 } as const;
 
+const workerSink = {
+  type: 'object',
+  description: 'The bundled ingest worker, in this process (configure it under `worker`).',
+  additionalProperties: false,
+  required: ['type'],
+  properties: { type: { const: 'worker', description: 'Sink type.' } },
+} as const;
+
 const sink = {
   type: 'object',
   description: 'Where batches of changes go. `type` decides the other keys.',
   required: ['type'],
   discriminator: { propertyName: 'type' },
-  'x-notYetAvailable': ['worker', 'seyn', 'psykhe'],
-  oneOf: [semilayerSink],
+  'x-notYetAvailable': ['seyn', 'psykhe'],
+  oneOf: [semilayerSink, workerSink],
+} as const;
+
+const hashEmbedder = {
+  type: 'object',
+  description: 'Offline, deterministic feature hashing of words and character n-grams: lexical similarity, not meaning.',
+  additionalProperties: false,
+  properties: {
+    type: { const: 'hash', description: 'Embedder type.' },
+    dimensions: { type: 'integer', minimum: 8, maximum: 4096, default: 384, description: 'Vector dimensions.' },
+  },
+} as const;
+
+const openaiEmbedder = {
+  type: 'object',
+  description: 'Any OpenAI-compatible /v1/embeddings endpoint (OpenAI, Azure, Ollama, vLLM, TEI).',
+  additionalProperties: false,
+  required: ['type', 'model', 'dimensions'],
+  properties: {
+    type: { const: 'openai', description: 'Embedder type.' },
+    url: {
+      type: 'string',
+      pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
+      'x-expected': 'an http(s) URL like https://api.openai.com/v1',
+      default: 'https://api.openai.com/v1',
+      description: 'Base URL; requests go to {url}/embeddings.',
+    },
+    key: { type: 'string', minLength: 1, description: 'API key (Bearer). Use ${VAR}; never logged.' },
+    model: { type: 'string', minLength: 1, description: 'Model name, e.g. text-embedding-3-small.' },
+    dimensions: { type: 'integer', minimum: 1, maximum: 16384, description: 'Vector dimensions the model returns.' },
+    sendDimensions: { type: 'boolean', default: false, description: 'Send `dimensions` in requests (models that can shorten vectors).' },
+    maxInputs: { type: 'integer', minimum: 1, maximum: 2048, default: 256, description: 'Texts per request.' },
+    maxTokensPerRequest: { type: 'integer', minimum: 1, default: 250000, description: 'Estimated tokens per request.' },
+    maxInputTokens: { type: 'integer', minimum: 1, default: 8191, description: 'Estimated tokens per text.' },
+    overLong: { type: 'string', enum: ['truncate', 'reject'], default: 'truncate', description: 'What to do with a text over maxInputTokens.' },
+    concurrency: { type: 'integer', minimum: 1, maximum: 64, default: 2, description: 'Requests in flight at once.' },
+    timeoutMs: { type: 'integer', minimum: 1, default: 60000, description: 'Per-request timeout, in milliseconds.' },
+    maxRetries: { type: 'integer', minimum: 0, default: 6, description: 'Retries of 429, 5xx and network failures.' },
+  },
+} as const;
+
+const worker = {
+  type: 'object',
+  description: 'The bundled ingest worker: re-reads rows by id, embeds them, indexes them, serves search.',
+  additionalProperties: false,
+  default: {},
+  properties: {
+    listen: {
+      type: 'string',
+      pattern: LISTEN_PATTERN,
+      'x-expected': 'host:port with a port from 0 to 65535',
+      description: 'Serve the SemiLayer-compatible HTTP API here (ingest, jobs, status, search, similar). Absent: no HTTP API.',
+    },
+    embedder: {
+      type: 'object',
+      description: 'How text becomes vectors. `type` decides the other keys.',
+      required: ['type'],
+      discriminator: { propertyName: 'type' },
+      default: { type: 'hash', dimensions: 384 },
+      oneOf: [hashEmbedder, openaiEmbedder],
+    },
+    index: {
+      type: 'object',
+      description: 'Where vectors and texts are kept.',
+      additionalProperties: false,
+      default: { type: 'embedded', path: './data/index' },
+      'x-notYetAvailable': ['pgvector'],
+      properties: {
+        type: { type: 'string', enum: ['embedded'], default: 'embedded', 'x-notYetAvailable': ['pgvector'], description: 'Index type.' },
+        path: { type: 'string', minLength: 1, default: './data/index', description: "Directory; relative paths are resolved against the config file's directory." },
+      },
+    },
+    keys: {
+      type: 'array',
+      default: [],
+      description: 'API keys of the HTTP API. Empty: no authentication (local development only).',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['key', 'scope'],
+        properties: {
+          key: { type: 'string', minLength: 8, description: 'The key (Bearer token). Use ${VAR}; never logged.' },
+          scope: { type: 'string', enum: ['ingest', 'search', 'admin'], description: 'ingest: ingest and jobs; search: search and similar; admin: all.' },
+        },
+      },
+    },
+    maxQueuedChanges: { type: 'integer', minimum: 1, default: 100000, description: 'Per lens: beyond this many queued changes, ingest answers 429.' },
+    readBatch: { type: 'integer', minimum: 1, maximum: 10000, default: 500, description: 'Rows read, embedded and written per step.' },
+  },
 } as const;
 
 const state = {
@@ -235,7 +337,6 @@ export const configSchema = {
     'deliver to. ${VAR} and ${VAR:-default} in values are replaced from the environment ($${ is a literal ${).',
   type: 'object',
   additionalProperties: false,
-  'x-notYetAvailable': ['worker'],
   required: ['sources', 'lenses', 'sinks'],
   properties: {
     sources: {
@@ -260,6 +361,7 @@ export const configSchema = {
       additionalProperties: sink,
     },
     state: state,
+    worker: worker,
     metrics: {
       type: ['object', 'boolean'],
       description: 'Prometheus metrics endpoint (GET /metrics). `false` turns it off; `true` keeps the defaults.',

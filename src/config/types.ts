@@ -13,7 +13,37 @@ export interface Config {
   metrics: { listen: string } | null;
   pipeline: PipelineConfig;
   log: { level: 'debug' | 'info' | 'warn' | 'error' };
+  /** The bundled ingest worker; null when the file has no `worker` section and no worker sink. */
+  worker: WorkerConfig | null;
 }
+
+export interface WorkerConfig {
+  /** host:port of the HTTP API; undefined: no HTTP API. */
+  listen?: string;
+  embedder: EmbedderConfig;
+  index: { type: 'embedded'; path: string };
+  keys: Array<{ key: string; scope: 'ingest' | 'search' | 'admin' }>;
+  maxQueuedChanges: number;
+  readBatch: number;
+}
+
+export type EmbedderConfig =
+  | { type: 'hash'; dimensions: number }
+  | {
+      type: 'openai';
+      url: string;
+      key?: string;
+      model: string;
+      dimensions: number;
+      sendDimensions: boolean;
+      maxInputs: number;
+      maxTokensPerRequest: number;
+      maxInputTokens: number;
+      overLong: 'truncate' | 'reject';
+      concurrency: number;
+      timeoutMs: number;
+      maxRetries: number;
+    };
 
 export interface PostgresSourceConfig {
   type: 'postgres';
@@ -41,6 +71,8 @@ export interface LensConfig {
   /** Key columns in order; default: the table's primary key, read at start. */
   primaryKey?: string[];
   fields: string[];
+  /** Instead of fields: the embedded text with {{column}} placeholders. */
+  template?: string;
   metadata: string[];
   changeTrackingColumn?: string;
   syncInterval?: string;
@@ -64,7 +96,7 @@ export interface SemilayerSinkConfig {
   timeoutMs: number;
 }
 
-export type SinkConfig = SemilayerSinkConfig;
+export type SinkConfig = SemilayerSinkConfig | { type: 'worker' };
 
 export type StateConfig =
   | { type: 'embedded'; path: string }

@@ -4,22 +4,31 @@
  */
 import type { SinkConfig } from '../config/types.js';
 import type { Sink } from '../types.js';
+import type { WorkerEngine } from '../worker/types.js';
 import { createSemilayerSink } from './semilayer.js';
+import { createWorkerSink } from './worker.js';
 
-type SinkFactories = { [T in SinkConfig['type']]: (config: Extract<SinkConfig, { type: T }>) => Sink };
+/** What sinks may need from the running daemon. */
+export interface SinkContext {
+  /** The bundled worker, when the configuration has one. */
+  engine?: WorkerEngine;
+}
+
+type SinkFactories = { [T in SinkConfig['type']]: (config: Extract<SinkConfig, { type: T }>, context: SinkContext) => Sink };
 
 const factories: SinkFactories = {
-  semilayer: createSemilayerSink,
+  semilayer: (config) => createSemilayerSink(config),
+  worker: (_config, { engine }) => createWorkerSink(engine!),
 };
 
 /**
  * Creates the sink a validated `SinkConfig` describes, dispatching on `config.type`.
  * Throws on an unknown type (the config loader rejects those first).
  */
-export function createSink(config: SinkConfig): Sink {
+export function createSink(config: SinkConfig, context: SinkContext = {}): Sink {
   if (!Object.hasOwn(factories, config.type)) {
     throw new Error(`unknown sink type ${JSON.stringify((config as { type: unknown }).type)}`);
   }
-  const factory = factories[config.type] as (config: SinkConfig) => Sink;
-  return factory(config);
+  const factory = factories[config.type] as (config: SinkConfig, context: SinkContext) => Sink;
+  return factory(config, context);
 }

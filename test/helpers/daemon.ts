@@ -38,6 +38,7 @@ export function testConfig(o: TestConfigOptions): Config {
     metrics: null,
     pipeline: { maxPendingChanges: 20_000, maxPendingBytes: 64 << 20, drainTimeoutMs: 5000, errorRetryMs: 300, ...o.pipeline },
     log: { level: 'warn' },
+    worker: null,
   };
 }
 

@@ -1,0 +1,147 @@
+/**
+ * The `hash` embedder: Tributary's offline, deterministic default. No model, no network, no
+ * key: a text becomes a vector by feature hashing ("the hashing trick").
+ *
+ * It is LEXICAL, not semantic. Texts score as similar when they share words, word pairs or
+ * spelling (`running shoe` ~ `running shoes`, `lightweight` ~ `light`), never because they mean
+ * the same thing (`sofa` and `couch` share nothing). It is a good default for trying Tributary
+ * out, for tests, and for catalogues where the words people search for are the words in the
+ * rows; use the `openai` embedder (any OpenAI-compatible API) for meaning.
+ *
+ * How a text is embedded:
+ * 1. NFKC-normalised, lowercased and split into Unicode word tokens: a letter or digit followed
+ *    by letters, digits and combining marks (`\p{L}\p{N}\p{M}`), so `Größe`, `naïve`, `東京`
+ *    and `हिन्दी` are words, and punctuation separates them.
+ * 2. Features: each word (weight 1.0), each pair of consecutive words (0.5), and each character
+ *    3-gram of each word with boundary markers, `<shoe>` → `<sh sho hoe oe>` (0.25).
+ * 3. Each feature is hashed (FNV-1a, then murmur3's finaliser to spread the bits) to a bucket in
+ *    `[0, dimensions)` and a sign; a feature seen `tf` times adds `±weight * (1 + ln tf)`
+ *    (sublinear term frequency, so a repeated word does not drown the rest).
+ * 4. The vector is L2-normalised. A text without words gives the zero vector (never NaN).
+ *
+ * The vectors are a pure function of the text and `dimensions`: the id `hash:v1:<dimensions>`
+ * changes whenever the recipe does.
+ */
+import { TributaryError } from '../../errors.js';
+import type { Embedder } from '../types.js';
+
+/** Feature weights by kind. */
+const WORD_WEIGHT = 1.0;
+const BIGRAM_WEIGHT = 0.5;
+const CHARGRAM_WEIGHT = 0.25;
+
+/** FNV-1a's offset basis, varied per feature kind so `ab` the word and `ab` the 3-gram differ. */
+const FNV_OFFSET = 0x811c9dc5;
+const WORD_SEED = FNV_OFFSET;
+const BIGRAM_SEED = FNV_OFFSET ^ 0x9e3779b9;
+const CHARGRAM_SEED = FNV_OFFSET ^ 0x85ebca6b;
+const FNV_PRIME = 0x01000193;
+
+/** A word: a letter or digit, then letters, digits and combining marks. */
+const WORD = /[\p{L}\p{N}][\p{L}\p{N}\p{M}]*/gu;
+
+export interface HashEmbedderOptions {
+  /** Vector length: a positive integer (384 is the documented default). */
+  dimensions: number;
+}
+
+/**
+ * Creates the offline `hash` embedder (see the file comment: lexical, not semantic).
+ * `tokensUsed` counts the words embedded. Throws a TributaryError when `dimensions` is not a
+ * positive integer.
+ */
+export function createHashEmbedder(options: HashEmbedderOptions): Embedder {
+  const { dimensions } = options;
+  if (!Number.isInteger(dimensions) || dimensions < 1) {
+    throw new TributaryError(`hash embedder: dimensions must be a positive integer (got ${String(dimensions)})`);
+  }
+  let tokensUsed = 0;
+  return {
+    id: `hash:v1:${dimensions}`,
+    dimensions,
+    get tokensUsed() {
+      return tokensUsed;
+    },
+    async embed(texts, signal) {
+      signal?.throwIfAborted();
+      return texts.map((text) => {
+        const words = tokenize(text);
+        tokensUsed += words.length;
+        return hashVector(words, dimensions);
+      });
+    },
+  };
+}
+
+/** The word tokens of a text, as the hash embedder sees them. */
+export function tokenize(text: string): string[] {
+  return text.normalize('NFKC').toLowerCase().match(WORD) ?? [];
+}
+
+/** The unit-length (or zero) feature-hashed vector of a text's words. */
+function hashVector(words: string[], dimensions: number): Float32Array {
+  const wordCounts = new Map<number, number>();
+  const bigramCounts = new Map<number, number>();
+  const gramCounts = new Map<number, number>();
+
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i];
+    count(wordCounts, finish(fnv1a(word, 0, word.length, WORD_SEED)));
+
+    if (i > 0) {
+      const previous = words[i - 1];
+      let h = fnv1a(previous, 0, previous.length, BIGRAM_SEED);
+      h = Math.imul(h ^ 0x20, FNV_PRIME); // a space between the two words
+      count(bigramCounts, finish(fnv1a(word, 0, word.length, h)));
+    }
+
+    const padded = `<${word}>`;
+    for (let start = 0; start + 3 <= padded.length; start++) {
+      count(gramCounts, finish(fnv1a(padded, start, start + 3, CHARGRAM_SEED)));
+    }
+  }
+
+  const vector = new Float32Array(dimensions);
+  add(vector, wordCounts, WORD_WEIGHT);
+  add(vector, bigramCounts, BIGRAM_WEIGHT);
+  add(vector, gramCounts, CHARGRAM_WEIGHT);
+
+  let sumOfSquares = 0;
+  for (let i = 0; i < dimensions; i++) sumOfSquares += vector[i] * vector[i];
+  if (sumOfSquares > 0) {
+    const scale = 1 / Math.sqrt(sumOfSquares);
+    for (let i = 0; i < dimensions; i++) vector[i] *= scale;
+  }
+  return vector;
+}
+
+function count(counts: Map<number, number>, hash: number): void {
+  counts.set(hash, (counts.get(hash) ?? 0) + 1);
+}
+
+/** Adds `±weight * (1 + ln tf)` for each hashed feature: low 31 bits pick the bucket, the top bit the sign. */
+function add(vector: Float32Array, counts: Map<number, number>, weight: number): void {
+  for (const [hash, tf] of counts) {
+    const value = weight * (1 + Math.log(tf));
+    const bucket = (hash & 0x7fffffff) % vector.length;
+    vector[bucket] += hash & 0x80000000 ? -value : value;
+  }
+}
+
+/** 32-bit FNV-1a over the UTF-16 code units `text[start..end)`, continuing from `hash`. */
+function fnv1a(text: string, start: number, end: number, hash: number): number {
+  let h = hash;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME);
+  return h;
+}
+
+/** murmur3's 32-bit finaliser: every input bit affects every output bit. */
+function finish(hash: number): number {
+  let h = hash;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

@@ -1,0 +1,428 @@
+/**
+ * The worker's engine: runs each lens's queued jobs one at a time. A records job re-reads the
+ * rows by id (a row that is gone is deleted from the index), builds text and metadata, skips
+ * the embedding when the text's hash is unchanged, embeds the rest and writes the index. A
+ * full job sweeps the table in key order and then deletes index entries whose rows are gone;
+ * an incremental job reads rows whose changeTrackingColumn moved past the saved cursor.
+ * Items that cannot be indexed go to the dead-letter store; the rest keep flowing.
+ */
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { LensConfig } from '../config/types.js';
+import { EmbedError, QueueFullError, TributaryError, describeError } from '../errors.js';
+import { backoffDelay, retry } from '../retry.js';
+import type { Action, Logger, StateStore } from '../types.js';
+import { LensQueue, type Work } from './queue.js';
+import type { Embedder, IndexRecord, JobView, LensWorkerStatus, RowReader, SearchHit, VectorIndex, WorkerEngine } from './types.js';
+
+export interface EngineOptions {
+  lenses: Record<string, LensConfig>;
+  /** Opens the row reader of a lens (lazily, on its first job). */
+  openReader: (lens: string) => Promise<RowReader>;
+  embedder: Embedder;
+  index: VectorIndex;
+  state: StateStore;
+  /** Directory of the durable queues. */
+  queueDir: string;
+  /** Per lens: beyond this many queued changes, submit answers QueueFullError (429). */
+  maxQueuedChanges: number;
+  /** Rows read, embedded and written per step (default 500). */
+  readBatch?: number;
+  log: Logger;
+}
+
+interface Job extends JobView {
+  work?: Work;
+  lastSeq: number;
+}
+
+interface LensRuntime {
+  name: string;
+  config: LensConfig;
+  queue: LensQueue;
+  reader?: RowReader;
+  running?: Job;
+  state: LensWorkerStatus['state'];
+  lastError?: string;
+  cursor?: string;
+  dlq: number;
+  indexedTotal: number;
+  rate: { count: number; at: number; value: number };
+  wake?: () => void;
+}
+
+/** Counters the daemon reads into Prometheus. */
+export interface WorkerCounters {
+  embedCalls: number;
+  embeddedTexts: number;
+  skippedByHash: number;
+  embedSeconds: number[];
+}
+
+const MAX_JOBS_KEPT = 1000;
+const TRANSIENT_ATTEMPTS = 4;
+
+export function contentHash(embedderId: string, content: string): string {
+  return createHash('sha256').update(embedderId).update('\0').update(content).digest('base64url').slice(0, 22);
+}
+
+/** The text of a row: `template` with `{{column}}` placeholders, or the fields' values, one a line. */
+export function buildContent(config: Pick<LensConfig, 'fields' | 'template'>, row: Record<string, unknown>): string {
+  const text = (v: unknown) => (v === null || v === undefined ? '' : v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  if (config.template) return config.template.replace(/\{\{\s*([\w.-]+)\s*\}\}/g, (_, name: string) => text(row[name]));
+  return config.fields.map((f) => text(row[f])).filter((t) => t !== '').join('\n');
+}
+
+function buildMetadata(config: LensConfig, row: Record<string, unknown>): Record<string, unknown> {
+  const metadata: Record<string, unknown> = {};
+  for (const m of config.metadata) {
+    const v = row[m];
+    metadata[m] = v instanceof Date ? v.toISOString() : typeof v === 'bigint' ? String(v) : (v ?? null);
+  }
+  return metadata;
+}
+
+export class Engine implements WorkerEngine {
+  private readonly lensMap = new Map<string, LensRuntime>();
+  private readonly jobs = new Map<string, Job>();
+  private jobCounter = 0;
+  private stopping = false;
+  private readonly loops: Promise<void>[] = [];
+  readonly counters: WorkerCounters = { embedCalls: 0, embeddedTexts: 0, skippedByHash: 0, embedSeconds: [] };
+
+  constructor(private readonly options: EngineOptions) {
+    for (const [name, config] of Object.entries(options.lenses)) {
+      const queue = new LensQueue(options.queueDir, name);
+      const lens: LensRuntime = { name, config, queue, state: 'idle', dlq: 0, indexedTotal: 0, rate: { count: 0, at: Date.now(), value: 0 } };
+      this.lensMap.set(name, lens);
+      if (queue.queued) this.register(lens, queue.queued.jobId, queue.queued.work.sweep ?? 'records', queue.pendingChanges, queue.queued.lastSeq);
+    }
+  }
+
+  /** Counts the dead letters already stored, then starts the lens loops. */
+  async start(): Promise<void> {
+    for (const lens of this.lensMap.values()) {
+      lens.dlq = (await this.options.state.listDeadLetters(lens.name)).length;
+      this.loops.push(this.loop(lens));
+    }
+  }
+
+  /**
+   * Queues the dead letters of a lens again (all, or those with the given ids) as a records
+   * job, and removes them from the dead-letter store. Returns how many changes were queued.
+   */
+  async replayDeadLetters(lensName: string, ids?: string[]): Promise<number> {
+    const lens = this.lensMap.get(lensName);
+    if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
+    const letters = (await this.options.state.listDeadLetters(lensName)).filter((l) => !ids || ids.includes(l.id));
+    const changes = letters.flatMap((l) => l.provenance.changes ?? []);
+    if (changes.length) await this.submit(lensName, { mode: 'records', changes });
+    lens.dlq -= await this.options.state.removeDeadLetters(letters.map((l) => l.id));
+    return changes.length;
+  }
+
+  lenses(): string[] {
+    return [...this.lensMap.keys()];
+  }
+
+  private newJobId(): string {
+    return `j_${Date.now().toString(36)}${(++this.jobCounter).toString(36).padStart(4, '0')}`;
+  }
+
+  private register(lens: LensRuntime, jobId: string, mode: Job['mode'], changes: number, lastSeq: number): Job {
+    let job = this.jobs.get(jobId);
+    if (!job) {
+      job = {
+        jobId, lens: lens.name, mode, status: 'queued', changesBuffered: changes,
+        indexed: 0, deleted: 0, deadLettered: 0, createdAt: new Date().toISOString(), lastSeq,
+      };
+      this.jobs.set(jobId, job);
+      if (this.jobs.size > MAX_JOBS_KEPT) this.jobs.delete(this.jobs.keys().next().value!);
+    }
+    return job;
+  }
+
+  async submit(lensName: string, request: { mode: Job['mode']; changes?: Array<{ id: string; action: Action }> }) {
+    const lens = this.lensMap.get(lensName);
+    if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
+    if (lens.queue.pendingChanges + (request.changes?.length ?? 0) > this.options.maxQueuedChanges) {
+      throw new QueueFullError(`the queue of lens "${lensName}" is full (${lens.queue.pendingChanges} changes waiting); retry later`, 2);
+    }
+    const { jobId, deduplicated } = lens.queue.add(this.newJobId(), request.mode, request.changes);
+    const job = this.register(lens, jobId, request.mode, 0, 0);
+    const work = lens.queue.queued!;
+    job.changesBuffered = work.work.changes.size;
+    job.lastSeq = work.lastSeq;
+    if (work.work.sweep && job.mode === 'records') job.mode = work.work.sweep;
+    lens.wake?.();
+    return { jobId, status: deduplicated ? ('deduplicated' as const) : ('queued' as const), lens: lensName, mode: request.mode, changesBuffered: job.changesBuffered };
+  }
+
+  job(jobId: string): JobView | undefined {
+    const job = this.jobs.get(jobId);
+    if (!job) return undefined;
+    const { work: _work, lastSeq: _lastSeq, ...view } = job;
+    return view;
+  }
+
+  status(lensName?: string): LensWorkerStatus[] {
+    return [...this.lensMap.values()]
+      .filter((l) => !lensName || l.name === lensName)
+      .map((l) => ({
+        lens: l.name,
+        state: l.state,
+        pending: l.queue.pendingChanges + (l.running?.work?.changes.size ?? 0),
+        rate: Math.round(l.rate.value * 10) / 10,
+        cursor: l.cursor,
+        indexed: l.indexedTotal,
+        dlq: l.dlq,
+        lastError: l.lastError,
+      }));
+  }
+
+  /** Refreshes the indexed counts and rates (called by the daemon once a second). */
+  async refresh(): Promise<void> {
+    for (const l of this.lensMap.values()) {
+      l.indexedTotal = await this.options.index.count(l.name);
+      const now = Date.now();
+      const instant = (l.rate.count * 1000) / Math.max(1, now - l.rate.at);
+      l.rate = { count: 0, at: now, value: l.rate.value * 0.7 + instant * 0.3 };
+    }
+  }
+
+  async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid' }): Promise<SearchHit[]> {
+    const { index, embedder } = this.options;
+    const semantic = async (limit: number) => {
+      const started = performance.now();
+      const [vector] = await embedder.embed([request.query]);
+      this.counters.embedCalls++;
+      this.counters.embedSeconds.push((performance.now() - started) / 1000);
+      return index.searchVector(lens, vector, { limit, minScore: 0 });
+    };
+    if (request.mode === 'semantic') return (await semantic(request.limit)).filter((h) => h.score >= request.minScore);
+    if (request.mode === 'keyword') return index.searchKeyword(lens, request.query, { limit: request.limit, minScore: request.minScore });
+    // Hybrid: reciprocal rank fusion of both rankings, scaled so a hit first in both scores 1.
+    const depth = Math.max(50, request.limit * 3);
+    const [byMeaning, byWords] = await Promise.all([semantic(depth), index.searchKeyword(lens, request.query, { limit: depth, minScore: 0 })]);
+    const fused = new Map<string, SearchHit>();
+    for (const list of [byMeaning, byWords]) {
+      list.forEach((hit, rank) => {
+        const add = 1 / (61 + rank) / (2 / 61);
+        const seen = fused.get(hit.id);
+        fused.set(hit.id, seen ? { ...seen, score: seen.score + add } : { ...hit, score: add });
+      });
+    }
+    return [...fused.values()].filter((h) => h.score >= request.minScore).sort((a, b) => b.score - a.score).slice(0, request.limit);
+  }
+
+  async similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined> {
+    const record = await this.options.index.get(lens, request.id);
+    if (!record) return undefined;
+    return this.options.index.searchVector(lens, record.vector, { limit: request.limit, minScore: request.minScore, excludeId: request.id });
+  }
+
+  // ---- processing ----------------------------------------------------------------------
+
+  private async loop(lens: LensRuntime): Promise<void> {
+    while (!this.stopping) {
+      const next = lens.queue.take();
+      if (!next) {
+        await new Promise<void>((resolve) => (lens.wake = resolve));
+        lens.wake = undefined;
+        continue;
+      }
+      const job = this.register(lens, next.jobId, next.work.sweep ?? 'records', next.work.changes.size, next.lastSeq);
+      job.work = next.work;
+      job.status = 'running';
+      job.startedAt = new Date().toISOString();
+      lens.running = job;
+      lens.state = 'indexing';
+      try {
+        await this.run(lens, job, next.work);
+        job.status = 'done';
+        lens.state = 'idle';
+        lens.lastError = undefined;
+      } catch (err) {
+        job.status = 'failed';
+        job.error = describeError(err);
+        lens.state = 'error';
+        lens.lastError = job.error;
+        this.options.log.error({ lens: lens.name, jobId: job.jobId, err: job.error }, 'ingest job failed');
+      }
+      job.finishedAt = new Date().toISOString();
+      job.work = undefined;
+      lens.running = undefined;
+      if (job.status === 'done') lens.queue.done(next.lastSeq);
+      else await sleep(backoffDelay(2, 1000, 30_000)); // the journal keeps the work; a restart retries it
+    }
+  }
+
+  private async reader(lens: LensRuntime): Promise<RowReader> {
+    lens.reader ??= await retry(() => this.options.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS });
+    return lens.reader;
+  }
+
+  private async run(lens: LensRuntime, job: Job, work: Work): Promise<void> {
+    const batch = this.options.readBatch ?? 500;
+    const ids = [...work.changes.keys()];
+    for (let i = 0; i < ids.length; i += batch) {
+      const chunk = ids.slice(i, i + batch);
+      const reader = await this.reader(lens);
+      const rows = await this.withRetry(lens, job, chunk, 'source-read', () => reader.readByIds(chunk));
+      if (!rows) continue;
+      await this.indexRows(lens, job, chunk.filter((id) => rows.has(id)).map((id) => ({ id, row: rows.get(id)! })));
+      const gone = chunk.filter((id) => !rows.has(id));
+      if (gone.length) job.deleted += await this.options.index.delete(lens.name, gone);
+    }
+    if (work.sweep === 'full') await this.fullSweep(lens, job);
+    if (work.sweep === 'incremental') await this.incrementalSweep(lens, job);
+  }
+
+  /** Every row in key order (resumable), then index entries whose rows are gone. */
+  private async fullSweep(lens: LensRuntime, job: Job): Promise<void> {
+    const key = `worker/${lens.name}/full`;
+    const batch = this.options.readBatch ?? 500;
+    let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
+    const reader = await this.reader(lens);
+    while (cursor.phase === 'rows') {
+      const page = await this.withRetry(lens, job, [], 'source-read', () => reader.page({ after: cursor.after, limit: batch }));
+      if (!page) throw new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
+      await this.indexRows(lens, job, page);
+      cursor = page.length < batch ? { phase: 'ghosts' } : { phase: 'rows', after: page[page.length - 1].id };
+      lens.cursor = `full:${cursor.after ?? 'ghosts'}`;
+      await this.options.state.put(key, cursor);
+    }
+    for (;;) {
+      const ids = await this.options.index.idsAfter(lens.name, cursor.after, 1000);
+      if (ids.length === 0) break;
+      const rows = await this.withRetry(lens, job, [], 'source-read', () => reader.readByIds(ids));
+      if (!rows) throw new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
+      const ghosts = ids.filter((id) => !rows.has(id));
+      if (ghosts.length) job.deleted += await this.options.index.delete(lens.name, ghosts);
+      cursor = { phase: 'ghosts', after: ids[ids.length - 1] };
+      await this.options.state.put(key, cursor);
+    }
+    await this.options.state.put(key, { phase: 'rows' });
+    lens.cursor = undefined;
+  }
+
+  /** Rows whose changeTrackingColumn moved past the saved cursor, keyset on (column, key). */
+  private async incrementalSweep(lens: LensRuntime, job: Job): Promise<void> {
+    const key = `worker/${lens.name}/incremental`;
+    const batch = this.options.readBatch ?? 500;
+    const reader = await this.reader(lens);
+    let since = await this.options.state.get<{ value: string; id?: string }>(key);
+    for (;;) {
+      const page = await this.withRetry(lens, job, [], 'source-read', () =>
+        since ? reader.page({ limit: batch, changedSince: since }) : reader.page({ limit: batch, changedSince: { value: '-infinity' } }),
+      );
+      if (!page) throw new TributaryError(`lens "${lens.name}": the incremental sync cannot read the table`);
+      if (page.length === 0) break;
+      await this.indexRows(lens, job, page);
+      const last = page[page.length - 1];
+      since = { value: last.cursor!, id: last.id };
+      lens.cursor = since.value;
+      await this.options.state.put(key, since);
+      if (page.length < batch) break;
+    }
+  }
+
+  /** Builds, embeds (unless the hash is unchanged) and writes rows; bad items are dead-lettered. */
+  private async indexRows(lens: LensRuntime, job: Job, rows: Array<{ id: string; row: Record<string, unknown> }>): Promise<void> {
+    if (rows.length === 0) return;
+    const { index, embedder } = this.options;
+    const built = rows.map(({ id, row }) => {
+      const content = buildContent(lens.config, row);
+      return { id, content, metadata: buildMetadata(lens.config, row), contentHash: contentHash(embedder.id, content) };
+    });
+    const known = await index.hashes(lens.name, built.map((b) => b.id));
+    const records: IndexRecord[] = [];
+    const toEmbed: typeof built = [];
+    for (const b of built) {
+      const stored = known.get(b.id) === b.contentHash ? await index.get(lens.name, b.id) : undefined;
+      if (b.content === '') {
+        records.push({ ...b, vector: new Float32Array(embedder.dimensions) }); // nothing to embed; matches no query
+      } else if (stored) {
+        this.counters.skippedByHash++;
+        records.push({ ...b, vector: stored.vector });
+      } else {
+        toEmbed.push(b);
+      }
+    }
+    const vectors = await this.embedIsolating(lens, job, toEmbed);
+    toEmbed.forEach((b, i) => vectors[i] && records.push({ ...b, vector: vectors[i]! }));
+    if (records.length) await index.upsert(lens.name, records);
+    job.indexed += records.length;
+    lens.rate.count += records.length;
+  }
+
+  /** Embeds texts; on an input error, halves the batch until the bad items are isolated. */
+  private async embedIsolating(lens: LensRuntime, job: Job, items: Array<{ id: string; content: string }>): Promise<(Float32Array | undefined)[]> {
+    if (items.length === 0) return [];
+    const started = performance.now();
+    try {
+      const vectors = await retry(() => this.options.embedder.embed(items.map((i) => i.content)), {
+        maxAttempts: TRANSIENT_ATTEMPTS,
+        retriable: (err) => err instanceof EmbedError && err.kind === 'transient',
+      });
+      this.counters.embedCalls++;
+      this.counters.embeddedTexts += items.length;
+      this.counters.embedSeconds.push((performance.now() - started) / 1000);
+      return vectors;
+    } catch (err) {
+      if (err instanceof EmbedError && err.kind === 'input' && items.length > 1) {
+        const half = Math.ceil(items.length / 2);
+        return [...(await this.embedIsolating(lens, job, items.slice(0, half))), ...(await this.embedIsolating(lens, job, items.slice(half)))];
+      }
+      const reason =
+        err instanceof EmbedError
+          ? err.kind === 'input'
+            ? /context|too long|maximum.*tokens|token limit/i.test(err.message) ? 'context-length' : 'embedding-input'
+            : 'embedding-unavailable'
+          : 'embedding-error';
+      await this.deadLetter(lens, job, items.map((i) => i.id), reason, err, err instanceof EmbedError && err.kind === 'input' ? 1 : TRANSIENT_ATTEMPTS);
+      return items.map(() => undefined);
+    }
+  }
+
+  /** Runs a source read with retries; after the last, dead-letters `ids` and returns undefined. */
+  private async withRetry<T>(lens: LensRuntime, job: Job, ids: string[], reason: string, fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await retry(fn, { maxAttempts: TRANSIENT_ATTEMPTS, retriable: () => !this.stopping });
+    } catch (err) {
+      if (ids.length === 0) throw err;
+      await this.deadLetter(lens, job, ids, reason, err, TRANSIENT_ATTEMPTS);
+      return undefined;
+    }
+  }
+
+  private async deadLetter(lens: LensRuntime, job: Job, ids: string[], reason: string, err: unknown, attempts: number): Promise<void> {
+    const at = new Date().toISOString();
+    const actions = job.work?.changes;
+    for (const id of ids) {
+      await this.options.state.addDeadLetter({
+        lens: lens.name,
+        reason,
+        error: describeError(err),
+        attempts,
+        firstSeen: at,
+        lastSeen: at,
+        provenance: { changes: [{ id, action: actions?.get(id) ?? 'upsert' }], response: `job ${job.jobId}` },
+      });
+    }
+    lens.dlq += ids.length;
+    job.deadLettered += ids.length;
+    this.options.log.warn({ lens: lens.name, ids: ids.slice(0, 10), count: ids.length, reason, err: describeError(err) }, 'items sent to the dead-letter queue');
+  }
+
+  /** Waits for nothing new: stops the loops after their current job. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const lens of this.lensMap.values()) lens.wake?.();
+    await Promise.all(this.loops);
+    for (const lens of this.lensMap.values()) {
+      lens.queue.close();
+      await lens.reader?.close();
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Reads a lens's rows from Postgres for the worker: by id (records jobs) and in key order
+ * (full and incremental sweeps). Ids are rebuilt from the key columns' text output, exactly as
+ * the logical connector encodes them, so both sides agree on every id.
+ */
+import pg from 'pg';
+import { SourceSetupError, TributaryError } from '../../errors.js';
+import { decodeId, encodeId } from '../../ids.js';
+import type { RowReader } from '../types.js';
+
+export interface PostgresReaderOptions {
+  url: string;
+  lens: string;
+  /** `schema.table` */
+  table: string;
+  primaryKey?: string[];
+  /** Columns to read besides the key (fields, metadata, changeTrackingColumn). */
+  columns: string[];
+  changeTrackingColumn?: string;
+}
+
+const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
+const quoteTable = (table: string) => table.split('.').map(quote).join('.');
+
+interface KeyColumn {
+  name: string;
+  /** SQL type to cast parameters to, e.g. `integer`, `character varying(20)`. */
+  type: string;
+  oid: number;
+}
+
+export async function createPostgresReader(options: PostgresReaderOptions): Promise<RowReader> {
+  const pool = new pg.Pool({ connectionString: options.url, max: 2, application_name: `tributary:worker:${options.lens}` });
+  pool.on('error', () => {});
+  const where = `lens "${options.lens}"`;
+  const { rows: cols } = await pool.query(
+    `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS oid,
+            COALESCE(a.attnum = ANY(i.indkey), false) AS in_pk, array_position(i.indkey::int2[], a.attnum) AS pk_pos
+       FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
+    [quoteTable(options.table)],
+  );
+  if (cols.length === 0) {
+    await pool.end();
+    throw new SourceSetupError(`${where}: table ${options.table} does not exist (or the worker's role cannot see it)`);
+  }
+  const byName = new Map(cols.map((c) => [c.name as string, c]));
+  const keyNames: string[] =
+    options.primaryKey ?? cols.filter((c) => c.in_pk).sort((a, b) => a.pk_pos - b.pk_pos).map((c) => c.name as string);
+  const missing = [...keyNames, ...options.columns].filter((c) => !byName.has(c));
+  if (keyNames.length === 0 || missing.length) {
+    await pool.end();
+    throw new SourceSetupError(
+      keyNames.length === 0
+        ? `${where}: table ${options.table} has no primary key; set primaryKey on the lens`
+        : `${where}: column(s) ${missing.join(', ')} not in table ${options.table}; check fields, metadata and changeTrackingColumn`,
+    );
+  }
+  const key: KeyColumn[] = keyNames.map((n) => ({ name: n, type: byName.get(n)!.type, oid: byName.get(n)!.oid }));
+  const tracking = options.changeTrackingColumn ? byName.get(options.changeTrackingColumn) : undefined;
+
+  // Key columns in their output-function text (bool as t/f, as pgoutput sends them).
+  const keyText = key.map((k, i) => `${k.oid === 16 ? `CASE WHEN ${quote(k.name)} THEN 't' ELSE 'f' END` : `${quote(k.name)}::text`} AS "__k${i}"`);
+  const otherCols = [...new Set(options.columns)].map(quote);
+  const trackingText = tracking ? [`${quote(tracking.name)}::text AS "__cursor"`] : [];
+  const select = `SELECT ${[...keyText, ...trackingText, ...otherCols].join(', ')} FROM ${quoteTable(options.table)}`;
+  const keyList = key.map((k) => quote(k.name)).join(', ');
+  const keyParams = (offset: number) => key.map((k, i) => `$${i + offset}::${k.type}`).join(', ');
+
+  const toRow = (r: Record<string, unknown>) => {
+    const id = encodeId(key.map((_, i) => r[`__k${i}`] as string), key.map((k) => k.oid));
+    const cursor = r.__cursor as string | undefined;
+    const row: Record<string, unknown> = {};
+    for (const c of options.columns) row[c] = r[c];
+    return { id, row, cursor };
+  };
+
+  async function query(text: string, values: unknown[]) {
+    try {
+      return (await pool.query(text, values)).rows;
+    } catch (err) {
+      throw new TributaryError(`${where}: reading ${options.table} failed: ${(err as Error).message}`, { retriable: true, cause: err });
+    }
+  }
+
+  return {
+    async readByIds(ids) {
+      const columns: string[][] = key.map(() => []);
+      for (const id of ids) decodeId(id, key.length).forEach((v, i) => columns[i].push(v));
+      const unnest = key.map((_, i) => `$${i + 1}::text[]`).join(', ');
+      const cast = key.map((k, i) => `u.c${i}::${k.type}`).join(', ');
+      const rows = await query(
+        `${select} WHERE (${keyList}) IN (SELECT ${cast} FROM unnest(${unnest}) AS u(${key.map((_, i) => `c${i}`).join(', ')}))`,
+        columns,
+      );
+      return new Map(rows.map((r) => {
+        const { id, row } = toRow(r);
+        return [id, row];
+      }));
+    },
+
+    async page({ after, limit, changedSince }) {
+      if (changedSince) {
+        if (!tracking) throw new SourceSetupError(`${where}: incremental sync needs changeTrackingColumn on the lens`);
+        const col = quote(tracking.name);
+        if (changedSince.id === undefined) {
+          return (await query(`${select} WHERE ${col} > $1::${tracking.type} ORDER BY ${col}, ${keyList} LIMIT ${limit}`, [changedSince.value])).map(toRow);
+        }
+        const values = [changedSince.value, ...decodeId(changedSince.id, key.length)];
+        return (
+          await query(`${select} WHERE (${col}, ${keyList}) > ($1::${tracking.type}, ${keyParams(2)}) ORDER BY ${col}, ${keyList} LIMIT ${limit}`, values)
+        ).map(toRow);
+      }
+      if (after === undefined) return (await query(`${select} ORDER BY ${keyList} LIMIT ${limit}`, [])).map(toRow);
+      return (await query(`${select} WHERE (${keyList}) > (${keyParams(1)}) ORDER BY ${keyList} LIMIT ${limit}`, decodeId(after, key.length))).map(toRow);
+    },
+
+    async close() {
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Starts the bundled worker of a configuration: its embedder, index, engine (one durable
+ * queue per lens whose sink is the worker) and, when `worker.listen` is set, its HTTP API.
+ */
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import type { Config } from '../config/types.js';
+import type { Logger, StateStore } from '../types.js';
+import { createEmbedder } from './embedders/index.js';
+import { Engine } from './engine.js';
+import { startWorkerServer } from './http.js';
+import { openVectorIndex } from './index/index.js';
+import { createPostgresReader } from './readers/postgres.js';
+
+export interface RunningWorker {
+  engine: Engine;
+  server?: Server;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(config: Config, state: StateStore, log: Logger): Promise<RunningWorker | undefined> {
+  const workerConfig = config.worker;
+  if (!workerConfig) return undefined;
+  const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
+  const index = await openVectorIndex(workerConfig.index);
+  const engine = new Engine({
+    lenses,
+    openReader: (name) => {
+      const lens = lenses[name];
+      const source = config.sources[lens.source];
+      const columns = [...new Set([...lens.fields, ...lens.metadata, ...templateColumns(lens.template)])];
+      return createPostgresReader({
+        url: source.url,
+        lens: name,
+        table: lens.table,
+        primaryKey: lens.primaryKey,
+        columns,
+        changeTrackingColumn: lens.changeTrackingColumn,
+      });
+    },
+    embedder: createEmbedder(workerConfig.embedder),
+    index,
+    state,
+    queueDir: join(workerConfig.index.path, 'queue'),
+    maxQueuedChanges: workerConfig.maxQueuedChanges,
+    readBatch: workerConfig.readBatch,
+    log: log.child({ component: 'worker' }),
+  });
+  await engine.start();
+  const refresh = setInterval(() => void engine.refresh().catch(() => {}), 1000);
+  refresh.unref();
+  let server: Server | undefined;
+  if (workerConfig.listen) {
+    server = await startWorkerServer(workerConfig.listen, { engine, keys: workerConfig.keys });
+    log.info({ listen: workerConfig.listen, lenses: Object.keys(lenses) }, 'worker API listening');
+  }
+  return {
+    engine,
+    server,
+    async stop() {
+      clearInterval(refresh);
+      await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
+      await engine.stop();
+      await index.close();
+    },
+  };
+}
+
+function templateColumns(template: string | undefined): string[] {
+  return [...(template ?? '').matchAll(/\{\{\s*([\w.-]+)\s*\}\}/g)].map((m) => m[1]);
+}

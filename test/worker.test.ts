@@ -1,0 +1,272 @@
+/**
+ * The bundled worker against a real Postgres source, a real embedded index on disk and a
+ * loopback OpenAI-compatible embeddings server (or the offline hash embedder).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startPostgres, databaseName, freePort, type TestPostgres } from './helpers/postgres.js';
+import { startOpenAIServer, openAIError, type OpenAIServer } from './helpers/openai-server.js';
+import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { Engine } from '../src/worker/engine.js';
+import { createEmbedder } from '../src/worker/embedders/index.js';
+import { openVectorIndex } from '../src/worker/index/index.js';
+import { createPostgresReader } from '../src/worker/readers/postgres.js';
+import { openStateStore } from '../src/state/index.js';
+import { createLogger } from '../src/log.js';
+import type { LensConfig } from '../src/config/types.js';
+import type { VectorIndex } from '../src/worker/types.js';
+import type { StateStore } from '../src/types.js';
+
+let pg: TestPostgres;
+let openai: OpenAIServer;
+
+before(async () => {
+  [pg, openai] = await Promise.all([startPostgres(), startOpenAIServer({ dimensions: 64 })]);
+});
+after(async () => {
+  await openai?.close();
+  await pg?.stop();
+});
+
+const CATALOGUE = `
+  CREATE TABLE products (id int PRIMARY KEY, name text, description text, category text, price numeric, updated_at timestamptz DEFAULT now());
+  INSERT INTO products (id, name, description, category, price) VALUES
+    (1, 'Air Glide 3', 'Lightweight running shoe with responsive foam', 'footwear', 89.99),
+    (2, 'Trail Master', 'Rugged trail running shoe with deep lugs', 'footwear', 119.00),
+    (3, 'Cast Iron Skillet', 'Pre-seasoned 12 inch cast iron pan for searing', 'kitchen', 39.50),
+    (4, 'Chef Knife', 'Eight inch stainless steel chef knife', 'kitchen', 59.00),
+    (5, 'Rain Shell', 'Waterproof breathable jacket for hiking in rain', 'outerwear', 140.00),
+    (6, 'Down Parka', 'Warm winter parka with goose down fill', 'outerwear', 220.00)`;
+
+const lensConfig = (overrides: Partial<LensConfig> = {}): LensConfig => ({
+  source: 'app', table: 'public.products', sink: 'local', fields: ['name', 'description'], metadata: ['id', 'name', 'category', 'price'],
+  changeTrackingColumn: 'updated_at', initialSync: 'full', maxBatch: 10000, maxWaitMs: 20, ...overrides,
+});
+
+interface Harness {
+  db: string;
+  engine: Engine;
+  index: VectorIndex;
+  state: StateStore;
+  dir: string;
+  close(): Promise<void>;
+}
+
+/** An engine over one lens `products` of a fresh database, with the given embedder. */
+async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'openai'; dir?: string; db?: string; lens?: Partial<LensConfig>; readBatch?: number } = {}): Promise<Harness> {
+  const db = options.db ?? (await pg.createDatabase(databaseName(t.name)));
+  if (!options.db) await pg.query(db, CATALOGUE);
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tributary-worker-'));
+  const index = await openVectorIndex({ type: 'embedded', path: join(dir, 'index') });
+  const state = await openStateStore({ type: 'embedded', path: join(dir, 'state') });
+  const lens = lensConfig(options.lens);
+  const embedder =
+    options.embedder === 'openai'
+      ? createEmbedder({
+          type: 'openai', url: openai.url, model: 'test-embed', dimensions: 64, sendDimensions: false, maxInputs: 256,
+          maxTokensPerRequest: 250000, maxInputTokens: 8191, overLong: 'reject', concurrency: 2, timeoutMs: 5000, maxRetries: 1,
+        })
+      : createEmbedder({ type: 'hash', dimensions: 384 });
+  const engine = new Engine({
+    lenses: { products: lens },
+    openReader: () => createPostgresReader({ url: db, lens: 'products', table: lens.table, columns: [...lens.fields, ...lens.metadata], changeTrackingColumn: lens.changeTrackingColumn }),
+    embedder,
+    index,
+    state,
+    queueDir: join(dir, 'queue'),
+    maxQueuedChanges: 1000,
+    readBatch: options.readBatch,
+    log: createLogger({ level: 'fatal' }),
+  });
+  await engine.start();
+  return {
+    db, engine, index, state, dir,
+    async close() {
+      await engine.stop();
+      await index.close();
+      await state.close();
+    },
+  };
+}
+
+async function done(engine: Engine, jobId: string) {
+  await eventually(() => ['done', 'failed'].includes(engine.job(jobId)?.status ?? ''), `job ${jobId}`);
+  return engine.job(jobId)!;
+}
+
+describe('bundled worker engine', () => {
+  test('full sync indexes the table; search ranks sensibly; similar uses the stored vector', async (t) => {
+    const h = await engineFor(t);
+    const { jobId } = await h.engine.submit('products', { mode: 'full' });
+    const job = await done(h.engine, jobId);
+    assert.equal(job.status, 'done');
+    assert.equal(await h.index.count('products'), 6);
+
+    const shoes = await h.engine.search('products', { query: 'running shoe', limit: 3, minScore: 0, mode: 'semantic' });
+    assert.deepEqual(shoes.slice(0, 2).map((r) => r.id).sort(), ['1', '2']);
+    assert.deepEqual(shoes[0].metadata.category, 'footwear');
+    const keyword = await h.engine.search('products', { query: 'cast iron', limit: 5, minScore: 0, mode: 'keyword' });
+    assert.equal(keyword[0].id, '3');
+    const hybrid = await h.engine.search('products', { query: 'waterproof jacket', limit: 2, minScore: 0, mode: 'hybrid' });
+    assert.equal(hybrid[0].id, '5');
+    assert.ok(hybrid[0].score <= 1 && hybrid[0].score > 0);
+    const strict = await h.engine.search('products', { query: 'running shoe', limit: 10, minScore: 0.99, mode: 'semantic' });
+    assert.equal(strict.length, 0, 'minScore filters');
+
+    const calls = h.engine.counters.embedCalls;
+    const similar = await h.engine.similar('products', { id: '1', limit: 2, minScore: 0 });
+    assert.equal(h.engine.counters.embedCalls, calls, 'similar makes no embedding call');
+    assert.equal(similar![0].id, '2');
+    assert.ok(!similar!.some((r) => r.id === '1'), 'the record itself is left out');
+    assert.equal(await h.engine.similar('products', { id: '999', limit: 2, minScore: 0 }), undefined);
+    await h.close();
+  });
+
+  test('records jobs re-read rows: a deleted row leaves the index; a metadata-only update costs no embedding', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai' });
+    await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    const before = openai.requests.length;
+    await pg.query(h.db, `UPDATE products SET price = 1 WHERE id = 1; DELETE FROM products WHERE id = 4`);
+    // The actions are hints: the rows' current state decides (4 says upsert but is gone).
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '1', action: 'upsert' }, { id: '4', action: 'upsert' }] })).jobId);
+    assert.equal(job.deleted, 1);
+    assert.equal(await h.index.get('products', '4'), undefined);
+    assert.equal((await h.index.get('products', '1'))!.metadata.price, '1');
+    assert.equal(openai.requests.length, before, 'the text did not change: no embedding call');
+    assert.ok(h.engine.counters.skippedByHash >= 1);
+    await pg.query(h.db, `UPDATE products SET description = 'Now with carbon plate' WHERE id = 1`);
+    await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '1', action: 'upsert' }] })).jobId);
+    assert.equal(openai.requests.length, before + 1, 'a text change is embedded');
+    await h.close();
+  });
+
+  test('one poisoned input among 100: 99 indexed, 1 dead-lettered, replayed after the fault is fixed', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai' });
+    await pg.query(h.db, `INSERT INTO products (id, name, description) SELECT g, 'item ' || g, CASE WHEN g = 57 THEN 'POISON' ELSE 'fine ' || g END FROM generate_series(100, 199) g`);
+    openai.failOn((input) => (input.includes('POISON') ? openAIError(400, "This model's maximum context length is 8192 tokens", 'context_length_exceeded') : undefined));
+    const ids = Array.from({ length: 100 }, (_, i) => ({ id: String(100 + i), action: 'upsert' as const }));
+    await pg.query(h.db, `UPDATE products SET description = 'POISON' WHERE id = 157`);
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: ids })).jobId);
+    assert.equal(job.indexed, 99);
+    assert.equal(job.deadLettered, 1);
+    const letters = await h.state.listDeadLetters('products');
+    assert.equal(letters.length, 1);
+    assert.deepEqual(letters[0].provenance.changes, [{ id: '157', action: 'upsert' }]);
+    assert.equal(letters[0].reason, 'context-length');
+    assert.match(letters[0].error, /maximum context length/);
+    assert.equal(h.engine.status('products')[0].dlq, 1);
+
+    openai.failOn(undefined);
+    assert.equal(await h.engine.replayDeadLetters('products'), 1);
+    await eventually(async () => (await h.index.get('products', '157')) !== undefined, 'the replayed item indexed');
+    assert.equal((await h.state.listDeadLetters('products')).length, 0);
+    assert.equal(h.engine.status('products')[0].dlq, 0);
+    await h.close();
+  });
+
+  test('a full sync deletes ghosts and keeps live rows', async (t) => {
+    const h = await engineFor(t);
+    await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    // Rows deleted behind the worker's back (no records job told it).
+    await pg.query(h.db, `DELETE FROM products WHERE id IN (2, 6)`);
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    assert.equal(job.deleted, 2);
+    assert.equal(await h.index.count('products'), 4);
+    assert.equal(await h.index.get('products', '2'), undefined);
+    assert.ok(await h.index.get('products', '1'));
+    await h.close();
+  });
+
+  test('incremental syncs page through rows that share a timestamp without skipping any', async (t) => {
+    // Pages of 2 rows over 6 rows with one timestamp: a cursor on the timestamp alone would skip 4.
+    const h = await engineFor(t, { readBatch: 2 });
+    await pg.query(h.db, `UPDATE products SET updated_at = '2026-01-01T00:00:00Z'`);
+    const first = await done(h.engine, (await h.engine.submit('products', { mode: 'incremental' })).jobId);
+    assert.equal(first.indexed, 6);
+    assert.equal(h.engine.status('products')[0].cursor, '2026-01-01 00:00:00+00');
+    // A row with the same timestamp and a higher key, and an update: only those two are read.
+    await pg.query(h.db, `INSERT INTO products (id, name, description, updated_at) VALUES (7, 'Seven', 'same instant', '2026-01-01T00:00:00Z')`);
+    await pg.query(h.db, `UPDATE products SET name = 'Air Glide 4', updated_at = '2026-01-02T00:00:00Z' WHERE id = 1`);
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'incremental' })).jobId);
+    assert.equal(job.indexed, 2, 'the new row and the changed row, not the whole table');
+    assert.ok(await h.index.get('products', '7'));
+    assert.equal((await h.index.get('products', '1'))!.metadata.name, 'Air Glide 4');
+    await h.close();
+  });
+
+  test('requests merge while a job is queued (deduplicated), last action per id wins', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai' });
+    openai.delayMs = 300; // keeps the first job running
+    const first = await h.engine.submit('products', { mode: 'records', changes: [{ id: '1', action: 'upsert' }] });
+    await eventually(() => h.engine.job(first.jobId)?.status === 'running', 'the first job running');
+    const second = await h.engine.submit('products', { mode: 'records', changes: [{ id: '2', action: 'upsert' }, { id: '3', action: 'upsert' }] });
+    const third = await h.engine.submit('products', { mode: 'records', changes: [{ id: '3', action: 'delete' }] });
+    assert.equal(first.status, 'queued');
+    assert.equal(second.status, 'queued');
+    assert.equal(third.status, 'deduplicated');
+    assert.equal(third.jobId, second.jobId);
+    assert.equal(third.changesBuffered, 2);
+    openai.delayMs = 0;
+    await done(h.engine, second.jobId);
+    await h.close();
+  });
+
+  test('a restart keeps the index and finishes what the journal holds', async (t) => {
+    const h = await engineFor(t);
+    await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    const hits = await h.engine.search('products', { query: 'chef knife', limit: 3, minScore: 0, mode: 'hybrid' });
+    await h.close();
+    const again = await engineFor(t, { dir: h.dir, db: h.db });
+    assert.equal(await again.index.count('products'), 6);
+    assert.deepEqual(await again.engine.search('products', { query: 'chef knife', limit: 3, minScore: 0, mode: 'hybrid' }), hits);
+    await again.close();
+  });
+});
+
+describe('bundled worker end to end', () => {
+  test('a Postgres commit becomes a search hit through the HTTP API', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pg.createDatabase(name);
+    await pg.query(db, CATALOGUE);
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-e2e-'));
+    const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:1', slot: name, lenses: { products: { table: 'products' } }, dataDir: join(dir, 'state') });
+    config.sinks = { local: { type: 'worker' } };
+    config.lenses.products = lensConfig();
+    config.worker = {
+      listen: `127.0.0.1:${port}`,
+      embedder: { type: 'hash', dimensions: 384 },
+      index: { type: 'embedded', path: join(dir, 'index') },
+      keys: [{ key: 'ik_ingest_key', scope: 'ingest' }, { key: 'sk_search_key', scope: 'search' }],
+      maxQueuedChanges: 100000,
+      readBatch: 500,
+    };
+    const daemon = await startTestDaemon(config);
+    const api = (path: string, key: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const search = async (query: string) => (await (await api('/v1/search/products', 'sk_search_key', { query, limit: 3 })).json()) as any;
+
+    await eventually(async () => (await search('skillet')).results?.[0]?.sourceRowId === '3', 'the initial full sync searchable');
+    await pg.query(db, `INSERT INTO products (id, name, description, category, price) VALUES (42, 'Espresso Grinder', 'Conical burr grinder for espresso', 'kitchen', 249)`);
+    await eventually(async () => (await search('burr grinder espresso')).results?.[0]?.sourceRowId === '42', 'the new row searchable');
+    const body = await search('burr grinder espresso');
+    assert.deepEqual(Object.keys(body.results[0]).sort(), ['content', 'id', 'metadata', 'score', 'sourceRowId']);
+    assert.deepEqual(body.results[0].metadata, { id: 42, name: 'Espresso Grinder', category: 'kitchen', price: '249' });
+    assert.equal(body.meta.lens, 'products');
+    assert.equal(body.meta.mode, 'semantic');
+    assert.equal(body.meta.count, body.results.length);
+
+    await pg.query(db, `DELETE FROM products WHERE id = 42`);
+    await eventually(async () => !(await search('burr grinder espresso')).results.some((r: any) => r.sourceRowId === '42'), 'the deleted row gone from search');
+
+    assert.equal((await api('/v1/search/products', 'ik_ingest_key', { query: 'x' })).status, 403, 'an ingest key cannot search');
+    assert.equal((await api('/v1/ingest/products', 'sk_search_key', { mode: 'full' })).status, 403, 'a search key cannot ingest');
+    const ingest = await api('/v1/ingest/products', 'ik_ingest_key', { mode: 'records', changes: [{ id: '1', action: 'upsert' }] });
+    assert.equal(ingest.status, 202);
+    assert.equal((await api('/v1/ingest/nope', 'ik_ingest_key', { mode: 'full' })).status, 404);
+    assert.equal(await daemon.stop(), 0);
+  });
+});

@@ -9,6 +9,7 @@ import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { startDaemon, type StatusSnapshot } from './daemon.js';
 import { ConfigError, describeError } from './errors.js';
+import { parseListen } from './http.js';
 import { createLogger } from './log.js';
 import { openStateStore } from './state/index.js';
 
@@ -19,6 +20,8 @@ Usage:
   tributary validate --config FILE   check a configuration file and exit
   tributary status --config FILE [--lens NAME] [--json]
                                      one line a lens: state, position, pending, rate, dead letters
+  tributary dlq list|replay|drop --config FILE [--lens NAME] [--id ID ...]
+                                     the dead-letter queue: show it, queue items again, or drop them
   tributary COMMAND --help           help for one command
 
 The config file may also come from TRIBUTARY_CONFIG. Docs: README.md and config/example.yaml.`;
@@ -38,6 +41,14 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
 --json prints the whole snapshot.`,
+  dlq: `tributary dlq list --config FILE [--lens NAME] [--json]
+tributary dlq replay --config FILE --lens NAME [--id ID ...]
+tributary dlq drop --config FILE --lens NAME [--id ID ...]
+
+list reads the dead-letter store (it works whether or not the daemon runs). replay queues the
+items of a worker lens again (all, or the given ids) and removes them from the queue; drop
+removes them without retrying. Both go through the running daemon's worker API
+(worker.listen), with a key of scope ingest or admin from the same file.`,
 };
 
 class UsageError extends Error {}
@@ -66,14 +77,16 @@ function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv.slice(command && !command.startsWith('-') ? 1 : 0),
     options: {
       config: { type: 'string', short: 'c' },
       lens: { type: 'string' },
       json: { type: 'boolean' },
+      id: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
+    allowPositionals: command === 'dlq',
     strict: true,
   });
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -111,7 +124,57 @@ async function main(argv: string[]): Promise<number> {
     }
   }
 
+  if (command === 'dlq') return dlq(loadConfig(file), positionals[0], values);
+
   return run(loadConfig(file));
+}
+
+async function dlq(config: Config, action: string | undefined, options: { lens?: string; id?: string[]; json?: boolean }): Promise<number> {
+  if (action === 'list') {
+    const state = await openStateStore(config.state, { readOnly: true });
+    try {
+      const letters = await state.listDeadLetters(options.lens);
+      if (options.json) console.log(JSON.stringify(letters, null, 2));
+      else if (letters.length === 0) console.log('the dead-letter queue is empty');
+      for (const l of options.json ? [] : letters) {
+        const ids = (l.provenance.changes ?? []).map((c) => c.id);
+        console.log(`${l.id}  ${l.lens}  ${l.reason}  attempts=${l.attempts}  last=${l.lastSeen}  ids=${ids.slice(0, 5).join(',')}${ids.length > 5 ? `,… (${ids.length})` : ''}  error="${l.error}"`);
+      }
+      return 0;
+    } finally {
+      await state.close();
+    }
+  }
+  if (action !== 'replay' && action !== 'drop') throw new UsageError(`dlq needs list, replay or drop, not ${JSON.stringify(action ?? '')}`);
+  if (!options.lens) throw new UsageError(`dlq ${action} needs --lens NAME`);
+  const lens = config.lenses[options.lens];
+  if (!lens) throw new UsageError(`no lens named "${options.lens}" in the configuration`);
+  const worker = config.worker;
+  if (config.sinks[lens.sink]?.type !== 'worker' || !worker?.listen) {
+    console.error(`tributary: dlq ${action} works for lenses whose sink is the worker, through its HTTP API: set worker.listen.`);
+    return 1;
+  }
+  const key = worker.keys.find((k) => k.scope === 'admin' || k.scope === 'ingest')?.key;
+  const { host, port } = parseListen(worker.listen);
+  const url = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host}:${port}/v1/dlq/${encodeURIComponent(options.lens)}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify({ action, ids: options.id }),
+    });
+  } catch (err) {
+    console.error(`tributary: cannot reach the worker API at ${url} (${describeError((err as Error).cause ?? err)}); is the daemon running?`);
+    return 1;
+  }
+  const body = (await res.json().catch(() => ({}))) as { count?: number; error?: string };
+  if (!res.ok) {
+    console.error(`tributary: the worker answered ${res.status}: ${body.error ?? ''}`);
+    return 1;
+  }
+  console.log(action === 'replay' ? `queued ${body.count} change(s) of lens ${options.lens} again` : `dropped ${body.count} dead letter(s) of lens ${options.lens}`);
+  return 0;
 }
 
 async function run(config: Config): Promise<number> {

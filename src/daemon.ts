@@ -35,7 +35,7 @@ const STATUS_INTERVAL_MS = 1000;
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
   const metrics = new Metrics();
-  const worker = await startWorker(config, state, log);
+  const worker = await startWorker(config, state, metrics, log);
   const sinks = new Map<string, Sink>(
     Object.entries(config.sinks).map(([name, sinkConfig]) => [name, createSink(sinkConfig, { engine: worker?.engine })]),
   );

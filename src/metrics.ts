@@ -18,6 +18,13 @@ export interface SourceGauges {
   paused: boolean;
 }
 
+/** What the worker engine exposes for metrics (see src/worker/engine.ts). */
+export interface WorkerMetricsSource {
+  lenses(): string[];
+  counters(lens: string): { embedCalls: number; embeddedTexts: number; skippedByHash: number; tokensUsed: number; tokensSaved: number };
+  status(): Array<{ lens: string; pending: number; indexed: number; dlq: number }>;
+}
+
 export type SinkErrorClass = 'transient' | 'rate-limited' | 'rejected' | 'fatal';
 
 export class Metrics {
@@ -106,6 +113,61 @@ export class Metrics {
     sourceGauge('tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', (g) => g.retainedBytes);
     sourceGauge('tributary_source_paused', '1 while a source is paused by backpressure', (g) => (g.paused ? 1 : 0));
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });
+  }
+
+  readonly embedSeconds = new client.Histogram({
+    name: 'tributary_worker_embed_seconds',
+    help: 'Duration of one embedding call (a batch of texts, or a search query)',
+    labelNames: ['lens'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly freshness = new client.Histogram({
+    name: 'tributary_worker_freshness_seconds',
+    help: 'From the oldest source commit (or API acceptance) of a worker job to its rows being searchable',
+    labelNames: ['lens'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800],
+    registers: [this.registry],
+  });
+
+  /** Exposes the bundled worker's counters and gauges, read when scraped. */
+  attachWorker(worker: WorkerMetricsSource): void {
+    const counters: Array<[string, string, keyof ReturnType<WorkerMetricsSource['counters']>]> = [
+      ['tributary_worker_embedding_calls_total', 'Calls to the embedder', 'embedCalls'],
+      ['tributary_worker_embedded_texts_total', 'Texts embedded', 'embeddedTexts'],
+      ['tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', 'skippedByHash'],
+      ['tributary_worker_tokens_total', 'Embedding tokens used (reported by the provider, or estimated)', 'tokensUsed'],
+      ['tributary_worker_tokens_saved_total', 'Embedding tokens not spent thanks to unchanged-text skips (estimated)', 'tokensSaved'],
+    ];
+    for (const [name, help, key] of counters) {
+      new client.Counter({
+        name,
+        help,
+        labelNames: ['lens'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const lens of worker.lenses()) this.inc({ lens }, worker.counters(lens)[key]);
+        },
+      });
+    }
+    const gauges: Array<[string, string, 'pending' | 'indexed' | 'dlq']> = [
+      ['tributary_worker_queued_changes', 'Changes queued or being indexed by the worker', 'pending'],
+      ['tributary_worker_indexed_records', 'Records in the index', 'indexed'],
+      ['tributary_worker_dead_letters', 'Items in the dead-letter queue', 'dlq'],
+    ];
+    for (const [name, help, key] of gauges) {
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['lens'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const s of worker.status()) this.set({ lens: s.lens }, s[key]);
+        },
+      });
+    }
   }
 
   lens(name: string): LensCounters {

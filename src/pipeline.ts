@@ -58,6 +58,12 @@ type InFlight =
 
 const now = () => performance.now();
 
+function oldest(times: number[]): number {
+  let min = Infinity;
+  for (const t of times) if (t < min) min = t;
+  return min;
+}
+
 class LensRuntime {
   readonly buffer = new Coalescer();
   inFlight: InFlight | undefined;
@@ -246,7 +252,7 @@ export class Pipeline implements SourceHandler {
     for (let attempt = 1; ; attempt++) {
       try {
         if (batch.kind === 'full') await lens.sink.requestFullSync(lens.name);
-        else await lens.sink.write(lens.name, batch.changes);
+        else await lens.sink.write(lens.name, batch.changes, oldest(batch.committedAt));
         break;
       } catch (err) {
         const kind = err instanceof SinkError ? err.kind : 'fatal';

@@ -84,8 +84,11 @@ export interface ConnectorContext {
  * pipeline owns retrying, dead-lettering and ordering (one batch per lens in flight).
  */
 export interface Sink {
-  /** Deliver one records-mode batch (≤ 10,000 changes). Resolves once the sink accepted it. */
-  write(lens: string, changes: RecordChange[]): Promise<void>;
+  /**
+   * Deliver one records-mode batch (≤ 10,000 changes). Resolves once the sink accepted it.
+   * `committedAt`: the oldest source commit time in the batch (ms), for freshness metrics.
+   */
+  write(lens: string, changes: RecordChange[], committedAt?: number): Promise<void>;
   /** Ask the sink to re-read the whole lens (first start, truncate). */
   requestFullSync(lens: string): Promise<void>;
   close(): Promise<void>;

@@ -69,6 +69,18 @@ class FakeEngine implements WorkerEngine {
     if (request.id === 'missing') return undefined;
     return this.hits.slice(1);
   }
+
+  async deadLetters() {
+    return [];
+  }
+
+  async replayDeadLetters(_lens: string, ids?: string[]) {
+    return ids?.length ?? 0;
+  }
+
+  async dropDeadLetters(_lens: string, ids?: string[]) {
+    return ids?.length ?? 0;
+  }
 }
 
 const engine = new FakeEngine();

@@ -4,12 +4,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, databaseName, freePort, type TestPostgres } from './helpers/postgres.js';
 import { startOpenAIServer, openAIError, type OpenAIServer } from './helpers/openai-server.js';
-import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { eventually, runCli, spawnCli, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { Engine } from '../src/worker/engine.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
@@ -116,9 +116,9 @@ describe('bundled worker engine', () => {
     const strict = await h.engine.search('products', { query: 'running shoe', limit: 10, minScore: 0.99, mode: 'semantic' });
     assert.equal(strict.length, 0, 'minScore filters');
 
-    const calls = h.engine.counters.embedCalls;
+    const calls = h.engine.counters('products').embedCalls;
     const similar = await h.engine.similar('products', { id: '1', limit: 2, minScore: 0 });
-    assert.equal(h.engine.counters.embedCalls, calls, 'similar makes no embedding call');
+    assert.equal(h.engine.counters('products').embedCalls, calls, 'similar makes no embedding call');
     assert.equal(similar![0].id, '2');
     assert.ok(!similar!.some((r) => r.id === '1'), 'the record itself is left out');
     assert.equal(await h.engine.similar('products', { id: '999', limit: 2, minScore: 0 }), undefined);
@@ -136,7 +136,7 @@ describe('bundled worker engine', () => {
     assert.equal(await h.index.get('products', '4'), undefined);
     assert.equal((await h.index.get('products', '1'))!.metadata.price, '1');
     assert.equal(openai.requests.length, before, 'the text did not change: no embedding call');
-    assert.ok(h.engine.counters.skippedByHash >= 1);
+    assert.ok(h.engine.counters('products').skippedByHash >= 1);
     await pg.query(h.db, `UPDATE products SET description = 'Now with carbon plate' WHERE id = 1`);
     await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '1', action: 'upsert' }] })).jobId);
     assert.equal(openai.requests.length, before + 1, 'a text change is embedded');
@@ -269,4 +269,62 @@ describe('bundled worker end to end', () => {
     assert.equal((await api('/v1/ingest/nope', 'ik_ingest_key', { mode: 'full' })).status, 404);
     assert.equal(await daemon.stop(), 0);
   });
+
+  test('dead letters through the CLI: list, replay after the fault is fixed; worker metrics', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pg.createDatabase(name);
+    await pg.query(db, CATALOGUE);
+    const [apiPort, metricsPort] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-dlq-'));
+    const file = join(dir, 'tributary.yaml');
+    writeFileSync(file, `
+sources:
+  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
+lenses:
+  products: { source: app, table: products, sink: local, fields: [name, description], metadata: [id, name], maxWaitMs: 10 }
+sinks:
+  local: { type: worker }
+worker:
+  listen: 127.0.0.1:${apiPort}
+  embedder: { type: openai, url: "${openai.url}", model: test-embed, dimensions: 64, maxRetries: 0 }
+  keys: [{ key: ik_admin_key_1, scope: admin }]
+state: { type: embedded, path: ./state }
+metrics: { listen: "127.0.0.1:${metricsPort}" }
+`);
+    openai.failOn((input) => (input.includes('POISON') ? openAIError(400, 'Invalid input: poisoned', 'invalid_input') : undefined));
+    const daemon = spawnCli(['run', '--config', file]);
+    t.after(() => {
+      openai.failOn(undefined);
+      daemon.child.kill('SIGKILL');
+    });
+    const metrics = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined))?.text();
+    await eventually(async () => /tributary_worker_indexed_records\{lens="products"\} 6/.test((await metrics()) ?? ''), 'the initial full sync indexed', 20_000);
+    await pg.query(db, `INSERT INTO products (id, name, description) VALUES (50, 'Bad', 'POISON pill')`);
+    await eventually(async () => /tributary_worker_dead_letters\{lens="products"\} 1/.test((await metrics()) ?? ''), 'a dead letter', 20_000);
+
+    const list = await runCli(['dlq', 'list', '--config', file]);
+    assert.equal(list.code, 0, list.output);
+    assert.match(list.output, /^dl_\S+ {2}products {2}embedding-input {2}attempts=1 {2}last=\S+ {2}ids=50 {2}error=".*poisoned.*"$/m);
+
+    openai.failOn(undefined);
+    const replay = await runCli(['dlq', 'replay', '--config', file, '--lens', 'products']);
+    assert.equal(replay.code, 0, replay.output);
+    assert.match(replay.output, /queued 1 change\(s\) of lens products again/);
+    await eventually(async () => /tributary_worker_indexed_records\{lens="products"\} 7/.test((await metrics()) ?? ''), 'the replayed row indexed', 20_000);
+    assert.match((await runCli(['dlq', 'list', '--config', file])).output, /the dead-letter queue is empty/);
+
+    // A metadata-only update: no embedding call, a hash skip.
+    const text = (await metrics())!;
+    const calls = Number(/tributary_worker_embedding_calls_total\{lens="products"\} (\d+)/.exec(text)![1]);
+    await pg.query(db, `UPDATE products SET category = 'shoes' WHERE id = 1`);
+    await eventually(async () => /tributary_worker_hash_skips_total\{lens="products"\} [1-9]/.test((await metrics()) ?? ''), 'a hash skip', 20_000);
+    const after = (await metrics())!;
+    assert.equal(Number(/tributary_worker_embedding_calls_total\{lens="products"\} (\d+)/.exec(after)![1]), calls);
+    assert.match(after, /tributary_worker_freshness_seconds_count\{lens="products"\} [1-9]/);
+    assert.match(after, /tributary_worker_embed_seconds_count\{lens="products"\} [1-9]/);
+    assert.match(after, /tributary_worker_tokens_total\{lens="products"\} [1-9]/);
+    daemon.child.kill('SIGTERM');
+    assert.equal(await daemon.exited, 0);
+  });
 });
+

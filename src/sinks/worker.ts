@@ -7,9 +7,9 @@ import type { Sink } from '../types.js';
 import type { WorkerEngine } from '../worker/types.js';
 
 export function createWorkerSink(engine: WorkerEngine): Sink {
-  const submit = async (lens: string, request: Parameters<WorkerEngine['submit']>[1]) => {
+  const submit = async (lens: string, request: Parameters<WorkerEngine['submit']>[1], committedAt?: number) => {
     try {
-      await engine.submit(lens, request);
+      await engine.submit(lens, request, committedAt);
     } catch (err) {
       if (err instanceof QueueFullError) {
         throw new SinkError(`worker sink, lens "${lens}": ${err.message}`, 'rate-limited', { status: 429, retryAfterMs: err.retryAfterSeconds * 1000 }, err);
@@ -18,7 +18,7 @@ export function createWorkerSink(engine: WorkerEngine): Sink {
     }
   };
   return {
-    write: (lens, changes) => submit(lens, { mode: 'records', changes }),
+    write: (lens, changes, committedAt) => submit(lens, { mode: 'records', changes }, committedAt),
     requestFullSync: (lens) => submit(lens, { mode: 'full' }),
     async close() {},
   };

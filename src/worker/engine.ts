@@ -13,6 +13,7 @@ import { EmbedError, QueueFullError, TributaryError, describeError } from '../er
 import { backoffDelay, retry } from '../retry.js';
 import type { Action, Logger, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
+import { estimateTokens } from './embedders/openai.js';
 import type { Embedder, IndexRecord, JobView, LensWorkerStatus, RowReader, SearchHit, VectorIndex, WorkerEngine } from './types.js';
 
 export interface EngineOptions {
@@ -29,11 +30,19 @@ export interface EngineOptions {
   /** Rows read, embedded and written per step (default 500). */
   readBatch?: number;
   log: Logger;
+  /** Timings for histograms (the engine never imports the metrics library). */
+  observe?: {
+    embedSeconds(lens: string, seconds: number): void;
+    /** From the oldest source commit (or API acceptance) of a job's changes to searchable. */
+    freshnessSeconds(lens: string, seconds: number): void;
+  };
 }
 
 interface Job extends JobView {
   work?: Work;
   lastSeq: number;
+  /** Oldest commit (or acceptance) time of its changes, ms since the epoch. */
+  oldestAt: number;
 }
 
 interface LensRuntime {
@@ -51,12 +60,15 @@ interface LensRuntime {
   wake?: () => void;
 }
 
-/** Counters the daemon reads into Prometheus. */
+/** Per-lens counters the daemon reads into Prometheus. */
 export interface WorkerCounters {
   embedCalls: number;
   embeddedTexts: number;
   skippedByHash: number;
-  embedSeconds: number[];
+  /** Tokens the embedding provider reported (or the embedder estimated). */
+  tokensUsed: number;
+  /** Estimated tokens not spent thanks to unchanged-text skips. */
+  tokensSaved: number;
 }
 
 const MAX_JOBS_KEPT = 1000;
@@ -88,7 +100,7 @@ export class Engine implements WorkerEngine {
   private jobCounter = 0;
   private stopping = false;
   private readonly loops: Promise<void>[] = [];
-  readonly counters: WorkerCounters = { embedCalls: 0, embeddedTexts: 0, skippedByHash: 0, embedSeconds: [] };
+  private readonly lensCounters = new Map<string, WorkerCounters>();
 
   constructor(private readonly options: EngineOptions) {
     for (const [name, config] of Object.entries(options.lenses)) {
@@ -111,6 +123,19 @@ export class Engine implements WorkerEngine {
    * Queues the dead letters of a lens again (all, or those with the given ids) as a records
    * job, and removes them from the dead-letter store. Returns how many changes were queued.
    */
+  async deadLetters(lens: string) {
+    return this.options.state.listDeadLetters(lens);
+  }
+
+  async dropDeadLetters(lensName: string, ids?: string[]): Promise<number> {
+    const lens = this.lensMap.get(lensName);
+    if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
+    const letters = (await this.options.state.listDeadLetters(lensName)).filter((l) => !ids || ids.includes(l.id));
+    const removed = await this.options.state.removeDeadLetters(letters.map((l) => l.id));
+    lens.dlq -= removed;
+    return removed;
+  }
+
   async replayDeadLetters(lensName: string, ids?: string[]): Promise<number> {
     const lens = this.lensMap.get(lensName);
     if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
@@ -125,6 +150,26 @@ export class Engine implements WorkerEngine {
     return [...this.lensMap.keys()];
   }
 
+  counters(lens: string): WorkerCounters {
+    let c = this.lensCounters.get(lens);
+    if (!c) this.lensCounters.set(lens, (c = { embedCalls: 0, embeddedTexts: 0, skippedByHash: 0, tokensUsed: 0, tokensSaved: 0 }));
+    return c;
+  }
+
+  /** Embeds texts for a lens, counting calls, tokens and time. */
+  private async embed(lens: string, texts: string[]): Promise<Float32Array[]> {
+    const { embedder } = this.options;
+    const started = performance.now();
+    const tokensBefore = embedder.tokensUsed;
+    const vectors = await embedder.embed(texts);
+    const c = this.counters(lens);
+    c.embedCalls++;
+    c.embeddedTexts += texts.length;
+    c.tokensUsed += embedder.tokensUsed - tokensBefore;
+    this.options.observe?.embedSeconds(lens, (performance.now() - started) / 1000);
+    return vectors;
+  }
+
   private newJobId(): string {
     return `j_${Date.now().toString(36)}${(++this.jobCounter).toString(36).padStart(4, '0')}`;
   }
@@ -134,7 +179,7 @@ export class Engine implements WorkerEngine {
     if (!job) {
       job = {
         jobId, lens: lens.name, mode, status: 'queued', changesBuffered: changes,
-        indexed: 0, deleted: 0, deadLettered: 0, createdAt: new Date().toISOString(), lastSeq,
+        indexed: 0, deleted: 0, deadLettered: 0, createdAt: new Date().toISOString(), lastSeq, oldestAt: Date.now(),
       };
       this.jobs.set(jobId, job);
       if (this.jobs.size > MAX_JOBS_KEPT) this.jobs.delete(this.jobs.keys().next().value!);
@@ -142,7 +187,7 @@ export class Engine implements WorkerEngine {
     return job;
   }
 
-  async submit(lensName: string, request: { mode: Job['mode']; changes?: Array<{ id: string; action: Action }> }) {
+  async submit(lensName: string, request: { mode: Job['mode']; changes?: Array<{ id: string; action: Action }> }, committedAt?: number) {
     const lens = this.lensMap.get(lensName);
     if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
     if (lens.queue.pendingChanges + (request.changes?.length ?? 0) > this.options.maxQueuedChanges) {
@@ -153,6 +198,7 @@ export class Engine implements WorkerEngine {
     const work = lens.queue.queued!;
     job.changesBuffered = work.work.changes.size;
     job.lastSeq = work.lastSeq;
+    if (committedAt !== undefined) job.oldestAt = Math.min(job.oldestAt, committedAt);
     if (work.work.sweep && job.mode === 'records') job.mode = work.work.sweep;
     lens.wake?.();
     return { jobId, status: deduplicated ? ('deduplicated' as const) : ('queued' as const), lens: lensName, mode: request.mode, changesBuffered: job.changesBuffered };
@@ -161,7 +207,7 @@ export class Engine implements WorkerEngine {
   job(jobId: string): JobView | undefined {
     const job = this.jobs.get(jobId);
     if (!job) return undefined;
-    const { work: _work, lastSeq: _lastSeq, ...view } = job;
+    const { work: _work, lastSeq: _lastSeq, oldestAt: _oldestAt, ...view } = job;
     return view;
   }
 
@@ -191,12 +237,9 @@ export class Engine implements WorkerEngine {
   }
 
   async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid' }): Promise<SearchHit[]> {
-    const { index, embedder } = this.options;
+    const { index } = this.options;
     const semantic = async (limit: number) => {
-      const started = performance.now();
-      const [vector] = await embedder.embed([request.query]);
-      this.counters.embedCalls++;
-      this.counters.embedSeconds.push((performance.now() - started) / 1000);
+      const [vector] = await this.embed(lens, [request.query]);
       return index.searchVector(lens, vector, { limit, minScore: 0 });
     };
     if (request.mode === 'semantic') return (await semantic(request.limit)).filter((h) => h.score >= request.minScore);
@@ -240,6 +283,7 @@ export class Engine implements WorkerEngine {
       try {
         await this.run(lens, job, next.work);
         job.status = 'done';
+        this.options.observe?.freshnessSeconds(lens.name, (Date.now() - job.oldestAt) / 1000);
         lens.state = 'idle';
         lens.lastError = undefined;
       } catch (err) {
@@ -343,7 +387,9 @@ export class Engine implements WorkerEngine {
       if (b.content === '') {
         records.push({ ...b, vector: new Float32Array(embedder.dimensions) }); // nothing to embed; matches no query
       } else if (stored) {
-        this.counters.skippedByHash++;
+        const counters = this.counters(lens.name);
+        counters.skippedByHash++;
+        counters.tokensSaved += estimateTokens(b.content);
         records.push({ ...b, vector: stored.vector });
       } else {
         toEmbed.push(b);
@@ -359,16 +405,11 @@ export class Engine implements WorkerEngine {
   /** Embeds texts; on an input error, halves the batch until the bad items are isolated. */
   private async embedIsolating(lens: LensRuntime, job: Job, items: Array<{ id: string; content: string }>): Promise<(Float32Array | undefined)[]> {
     if (items.length === 0) return [];
-    const started = performance.now();
     try {
-      const vectors = await retry(() => this.options.embedder.embed(items.map((i) => i.content)), {
+      return await retry(() => this.embed(lens.name, items.map((i) => i.content)), {
         maxAttempts: TRANSIENT_ATTEMPTS,
         retriable: (err) => err instanceof EmbedError && err.kind === 'transient',
       });
-      this.counters.embedCalls++;
-      this.counters.embeddedTexts += items.length;
-      this.counters.embedSeconds.push((performance.now() - started) / 1000);
-      return vectors;
     } catch (err) {
       if (err instanceof EmbedError && err.kind === 'input' && items.length > 1) {
         const half = Math.ceil(items.length / 2);

@@ -50,12 +50,12 @@ const INGEST_MODES: readonly IngestMode[] = ['records', 'full', 'incremental'];
 const SEARCH_MODES: readonly SearchMode[] = ['semantic', 'keyword', 'hybrid'];
 
 /** What a route does, for scope checks: `status` is open to every scope. */
-type Operation = 'ingest' | 'jobs' | 'status' | 'search';
+type Operation = 'ingest' | 'jobs' | 'status' | 'search' | 'dlq';
 
 const ALLOWED: Record<KeyScope, readonly Operation[]> = {
-  ingest: ['ingest', 'jobs', 'status'],
+  ingest: ['ingest', 'jobs', 'status', 'dlq'],
   search: ['search', 'status'],
-  admin: ['ingest', 'jobs', 'status', 'search'],
+  admin: ['ingest', 'jobs', 'status', 'search', 'dlq'],
 };
 
 interface Route {
@@ -207,6 +207,11 @@ function route(path: string): Route[] | { badPath: string } | undefined {
       return [{ method: 'POST', operation: 'search', param, run: search }];
     case 'similar':
       return [{ method: 'POST', operation: 'search', param, run: similar }];
+    case 'dlq':
+      return [
+        { method: 'GET', operation: 'dlq', param, run: dlqList },
+        { method: 'POST', operation: 'dlq', param, run: dlqAct },
+      ];
     default:
       return undefined;
   }
@@ -237,6 +242,23 @@ async function ingest(ctx: Context): Promise<void> {
     mode: accepted.mode,
     changesBuffered: accepted.changesBuffered,
   });
+}
+
+/** `GET /v1/dlq/:lens` → `{ deadLetters: [...] }` */
+async function dlqList(ctx: Context): Promise<void> {
+  json(ctx.res, 200, { deadLetters: await ctx.engine.deadLetters(ctx.param) });
+}
+
+/** `POST /v1/dlq/:lens` `{ action: "replay" | "drop", ids? }` → `{ action, count }` */
+async function dlqAct(ctx: Context): Promise<void> {
+  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['action', 'ids']);
+  if (body.action !== 'replay' && body.action !== 'drop') throw badRequest('action', '"replay" or "drop"', body.action);
+  if (body.ids !== undefined && (!Array.isArray(body.ids) || body.ids.some((id) => typeof id !== 'string'))) {
+    throw badRequest('ids', 'an array of dead-letter ids', body.ids);
+  }
+  const ids = body.ids as string[] | undefined;
+  const count = body.action === 'replay' ? await ctx.engine.replayDeadLetters(ctx.param, ids) : await ctx.engine.dropDeadLetters(ctx.param, ids);
+  json(ctx.res, 200, { action: body.action, count });
 }
 
 function job(ctx: Context): void {

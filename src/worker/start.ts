@@ -5,6 +5,7 @@
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Config } from '../config/types.js';
+import type { Metrics } from '../metrics.js';
 import type { Logger, StateStore } from '../types.js';
 import { createEmbedder } from './embedders/index.js';
 import { Engine } from './engine.js';
@@ -18,7 +19,7 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-export async function startWorker(config: Config, state: StateStore, log: Logger): Promise<RunningWorker | undefined> {
+export async function startWorker(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<RunningWorker | undefined> {
   const workerConfig = config.worker;
   if (!workerConfig) return undefined;
   const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
@@ -45,7 +46,12 @@ export async function startWorker(config: Config, state: StateStore, log: Logger
     maxQueuedChanges: workerConfig.maxQueuedChanges,
     readBatch: workerConfig.readBatch,
     log: log.child({ component: 'worker' }),
+    observe: {
+      embedSeconds: (lens, seconds) => metrics.embedSeconds.observe({ lens }, seconds),
+      freshnessSeconds: (lens, seconds) => metrics.freshness.observe({ lens }, seconds),
+    },
   });
+  metrics.attachWorker(engine);
   await engine.start();
   const refresh = setInterval(() => void engine.refresh().catch(() => {}), 1000);
   refresh.unref();

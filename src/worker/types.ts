@@ -79,6 +79,8 @@ export interface RowReader {
   close(): Promise<void>;
 }
 
+import type { DeadLetter } from '../types.js';
+
 export type IngestMode = 'records' | 'full' | 'incremental';
 export type SearchMode = 'semantic' | 'keyword' | 'hybrid';
 
@@ -123,10 +125,18 @@ export interface WorkerEngine {
   submit(
     lens: string,
     request: { mode: IngestMode; changes?: Array<{ id: string; action: 'upsert' | 'delete' }> },
+    /** The oldest source commit time of the changes (ms since the epoch), for freshness metrics. */
+    committedAt?: number,
   ): Promise<{ jobId: string; status: 'queued' | 'deduplicated'; lens: string; mode: IngestMode; changesBuffered: number }>;
   job(jobId: string): JobView | undefined;
   status(lens?: string): LensWorkerStatus[];
   search(lens: string, request: { query: string; limit: number; minScore: number; mode: SearchMode }): Promise<SearchHit[]>;
   /** Records similar to a stored one, by its stored vector; undefined when `id` is not indexed. */
   similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined>;
+  /** The dead letters of a lens, oldest first. */
+  deadLetters(lens: string): Promise<DeadLetter[]>;
+  /** Queues dead letters again (all, or those ids) and removes them; returns the changes queued. */
+  replayDeadLetters(lens: string, ids?: string[]): Promise<number>;
+  /** Removes dead letters (all, or those ids) without retrying them; returns how many. */
+  dropDeadLetters(lens: string, ids?: string[]): Promise<number>;
 }

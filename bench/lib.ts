@@ -36,6 +36,17 @@ process.on('exit', () => {
   rmSync(benchDir, { recursive: true, force: true });
 });
 
+// ---- the results table ---------------------------------------------------------------------------
+
+/** One row of the results table. */
+export interface Row {
+  metric: string;
+  tributary: string;
+  reference: string;
+  goal: string;
+  pass: 'yes' | 'no' | 'info';
+}
+
 // ---- formatting --------------------------------------------------------------------------------
 
 export const fmt = (n: number, digits = 0): string =>
@@ -84,7 +95,7 @@ export interface RunningDaemon {
 }
 
 export async function startDaemonChild(o: DaemonOptions): Promise<RunningDaemon> {
-  const stateDir = o.stateDir ?? mkdtempSync(join(benchDir, 'state-'));
+  const stateDir = o.stateDir ?? tempDir('state-');
   const metricsPort = await freePort();
   const yaml = `
 sources:
@@ -108,8 +119,18 @@ state: { type: embedded, path: ${stateDir} }
 metrics: { listen: 127.0.0.1:${metricsPort} }
 log: { level: info }
 `;
+  return spawnDaemonYaml(yaml, metricsPort, stateDir);
+}
+
+/** A fresh directory under the bench's temp directory (removed on exit). */
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(benchDir, prefix));
+}
+
+/** Runs `tributary run` on `yaml`, whose metrics listen on 127.0.0.1:`metricsPort`. */
+export function spawnDaemonYaml(yaml: string, metricsPort: number, stateDir: string): RunningDaemon {
   const started = performance.now();
-  const configFile = join(mkdtempSync(join(benchDir, 'config-')), 'tributary.yaml');
+  const configFile = join(tempDir('config-'), 'tributary.yaml');
   writeFileSync(configFile, yaml);
   const d = spawnCli(['run', '--config', configFile]);
   track(d.child);
@@ -131,14 +152,7 @@ log: { level: info }
     ready,
     output: d.output,
     async metrics() {
-      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-      const values = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        if (!line || line.startsWith('#')) continue;
-        const at = line.lastIndexOf(' ');
-        values.set(line.slice(0, at), Number(line.slice(at + 1)));
-      }
-      return values;
+      return parseMetrics(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
     },
     peakRss() {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -158,7 +172,18 @@ log: { level: info }
   };
 }
 
-/** `tributary_commit_to_delivered_seconds` quantile `q` of `lens`, as the upper bound of its bucket (s). */
+/** Prometheus text → `series{labels}` → value. */
+function parseMetrics(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    values.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return values;
+}
+
+/** Quantile `q` of histogram `name` of `lens`, as the upper bound of its bucket (s). */
 export function histogramQuantile(metrics: Map<string, number>, name: string, lens: string, q: number): number {
   const buckets: Array<[number, number]> = [];
   for (const [series, value] of metrics) {

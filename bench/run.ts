@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
-import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type RunningDaemon } from './lib.js';
+import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 500_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 2_000_000);
@@ -30,13 +30,6 @@ const HOT_UPDATES = 200_000;
 
 const MB = 1024 * 1024;
 
-interface Row {
-  metric: string;
-  tributary: string;
-  reference: string;
-  goal: string;
-  pass: 'yes' | 'no' | 'info';
-}
 const rows: Row[] = [];
 
 let cluster: TestPostgres;

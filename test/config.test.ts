@@ -360,6 +360,18 @@ test('config/example.yaml is valid', () => {
   assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
 });
 
+test('the quick start files are valid: the worker on embedded defaults, and the hosted sink', () => {
+  const env = { DATABASE_URL: 'postgres://me@localhost/shop', SEMILAYER_INGEST_KEY: 'ik_x' };
+  const quickstart = loadConfig(join(root, 'config/quickstart.yaml'), env);
+  assert.deepEqual(quickstart.sinks.local, { type: 'worker' });
+  assert.equal(quickstart.worker?.listen, '127.0.0.1:8080');
+  assert.deepEqual(quickstart.worker?.embedder, { type: 'hash', dimensions: 384 });
+  assert.equal(quickstart.worker?.index.path, join(root, 'config/data/index'));
+  const hosted = loadConfig(join(root, 'config/semilayer.yaml'), env);
+  assert.equal(hosted.sinks.semilayer.type === 'semilayer' && hosted.sinks.semilayer.key, 'ik_x');
+  assert.equal(hosted.worker, null);
+});
+
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
   assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
 });

@@ -244,13 +244,18 @@ export class Engine implements WorkerEngine {
     };
     if (request.mode === 'semantic') return (await semantic(request.limit)).filter((h) => h.score >= request.minScore);
     if (request.mode === 'keyword') return index.searchKeyword(lens, request.query, { limit: request.limit, minScore: request.minScore });
-    // Hybrid: reciprocal rank fusion of both rankings, scaled so a hit first in both scores 1.
+    // Hybrid: reciprocal rank fusion of both rankings, each contribution weighted by the hit's
+    // own score (so a barely similar hit ranked by default scores near 0), scaled so a perfect
+    // hit first in both rankings scores 1.
     const depth = Math.max(50, request.limit * 3);
-    const [byMeaning, byWords] = await Promise.all([semantic(depth), index.searchKeyword(lens, request.query, { limit: depth, minScore: 0 })]);
+    const [byMeaning, byWords] = await Promise.all([
+      semantic(depth).then((hits) => hits.filter((h) => h.score > 0)), // similarity 0: unrelated, not a match
+      index.searchKeyword(lens, request.query, { limit: depth, minScore: 0 }),
+    ]);
     const fused = new Map<string, SearchHit>();
     for (const list of [byMeaning, byWords]) {
       list.forEach((hit, rank) => {
-        const add = 1 / (61 + rank) / (2 / 61);
+        const add = (hit.score * (61 / (61 + rank))) / 2;
         const seen = fused.get(hit.id);
         fused.set(hit.id, seen ? { ...seen, score: seen.score + add } : { ...hit, score: add });
       });

@@ -3,7 +3,20 @@ import assert from 'node:assert/strict';
 import { EmbedError, TributaryError } from '../src/errors.js';
 import { createHashEmbedder } from '../src/worker/embedders/hash.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
-import { createOpenAIEmbedder, OPENAI_EMBEDDER_DEFAULTS, type OpenAIEmbedderConfig } from '../src/worker/embedders/openai.js';
+import type { OpenAIEmbedderConfig } from '../src/config/types.js';
+import { createOpenAIEmbedder } from '../src/worker/embedders/openai.js';
+
+/** The config schema's defaults for the optional settings. */
+const OPENAI_EMBEDDER_DEFAULTS = {
+  sendDimensions: false,
+  maxInputs: 256,
+  maxTokensPerRequest: 250_000,
+  maxInputTokens: 8191,
+  overLong: 'truncate',
+  concurrency: 2,
+  timeoutMs: 60_000,
+  maxRetries: 6,
+} as const;
 import { openAIError, startOpenAIServer } from './helpers/openai-server.js';
 
 const KEY = 'sk-test-s3cr3t-embedding-key-value';

@@ -368,7 +368,7 @@ test('a second writer on the same directory fails clearly', async (t) => {
   await index.upsert('p', [record('1', unit([1, 0]))]);
   await assert.rejects(EmbeddedVectorIndex.open(dir), (err: Error) => {
     assert.ok(err instanceof TributaryError);
-    assert.match(err.message, /already open in this process/);
+    assert.match(err.message, /already open for writing in this process/);
     return true;
   });
 

@@ -27,23 +27,35 @@ export interface WorkerConfig {
   readBatch: number;
 }
 
-export type EmbedderConfig =
-  | { type: 'hash'; dimensions: number }
-  | {
-      type: 'openai';
-      url: string;
-      key?: string;
-      model: string;
-      dimensions: number;
-      sendDimensions: boolean;
-      maxInputs: number;
-      maxTokensPerRequest: number;
-      maxInputTokens: number;
-      overLong: 'truncate' | 'reject';
-      concurrency: number;
-      timeoutMs: number;
-      maxRetries: number;
-    };
+export type EmbedderConfig = { type: 'hash'; dimensions: number } | ({ type: 'openai' } & OpenAIEmbedderConfig);
+
+/** Any OpenAI-compatible `/v1/embeddings` endpoint (OpenAI, Azure, Ollama, vLLM, TEI). */
+export interface OpenAIEmbedderConfig {
+  /** Base URL, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`: requests go to `{url}/embeddings`. */
+  url: string;
+  /** Sent as `Authorization: Bearer KEY` when set (local servers often need none). */
+  key?: string;
+  /** Model name, e.g. `text-embedding-3-small`. */
+  model: string;
+  /** Length of the vectors; sent to the server as `dimensions` only if `sendDimensions`. */
+  dimensions: number;
+  /** Ask the model for `dimensions` (text-embedding-3 models can shorten their vectors). */
+  sendDimensions: boolean;
+  /** Inputs per request (default 256; OpenAI accepts up to 2048). */
+  maxInputs: number;
+  /** Estimated tokens per request (default 250000; OpenAI's limit is 300000). */
+  maxTokensPerRequest: number;
+  /** Estimated tokens per input (default 8191, OpenAI's context length). */
+  maxInputTokens: number;
+  /** What to do with an input over `maxInputTokens`: cut it, or fail the batch as `input`. */
+  overLong: 'truncate' | 'reject';
+  /** Requests in flight at once (default 2). */
+  concurrency: number;
+  /** Per-request timeout in ms; a timed-out request is retried. */
+  timeoutMs: number;
+  /** Retries of a request after 429/5xx/network failures (default 6). */
+  maxRetries: number;
+}
 
 export interface PostgresSourceConfig {
   type: 'postgres';

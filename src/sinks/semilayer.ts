@@ -19,6 +19,7 @@
 import type { SemilayerSinkConfig } from '../config/types.js';
 import { SinkError } from '../errors.js';
 import type { RecordChange, Sink } from '../types.js';
+import { describeFetchFailure, parseRetryAfter, readLimited } from '../fetch.js';
 
 /** How much of an error response body is kept in `SinkError.details.body`. */
 const MAX_DETAILS_BODY = 2048;
@@ -85,7 +86,7 @@ export function createSemilayerSink(config: SemilayerSinkConfig): Sink {
     try {
       res = await fetch(url, { method: 'POST', headers, body, signal, redirect: 'manual' });
     } catch (err) {
-      throw new SinkError(`${where}: ${describeFetchFailure(err, config.timeoutMs)} (POST ${url})`, 'transient', {}, err);
+      throw new SinkError(`${where}: ${describeFetchFailure(err, config.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
     }
 
     const status = res.status;
@@ -155,53 +156,8 @@ export function recordsBody(changes: readonly RecordChange[]): string {
   return out + ']}';
 }
 
-/**
- * Parses a Retry-After header: delta-seconds (`2`) or an HTTP date. Returns milliseconds
- * from now (0 for a date in the past), or undefined when missing or unparseable.
- */
-export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
-  if (value == null) return undefined;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  // All three HTTP-date forms start with a day name; Date.parse alone accepts too much.
-  if (/^(mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s/i.test(v)) {
-    const at = Date.parse(v);
-    if (Number.isFinite(at)) return Math.max(0, at - now);
-  }
-  return undefined;
-}
 
-/** One line for a fetch that never produced a response. */
-function describeFetchFailure(err: unknown, timeoutMs: number): string {
-  const name = (err as { name?: unknown } | null)?.name;
-  if (name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;
-  if (name === 'AbortError') return 'request aborted: the sink is closing';
-  // undici reports `TypeError: fetch failed` with the real reason (ECONNREFUSED…) as cause.
-  const cause = (err as { cause?: unknown } | null)?.cause;
-  const reason = cause instanceof Error ? cause.message : err instanceof Error ? err.message : String(err);
-  return `request failed: ${reason}`;
-}
 
-/** Reads at most `limit` bytes of a response body as text; '' when it cannot be read. */
-async function readLimited(res: Response, limit: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    while (size < limit) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      size += value.byteLength;
-    }
-  } catch {
-    // A body cut short still tells us the status; keep what arrived.
-  } finally {
-    reader.cancel().catch(() => undefined);
-  }
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
-}
 
 /** The `error` field of a JSON error body, flattened to one short line. */
 function errorText(body: string): string | undefined {

@@ -5,19 +5,23 @@
  * - `dead-letters.jsonl`: one dead letter a line, appended and fsynced; removals rewrite it.
  * - `tributary.lock`: the pid of the one process allowed to write the directory.
  */
-import { mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, open, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { TributaryError } from '../errors.js';
+import { lockDirectory, syncDirectory } from '../files.js';
+
+const LOCK = {
+  file: 'tributary.lock',
+  kind: 'the state directory',
+  owner: 'Tributary daemon',
+  setting: 'state.path',
+  besides: '`tributary status` and `tributary dlq list` can run beside it.',
+};
 import type { DeadLetter, StateStore } from '../types.js';
 
 const STATE_FILE = 'state.json';
 const DEAD_LETTER_FILE = 'dead-letters.jsonl';
-const LOCK_FILE = 'tributary.lock';
-/** A lock file without a pid younger than this may be one another process is still writing. */
-const LOCK_GRACE_MS = 5_000;
 
-/** Directories this process holds the lock of (a second open in the same process must fail). */
-const lockedHere = new Set<string>();
 
 /**
  * State in a local directory, for a single daemon (`state: { type: embedded, path }`).
@@ -42,16 +46,19 @@ export class EmbeddedStateStore implements StateStore {
     readonly readOnly: boolean,
   ) {}
 
+  /** Releases the directory lock (writable stores only). */
+  private unlock: () => Promise<void> = async () => {};
+
   /** Opens (creating if missing) the directory `path`; see the class comment for `readOnly`. */
   static async open(path: string, options: { readOnly?: boolean } = {}): Promise<EmbeddedStateStore> {
     if (options.readOnly) return new EmbeddedStateStore(resolve(path), true);
     await mkdir(path, { recursive: true });
     const store = new EmbeddedStateStore(await realpath(path), false);
-    await acquireLock(store.dir);
+    store.unlock = await lockDirectory(store.dir, LOCK);
     try {
       await store.load();
     } catch (err) {
-      await releaseLock(store.dir);
+      await store.unlock();
       throw err;
     }
     return store;
@@ -106,7 +113,7 @@ export class EmbeddedStateStore implements StateStore {
     this.closed = true;
     if (this.readOnly) return;
     await Promise.allSettled([this.stateWriter.idle(), this.letterQueue]);
-    await releaseLock(this.dir);
+    await this.unlock();
   }
 
   private async load(): Promise<void> {
@@ -267,7 +274,7 @@ async function writeAtomically(path: string, text: string): Promise<void> {
     await file.close();
   }
   await rename(tmp, path);
-  await syncDirectory(path);
+  await syncDirectory(dirname(path));
 }
 
 async function appendDurably(path: string, text: string): Promise<void> {
@@ -280,99 +287,11 @@ async function appendDurably(path: string, text: string): Promise<void> {
   } finally {
     await file.close();
   }
-  if (created) await syncDirectory(path);
+  if (created) await syncDirectory(dirname(path));
 }
 
-/** fsyncs the directory holding `path`, so a rename or a new file survives a power loss. */
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await open(join(path, '..'), 'r');
-  try {
-    await dir.sync();
-  } catch (err) {
-    // Some platforms (Windows) cannot fsync a directory; nothing more can be done there.
-    if (!['EPERM', 'EISDIR', 'EINVAL'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-  } finally {
-    await dir.close();
-  }
-}
 
-/**
- * Takes `tributary.lock` with O_EXCL. A lock whose pid is not running is stale and taken
- * over; so is one holding our own pid that this process does not hold (left by an earlier
- * process that had the same pid, as after a container restart). Two processes taking over
- * the same stale lock at the same instant are not told apart.
- */
-async function acquireLock(dir: string): Promise<void> {
-  const path = join(dir, LOCK_FILE);
-  if (lockedHere.has(dir)) throw lockHeld(dir, process.pid);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const file = await open(path, 'wx');
-      try {
-        await file.writeFile(`${process.pid}\n`);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      lockedHere.add(dir);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw err;
-    }
-    const holder = await readLock(path);
-    if (holder === 'unknown') {
-      throw new TributaryError(
-        `The state directory ${dir} is being locked by another process right now (${path} holds no pid yet). ` +
-          'Only one Tributary daemon may write a state directory; try again, or give this one its own state.path.',
-      );
-    }
-    if (holder !== undefined && holder !== process.pid && isAlive(holder)) throw lockHeld(dir, holder);
-    // Stale: its process is gone. Take it over.
-    await rm(path, { force: true });
-  }
-}
 
-/** The pid in the lock file; undefined if it is gone or stale without one; 'unknown' if just created. */
-async function readLock(path: string): Promise<number | undefined | 'unknown'> {
-  try {
-    const text = await readFile(path, 'utf8');
-    const pid = Number(text.trim());
-    if (Number.isInteger(pid) && pid > 0) return pid;
-    const age = Date.now() - (await stat(path)).mtimeMs;
-    return age < LOCK_GRACE_MS ? 'unknown' : undefined;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
-function lockHeld(dir: string, pid: number): TributaryError {
-  const lock = join(dir, LOCK_FILE);
-  const advice =
-    'Only one Tributary daemon may write a state directory: stop the other one, or give this one its own ' +
-    'state.path. `tributary status` and `tributary dlq list` can run beside it.';
-  if (pid === process.pid) {
-    return new TributaryError(`The state directory ${dir} is already open for writing in this process (pid ${pid}, ${lock}). ${advice}`);
-  }
-  return new TributaryError(
-    `The state directory ${dir} is in use: it is locked by pid ${pid} (${lock}). ${advice} ` +
-      `If pid ${pid} is not a Tributary daemon, delete ${lock} and start again.`,
-  );
-}
 
-async function releaseLock(dir: string): Promise<void> {
-  if (!lockedHere.delete(dir)) return;
-  const path = join(dir, LOCK_FILE);
-  // Only remove the lock if it is still ours.
-  if ((await readLock(path)) === process.pid) await rm(path, { force: true });
-}

@@ -8,12 +8,10 @@
 import { TributaryError } from '../../errors.js';
 import type { Embedder } from '../types.js';
 import { createHashEmbedder } from './hash.js';
-import { createOpenAIEmbedder, type OpenAIEmbedderConfig } from './openai.js';
+import type { EmbedderConfig } from '../../config/types.js';
+import { createOpenAIEmbedder } from './openai.js';
 
-export type { OpenAIEmbedderConfig } from './openai.js';
-export { OPENAI_EMBEDDER_DEFAULTS } from './openai.js';
-
-export type EmbedderConfig = { type: 'hash'; dimensions: number } | ({ type: 'openai' } & OpenAIEmbedderConfig);
+export type { EmbedderConfig, OpenAIEmbedderConfig } from '../../config/types.js';
 
 type Factories = { [T in EmbedderConfig['type']]: (config: Extract<EmbedderConfig, { type: T }>) => Embedder };
 

@@ -30,47 +30,9 @@
 import pLimit from 'p-limit';
 import { EmbedError, TributaryError } from '../../errors.js';
 import { retry } from '../../retry.js';
-import { parseRetryAfter } from '../../sinks/semilayer.js';
 import type { Embedder } from '../types.js';
-
-export interface OpenAIEmbedderConfig {
-  /** Base URL, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`: requests go to `{url}/embeddings`. */
-  url: string;
-  /** Sent as `Authorization: Bearer KEY` when set (local servers often need none). */
-  key?: string;
-  /** Model name, e.g. `text-embedding-3-small`. */
-  model: string;
-  /** Length of the vectors; sent to the server as `dimensions` only if `sendDimensions`. */
-  dimensions: number;
-  /** Ask the model for `dimensions` (text-embedding-3 models can shorten their vectors). */
-  sendDimensions: boolean;
-  /** Inputs per request (default 256; OpenAI accepts up to 2048). */
-  maxInputs: number;
-  /** Estimated tokens per request (default 250000; OpenAI's limit is 300000). */
-  maxTokensPerRequest: number;
-  /** Estimated tokens per input (default 8191, OpenAI's context length). */
-  maxInputTokens: number;
-  /** What to do with an input over `maxInputTokens`: cut it, or fail the batch as `input`. */
-  overLong: 'truncate' | 'reject';
-  /** Requests in flight at once (default 2). */
-  concurrency: number;
-  /** Per-request timeout in ms; a timed-out request is retried. */
-  timeoutMs: number;
-  /** Retries of a request after 429/5xx/network failures (default 6). */
-  maxRetries: number;
-}
-
-/** Defaults for the optional settings, for the config layer. */
-export const OPENAI_EMBEDDER_DEFAULTS = {
-  sendDimensions: false,
-  maxInputs: 256,
-  maxTokensPerRequest: 250_000,
-  maxInputTokens: 8191,
-  overLong: 'truncate',
-  concurrency: 2,
-  timeoutMs: 60_000,
-  maxRetries: 6,
-} as const satisfies Partial<OpenAIEmbedderConfig>;
+import type { OpenAIEmbedderConfig } from '../../config/types.js';
+import { describeFetchFailure, parseRetryAfter, readLimited } from '../../fetch.js';
 
 /** Characters per token in the estimate. */
 const CHARS_PER_TOKEN = 4;
@@ -334,37 +296,7 @@ function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;
 }
 
-/** One line for a fetch that never produced a response. */
-function describeFetchFailure(err: unknown, timeoutMs: number): string {
-  const name = (err as { name?: unknown } | null)?.name;
-  if (name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;
-  if (name === 'AbortError') return 'request aborted';
-  // undici reports `TypeError: fetch failed` with the real reason (ECONNREFUSED…) as cause.
-  const cause = (err as { cause?: unknown } | null)?.cause;
-  const reason = cause instanceof Error ? cause.message : err instanceof Error ? err.message : String(err);
-  return `request failed: ${reason}`;
-}
 
-/** Reads at most `limit` bytes of a response body as text; '' when it cannot be read. */
-async function readLimited(res: Response, limit: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    while (size < limit) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      size += value.byteLength;
-    }
-  } catch {
-    // A body cut short still tells us the status; keep what arrived.
-  } finally {
-    reader.cancel().catch(() => undefined);
-  }
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
-}
 
 /**
  * The server's error message, flattened to one short line: OpenAI's `{ error: { message } }`,

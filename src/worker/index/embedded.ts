@@ -9,26 +9,24 @@
  * - `index.lock`: the pid of the one process allowed to write the directory.
  */
 import { endianness } from 'node:os';
-import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import MiniSearch from 'minisearch';
 import { describeError, TributaryError } from '../../errors.js';
+import { lockDirectory, syncDirectory } from '../../files.js';
+
+const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 
 const LOG_SUFFIX = '.log';
 const TMP_SUFFIX = '.log.tmp';
-const LOCK_FILE = 'index.lock';
 const LENS_NAME = /^[A-Za-z0-9_-]+$/;
 /** A log is compacted when it holds more than this many operations and more than 2× the live records. */
 const COMPACT_MIN_OPS = 1_000;
 const READ_CHUNK_BYTES = 4 << 20;
 const WRITE_CHUNK_CHARS = 4 << 20;
-/** A lock file without a pid younger than this may be one another process is still writing. */
-const LOCK_GRACE_MS = 5_000;
 
-/** Directories this process holds the lock of (a second open in the same process must fail). */
-const lockedHere = new Set<string>();
 
 export interface EmbeddedIndexOptions {
   /** Where compaction failures are reported (they are retried later; writes carry on). */
@@ -366,17 +364,20 @@ export class EmbeddedVectorIndex implements VectorIndex {
     private readonly logger: Logger | undefined,
   ) {}
 
+  /** Releases the directory lock. */
+  private unlock: () => Promise<void> = async () => {};
+
   /** Opens (creating if missing) the directory `dir` and replays every lens's log in it. */
   static async open(dir: string, options: EmbeddedIndexOptions = {}): Promise<EmbeddedVectorIndex> {
     if (endianness() !== 'LE') throw new TributaryError('The embedded vector index needs a little-endian machine');
     await mkdir(dir, { recursive: true });
     const index = new EmbeddedVectorIndex(await realpath(dir), options.logger);
-    await acquireLock(index.dir);
+    index.unlock = await lockDirectory(index.dir, LOCK);
     try {
       await index.load();
     } catch (err) {
       await index.closeFiles();
-      await releaseLock(index.dir);
+      await index.unlock();
       throw err;
     }
     return index;
@@ -494,7 +495,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     this.closed = true;
     await Promise.allSettled([...this.lenses.values()].map((data) => data.queue));
     await this.closeFiles();
-    await releaseLock(this.dir);
+    await this.unlock();
   }
 
   /** Replays every `<lens>.log` in the directory; removes leftovers of interrupted compactions. */
@@ -767,88 +768,8 @@ function unitLength(vector: Float32Array): Float32Array {
   return out;
 }
 
-/** fsyncs a directory, so a rename or a new file in it survives a power loss. */
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } catch (err) {
-    // Some platforms (Windows) cannot fsync a directory; nothing more can be done there.
-    if (!['EPERM', 'EISDIR', 'EINVAL'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-  } finally {
-    await handle.close();
-  }
-}
 
-/**
- * Takes `index.lock` with O_EXCL (the same scheme as the embedded state store's lock). A lock
- * whose pid is not running, or holding our own pid that this process does not hold, is stale
- * and taken over.
- */
-async function acquireLock(dir: string): Promise<void> {
-  const path = join(dir, LOCK_FILE);
-  for (let attempt = 0; ; attempt++) {
-    if (lockedHere.has(dir)) throw lockHeld(dir, process.pid);
-    try {
-      const file = await open(path, 'wx');
-      try {
-        await file.writeFile(`${process.pid}\n`);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      lockedHere.add(dir);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw err;
-    }
-    const holder = await readLock(path);
-    if (holder === 'unknown') {
-      throw new TributaryError(
-        `The vector index directory ${dir} is being locked by another process right now (${path} holds no pid yet). ` +
-          'Only one Tributary worker may write an index directory; try again, or give this one its own worker.index.path.',
-      );
-    }
-    if (holder !== undefined && holder !== process.pid && isAlive(holder)) throw lockHeld(dir, holder);
-    await rm(path, { force: true });
-  }
-}
 
-/** The pid in the lock file; undefined if it is gone or stale without one; 'unknown' if just created. */
-async function readLock(path: string): Promise<number | undefined | 'unknown'> {
-  try {
-    const pid = Number((await readFile(path, 'utf8')).trim());
-    if (Number.isInteger(pid) && pid > 0) return pid;
-    return Date.now() - (await stat(path)).mtimeMs < LOCK_GRACE_MS ? 'unknown' : undefined;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
-function lockHeld(dir: string, pid: number): TributaryError {
-  const lock = join(dir, LOCK_FILE);
-  const advice = 'Only one Tributary worker may write a vector index directory: stop the other one, or give this one its own worker.index.path.';
-  if (pid === process.pid) {
-    return new TributaryError(`The vector index directory ${dir} is already open in this process (pid ${pid}, ${lock}). ${advice}`);
-  }
-  return new TributaryError(
-    `The vector index directory ${dir} is in use: it is locked by pid ${pid} (${lock}). ${advice} ` +
-      `If pid ${pid} is not a Tributary worker, delete ${lock} and start again.`,
-  );
-}
 
-async function releaseLock(dir: string): Promise<void> {
-  if (!lockedHere.delete(dir)) return;
-  const path = join(dir, LOCK_FILE);
-  if ((await readLock(path)) === process.pid) await rm(path, { force: true });
-}

@@ -25,6 +25,9 @@ export interface WorkerMetricsSource {
   status(): Array<{ lens: string; pending: number; indexed: number; dlq: number }>;
 }
 
+/** A label value and its number (undefined: not known, left out). */
+type Row = [string, number | undefined];
+
 export type SinkErrorClass = 'transient' | 'rate-limited' | 'rejected' | 'fatal';
 
 export class Metrics {
@@ -68,51 +71,32 @@ export class Metrics {
   constructor() {
     const lenses = this.lenses;
     const sources = this.sources;
-    const lensCounters: Array<[string, string, keyof LensCounters]> = [
-      ['tributary_changes_captured_total', 'Row changes read from sources', 'captured'],
-      ['tributary_changes_coalesced_total', 'Changes merged into a pending change of the same id', 'coalesced'],
-      ['tributary_changes_delivered_total', 'Changes accepted by sinks (after coalescing)', 'delivered'],
-    ];
-    for (const [name, help, key] of lensCounters) {
-      new client.Counter({
-        name,
-        help,
-        labelNames: ['lens'] as const,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [lens, c] of lenses) this.inc({ lens }, c[key]);
-        },
-      });
-    }
-    new client.Gauge({
-      name: 'tributary_pending_changes',
-      help: 'Changes waiting for or in delivery',
-      labelNames: ['lens'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [lens, c] of lenses) this.set({ lens }, c.pending);
-      },
-    });
-    const sourceGauge = (name: string, help: string, read: (g: SourceGauges) => number | undefined) =>
-      new client.Gauge({
-        name,
-        help,
-        labelNames: ['source'] as const,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [source, g] of sources) {
-            const value = read(g);
-            if (value !== undefined) this.set({ source }, value);
-          }
-        },
-      });
-    sourceGauge('tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', (g) => g.lagBytes);
-    sourceGauge('tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', (g) => g.retainedBytes);
-    sourceGauge('tributary_source_paused', '1 while a source is paused by backpressure', (g) => (g.paused ? 1 : 0));
+    const fromLenses = (key: keyof LensCounters) => () => [...lenses].map(([lens, c]): Row => [lens, c[key]]);
+    this.collected('Counter', 'lens', 'tributary_changes_captured_total', 'Row changes read from sources', fromLenses('captured'));
+    this.collected('Counter', 'lens', 'tributary_changes_coalesced_total', 'Changes merged into a pending change of the same id', fromLenses('coalesced'));
+    this.collected('Counter', 'lens', 'tributary_changes_delivered_total', 'Changes accepted by sinks (after coalescing)', fromLenses('delivered'));
+    this.collected('Gauge', 'lens', 'tributary_pending_changes', 'Changes waiting for or in delivery', fromLenses('pending'));
+    const fromSources = (read: (g: SourceGauges) => number | undefined) => () => [...sources].map(([source, g]): Row => [source, read(g)]);
+    this.collected('Gauge', 'source', 'tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', fromSources((g) => g.lagBytes));
+    this.collected('Gauge', 'source', 'tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', fromSources((g) => g.retainedBytes));
+    this.collected('Gauge', 'source', 'tributary_source_paused', '1 while a source is paused by backpressure', fromSources((g) => (g.paused ? 1 : 0)));
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });
+  }
+
+  /** A counter or gauge whose values are read from `rows` (label value, number) when scraped. */
+  private collected(type: 'Counter' | 'Gauge', label: 'lens' | 'source', name: string, help: string, rows: () => Row[]): void {
+    const registers = [this.registry];
+    if (type === 'Counter') {
+      new client.Counter({ name, help, labelNames: [label], registers, collect() {
+        this.reset();
+        for (const [value, n] of rows()) if (n !== undefined) this.inc({ [label]: value }, n);
+      } });
+    } else {
+      new client.Gauge({ name, help, labelNames: [label], registers, collect() {
+        this.reset();
+        for (const [value, n] of rows()) if (n !== undefined) this.set({ [label]: value }, n);
+      } });
+    }
   }
 
   readonly embedSeconds = new client.Histogram({
@@ -132,42 +116,16 @@ export class Metrics {
 
   /** Exposes the bundled worker's counters and gauges, read when scraped. */
   attachWorker(worker: WorkerMetricsSource): void {
-    const counters: Array<[string, string, keyof ReturnType<WorkerMetricsSource['counters']>]> = [
-      ['tributary_worker_embedding_calls_total', 'Calls to the embedder', 'embedCalls'],
-      ['tributary_worker_embedded_texts_total', 'Texts embedded', 'embeddedTexts'],
-      ['tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', 'skippedByHash'],
-      ['tributary_worker_tokens_total', 'Embedding tokens used (reported by the provider, or estimated)', 'tokensUsed'],
-      ['tributary_worker_tokens_saved_total', 'Embedding tokens not spent thanks to unchanged-text skips (estimated)', 'tokensSaved'],
-    ];
-    for (const [name, help, key] of counters) {
-      new client.Counter({
-        name,
-        help,
-        labelNames: ['lens'] as const,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const lens of worker.lenses()) this.inc({ lens }, worker.counters(lens)[key]);
-        },
-      });
-    }
-    const gauges: Array<[string, string, 'pending' | 'indexed' | 'dlq']> = [
-      ['tributary_worker_queued_changes', 'Changes queued or being indexed by the worker', 'pending'],
-      ['tributary_worker_indexed_records', 'Records in the index', 'indexed'],
-      ['tributary_worker_dead_letters', 'Items in the dead-letter queue', 'dlq'],
-    ];
-    for (const [name, help, key] of gauges) {
-      new client.Gauge({
-        name,
-        help,
-        labelNames: ['lens'] as const,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const s of worker.status()) this.set({ lens: s.lens }, s[key]);
-        },
-      });
-    }
+    const counter = (key: keyof ReturnType<WorkerMetricsSource['counters']>) => () => worker.lenses().map((lens): Row => [lens, worker.counters(lens)[key]]);
+    const gauge = (key: 'pending' | 'indexed' | 'dlq') => () => worker.status().map((s): Row => [s.lens, s[key]]);
+    this.collected('Counter', 'lens', 'tributary_worker_embedding_calls_total', 'Calls to the embedder', counter('embedCalls'));
+    this.collected('Counter', 'lens', 'tributary_worker_embedded_texts_total', 'Texts embedded', counter('embeddedTexts'));
+    this.collected('Counter', 'lens', 'tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', counter('skippedByHash'));
+    this.collected('Counter', 'lens', 'tributary_worker_tokens_total', 'Embedding tokens used (reported by the provider, or estimated)', counter('tokensUsed'));
+    this.collected('Counter', 'lens', 'tributary_worker_tokens_saved_total', 'Embedding tokens not spent thanks to unchanged-text skips (estimated)', counter('tokensSaved'));
+    this.collected('Gauge', 'lens', 'tributary_worker_queued_changes', 'Changes queued or being indexed by the worker', gauge('pending'));
+    this.collected('Gauge', 'lens', 'tributary_worker_indexed_records', 'Records in the index', gauge('indexed'));
+    this.collected('Gauge', 'lens', 'tributary_worker_dead_letters', 'Items in the dead-letter queue', gauge('dlq'));
   }
 
   lens(name: string): LensCounters {

@@ -85,18 +85,31 @@ export class Metrics {
 
   /** A counter or gauge whose values are read from `rows` (label value, number) when scraped. */
   private collected(type: 'Counter' | 'Gauge', label: 'lens' | 'source', name: string, help: string, rows: () => Row[]): void {
+    const labelNames = [label];
     const registers = [this.registry];
     if (type === 'Counter') {
-      new client.Counter({ name, help, labelNames: [label], registers, collect() {
-        this.reset();
-        for (const [value, n] of rows()) if (n !== undefined) this.inc({ [label]: value }, n);
-      } });
-    } else {
-      new client.Gauge({ name, help, labelNames: [label], registers, collect() {
+      new client.Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const [value, n] of rows()) if (n !== undefined) this.inc({ [label]: value }, n);
+        },
+      });
+      return;
+    }
+    new client.Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
         this.reset();
         for (const [value, n] of rows()) if (n !== undefined) this.set({ [label]: value }, n);
-      } });
-    }
+      },
+    });
   }
 
   readonly embedSeconds = new client.Histogram({

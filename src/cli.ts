@@ -40,6 +40,7 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
+Lenses indexed by the bundled worker add: worker=indexing queued=12 indexed=48211
 --json prints the whole snapshot.`,
   dlq: `tributary dlq list --config FILE [--lens NAME] [--json]
 tributary dlq replay --config FILE --lens NAME [--id ID ...]
@@ -65,7 +66,9 @@ function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
   const width = Math.max(...rows.map((l) => l.lens.length), 4);
   const stateWidth = Math.max(...rows.map((l) => l.state.length), 9);
   const lines = rows.map((l) => {
-    let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq}`;
+    let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
+    if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
+    if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
     return line;

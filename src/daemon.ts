@@ -13,12 +13,13 @@ import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { startWorker } from './worker/start.js';
 import type { Logger, Sink, StateStore } from './types.js';
+import type { LensWorkerStatus } from './worker/types.js';
 
 /** What `tributary status` reads from the state store under `status`. */
 export interface StatusSnapshot {
   pid: number;
   updatedAt: string;
-  lenses: Array<LensStatus & { rate: number }>;
+  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus }>;
 }
 
 export interface Daemon {
@@ -62,7 +63,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       const instant = seconds > 0 ? (s.delivered - prev.delivered) / seconds : prev.rate;
       const rate = seconds > 0 ? prev.rate * 0.7 + instant * 0.3 : prev.rate;
       rates.set(s.lens, { delivered: s.delivered, at, rate });
-      return { ...s, rate: Math.round(rate * 10) / 10 };
+      return { ...s, rate: Math.round(rate * 10) / 10, worker: worker?.engine.status(s.lens)[0] };
     });
     return { pid: process.pid, updatedAt: new Date(at).toISOString(), lenses };
   };

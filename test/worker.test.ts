@@ -11,6 +11,7 @@ import { startPostgres, databaseName, freePort, type TestPostgres } from './help
 import { startOpenAIServer, openAIError, type OpenAIServer } from './helpers/openai-server.js';
 import { eventually, runCli, spawnCli, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { Engine } from '../src/worker/engine.js';
+import { QueueFullError } from '../src/errors.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
 import { createPostgresReader } from '../src/worker/readers/postgres.js';
@@ -211,6 +212,18 @@ describe('bundled worker engine', () => {
     assert.equal(third.changesBuffered, 2);
     openai.delayMs = 0;
     await done(h.engine, second.jobId);
+    await h.close();
+  });
+
+  test('a full queue answers QueueFullError (429) instead of growing without bound', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai' });
+    openai.delayMs = 300;
+    const first = await h.engine.submit('products', { mode: 'records', changes: [{ id: '1', action: 'upsert' }] });
+    await eventually(() => h.engine.job(first.jobId)?.status === 'running', 'the first job running');
+    const many = Array.from({ length: 1000 }, (_, i) => ({ id: String(1000 + i), action: 'upsert' as const }));
+    await h.engine.submit('products', { mode: 'records', changes: many });
+    await assert.rejects(h.engine.submit('products', { mode: 'records', changes: [{ id: '5000', action: 'upsert' }] }), QueueFullError);
+    openai.delayMs = 0;
     await h.close();
   });
 

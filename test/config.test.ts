@@ -167,7 +167,7 @@ test('enums list the allowed values; planned ones are "not available in this ver
     { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
-    { path: 'worker.index.type', line: 16, message: '"pgvector" is not available in this version yet; expected one of: embedded' },
+    { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },
   ]);
 });
 

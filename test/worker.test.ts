@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, databaseName, freePort, type TestPostgres } from './helpers/postgres.js';
 import { startOpenAIServer, openAIError, type OpenAIServer } from './helpers/openai-server.js';
+import { startPgvector } from './helpers/pgvector.js';
 import { eventually, runCli, spawnCli, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { Engine } from '../src/worker/engine.js';
 import { QueueFullError } from '../src/errors.js';
@@ -57,11 +58,15 @@ interface Harness {
 }
 
 /** An engine over one lens `products` of a fresh database, with the given embedder. */
-async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'openai'; dir?: string; db?: string; lens?: Partial<LensConfig>; readBatch?: number } = {}): Promise<Harness> {
+async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'openai'; dir?: string; db?: string; lens?: Partial<LensConfig>; readBatch?: number; pgvectorUrl?: string } = {}): Promise<Harness> {
   const db = options.db ?? (await pg.createDatabase(databaseName(t.name)));
   if (!options.db) await pg.query(db, CATALOGUE);
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tributary-worker-'));
-  const index = await openVectorIndex({ type: 'embedded', path: join(dir, 'index') });
+  const index = await openVectorIndex(
+    options.pgvectorUrl
+      ? { type: 'pgvector', url: options.pgvectorUrl, schema: 'tributary', path: join(dir, 'index') }
+      : { type: 'embedded', path: join(dir, 'index') },
+  );
   const state = await openStateStore({ type: 'embedded', path: join(dir, 'state') });
   const lens = lensConfig(options.lens);
   const embedder =
@@ -224,6 +229,21 @@ describe('bundled worker engine', () => {
     await h.engine.submit('products', { mode: 'records', changes: many });
     await assert.rejects(h.engine.submit('products', { mode: 'records', changes: [{ id: '5000', action: 'upsert' }] }), QueueFullError);
     openai.delayMs = 0;
+    await h.close();
+  });
+
+  test('the same pipeline on a pgvector index: full sync, search, ghosts', async (t) => {
+    const pgvector = await startPgvector();
+    t.after(() => pgvector.stop());
+    const h = await engineFor(t, { pgvectorUrl: pgvector.url });
+    await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    assert.equal(await h.index.count('products'), 6);
+    const hits = await h.engine.search('products', { query: 'cast iron pan', limit: 2, minScore: 0, mode: 'hybrid' });
+    assert.equal(hits[0].id, '3');
+    await pg.query(h.db, `DELETE FROM products WHERE id = 3`);
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    assert.equal(job.deleted, 1);
+    assert.equal(await h.index.get('products', '3'), undefined);
     await h.close();
   });
 

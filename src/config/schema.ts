@@ -256,14 +256,40 @@ const worker = {
     },
     index: {
       type: 'object',
-      description: 'Where vectors and texts are kept.',
-      additionalProperties: false,
+      description: 'Where vectors and texts are kept. `type` decides the other keys.',
+      required: ['type'],
+      discriminator: { propertyName: 'type' },
       default: { type: 'embedded', path: './data/index' },
-      'x-notYetAvailable': ['pgvector'],
-      properties: {
-        type: { type: 'string', enum: ['embedded'], default: 'embedded', 'x-notYetAvailable': ['pgvector'], description: 'Index type.' },
-        path: { type: 'string', minLength: 1, default: './data/index', description: "Directory; relative paths are resolved against the config file's directory." },
-      },
+      properties: { type: { enum: ['embedded', 'pgvector'], default: 'embedded', description: 'Index type.' } },
+      oneOf: [
+        {
+          type: 'object',
+          description: 'Files in a local directory, searched in memory (one replica only).',
+          additionalProperties: false,
+          properties: {
+            type: { const: 'embedded', description: 'Index type.' },
+            path: { type: 'string', minLength: 1, default: './data/index', description: "Directory of the index and the worker's queue; relative paths are resolved against the config file's directory." },
+          },
+        },
+        {
+          type: 'object',
+          description: 'Tables in a PostgreSQL database with the pgvector extension (0.5+): one table per lens, HNSW and full text indexes.',
+          additionalProperties: false,
+          required: ['type', 'url'],
+          properties: {
+            type: { const: 'pgvector', description: 'Index type.' },
+            url: { type: 'string', minLength: 1, description: 'libpq connection URL. Never logged with its password.' },
+            schema: {
+              type: 'string',
+              pattern: IDENTIFIER_PATTERN,
+              'x-expected': IDENTIFIER_EXPECTED,
+              default: 'tributary',
+              description: 'Schema the lens tables (lens_<lens>) live in; created if missing.',
+            },
+            path: { type: 'string', minLength: 1, default: './data/index', description: "Directory of the worker's local queue; relative paths are resolved against the config file's directory." },
+          },
+        },
+      ],
     },
     keys: {
       type: 'array',

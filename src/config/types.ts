@@ -21,11 +21,17 @@ export interface WorkerConfig {
   /** host:port of the HTTP API; undefined: no HTTP API. */
   listen?: string;
   embedder: EmbedderConfig;
-  index: { type: 'embedded'; path: string };
+  index: IndexConfig;
   keys: Array<{ key: string; scope: 'ingest' | 'search' | 'admin' }>;
   maxQueuedChanges: number;
   readBatch: number;
 }
+
+/**
+ * Where the worker keeps vectors and texts. `path` is also where its durable queue lives, on
+ * local disk, for both types.
+ */
+export type IndexConfig = { type: 'embedded'; path: string } | { type: 'pgvector'; url: string; schema: string; path: string };
 
 export type EmbedderConfig = { type: 'hash'; dimensions: number } | ({ type: 'openai' } & OpenAIEmbedderConfig);
 

@@ -1,27 +1,28 @@
 /**
- * Opening the configured vector index (`worker.index`). One registry line per type; the
- * embedded index is the default, pgvector comes later.
+ * Opening the configured vector index (`worker.index`). One registry line per type: the
+ * embedded index is the default; pgvector serves production deployments.
  */
 import { join } from 'node:path';
 import type { Logger } from '../../types.js';
 import type { VectorIndex } from '../types.js';
+import type { IndexConfig } from '../../config/types.js';
 import { EmbeddedVectorIndex } from './embedded.js';
+import { PgvectorIndex } from './pgvector.js';
 
 export { EmbeddedVectorIndex } from './embedded.js';
+export { PgvectorIndex } from './pgvector.js';
+export type { IndexConfig } from '../../config/types.js';
 
-/**
- * `embedded`: files under `path`, in its `index/` subdirectory (so `path` may be the same
- * data directory as the embedded state store's).
- */
-export type IndexConfig = { type: 'embedded'; path: string };
-
+/** `embedded` keeps its files in the `index/` subdirectory of `path` (beside the worker's queue). */
 export async function openVectorIndex(config: IndexConfig, options: { logger?: Logger } = {}): Promise<VectorIndex> {
   switch (config.type) {
     case 'embedded':
       return EmbeddedVectorIndex.open(join(config.path, 'index'), options);
+    case 'pgvector':
+      return PgvectorIndex.open({ url: config.url, schema: config.schema }, options);
     default: {
-      const unknown: never = config.type;
-      throw new TypeError(`Unknown vector index type ${JSON.stringify(unknown)}`);
+      const unknown: never = config;
+      throw new TypeError(`Unknown vector index type ${JSON.stringify((unknown as { type: unknown }).type)}`);
     }
   }
 }

@@ -131,8 +131,8 @@ export class Metrics {
   attachWorker(worker: WorkerMetricsSource): void {
     const counter = (key: keyof ReturnType<WorkerMetricsSource['counters']>) => () => worker.lenses().map((lens): Row => [lens, worker.counters(lens)[key]]);
     const gauge = (key: 'pending' | 'indexed' | 'dlq') => () => worker.status().map((s): Row => [s.lens, s[key]]);
-    this.collected('Counter', 'lens', 'tributary_worker_embedding_calls_total', 'Calls to the embedder', counter('embedCalls'));
-    this.collected('Counter', 'lens', 'tributary_worker_embedded_texts_total', 'Texts embedded', counter('embeddedTexts'));
+    this.collected('Counter', 'lens', 'tributary_worker_embedding_calls_total', 'Calls to the embedder (indexing and search queries)', counter('embedCalls'));
+    this.collected('Counter', 'lens', 'tributary_worker_embedded_texts_total', 'Texts embedded (indexing and search queries)', counter('embeddedTexts'));
     this.collected('Counter', 'lens', 'tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', counter('skippedByHash'));
     this.collected('Counter', 'lens', 'tributary_worker_tokens_total', 'Embedding tokens used (reported by the provider, or estimated)', counter('tokensUsed'));
     this.collected('Counter', 'lens', 'tributary_worker_tokens_saved_total', 'Embedding tokens not spent thanks to unchanged-text skips (estimated)', counter('tokensSaved'));

@@ -103,13 +103,13 @@ test('hash: similar texts score higher than unrelated ones (lexically)', async (
   assert.ok(dot(lower, reordered) > 0.7 && dot(lower, reordered) < 0.999);
 });
 
-test('hash: a text without words is the zero vector, not NaN; tokensUsed counts words', async () => {
+test('hash: a text without words is the zero vector, not NaN; tokensUsed is the chars/4 estimate', async () => {
   const embedder = createHashEmbedder({ dimensions: 32 });
   const [empty, punctuation, some] = await embedder.embed(['', ' ,.;— ', 'one two three']);
   assert.deepEqual(Array.from(empty), new Array(32).fill(0));
   assert.deepEqual(Array.from(punctuation), new Array(32).fill(0));
   assert.ok(Math.abs(norm(some) - 1) < 1e-5);
-  assert.equal(embedder.tokensUsed, 3);
+  assert.equal(embedder.tokensUsed, 0 + 2 + 4); // ceil(0/4) + ceil(6/4) + ceil(13/4)
   assert.deepEqual(await embedder.embed([]), []);
   assert.throws(() => createHashEmbedder({ dimensions: 0 }), TributaryError);
 });

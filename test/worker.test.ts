@@ -220,6 +220,20 @@ describe('bundled worker engine', () => {
     await h.close();
   });
 
+  test('a failing job is retried until it succeeds: status shows the error meanwhile', async (t) => {
+    const h = await engineFor(t);
+    t.after(() => h.close());
+    await pg.query(h.db, `ALTER TABLE products RENAME TO products_moved`);
+    const { jobId } = await h.engine.submit('products', { mode: 'full' });
+    await eventually(() => h.engine.status('products')[0].state === 'error', 'the error state');
+    assert.match(h.engine.status('products')[0].lastError ?? '', /table public\.products does not exist/);
+    assert.equal(h.engine.job(jobId)?.status, 'failed');
+    await pg.query(h.db, `ALTER TABLE products_moved RENAME TO products`);
+    await eventually(() => h.engine.job(jobId)?.status === 'done', 'the retried job done');
+    assert.equal(await h.index.count('products'), 6);
+    assert.equal(h.engine.status('products')[0].state, 'idle');
+  });
+
   test('a full queue answers QueueFullError (429) instead of growing without bound', async (t) => {
     const h = await engineFor(t, { embedder: 'openai' });
     openai.delayMs = 300;

@@ -7,7 +7,6 @@
  * Items that cannot be indexed go to the dead-letter store; the rest keep flowing.
  */
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { LensConfig } from '../config/types.js';
 import { EmbedError, QueueFullError, TributaryError, describeError } from '../errors.js';
 import { backoffDelay, retry } from '../retry.js';
@@ -281,30 +280,40 @@ export class Engine implements WorkerEngine {
       }
       const job = this.register(lens, next.jobId, next.work.sweep ?? 'records', next.work.changes.size, next.lastSeq);
       job.work = next.work;
-      job.status = 'running';
       job.startedAt = new Date().toISOString();
       lens.running = job;
-      lens.state = 'indexing';
-      try {
-        await this.run(lens, job, next.work);
-        job.status = 'done';
-        this.options.observe?.freshnessSeconds(lens.name, (Date.now() - job.oldestAt) / 1000);
-        lens.state = 'idle';
-        lens.lastError = undefined;
-      } catch (err) {
-        job.status = 'failed';
-        job.error = describeError(err);
-        lens.state = 'error';
-        lens.lastError = job.error;
-        this.options.log.error({ lens: lens.name, jobId: job.jobId, err: job.error }, 'ingest job failed');
+      // A failed job is tried again (its work is in the journal too) until it succeeds or we stop.
+      for (let attempt = 0; !this.stopping; attempt++) {
+        job.status = 'running';
+        lens.state = 'indexing';
+        try {
+          await this.run(lens, job, next.work);
+          job.status = 'done';
+          this.options.observe?.freshnessSeconds(lens.name, (Date.now() - job.oldestAt) / 1000);
+          lens.state = 'idle';
+          lens.lastError = undefined;
+          break;
+        } catch (err) {
+          job.status = 'failed';
+          job.error = describeError(err);
+          lens.state = 'error';
+          lens.lastError = job.error;
+          const delayMs = backoffDelay(attempt, 1000, 60_000);
+          this.options.log.error({ lens: lens.name, jobId: job.jobId, err: job.error, retryInMs: Math.round(delayMs) }, 'ingest job failed; retrying');
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delayMs);
+            lens.wake = () => (clearTimeout(timer), resolve());
+          });
+          lens.wake = undefined;
+        }
       }
       job.finishedAt = new Date().toISOString();
       job.work = undefined;
       lens.running = undefined;
       if (job.status === 'done') lens.queue.done(next.lastSeq);
-      else await sleep(backoffDelay(2, 1000, 30_000)); // the journal keeps the work; a restart retries it
     }
   }
+
 
   private async reader(lens: LensRuntime): Promise<RowReader> {
     lens.reader ??= await retry(() => this.options.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS });

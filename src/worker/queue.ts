@@ -88,12 +88,24 @@ export class LensQueue {
     return job;
   }
 
-  /** Everything up to `lastSeq` is processed: forget it (and empty the journal when idle). */
+  /**
+   * Everything up to `lastSeq` is processed: rewrites the journal to hold only what is still
+   * queued (nothing, when idle), so it stays as small as the pending work.
+   */
   done(lastSeq: number): void {
-    if (this.queued) return; // newer requests are in the journal; it is emptied when they are done
-    if (lastSeq < this.seq) return;
+    if (lastSeq < this.seq && !this.queued) return; // cannot happen: newer entries are always queued
+    const lines: string[] = [];
+    if (this.queued) {
+      const { jobId, work, lastSeq: seq } = this.queued;
+      const changes = [...work.changes].map(([id, action]) => ({ id, action }));
+      if (changes.length) lines.push(JSON.stringify({ seq, jobId, mode: 'records', changes } satisfies Entry));
+      if (work.sweep) lines.push(JSON.stringify({ seq, jobId, mode: work.sweep } satisfies Entry));
+    }
     const tmp = `${this.file}.tmp`;
-    closeSync(openSync(tmp, 'w'));
+    const fd = openSync(tmp, 'w');
+    if (lines.length) writeSync(fd, lines.join('\n') + '\n');
+    fsyncSync(fd);
+    closeSync(fd);
     renameSync(tmp, this.file);
     closeSync(this.fd);
     this.fd = openSync(this.file, 'a+');

@@ -24,6 +24,7 @@
  */
 import { TributaryError } from '../../errors.js';
 import type { Embedder } from '../types.js';
+import { estimateTokens } from './openai.js';
 
 /** Feature weights by kind. */
 const WORD_WEIGHT = 1.0;
@@ -47,7 +48,8 @@ export interface HashEmbedderOptions {
 
 /**
  * Creates the offline `hash` embedder (see the file comment: lexical, not semantic).
- * `tokensUsed` counts the words embedded. Throws a TributaryError when `dimensions` is not a
+ * `tokensUsed` is the same estimate the OpenAI embedder uses (characters / 4), so used and
+ * saved tokens are in one unit whatever the embedder. Throws a TributaryError when `dimensions` is not a
  * positive integer.
  */
 export function createHashEmbedder(options: HashEmbedderOptions): Embedder {
@@ -65,9 +67,8 @@ export function createHashEmbedder(options: HashEmbedderOptions): Embedder {
     async embed(texts, signal) {
       signal?.throwIfAborted();
       return texts.map((text) => {
-        const words = tokenize(text);
-        tokensUsed += words.length;
-        return hashVector(words, dimensions);
+        tokensUsed += estimateTokens(text);
+        return hashVector(tokenize(text), dimensions);
       });
     },
   };

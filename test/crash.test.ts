@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
+import { startPostgres, databaseName, freePort, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, killChildren, spawnDaemon, type ChildDaemon } from './helpers/daemon.js';
 
@@ -148,4 +148,64 @@ describe('crash safety', () => {
     assert.match(daemon.output(), /drained/);
     await eventually(async () => s.lsnAtLeast((await s.slotLsn())!, end), 'the slot confirming the drained changes', 5000);
   });
+
+  test('kill -9 with the bundled worker as the sink: after a restart the index matches the table', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pgServer.createDatabase(name);
+    await pgServer.query(db, `CREATE TABLE notes (id int PRIMARY KEY, body text)`);
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-crash-worker-'));
+    const port = await freePort();
+    const yaml = `
+sources:
+  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
+lenses:
+  notes: { source: app, table: notes, sink: local, fields: [body], initialSync: none, maxWaitMs: 20 }
+sinks:
+  local: { type: worker }
+worker:
+  listen: 127.0.0.1:${port}
+  index: { type: embedded, path: "${dir}/index" }
+state: { type: embedded, path: "${dir}/state" }
+metrics: false
+`;
+    let daemon = spawnDaemon(yaml);
+    const client = new pg.Client({ connectionString: db });
+    await client.connect();
+    await eventually(async () => (await client.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [name])).rowCount === 1, 'the slot', 20_000);
+    for (let txn = 0; txn < 200; txn++) {
+      const id = Math.floor(Math.random() * 100);
+      if (Math.random() < 0.3) await client.query('DELETE FROM notes WHERE id = $1', [id]);
+      else await client.query('INSERT INTO notes VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = $2', [id, `note ${txn}`]);
+      if (txn === 80) {
+        daemon.child.kill('SIGKILL');
+        await daemon.exited;
+      }
+      if (txn === 140) daemon = spawnDaemon(yaml);
+    }
+    const rows = new Map((await client.query('SELECT id::text AS id, body FROM notes')).rows.map((r) => [r.id as string, r.body as string]));
+    const end = (await client.query('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0].lsn as string;
+    // Caught up: the slot confirms every commit (all delivered to the worker's queue) and the worker is idle.
+    await eventually(async () => {
+      const slot = await client.query(`SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1`, [name, end]);
+      const status = (await (await fetch(`http://127.0.0.1:${port}/v1/status/notes`).catch(() => undefined))?.json().catch(() => undefined)) as
+        | { state: string; pending: number }
+        | undefined;
+      return slot.rows[0]?.ok === true && status?.state === 'idle' && status.pending === 0;
+    }, 'the restarted daemon caught up', 30_000);
+    await client.end();
+    const { EmbeddedVectorIndex } = await import('../src/worker/index/embedded.js');
+    const indexed = async () => {
+      daemon.child.kill('SIGTERM');
+      assert.equal(await daemon.exited, 0);
+      const index = await EmbeddedVectorIndex.open(join(dir, 'index', 'index'));
+      const ids = await index.idsAfter('notes', undefined, 1000);
+      const contents = new Map(await Promise.all(ids.map(async (id) => [id, (await index.get('notes', id))!.content] as const)));
+      await index.close();
+      return contents;
+    };
+    const contents = await indexed();
+    assert.deepEqual([...contents.keys()].sort(), [...rows.keys()].sort(), 'exactly the live rows are indexed');
+    for (const [id, body] of rows) assert.equal(contents.get(id), body, `row ${id} has its latest text`);
+  });
 });
+

@@ -18,10 +18,10 @@ import { lockDirectory, syncDirectory } from '../../files.js';
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
+import { checkLensName, checkRecord, LENS_NAME } from './checks.js';
 
 const LOG_SUFFIX = '.log';
 const TMP_SUFFIX = '.log.tmp';
-const LENS_NAME = /^[A-Za-z0-9_-]+$/;
 /** A log is compacted when it holds more than this many operations and more than 2× the live records. */
 const COMPACT_MIN_OPS = 1_000;
 const READ_CHUNK_BYTES = 4 << 20;
@@ -690,34 +690,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   }
 }
 
-function checkLensName(lens: string): void {
-  if (typeof lens !== 'string' || !LENS_NAME.test(lens)) {
-    throw new TributaryError(`Invalid lens name ${JSON.stringify(lens)}: use letters, digits, '_' and '-' only`);
-  }
-}
 
-/** Checks one record of an upsert; `dims` is the batch's dimension count. */
-function checkRecord(lens: string, r: IndexRecord, dims: number): void {
-  if (typeof r.id !== 'string' || typeof r.content !== 'string' || typeof r.contentHash !== 'string') {
-    throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
-  }
-  if (!(r.vector instanceof Float32Array)) throw new TypeError(`Record ${r.id} of lens ${lens}: vector must be a Float32Array`);
-  if (r.metadata === null || typeof r.metadata !== 'object' || Array.isArray(r.metadata)) {
-    throw new TypeError(`Record ${r.id} of lens ${lens}: metadata must be an object`);
-  }
-  if (r.vector.length === 0) throw new TributaryError(`Record ${r.id} of lens ${lens} has an empty vector`);
-  if (r.vector.length !== dims) {
-    throw new TributaryError(`Record ${r.id} of lens ${lens} has a ${r.vector.length}-dimensional vector; the batch's first has ${dims}`);
-  }
-  for (let i = 0; i < r.vector.length; i++) {
-    if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
-  }
-  try {
-    JSON.stringify(r.metadata);
-  } catch (err) {
-    throw new TributaryError(`Record ${r.id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
-  }
-}
 
 function vectorBytes(vector: Float32Array): Uint8Array {
   return new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);

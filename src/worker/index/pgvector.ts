@@ -49,11 +49,11 @@ import { describeError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
+import { checkLensName, checkRecord } from './checks.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
 const UNDEFINED_TABLE = '42P01';
-const LENS_NAME = /^[A-Za-z0-9_-]+$/;
 const TABLE_PREFIX = 'lens_';
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1 bytes). */
 const MAX_IDENTIFIER = 63;
@@ -137,6 +137,7 @@ export class PgvectorIndex implements VectorIndex {
     const byId = new Map<string, IndexRecord>();
     for (const r of records) {
       checkRecord(lens, r, dims);
+      if (dims > 16_000) throw new TributaryError(`Record ${r.id} of lens ${lens} has ${dims} dimensions; pgvector stores at most 16,000`);
       byId.set(r.id, r);
     }
     const rows = [...byId.values()].map((r) => ({
@@ -669,35 +670,7 @@ function parseVector(text: string): Float32Array {
   return Float32Array.from(inner.split(','), Number);
 }
 
-function checkLensName(lens: string): void {
-  if (typeof lens !== 'string' || !LENS_NAME.test(lens)) {
-    throw new TributaryError(`Invalid lens name ${JSON.stringify(lens)}: use letters, digits, '_' and '-' only`);
-  }
-}
 
-/** Checks one record of an upsert; `dims` is the batch's dimension count. */
-function checkRecord(lens: string, r: IndexRecord, dims: number): void {
-  if (typeof r.id !== 'string' || typeof r.content !== 'string' || typeof r.contentHash !== 'string') {
-    throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
-  }
-  if (!(r.vector instanceof Float32Array)) throw new TypeError(`Record ${r.id} of lens ${lens}: vector must be a Float32Array`);
-  if (r.metadata === null || typeof r.metadata !== 'object' || Array.isArray(r.metadata)) {
-    throw new TypeError(`Record ${r.id} of lens ${lens}: metadata must be an object`);
-  }
-  if (r.vector.length === 0) throw new TributaryError(`Record ${r.id} of lens ${lens} has an empty vector`);
-  if (r.vector.length !== dims) {
-    throw new TributaryError(`Record ${r.id} of lens ${lens} has a ${r.vector.length}-dimensional vector; the batch's first has ${dims}`);
-  }
-  if (dims > 16_000) throw new TributaryError(`Record ${r.id} of lens ${lens} has ${dims} dimensions; pgvector stores at most 16,000`);
-  for (let i = 0; i < r.vector.length; i++) {
-    if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
-  }
-  try {
-    JSON.stringify(r.metadata);
-  } catch (err) {
-    throw new TributaryError(`Record ${r.id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
-  }
-}
 
 /** PostgreSQL text and jsonb cannot hold U+0000. */
 function checkNul(lens: string, id: string, row: { id: string; content: string; metadata: string; hash: string }): void {

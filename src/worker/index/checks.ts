@@ -1,0 +1,35 @@
+/** Checks both index implementations share: lens names and the records of an upsert. */
+import { describeError, TributaryError } from '../../errors.js';
+import type { IndexRecord } from '../types.js';
+
+/** Lens names are file and table names: letters, digits, `_` and `-`. */
+export const LENS_NAME = /^[A-Za-z0-9_-]+$/;
+
+export function checkLensName(lens: string): void {
+  if (typeof lens !== 'string' || !LENS_NAME.test(lens)) {
+    throw new TributaryError(`Invalid lens name ${JSON.stringify(lens)}: use letters, digits, '_' and '-' only`);
+  }
+}
+
+/** Checks one record of an upsert; `dims` is the batch's dimension count. */
+export function checkRecord(lens: string, r: IndexRecord, dims: number): void {
+  if (typeof r.id !== 'string' || typeof r.content !== 'string' || typeof r.contentHash !== 'string') {
+    throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
+  }
+  if (!(r.vector instanceof Float32Array)) throw new TypeError(`Record ${r.id} of lens ${lens}: vector must be a Float32Array`);
+  if (r.metadata === null || typeof r.metadata !== 'object' || Array.isArray(r.metadata)) {
+    throw new TypeError(`Record ${r.id} of lens ${lens}: metadata must be an object`);
+  }
+  if (r.vector.length === 0) throw new TributaryError(`Record ${r.id} of lens ${lens} has an empty vector`);
+  if (r.vector.length !== dims) {
+    throw new TributaryError(`Record ${r.id} of lens ${lens} has a ${r.vector.length}-dimensional vector; the batch's first has ${dims}`);
+  }
+  for (let i = 0; i < r.vector.length; i++) {
+    if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
+  }
+  try {
+    JSON.stringify(r.metadata);
+  } catch (err) {
+    throw new TributaryError(`Record ${r.id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
+  }
+}

@@ -11,7 +11,6 @@
 import { endianness } from 'node:os';
 import { mkdir, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import MiniSearch from 'minisearch';
 import { describeError, TributaryError } from '../../errors.js';
 import { lockDirectory, syncDirectory } from '../../files.js';
 
@@ -19,6 +18,7 @@ const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'T
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkRecord, LENS_NAME } from './checks.js';
+import { Bm25Index } from './bm25.js';
 
 const LOG_SUFFIX = '.log';
 const TMP_SUFFIX = '.log.tmp';
@@ -33,11 +33,10 @@ export interface EmbeddedIndexOptions {
   logger?: Logger;
 }
 
-/** A document as the keyword index sees it. */
-interface KeywordDoc {
-  id: string;
-  content: string;
-  metadata: Record<string, unknown>;
+/** The text keyword search sees: the content and the metadata's string values. */
+function keywordText(content: string, metadataJson: string): string {
+  const strings = Object.values(JSON.parse(metadataJson) as Record<string, unknown>).filter((v): v is string => typeof v === 'string');
+  return strings.length ? `${content} ${strings.join(' ')}` : content;
 }
 
 /** One parsed log line. */
@@ -60,11 +59,10 @@ class LensData {
   readonly hashes: string[] = [];
   readonly slotOf = new Map<string, number>();
   /**
-   * The keyword index: built from the records on the first keyword search (MiniSearch takes
-   * about 60 µs a document, so a restart or a semantic-only lens does not pay for it), then
-   * kept in step with every put and remove.
+   * The keyword index: built from the records on the first keyword search (so a restart or a
+   * semantic-only lens does not pay for it), then kept in step with every put and remove.
    */
-  private keywordIndex: MiniSearch<KeywordDoc> | undefined;
+  private keywordIndex: Bm25Index | undefined;
 
   /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
   private sorted: string[] = [];
@@ -102,15 +100,12 @@ class LensData {
       this.noteAdded(id);
     } else {
       keywordChanged = this.contents[slot] !== content || this.metadata[slot] !== metadataJson;
-      if (keywordChanged) this.keywordIndex?.discard(id);
       this.contents[slot] = content;
       this.metadata[slot] = metadataJson;
       this.hashes[slot] = contentHash;
     }
     this.writeVector(slot, vector);
-    if (keywordChanged && this.keywordIndex) {
-      this.keywordIndex.add({ id, content, metadata: JSON.parse(metadataJson) as Record<string, unknown> });
-    }
+    if (keywordChanged) this.keywordIndex?.set(id, keywordText(content, metadataJson));
   }
 
   /** Removes a record; false if it was not there. */
@@ -134,18 +129,16 @@ class LensData {
     this.hashes.pop();
     this.slotOf.delete(id);
     this.count = last;
-    this.keywordIndex?.discard(id);
+    this.keywordIndex?.remove(id);
     this.shrink();
     return true;
   }
 
   /** The keyword index, built on first use. */
-  keyword(): MiniSearch<KeywordDoc> {
+  keyword(): Bm25Index {
     if (!this.keywordIndex) {
-      const index = newKeywordIndex();
-      for (let s = 0; s < this.count; s++) {
-        index.add({ id: this.ids[s], content: this.contents[s], metadata: JSON.parse(this.metadata[s]) as Record<string, unknown> });
-      }
+      const index = new Bm25Index();
+      for (let s = 0; s < this.count; s++) index.set(this.ids[s], keywordText(this.contents[s], this.metadata[s]));
       this.keywordIndex = index;
     }
     return this.keywordIndex;
@@ -324,22 +317,6 @@ class LensData {
   }
 }
 
-function newKeywordIndex(): MiniSearch<KeywordDoc> {
-  return new MiniSearch<KeywordDoc>({
-    idField: 'id',
-    fields: ['content', 'metadata'],
-    storeFields: [],
-    extractField: (doc, field) => {
-      if (field === 'metadata') {
-        return Object.values(doc.metadata)
-          .filter((value): value is string => typeof value === 'string')
-          .join(' ');
-      }
-      return doc[field as 'id' | 'content'];
-    },
-    searchOptions: { prefix: false, fuzzy: false },
-  });
-}
 
 /**
  * The `embedded` vector index (`worker.index: { type: embedded, path }`): exact search over
@@ -347,8 +324,8 @@ function newKeywordIndex(): MiniSearch<KeywordDoc> {
  *
  * Every lens's records live in memory (vectors in one contiguous Float32Array, dimensions
  * fixed by the lens's first record), so searches are plain scans: exact cosine for semantic
- * search (about 43 ms for 100,000 × 384 on this project's 2-core machines), MiniSearch BM25+
- * for keyword search (its index built on a lens's first keyword search).
+ * search (about 43 ms for 100,000 × 384 on this project's 2-core machines), a BM25 inverted index
+ * for keyword search (./bm25.ts, built on a lens's first keyword search).
  * Each `upsert`/`delete` call appends its operations to `<dir>/<lens>.log` in one write and
  * fsyncs it before resolving; writes of one lens apply one at a time, in call order. Opening
  * replays the logs (dropping a last line torn by a crash) and takes `index.lock`, so only
@@ -465,7 +442,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   async searchKeyword(lens: string, query: string, options: { limit: number; minScore: number }): Promise<SearchHit[]> {
     const data = this.peek(lens);
     if (!data || data.count === 0 || query.trim() === '' || options.limit < 1) return [];
-    const results = data.keyword().search(query);
+    const results = data.keyword().search(query, Math.floor(options.limit));
     if (results.length === 0) return [];
     const best = results[0].score;
     const hits: SearchHit[] = [];

@@ -11,7 +11,6 @@ import { Metrics } from './metrics.js';
 import { Pipeline, type LensStatus } from './pipeline.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
-import { startWorker } from './worker/start.js';
 import type { Logger, Sink, StateStore } from './types.js';
 import type { LensWorkerStatus } from './worker/types.js';
 
@@ -36,7 +35,8 @@ const STATUS_INTERVAL_MS = 1000;
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
   const metrics = new Metrics();
-  const worker = await startWorker(config, state, metrics, log);
+  // Loaded only when configured: a pipeline to a hosted sink does not pay for the worker's modules.
+  const worker = config.worker ? await (await import('./worker/start.js')).startWorker(config, state, metrics, log) : undefined;
   const sinks = new Map<string, Sink>(
     Object.entries(config.sinks).map(([name, sinkConfig]) => [name, createSink(sinkConfig, { engine: worker?.engine })]),
   );

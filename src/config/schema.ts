@@ -36,6 +36,17 @@ const duration = (description: string) =>
     examples: ['30s', '5m', '24h', '1h30m'],
   }) as const;
 
+/** An http(s) URL; `example` shows the expected form in messages and editors. */
+const httpUrl = (example: string, description: string, defaultValue?: string) =>
+  ({
+    type: 'string',
+    pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
+    'x-expected': `an http(s) URL like ${example}`,
+    description,
+    examples: [example],
+    ...(defaultValue ? { default: defaultValue } : {}),
+  }) as const;
+
 const columnList = (description: string, defaultValue?: []) =>
   ({
     type: 'array',
@@ -167,13 +178,7 @@ const semilayerSink = {
   required: ['type', 'url', 'key'],
   properties: {
     type: { const: 'semilayer', description: 'Sink type.' },
-    url: {
-      type: 'string',
-      pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
-      'x-expected': 'an http(s) URL like https://api.semilayer.com',
-      description: 'Base URL of the API, without /v1 (a trailing slash is removed).',
-      examples: ['https://api.semilayer.com'],
-    },
+    url: httpUrl('https://api.semilayer.com', 'Base URL of the API, without /v1 (a trailing slash is removed).'),
     key: { type: 'string', minLength: 1, description: 'Ingest key (ik_...). Use ${VAR}; never logged.' },
     timeoutMs: { type: 'integer', minimum: 1, default: 30000, description: 'Per-request timeout, in milliseconds.' },
   },
@@ -213,13 +218,7 @@ const openaiEmbedder = {
   required: ['type', 'model', 'dimensions'],
   properties: {
     type: { const: 'openai', description: 'Embedder type.' },
-    url: {
-      type: 'string',
-      pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
-      'x-expected': 'an http(s) URL like https://api.openai.com/v1',
-      default: 'https://api.openai.com/v1',
-      description: 'Base URL; requests go to {url}/embeddings.',
-    },
+    url: httpUrl('https://api.openai.com/v1', 'Base URL; requests go to {url}/embeddings.', 'https://api.openai.com/v1'),
     key: { type: 'string', minLength: 1, description: 'API key (Bearer). Use ${VAR}; never logged.' },
     model: { type: 'string', minLength: 1, description: 'Model name, e.g. text-embedding-3-small.' },
     dimensions: { type: 'integer', minimum: 1, maximum: 16384, description: 'Vector dimensions the model returns.' },

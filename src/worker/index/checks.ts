@@ -12,7 +12,7 @@ export function checkLensName(lens: string): void {
 }
 
 /** Checks one record of an upsert; `dims` is the batch's dimension count. */
-export function checkRecord(lens: string, r: IndexRecord, dims: number): void {
+function checkRecord(lens: string, r: IndexRecord, dims: number): void {
   if (typeof r.id !== 'string' || typeof r.content !== 'string' || typeof r.contentHash !== 'string') {
     throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
   }
@@ -32,4 +32,13 @@ export function checkRecord(lens: string, r: IndexRecord, dims: number): void {
   } catch (err) {
     throw new TributaryError(`Record ${r.id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
   }
+}
+
+/** Checks the lens name and every record of an upsert; returns the batch's vector length. */
+export function checkUpsert(lens: string, records: IndexRecord[]): number {
+  checkLensName(lens);
+  const first = records[0]?.vector;
+  const dims = first instanceof Float32Array ? first.length : 0;
+  for (const r of records) checkRecord(lens, r, dims);
+  return dims;
 }

@@ -17,7 +17,7 @@ import { lockDirectory, syncDirectory } from '../../files.js';
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkRecord, LENS_NAME } from './checks.js';
+import { checkLensName, checkUpsert, LENS_NAME } from './checks.js';
 import { Bm25Index } from './bm25.js';
 
 const LOG_SUFFIX = '.log';
@@ -362,14 +362,11 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
   async upsert(lens: string, records: IndexRecord[]): Promise<void> {
     this.assertOpen();
-    checkLensName(lens);
+    const dims = checkUpsert(lens, records);
     if (records.length === 0) return;
-    const first = records[0].vector;
-    const dims = first instanceof Float32Array ? first.length : 0;
     const lines: string[] = [];
     const metadataJson: string[] = [];
     for (const r of records) {
-      checkRecord(lens, r, dims);
       const json = JSON.stringify(r.metadata);
       metadataJson.push(json);
       lines.push(upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector)));

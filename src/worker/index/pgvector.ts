@@ -49,7 +49,7 @@ import { describeError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkRecord } from './checks.js';
+import { checkLensName, checkUpsert } from './checks.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -129,17 +129,12 @@ export class PgvectorIndex implements VectorIndex {
 
   async upsert(lens: string, records: IndexRecord[]): Promise<void> {
     this.assertOpen();
-    checkLensName(lens);
+    const dims = checkUpsert(lens, records);
     if (records.length === 0) return;
-    const first = records[0].vector;
-    const dims = first instanceof Float32Array ? first.length : 0;
+    if (dims > 16_000) throw new TributaryError(`Records of lens ${lens} have ${dims} dimensions; pgvector stores at most 16,000`);
     // Last one wins when an id comes twice (one INSERT … ON CONFLICT cannot touch a row twice).
     const byId = new Map<string, IndexRecord>();
-    for (const r of records) {
-      checkRecord(lens, r, dims);
-      if (dims > 16_000) throw new TributaryError(`Record ${r.id} of lens ${lens} has ${dims} dimensions; pgvector stores at most 16,000`);
-      byId.set(r.id, r);
-    }
+    for (const r of records) byId.set(r.id, r);
     const rows = [...byId.values()].map((r) => ({
       id: r.id,
       content: r.content,

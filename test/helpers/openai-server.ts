@@ -17,10 +17,10 @@
  * counts `ceil(chars / 4)` (at least 1) tokens per input. Errors use OpenAI's shape,
  * `{ error: { message, type, param, code } }`.
  */
-import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { createHashEmbedder } from '../../src/worker/embedders/hash.js';
 import type { Embedder } from '../../src/worker/types.js';
+import { send, serveLoopback } from './loopback.js';
 
 const MAX_INPUTS = 2048;
 
@@ -183,22 +183,8 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
     }
   }
 
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      handle(Buffer.concat(chunks), req.method ?? 'GET', req.url ?? '/', req.headers, res).catch((err: unknown) => {
-        send(res, openAIError(500, `test server failure: ${String(err)}`));
-      });
-    });
-  });
-  server.keepAliveTimeout = 10_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const server = await serveLoopback(handle, (err) => openAIError(500, `test server failure: ${String(err)}`));
+  const port = server.port;
 
   const api: OpenAIServer = {
     url: `http://127.0.0.1:${port}/v1`,
@@ -230,22 +216,8 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
       api.omitUsage = false;
       api.reverseData = false;
     },
-    close() {
-      return new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
+    close: server.close,
   };
   return api;
 }
 
-function send(res: ServerResponse, answer: FakeResponse): void {
-  if (res.headersSent || res.destroyed) return;
-  const payload =
-    answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body);
-  const headers: Record<string, string | number> = { 'content-length': Buffer.byteLength(payload) };
-  if (answer.body !== undefined && typeof answer.body !== 'string') headers['content-type'] = 'application/json';
-  res.writeHead(answer.status, { ...headers, ...answer.headers });
-  res.end(payload);
-}

@@ -5,7 +5,7 @@
  * `postgres` user, as initdb demands.
  */
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { existsSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,14 +148,6 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
   };
 }
 
-/** Reads the server log, for debugging a failing test. */
-export function serverLog(pgInstance: TestPostgres): string {
-  try {
-    return readFileSync(join(pgInstance.dataDir, 'server.log'), 'utf8');
-  } catch {
-    return '';
-  }
-}
 
 /** A database name unique to a test, from a hash of its title (pg-boss style). */
 export function databaseName(title: string): string {

@@ -13,9 +13,9 @@
  *   `jobMs` (default 50); a request for the same lens while it is pending merges into it
  *   (`deduplicated`, same jobId, `changesBuffered` counts the whole job).
  */
-import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Action, RecordChange } from '../../src/types.js';
+import { send, serveLoopback } from './loopback.js';
 
 const MAX_CHANGES = 10_000;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
@@ -193,22 +193,8 @@ export async function startSemilayerServer(options: SemilayerServerOptions = {})
     send(res, answer);
   }
 
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      handle(Buffer.concat(chunks), req.method ?? 'GET', req.url ?? '/', req.headers, res).catch((err: unknown) => {
-        send(res, error(500, `test server failure: ${String(err)}`));
-      });
-    });
-  });
-  server.keepAliveTimeout = 10_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const server = await serveLoopback(handle, (err) => error(500, `test server failure: ${String(err)}`));
+  const port = server.port;
 
   return {
     url: `http://127.0.0.1:${port}`,
@@ -231,12 +217,7 @@ export async function startSemilayerServer(options: SemilayerServerOptions = {})
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
     },
-    close() {
-      return new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
+    close: server.close,
   };
 }
 
@@ -244,12 +225,3 @@ function error(status: number, message: string): FakeResponse {
   return { status, body: { error: message } };
 }
 
-function send(res: ServerResponse, answer: FakeResponse): void {
-  if (res.headersSent || res.destroyed) return;
-  const payload =
-    answer.body === undefined ? '' : typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body);
-  const headers: Record<string, string | number> = { 'content-length': Buffer.byteLength(payload) };
-  if (answer.body !== undefined && typeof answer.body !== 'string') headers['content-type'] = 'application/json';
-  res.writeHead(answer.status, { ...headers, ...answer.headers });
-  res.end(payload);
-}

@@ -28,8 +28,6 @@ export interface WorkerMetricsSource {
 /** A label value and its number (undefined: not known, left out). */
 type Row = [string, number | undefined];
 
-export type SinkErrorClass = 'transient' | 'rate-limited' | 'rejected' | 'fatal';
-
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly lenses = new Map<string, LensCounters>();

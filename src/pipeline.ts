@@ -72,7 +72,7 @@ class LensRuntime {
   lastError: string | undefined;
   dlq = 0;
   timer: NodeJS.Timeout | undefined;
-  /** Wakes a delivery that is waiting out an error, for drain and resume. */
+  /** Wakes a delivery that is waiting out an error, for drain. */
   wake: AbortController | undefined;
   readonly counters: LensCounters;
   readonly latency;
@@ -366,10 +366,6 @@ export class Pipeline implements SourceHandler {
 
   // ---- control ----------------------------------------------------------------------------
 
-  /** Retries every lens waiting out an error now. */
-  retryNow(): void {
-    for (const lens of this.lenses.values()) lens.wake?.abort();
-  }
 
   status(): LensStatus[] {
     const sourceDown = this.sourceState !== 'streaming';

@@ -19,9 +19,9 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-export async function startWorker(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<RunningWorker | undefined> {
-  const workerConfig = config.worker;
-  if (!workerConfig) return undefined;
+/** Starts the worker of `config`, which must have one (`config.worker`). */
+export async function startWorker(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<RunningWorker> {
+  const workerConfig = config.worker!;
   const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
   const index = await openVectorIndex(workerConfig.index);
   const engine = new Engine({

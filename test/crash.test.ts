@@ -114,8 +114,10 @@ describe('crash safety', () => {
     await c2.query('BEGIN');
     await c1.query('INSERT INTO items VALUES (1, 1)');
     await c2.query('INSERT INTO items VALUES (2, 2)');
-    // Back-to-back commits: the second commit record starts where the first one ends.
-    await Promise.all([c1.query('COMMIT'), c2.query('COMMIT')]);
+    // Back-to-back commits, in this order: the second commit record starts where the first one
+    // ends (nothing else writes WAL on this cluster in between).
+    await c1.query('COMMIT');
+    await c2.query('COMMIT');
     const end = (await c1.query('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0].lsn as string;
     await Promise.all([c1.end(), c2.end()]);
 

@@ -119,6 +119,23 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
+/**
+ * Reads a lens's rows from its source database: the worker re-reads rows by id, and the
+ * scheduled paths (polling cursors, smart sync sweeps) page through the table. One
+ * implementation per database, in src/readers/.
+ */
+export interface RowReader {
+  /** The current rows of these ids (missing ids are rows that are gone). */
+  readByIds(ids: string[]): Promise<Map<string, Record<string, unknown>>>;
+  /**
+   * One page of the table in key order after `after` (an id), for full syncs; `[]` at the end.
+   * With `changedSince`, only rows whose changeTrackingColumn is past that cursor, keyset on
+   * (column, key), for incremental syncs.
+   */
+  page(options: { after?: string; limit: number; changedSince?: { value: string; id?: string } }): Promise<Array<{ id: string; row: Record<string, unknown>; cursor?: string }>>;
+  close(): Promise<void>;
+}
+
 export interface Logger {
   debug(obj: object, msg?: string): void;
   info(obj: object, msg?: string): void;

@@ -15,7 +15,7 @@ import { Engine } from '../src/worker/engine.js';
 import { QueueFullError } from '../src/errors.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
-import { createPostgresReader } from '../src/worker/readers/postgres.js';
+import { createPostgresReader } from '../src/readers/postgres.js';
 import { openStateStore } from '../src/state/index.js';
 import { createLogger } from '../src/log.js';
 import type { LensConfig } from '../src/config/types.js';

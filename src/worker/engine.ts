@@ -10,10 +10,10 @@ import { createHash } from 'node:crypto';
 import type { LensConfig } from '../config/types.js';
 import { EmbedError, QueueFullError, TributaryError, describeError } from '../errors.js';
 import { backoffDelay, retry } from '../retry.js';
-import type { Action, Logger, StateStore } from '../types.js';
+import type { Action, Logger, RowReader, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
 import { estimateTokens } from './embedders/openai.js';
-import type { Embedder, IndexRecord, JobView, LensWorkerStatus, RowReader, SearchHit, VectorIndex, WorkerEngine } from './types.js';
+import type { Embedder, IndexRecord, JobView, LensWorkerStatus, SearchHit, VectorIndex, WorkerEngine } from './types.js';
 
 export interface EngineOptions {
   lenses: Record<string, LensConfig>;

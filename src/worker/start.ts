@@ -6,12 +6,12 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Config } from '../config/types.js';
 import type { Metrics } from '../metrics.js';
+import { openRowReader } from '../readers/index.js';
 import type { Logger, StateStore } from '../types.js';
 import { createEmbedder } from './embedders/index.js';
 import { Engine } from './engine.js';
 import { startWorkerServer } from './http.js';
 import { openVectorIndex } from './index/index.js';
-import { createPostgresReader } from './readers/postgres.js';
 
 export interface RunningWorker {
   engine: Engine;
@@ -26,19 +26,7 @@ export async function startWorker(config: Config, state: StateStore, metrics: Me
   const index = await openVectorIndex(workerConfig.index);
   const engine = new Engine({
     lenses,
-    openReader: (name) => {
-      const lens = lenses[name];
-      const source = config.sources[lens.source];
-      const columns = [...new Set([...lens.fields, ...lens.metadata, ...templateColumns(lens.template)])];
-      return createPostgresReader({
-        url: source.url,
-        lens: name,
-        table: lens.table,
-        primaryKey: lens.primaryKey,
-        columns,
-        changeTrackingColumn: lens.changeTrackingColumn,
-      });
-    },
+    openReader: (name) => openRowReader(config.sources[lenses[name].source], name, lenses[name]),
     embedder: createEmbedder(workerConfig.embedder),
     index,
     state,
@@ -70,8 +58,4 @@ export async function startWorker(config: Config, state: StateStore, metrics: Me
       await index.close();
     },
   };
-}
-
-function templateColumns(template: string | undefined): string[] {
-  return [...(template ?? '').matchAll(/\{\{\s*([\w.-]+)\s*\}\}/g)].map((m) => m[1]);
 }

@@ -66,18 +66,6 @@ export interface Embedder {
   readonly tokensUsed: number;
 }
 
-/** Reads rows of a lens's table from its source database. */
-export interface RowReader {
-  /** The current rows of these ids (missing ids are rows that are gone). */
-  readByIds(ids: string[]): Promise<Map<string, Record<string, unknown>>>;
-  /**
-   * One page of the table in key order after `after` (an id), for full syncs; `[]` at the end.
-   * With `changedSince`, only rows whose changeTrackingColumn is past that cursor, keyset on
-   * (column, key), for incremental syncs.
-   */
-  page(options: { after?: string; limit: number; changedSince?: { value: string; id?: string } }): Promise<Array<{ id: string; row: Record<string, unknown>; cursor?: string }>>;
-  close(): Promise<void>;
-}
 
 import type { DeadLetter } from '../types.js';
 

@@ -1,11 +1,11 @@
 /**
- * Reads a lens's rows from Postgres for the worker: by id (records jobs) and in key order
- * (full and incremental sweeps). Ids are rebuilt from the key columns' text output, exactly as
+ * Reads a lens's rows from Postgres: by id (the worker's records jobs) and in key order
+ * (full and incremental sweeps, polling cursors, smart sync). Ids are rebuilt from the key columns' text output, exactly as
  * the logical connector encodes them, so both sides agree on every id.
  */
 import pg from 'pg';
-import { SourceSetupError, TributaryError } from '../../errors.js';
-import { decodeId, encodeId } from '../../ids.js';
+import { SourceSetupError, TributaryError } from '../errors.js';
+import { decodeId, encodeId } from '../ids.js';
 import type { RowReader } from '../types.js';
 
 export interface PostgresReaderOptions {
@@ -30,7 +30,7 @@ interface KeyColumn {
 }
 
 export async function createPostgresReader(options: PostgresReaderOptions): Promise<RowReader> {
-  const pool = new pg.Pool({ connectionString: options.url, max: 2, application_name: `tributary:worker:${options.lens}` });
+  const pool = new pg.Pool({ connectionString: options.url, max: 2, application_name: `tributary:reader:${options.lens}` });
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;
   const { rows: cols } = await pool.query(

@@ -2,14 +2,17 @@
  * The connector registry: one line per source type and capture mode. Each connector lives in
  * its own folder and exposes one factory returning a SourceConnector (src/types.ts).
  */
-import type { SourceConfig } from '../src/config/types.js';
+import type { MysqlSourceConfig, PostgresSourceConfig, SourceConfig } from '../src/config/types.js';
 import type { ConnectorContext, SourceConnector } from '../src/types.js';
+import { createMysqlBinlogConnector } from './mysql-binlog/index.js';
 import { createPostgresLogicalConnector } from './postgres-logical/index.js';
 
 export function createConnector(config: SourceConfig, ctx: ConnectorContext): SourceConnector {
   switch (`${config.type}/${config.capture}`) {
     case 'postgres/logical':
-      return createPostgresLogicalConnector(config, ctx);
+      return createPostgresLogicalConnector(config as PostgresSourceConfig, ctx);
+    case 'mysql/binlog':
+      return createMysqlBinlogConnector(config as MysqlSourceConfig, ctx);
     default:
       throw new Error(`no connector for type ${config.type} with capture ${config.capture}`);
   }

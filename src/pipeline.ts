@@ -148,7 +148,7 @@ export class Pipeline implements SourceHandler {
     const stored = new Map<string, StoredLens | undefined>();
     for (const name of this.lenses.keys()) stored.set(name, await this.store.get<StoredLens>(`lens/${name}`));
     this.position = this.savedPosition = await this.store.get<Position>(`position/${this.sourceName}`);
-    const { fresh } = await this.connector.start(this);
+    const { fresh } = await this.connector.start(this, this.savedPosition);
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
       if (!saved) {

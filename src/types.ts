@@ -59,8 +59,10 @@ export interface SourceConnector {
    * after that are retried inside the connector and reported through `handler.state`.
    * `fresh` is true when the source had no resumable position (a slot created just now):
    * anything that happened before must come from a full sync.
+   * `saved`: the last acknowledged position the pipeline persisted (`position/<source>`), for
+   * connectors whose source does not remember it (MySQL binlog); undefined on a first start.
    */
-  start(handler: SourceHandler): Promise<{ fresh: boolean }>;
+  start(handler: SourceHandler, saved?: Position): Promise<{ fresh: boolean }>;
   /** Every change at or before `position` has been delivered: the source may forget it. */
   acknowledge(position: Position): void;
   /** Stop reading (backpressure); keepalives still go out. */

@@ -217,7 +217,7 @@ test('names, durations and listen addresses are checked', () => {
     FILE,
     {},
   );
-  assert.equal(explicit.sources['App-1'].slot, 'app_slot');
+  assert.equal((explicit.sources['App-1'] as { slot?: string }).slot, 'app_slot');
 });
 
 test('lenses must name a defined source and sink', () => {

@@ -12,7 +12,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { configSchema, IDENTIFIER_PATTERN } from './schema.js';
-import type { Config, LensConfig, SinkConfig, SourceConfig, StateConfig, WorkerConfig } from './types.js';
+import type { Config, LensConfig, MysqlSourceConfig, PostgresSourceConfig, SinkConfig, SourceConfig, StateConfig, WorkerConfig } from './types.js';
 
 type Problem = ConfigError['problems'][number];
 type Segment = string | number;
@@ -266,7 +266,11 @@ function typeName(type: string): string {
 
 /** The validated data (defaults filled in) before it is shaped into a Config. */
 interface RawConfig {
-  sources: Record<string, Omit<SourceConfig, 'slot' | 'publication'> & { slot?: string; publication?: string }>;
+  sources: Record<
+    string,
+    | (Omit<PostgresSourceConfig, 'slot' | 'publication'> & { slot?: string; publication?: string })
+    | (Omit<MysqlSourceConfig, 'serverId'> & { serverId?: number })
+  >;
   lenses: Record<string, LensConfig>;
   sinks: Record<string, SinkConfig>;
   state: StateConfig;
@@ -286,7 +290,7 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   const data = { sources: section(section(raw).sources), sinks: section(section(raw).sinks), lenses: section(section(raw).lenses) };
   for (const [name, value] of Object.entries(data.sources)) {
     const source = section(value);
-    for (const key of ['slot', 'publication'] as const) {
+    for (const key of source.type === 'mysql' ? [] : (['slot', 'publication'] as const)) {
       const derived = `tributary_${name}`;
       if (source[key] === undefined && !new RegExp(IDENTIFIER_PATTERN).test(derived)) {
         problems.push({
@@ -303,6 +307,17 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
     const lens = section(value);
     for (const kind of ['source', 'sink'] as const) {
       const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
+      if (kind === 'source' && typeof lens.table === 'string' && !lens.table.includes('.') && section(data.sources[lens.source]).type === 'mysql') {
+        const url = section(data.sources[lens.source]).url;
+        if (typeof url === 'string' && !mysqlDatabase(url)) {
+          const at = ['lenses', name, 'table'];
+          problems.push({
+            path: dotted(at),
+            line: lineOf(ctx, at),
+            message: `the url of source "${lens.source}" names no database; write the table as database.table`,
+          });
+        }
+      }
       if (typeof lens[kind] === 'string' && !defined.includes(lens[kind])) {
         const at = ['lenses', name, kind];
         problems.push({
@@ -323,18 +338,23 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
 function toConfig(data: RawConfig, file: string): Config {
   const sources: Record<string, SourceConfig> = {};
   for (const [name, s] of Object.entries(data.sources)) {
-    sources[name] = {
-      type: s.type,
-      url: s.url,
-      capture: s.capture,
-      slot: s.slot ?? `tributary_${name}`,
-      publication: s.publication ?? `tributary_${name}`,
-      statusIntervalMs: s.statusIntervalMs,
-    };
+    sources[name] =
+      s.type === 'mysql'
+        ? { ...s, serverId: s.serverId ?? defaultServerId(name) }
+        : {
+            type: s.type,
+            url: s.url,
+            capture: s.capture,
+            slot: s.slot ?? `tributary_${name}`,
+            publication: s.publication ?? `tributary_${name}`,
+            statusIntervalMs: s.statusIntervalMs,
+          };
   }
   const lenses: Record<string, LensConfig> = {};
   for (const [name, l] of Object.entries(data.lenses)) {
-    lenses[name] = { ...l, table: l.table.includes('.') ? l.table : `public.${l.table}` };
+    const source = sources[l.source];
+    const schema = source.type === 'mysql' ? mysqlDatabase(source.url) : 'public';
+    lenses[name] = { ...l, table: l.table.includes('.') ? l.table : `${schema}.${l.table}` };
   }
   const sinks: Record<string, SinkConfig> = {};
   for (const [name, s] of Object.entries(data.sinks)) {
@@ -354,6 +374,26 @@ function toConfig(data: RawConfig, file: string): Config {
   const metrics =
     data.metrics === false ? null : data.metrics === true ? { listen: '0.0.0.0:9464' } : { listen: data.metrics.listen };
   return { sources, lenses, sinks, state, metrics, pipeline: data.pipeline, log: data.log, worker };
+}
+
+/** The database of a mysql:// URL ('' when it names none). */
+export function mysqlDatabase(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).pathname.slice(1));
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The default replica server_id of a MySQL source: FNV-1a of `tributary:<source name>`, mapped
+ * into [2000000000, 4000000000) so it stays clear of the small ids people give real replicas.
+ * The same name gives the same id on every start and replica.
+ */
+export function defaultServerId(sourceName: string): number {
+  let h = 2166136261;
+  for (const ch of `tributary:${sourceName}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+  return 2_000_000_000 + (h % 2_000_000_000);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,13 +105,72 @@ const postgresSource = {
   },
 } as const;
 
+const mysqlSource = {
+  type: 'object',
+  description: "A MySQL (5.7, 8) or MariaDB (10.5+) server, tailed through its row-based binary log.",
+  additionalProperties: false,
+  required: ['type', 'url'],
+  properties: {
+    type: { const: 'mysql', description: 'Source type.' },
+    url: {
+      type: 'string',
+      pattern: '^mysql://',
+      'x-expected': 'a URL like mysql://tributary:${MYSQL_PASSWORD}@db:3306/app',
+      description:
+        'mysql://user:password@host:port/database of a user with REPLICATION SLAVE, REPLICATION CLIENT ' +
+        '(MariaDB: BINLOG MONITOR) and SELECT on the lens tables. The database is the default for bare lens ' +
+        'table names. Never logged with its password.',
+    },
+    capture: {
+      type: 'string',
+      enum: ['binlog'],
+      'x-notYetAvailable': ['poll'],
+      default: 'binlog',
+      description:
+        'How changes are captured. `binlog`: tail the binary log as a replica (needs log_bin, binlog_format=ROW, ' +
+        'binlog_row_image=FULL). `poll` is planned but not available in this version yet.',
+    },
+    serverId: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 4294967295,
+      description:
+        "The server_id Tributary connects with, unique among the server's replicas (a second connection with " +
+        'the same id disconnects the first). Default: derived from the source name, between 2000000000 and 3999999999.',
+    },
+    heartbeatMs: {
+      type: 'integer',
+      minimum: 1000,
+      maximum: 3600000,
+      default: 10000,
+      description:
+        'The server sends a heartbeat this often on a quiet binlog (milliseconds); a connection silent for three ' +
+        'periods is considered dead and reconnected.',
+    },
+    onPurgedPosition: {
+      type: 'string',
+      enum: ['error', 'resync'],
+      default: 'error',
+      description:
+        'When the saved binlog position has been purged from the server: `error` puts the source in error and ' +
+        'streams on from the current position (recover with `tributary ingest LENS --mode full` per lens); ' +
+        '`resync` queues that full sync of every lens by itself.',
+    },
+    gtid: {
+      type: 'boolean',
+      default: true,
+      description: 'Resume by GTID when the server has GTIDs (MariaDB always, MySQL with gtid_mode=ON); false: by binlog file and position.',
+    },
+  },
+} as const;
+
 const source = {
   type: 'object',
   description: 'One connection to a database or change stream. `type` decides the other keys.',
   required: ['type'],
   discriminator: { propertyName: 'type' },
-  'x-notYetAvailable': ['mysql', 'kinesis', 'kafka'],
-  oneOf: [postgresSource],
+  'x-notYetAvailable': ['kinesis', 'kafka'],
+  oneOf: [postgresSource, mysqlSource],
 } as const;
 
 const lens = {
@@ -125,7 +184,8 @@ const lens = {
       type: 'string',
       pattern: '^[^.\\s"]+(?:\\.[^.\\s"]+)?$',
       'x-expected': 'a table name: "table" or "schema.table"',
-      description: 'The table, as `schema.table`; a bare `table` means `public.table`.',
+      description:
+        'The table, as `schema.table`; a bare `table` means `public.table` (MySQL: `database.table`, the database of the source url).',
       examples: ['public.products', 'products'],
     },
     primaryKey: {

@@ -80,7 +80,30 @@ export interface PostgresSourceConfig {
   statusIntervalMs: number;
 }
 
-export type SourceConfig = PostgresSourceConfig;
+/** A MySQL or MariaDB server, tailed through its row-based binary log. */
+export interface MysqlSourceConfig {
+  type: 'mysql';
+  /** `mysql://user:password@host:3306/database`. Never logged with its password. */
+  url: string;
+  capture: 'binlog';
+  /**
+   * The replica server_id Tributary connects with; unique among the server's replicas.
+   * Default: derived from the source name (see `defaultServerId`), from 2,000,000,000 up.
+   */
+  serverId: number;
+  /** The server sends a heartbeat this often on a quiet binlog, ms (default 10000). */
+  heartbeatMs: number;
+  /**
+   * When the saved position is no longer on the server (binlogs purged): `error` streams on
+   * from the server's current position with the source in `error` until the lenses are
+   * re-read (`tributary ingest LENS --mode full`); `resync` does that full sync by itself.
+   */
+  onPurgedPosition: 'error' | 'resync';
+  /** Resume by GTID when the server has GTIDs (default true); false: by binlog file and position. */
+  gtid: boolean;
+}
+
+export type SourceConfig = PostgresSourceConfig | MysqlSourceConfig;
 
 export interface LensConfig {
   source: string;

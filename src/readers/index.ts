@@ -4,6 +4,7 @@
  */
 import type { LensConfig, SourceConfig } from '../config/types.js';
 import type { RowReader } from '../types.js';
+import { createMysqlReader } from './mysql.js';
 import { createPostgresReader } from './postgres.js';
 
 /** Columns a lens reads besides its key: fields, metadata and the template's placeholders. */
@@ -23,5 +24,7 @@ export function openRowReader(source: SourceConfig, lensName: string, lens: Lens
   switch (source.type) {
     case 'postgres':
       return createPostgresReader({ url: source.url, ...options });
+    case 'mysql':
+      return createMysqlReader({ url: source.url, ...options });
   }
 }

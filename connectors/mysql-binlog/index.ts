@@ -1,0 +1,342 @@
+/**
+ * MySQL/MariaDB binlog connector: tails the row-based binary log as a replica (zongji) and
+ * turns row events of the lens tables into upserts and deletes.
+ *
+ * Position (./position.ts): the binlog place after a whole transaction (an Xid event), with
+ * the GTID state there when resuming by GTID. The server keeps no replica state, so the
+ * pipeline hands the last acknowledged position back to `start`. A first start reads the
+ * server's current position before it returns, so the full syncs the pipeline then queues
+ * and the stream overlap instead of leaving a gap.
+ */
+import ZongJi from '@vlasky/zongji';
+import mysql from 'mysql2/promise';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MysqlSourceConfig } from '../../src/config/types.js';
+import { SourceUnavailableError, describeError } from '../../src/errors.js';
+import { encodeMysqlId, mysqlKeyText } from '../../src/ids.js';
+import { MYSQL_VALUE_OPTIONS } from '../../src/readers/mysql.js';
+import { backoffDelay } from '../../src/retry.js';
+import type { ConnectorContext, SourceConnector, SourceHandler } from '../../src/types.js';
+import { PurgedPositionError, classifyMysqlError, serverIdClash } from './errors.js';
+import { comparePositions, describePosition, formatPosition, parsePosition, type BinlogPosition } from './position.js';
+import { binlogFiles, checkSource, position, type LensKey, type SourceInfo } from './setup.js';
+
+const EVENTS = ['rotate', 'tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'mariadbgtid', 'gtid', 'heartbeat'];
+
+type Row = Record<string, unknown>;
+interface RowsEvent {
+  getEventName(): string;
+  timestamp: number;
+  tableId: number;
+  tableMap: Record<number, { parentSchema: string; tableName: string }>;
+  rows: Array<Row | { before: Row; after: Row }>;
+}
+
+export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: ConnectorContext): SourceConnector {
+  const where = `source "${ctx.sourceName}"`;
+  const log = ctx.log;
+  let handler: SourceHandler;
+  let info: SourceInfo;
+  let zongji: ZongJi | undefined;
+  let stopping = false;
+  let paused = false;
+  /** Where the next connection starts: the last checkpoint handed to the pipeline. */
+  let resumeFrom: BinlogPosition;
+  let acked: BinlogPosition | undefined;
+  let inTransaction = false;
+  /** Set while the source is in `error` after a purged position (onPurgedPosition: error). */
+  let purgedDetail: string | undefined;
+  let loop: Promise<void> | undefined;
+  let lagConn: mysql.Connection | undefined;
+
+  const useGtid = () => config.gtid && info.hasGtids;
+
+  async function withConnection<T>(fn: (conn: mysql.Connection) => Promise<T>): Promise<T> {
+    const conn = await mysql.createConnection({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+    conn.on('error', () => {}); // surfaced through the failing query
+    try {
+      return await fn(conn);
+    } finally {
+      await conn.end().catch(() => {});
+    }
+  }
+
+  /** Row changes of one rows event, for every lens of its table. */
+  function rowsEvent(e: RowsEvent): void {
+    const table = e.tableMap[e.tableId];
+    const lenses = table && info.lensesByTable.get(`${table.parentSchema}.${table.tableName}`);
+    if (!lenses) return;
+    const kind = e.getEventName();
+    for (const lens of lenses) {
+      for (const row of e.rows) {
+        if (kind === 'updaterows') {
+          const { before, after } = row as { before: Row; after: Row };
+          const oldId = idOf(lens, before);
+          // A MINIMAL after image leaves out unchanged columns: the key is then the old one.
+          const newId = idOf(lens, after, before);
+          if (oldId === undefined || newId === undefined) unreadable(lens, table.tableName);
+          else {
+            if (newId !== oldId) handler.change({ lens: lens.lens, id: oldId, action: 'delete', committedAt: e.timestamp });
+            handler.change({ lens: lens.lens, id: newId, action: 'upsert', committedAt: e.timestamp });
+          }
+        } else {
+          const id = idOf(lens, row as Row);
+          if (id === undefined) unreadable(lens, table.tableName);
+          else handler.change({ lens: lens.lens, id, action: kind === 'deleterows' ? 'delete' : 'upsert', committedAt: e.timestamp });
+        }
+      }
+    }
+  }
+
+  function idOf(lens: LensKey, row: Row, fallback?: Row): string | undefined {
+    const values: string[] = [];
+    for (const column of lens.keyColumns) {
+      const v = row[column] === undefined ? fallback?.[column] : row[column];
+      if (v === undefined || v === null) return undefined;
+      values.push(mysqlKeyText(v));
+    }
+    return encodeMysqlId(values, lens.numeric);
+  }
+
+  function unreadable(lens: LensKey, table: string): void {
+    log.error({ lens: lens.lens, table }, 'a row change arrived without its key columns (dropped column?); resyncing the lens');
+    handler.resync(lens.lens, `a change in ${table} arrived without its key columns`);
+  }
+
+  function here(z: ZongJi): BinlogPosition {
+    const gtid = useGtid() ? z.gtidSet : undefined;
+    return { file: z.get('filename') as string, pos: z.get('position') as number, ...(gtid !== undefined ? { gtid } : {}) };
+  }
+
+  function socket(z: ZongJi | undefined): { pause(): void; resume(): void; isPaused(): boolean } | undefined {
+    return (z?.connection as unknown as { stream?: { pause(): void; resume(): void; isPaused(): boolean } } | undefined)?.stream;
+  }
+
+  /** One binlog connection, from connect to its end. Calls `onStart` once the dump is running. */
+  async function streamOnce(onStart: () => void): Promise<void> {
+    const z = new ZongJi({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+    zongji = z;
+    let lastEventAt = Date.now();
+    let started = false;
+    const from = resumeFrom;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const watchdog = setInterval(() => {
+          if (paused) lastEventAt = Date.now();
+          else if (Date.now() - lastEventAt > 3 * config.heartbeatMs) {
+            reject(new SourceUnavailableError(`${where}: no heartbeat from the server for ${Math.round((3 * config.heartbeatMs) / 1000)} s; reconnecting`));
+          }
+        }, Math.min(config.heartbeatMs, 5000));
+        watchdog.unref();
+        const done = (err?: unknown) => {
+          clearInterval(watchdog);
+          if (err) reject(err);
+          else resolve();
+        };
+        z.on('error', (err: unknown) => done(err));
+        z.on('stopped', () => done(stopping ? undefined : new SourceUnavailableError(`${where}: the binlog stream ended`)));
+        z.on('ready', () => {
+          // Queued on the binlog connection ahead of the dump command: idle heartbeats.
+          z.connection?.query(`SET @master_heartbeat_period = ${config.heartbeatMs * 1_000_000}`);
+        });
+        z.on('binlog', (event: unknown) => {
+          const e = event as RowsEvent;
+          lastEventAt = Date.now();
+          if (paused) socket(z)?.pause(); // zongji resumes the socket after its table lookups
+          if (!started) {
+            started = true;
+            onStart();
+          }
+          switch (e.getEventName()) {
+            case 'writerows':
+            case 'updaterows':
+            case 'deleterows':
+              rowsEvent(e);
+              break;
+            case 'mariadbgtid':
+            case 'gtid':
+              inTransaction = true;
+              break;
+            case 'xid':
+              inTransaction = false;
+              resumeFrom = here(z);
+              handler.checkpoint(formatPosition(resumeFrom));
+              break;
+            case 'heartbeat':
+              if (!inTransaction) handler.checkpoint(formatPosition(resumeFrom));
+              break;
+          }
+        });
+        inTransaction = false;
+        const gtid = useGtid() ? from.gtid : undefined;
+        log.info({ from: describePosition(from), by: gtid !== undefined ? 'gtid' : 'file' }, 'starting binlog stream');
+        z.start({
+          serverId: config.serverId,
+          includeEvents: EVENTS,
+          includeSchema: Object.fromEntries(
+            [...new Set([...info.lensesByTable.keys()].map((t) => t.split('.')[0]))].map((db) => [
+              db,
+              [...info.lensesByTable.keys()].filter((t) => t.split('.')[0] === db).map((t) => t.split('.')[1]),
+            ]),
+          ),
+          ...(gtid !== undefined ? { gtidSet: gtid } : { filename: from.file, position: from.pos }),
+        });
+      });
+    } finally {
+      zongji = undefined;
+      z.removeAllListeners('binlog');
+      z.on('error', () => {});
+      z.stop();
+    }
+  }
+
+  /** The saved position is gone from the server: start from now, and resync or report. */
+  async function purged(err: PurgedPositionError): Promise<void> {
+    const lost = resumeFrom;
+    resumeFrom = await withConnection((conn) => position(conn, where, info.mariadb, useGtid()));
+    const lenses = ctx.lenses.map((l) => l.name);
+    if (config.onPurgedPosition === 'resync') {
+      log.warn({ lost: describePosition(lost), from: describePosition(resumeFrom), err: err.message }, 'saved binlog position was purged; resyncing every lens');
+      for (const lens of lenses) handler.resync(lens, `the binlog position ${describePosition(lost)} was purged from the server`);
+      handler.checkpoint(formatPosition(resumeFrom));
+      return;
+    }
+    purgedDetail =
+      `${where}: the saved binlog position ${describePosition(lost)} is no longer on the server (purged by ` +
+      'binlog_expire_logs_seconds / expire_logs_days or PURGE BINARY LOGS), so changes made since then were missed. ' +
+      `Streaming goes on from ${describePosition(resumeFrom)}. Recover by re-reading every lens of this source: ` +
+      lenses.map((l) => `tributary ingest ${l} --mode full`).join('; ') +
+      ' (or set onPurgedPosition: resync to do this by itself). Raise the binlog retention so it outlasts Tributary downtime.';
+    log.error({ lost: describePosition(lost), from: describePosition(resumeFrom) }, purgedDetail);
+    handler.state('error', purgedDetail);
+  }
+
+  /** A file position that the server no longer has is purged before we even connect. */
+  async function checkFileStillThere(): Promise<void> {
+    if (useGtid() && resumeFrom.gtid !== undefined) return; // the server answers a purged GTID state itself
+    const files = await withConnection(binlogFiles);
+    if (!files.some((f) => f.file === resumeFrom.file)) {
+      throw new PurgedPositionError(`${where}: binlog file ${resumeFrom.file} is no longer on the server (oldest: ${files[0]?.file ?? 'none'})`);
+    }
+  }
+
+  return {
+    async start(h, saved) {
+      handler = h;
+      handler.state('connecting');
+      for (let attempt = 0; ; attempt++) {
+        try {
+          info = await withConnection((conn) => checkSource(conn, where, config, ctx.lenses));
+          break;
+        } catch (err) {
+          const error = classifyMysqlError(err, where, config.serverId);
+          if (!error.retriable || stopping) throw error;
+          handler.state('reconnecting', error.message);
+          log.warn({ err: error.message, attempt }, 'cannot reach the source yet; retrying');
+          await sleep(backoffDelay(attempt, 500, 10_000));
+        }
+      }
+      const fresh = saved === undefined;
+      resumeFrom = fresh ? await withConnection((conn) => position(conn, where, info.mariadb, useGtid())) : parsePosition(saved);
+      acked = fresh ? undefined : resumeFrom;
+      log.info({ tables: [...info.lensesByTable.keys()], mariadb: info.mariadb, gtid: useGtid(), fresh, from: describePosition(resumeFrom) }, 'source ready');
+
+      await new Promise<void>((resolve, reject) => {
+        let started = false;
+        loop = (async () => {
+          for (let attempt = 0; !stopping; ) {
+            try {
+              await checkFileStillThere();
+              await streamOnce(() => {
+                attempt = 0;
+                handler.state(purgedDetail ? 'error' : 'streaming', purgedDetail);
+                if (!started) {
+                  started = true;
+                  resolve();
+                }
+              });
+            } catch (err) {
+              if (stopping) break;
+              const error = classifyMysqlError(err, where, config.serverId);
+              if (error instanceof PurgedPositionError) {
+                try {
+                  await purged(error);
+                } catch (posErr) {
+                  handler.state('reconnecting', describeError(posErr));
+                  await sleep(backoffDelay(attempt++, 500, 10_000));
+                }
+                continue;
+              }
+              if (!error.retriable) {
+                handler.state('error', error.message);
+                log.error({ err: error.message }, 'binlog stream stopped');
+                if (!started) reject(error);
+                return;
+              }
+              // A clean disconnect right after a good start is how servers drop a replica whose
+              // server_id another connection just took: say so instead of fighting over it.
+              const clash = await withConnection((conn) => clashingDump(conn, config.serverId)).catch(() => false);
+              if (clash) {
+                const clashError = serverIdClash(where, config.serverId, error.message);
+                handler.state('error', clashError.message);
+                log.error({ err: clashError.message }, 'binlog stream stopped');
+                if (!started) reject(clashError);
+                return;
+              }
+              handler.state('reconnecting', error.message);
+              log.warn({ err: error.message, attempt }, 'binlog stream interrupted; reconnecting');
+              await sleep(backoffDelay(attempt++, 500, 10_000));
+            }
+          }
+        })();
+      });
+      return { fresh };
+    },
+
+    acknowledge(text) {
+      const p = parsePosition(text);
+      if (acked && comparePositions(p, acked) < 0) return;
+      acked = p;
+    },
+
+    pause() {
+      paused = true;
+      socket(zongji)?.pause();
+    },
+
+    resume() {
+      paused = false;
+      socket(zongji)?.resume();
+    },
+
+    async lag() {
+      if (!acked) return {};
+      if (!lagConn) {
+        lagConn = await mysql.createConnection({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+        lagConn.on('error', () => (lagConn = undefined));
+      }
+      const files = await binlogFiles(lagConn);
+      const from = acked;
+      let behind = 0;
+      for (const f of files) {
+        const cmp = comparePositions({ file: f.file, pos: 0 }, { file: from.file, pos: 0 });
+        if (cmp > 0) behind += f.size;
+        else if (cmp === 0) behind += Math.max(0, f.size - from.pos);
+      }
+      return { lagBytes: behind, retainedBytes: files.reduce((n, f) => n + f.size, 0) };
+    },
+
+    async stop() {
+      stopping = true;
+      zongji?.stop();
+      await loop;
+      await lagConn?.end().catch(() => {});
+    },
+  };
+}
+
+/** Whether another binlog dump holds our server_id (MariaDB and MySQL list dump threads with it). */
+async function clashingDump(conn: mysql.Connection, serverId: number): Promise<boolean> {
+  const [rows] = await conn.query('SHOW SLAVE HOSTS');
+  return (rows as Array<Record<string, unknown>>).some((r) => Number(r.Server_id) === serverId);
+}

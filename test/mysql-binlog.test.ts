@@ -152,3 +152,118 @@ describe('mysql binlog connector', () => {
     }
   });
 });
+
+describe('mysql binlog connector errors', () => {
+  test('a second connection with the same serverId: the first stops in error and says to set serverId', async (t) => {
+    const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY, v INT)');
+    const lenses = [{ name: 'items', table: `${name}.items` }];
+    const first = await open(url, lenses, { serverId: 77 });
+    const second = await open(url, lenses, { serverId: 77 });
+    try {
+      await eventually(() => first.rec.states.some((s) => s.state === 'error'), 'the first connection in error');
+      const detail = first.rec.states.find((s) => s.state === 'error')!.detail!;
+      assert.match(detail, /same server_id 77/);
+      assert.match(detail, /set serverId:/);
+      await q('INSERT INTO items VALUES (1, 1)');
+      await eventually(() => second.rec.seen('items').length === 1, 'the second connection streaming');
+      assert.deepEqual(first.rec.seen('items'), []);
+    } finally {
+      await first.connector.stop();
+      await second.connector.stop();
+    }
+  });
+
+  test('binlog_format other than ROW is refused with the fix', async (t) => {
+    const other = await startMariadb({ settings: { binlog_format: 'STATEMENT' } });
+    try {
+      const name = databaseName(t.name);
+      const url = await other.createDatabase(name);
+      await other.query('CREATE TABLE items (id INT PRIMARY KEY)', [], name);
+      await assert.rejects(open(url, [{ name: 'items', table: `${name}.items` }]), (err: Error) => {
+        assert.ok(err instanceof SourceSetupError);
+        assert.match(err.message, /binlog_format is STATEMENT; the binlog connector needs ROW\. Run SET GLOBAL binlog_format = 'ROW'/);
+        return true;
+      });
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test('binlog_row_image MINIMAL is refused when the lens key is not the primary key, accepted when it is', async (t) => {
+    const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY, code VARCHAR(10) UNIQUE, v INT)');
+    await server.query("SET GLOBAL binlog_row_image = 'MINIMAL'");
+    try {
+      await assert.rejects(open(url, [{ name: 'items', table: `${name}.items`, primaryKey: ['code'] }]), /binlog_row_image is MINIMAL .* SET GLOBAL binlog_row_image = 'FULL'/);
+      const { rec, connector } = await open(url, [{ name: 'items', table: `${name}.items` }]);
+      try {
+        await q(`INSERT INTO items VALUES (1, 'a', 1); UPDATE items SET v = 2 WHERE id = 1; UPDATE items SET id = 5 WHERE id = 1; DELETE FROM items WHERE id = 5`);
+        await eventually(() => rec.seen('items').length === 5, 'five changes');
+        assert.deepEqual(rec.seen('items'), ['upsert 1', 'upsert 1', 'delete 1', 'upsert 5', 'delete 5']);
+      } finally {
+        await connector.stop();
+      }
+    } finally {
+      await server.query("SET GLOBAL binlog_row_image = 'FULL'");
+    }
+  });
+
+  test('missing replication privileges are named with the GRANT to run', async (t) => {
+    const { name } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY)');
+    await server.query(
+      `CREATE USER 'reader'@'127.0.0.1' IDENTIFIED BY 'pw'; GRANT SELECT ON *.* TO 'reader'@'127.0.0.1';
+       CREATE USER 'monitor'@'127.0.0.1' IDENTIFIED BY 'pw'; GRANT SELECT, BINLOG MONITOR ON *.* TO 'monitor'@'127.0.0.1'`,
+    );
+    const lenses = [{ name: 'items', table: `${name}.items` }];
+    for (const user of ['reader', 'monitor']) {
+      await assert.rejects(open(server.url(name, user, 'pw'), lenses), (err: Error) => {
+        assert.ok(err instanceof SourceSetupError, `${user}: ${err.message}`);
+        assert.match(err.message, /permission denied .*GRANT REPLICATION SLAVE/);
+        assert.doesNotMatch(err.message, /pw@/);
+        return true;
+      });
+    }
+  });
+
+  for (const mode of ['error', 'resync'] as const) {
+    test(`a purged saved position (${mode === 'error' ? 'gtid, onPurgedPosition: error' : 'file, onPurgedPosition: resync'})`, async (t) => {
+      const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY)');
+      const lenses = [{ name: 'items', table: `${name}.items` }];
+      const gtid = mode === 'error';
+      const first = await open(url, lenses, { gtid });
+      await q('INSERT INTO items VALUES (1)');
+      await eventually(() => first.rec.checkpoints.length > 0, 'a checkpoint');
+      await first.connector.stop();
+      const saved = first.rec.last();
+      await q('INSERT INTO items VALUES (2)'); // lost with the purged file
+      const [{ File: current }] = await server.query('SHOW MASTER STATUS');
+      await server.query('FLUSH BINARY LOGS');
+      const [{ File: next }] = await server.query('SHOW MASTER STATUS');
+      assert.notEqual(current, next);
+      // The server keeps a file while a dump thread still reads it: purge until it is gone.
+      await eventually(async () => {
+        await server.query(`PURGE BINARY LOGS TO '${next}'`);
+        return !(await server.query('SHOW BINARY LOGS')).some((f) => f.Log_name === current);
+      }, `${current} purged`);
+
+      const second = await open(url, lenses, { gtid, onPurgedPosition: mode }, saved);
+      try {
+        await q('INSERT INTO items VALUES (3)');
+        await eventually(() => second.rec.seen('items').includes('upsert 3'), 'streaming on from the current position');
+        assert.deepEqual(second.rec.seen('items'), ['upsert 3']);
+        if (mode === 'error') {
+          const state = second.rec.states[second.rec.states.length - 1];
+          assert.equal(state.state, 'error');
+          assert.match(state.detail!, /is no longer on the server \(purged/);
+          assert.match(state.detail!, /tributary ingest items --mode full/);
+          assert.deepEqual(second.rec.resyncs, []);
+        } else {
+          assert.deepEqual(second.rec.resyncs.map((r) => r.lens), ['items']);
+          assert.match(second.rec.resyncs[0].reason, /was purged/);
+          assert.equal(second.rec.states[second.rec.states.length - 1].state, 'streaming');
+        }
+      } finally {
+        await second.connector.stop();
+      }
+    });
+  }
+});

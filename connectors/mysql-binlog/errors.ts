@@ -6,7 +6,8 @@ export class PurgedPositionError extends TributaryError {}
 
 const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|PROTOCOL_CONNECTION_LOST|Connection lost|closed state|Can't add new command|server has gone away|shutdown in progress|no heartbeat/i;
 const PURGED = /purged|could not find first log file|could not find GTID state|binary log .* not found|log event entry exceeded/i;
-const CLASH = /same server[_ ](uuid\/)?(server_)?id|server_id|slave with the same/i;
+/** MariaDB: "A slave with the same server_uuid/server_id is already connected"; MySQL: "…same server_uuid/server_id as this slave has connected". */
+const CLASH = /same server_uuid\/server_id|slave with the same server/i;
 
 export function classifyMysqlError(err: unknown, where: string, serverId: number): TributaryError {
   if (err instanceof TributaryError) return err;
@@ -25,7 +26,7 @@ export function classifyMysqlError(err: unknown, where: string, serverId: number
     );
   }
   if (errno === 1236 && PURGED.test(message)) return new PurgedPositionError(`${where}: ${message}`, { cause: err });
-  if (errno === 1236 && CLASH.test(message)) return serverIdClash(where, serverId, message, err);
+  if (CLASH.test(message)) return serverIdClash(where, serverId, message, err);
   if (errno === 1236) return new SourceSetupError(`${where}: the server stopped the binlog stream: ${message}`, { cause: err });
   if (errno === 1040 || errno === 1053 || errno === 1927 || errno === 2013 || code.startsWith('PROTOCOL_') || NETWORK.test(`${code} ${message}`)) {
     return new SourceUnavailableError(`${where}: ${message}`, { cause: err });
@@ -33,7 +34,7 @@ export function classifyMysqlError(err: unknown, where: string, serverId: number
   return new SourceSetupError(`${where}: ${message}`, { cause: err });
 }
 
-export function serverIdClash(where: string, serverId: number, detail: string, cause?: unknown): SourceSetupError {
+function serverIdClash(where: string, serverId: number, detail: string, cause?: unknown): SourceSetupError {
   return new SourceSetupError(
     `${where}: another replica connected with the same server_id ${serverId} and the server disconnected this one (${detail}). ` +
       'Each connection to the binlog needs its own id: set serverId: on this source to a number no other replica ' +

@@ -17,7 +17,7 @@ import { encodeMysqlId, mysqlKeyText } from '../../src/ids.js';
 import { MYSQL_VALUE_OPTIONS } from '../../src/readers/mysql.js';
 import { backoffDelay } from '../../src/retry.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../src/types.js';
-import { PurgedPositionError, classifyMysqlError, serverIdClash } from './errors.js';
+import { PurgedPositionError, classifyMysqlError } from './errors.js';
 import { comparePositions, describePosition, formatPosition, parsePosition, type BinlogPosition } from './position.js';
 import { binlogFiles, checkSource, position, type LensKey, type SourceInfo } from './setup.js';
 
@@ -91,7 +91,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   function idOf(lens: LensKey, row: Row, fallback?: Row): string | undefined {
     const values: string[] = [];
     for (const column of lens.keyColumns) {
-      const v = row[column] === undefined ? fallback?.[column] : row[column];
+      const v = row[column] ?? fallback?.[column];
       if (v === undefined || v === null) return undefined;
       values.push(mysqlKeyText(v));
     }
@@ -273,16 +273,6 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
                 if (!started) reject(error);
                 return;
               }
-              // A clean disconnect right after a good start is how servers drop a replica whose
-              // server_id another connection just took: say so instead of fighting over it.
-              const clash = await withConnection((conn) => clashingDump(conn, config.serverId)).catch(() => false);
-              if (clash) {
-                const clashError = serverIdClash(where, config.serverId, error.message);
-                handler.state('error', clashError.message);
-                log.error({ err: clashError.message }, 'binlog stream stopped');
-                if (!started) reject(clashError);
-                return;
-              }
               handler.state('reconnecting', error.message);
               log.warn({ err: error.message, attempt }, 'binlog stream interrupted; reconnecting');
               await sleep(backoffDelay(attempt++, 500, 10_000));
@@ -335,8 +325,3 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   };
 }
 
-/** Whether another binlog dump holds our server_id (MariaDB and MySQL list dump threads with it). */
-async function clashingDump(conn: mysql.Connection, serverId: number): Promise<boolean> {
-  const [rows] = await conn.query('SHOW SLAVE HOSTS');
-  return (rows as Array<Record<string, unknown>>).some((r) => Number(r.Server_id) === serverId);
-}

@@ -97,8 +97,10 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
     innodb_buffer_pool_size: '64M',
     innodb_flush_log_at_trx_commit: 2,
     sync_binlog: 0,
-    'innodb_doublewrite': 0,
-    'performance_schema': 'OFF',
+    innodb_doublewrite: 0,
+    performance_schema: 'OFF',
+    'character-set-server': 'utf8mb4',
+    'collation-server': 'utf8mb4_unicode_ci',
     ...options.settings,
   };
   writeFileSync(

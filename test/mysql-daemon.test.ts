@@ -1,0 +1,157 @@
+/** The whole daemon on a MariaDB source: kill -9 mid-stream, and the bundled worker end to end. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mysql from 'mysql2/promise';
+import { parseConfig } from '../src/config/load.js';
+import { eventually, killChildren, spawnDaemon, startTestDaemon } from './helpers/daemon.js';
+import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
+import { databaseName, freePort } from './helpers/postgres.js';
+import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
+
+let server: TestMariadb;
+let sink: SemilayerServer;
+
+before(async () => {
+  [server, sink] = await Promise.all([startMariadb(), startSemilayerServer()]);
+});
+after(async () => {
+  killChildren();
+  await sink?.close();
+  await server?.stop();
+});
+
+/** The position the daemon last saved in its embedded state directory. */
+function savedPosition(stateDir: string): string | undefined {
+  const file = join(stateDir, 'state.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'))['position/app'];
+  } catch {
+    return undefined; // being replaced right now
+  }
+}
+
+describe('mysql daemon', () => {
+  test('kill -9 mid-stream and restart: every committed change arrives, the final state per id is right', async (t) => {
+    const name = databaseName(t.name);
+    const url = await server.createDatabase(name);
+    await server.query('CREATE TABLE items (id INT PRIMARY KEY, v INT)', [], name);
+    const state = mkdtempSync(join(tmpdir(), 'tributary-mysql-crash-'));
+    const lens = `${name}_items`;
+    const yaml = `
+sources:
+  app: { type: mysql, url: "${url}", heartbeatMs: 1000 }
+lenses:
+  ${lens}: { source: app, table: items, sink: hosted, initialSync: none, maxWaitMs: 20 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: embedded, path: "${state}" }
+metrics: false
+pipeline: { errorRetryMs: 300, drainTimeoutMs: 10000 }
+log: { level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }
+`;
+    // A slow sink keeps batches in flight and unacknowledged when the kill lands.
+    sink.respondWith(async (req) => (req.lens === lens ? (await sleep(30), undefined) : undefined));
+    let daemon = spawnDaemon(yaml);
+    await eventually(() => /"streaming"/.test(daemon.output()), 'the daemon streaming', 20_000);
+
+    const conn = await mysql.createConnection({ uri: url });
+    const touched = new Set<string>();
+    let killed = false;
+    for (let txn = 0; txn < 300; txn++) {
+      await conn.query('BEGIN');
+      for (let k = 0; k < 5; k++) {
+        const id = Math.floor(Math.random() * 200);
+        const [result] = (Math.random() < 0.25
+          ? await conn.query('DELETE FROM items WHERE id = ?', [id])
+          : await conn.query('INSERT INTO items VALUES (?, ?) ON DUPLICATE KEY UPDATE v = v + 1', [id, txn])) as unknown as [{ affectedRows: number }];
+        if (result.affectedRows) touched.add(String(id)); // deleting a missing row changes nothing
+      }
+      await conn.query('COMMIT');
+      if (txn === 120) {
+        await eventually(() => sink.received(lens).length > 0 && savedPosition(state) !== undefined, 'deliveries and a saved position before the kill');
+        daemon.child.kill('SIGKILL');
+        await daemon.exited;
+        killed = true;
+      }
+      if (txn === 200) daemon = spawnDaemon(yaml);
+    }
+    assert.ok(killed);
+    const [rows] = (await conn.query('SELECT id FROM items')) as unknown as [Array<{ id: number }>];
+    await conn.end();
+    const live = new Set(rows.map((r) => String(r.id)));
+    const expected = new Map([...touched].map((id) => [id, live.has(id) ? 'upsert' : 'delete']));
+    const wrong = () => {
+      const last = sink.lastAction(lens);
+      return [...expected].filter(([id, action]) => last.get(id) !== action).map(([id, action]) => `${id}: want ${action}, got ${last.get(id)}`);
+    };
+    await eventually(() => wrong().length === 0, 'the final state of every touched id', 30_000).catch((err) => {
+      throw new Error(`${err.message}: ${wrong().join('; ')}\n${daemon.output().slice(-3000)}`);
+    });
+    daemon.child.kill('SIGTERM');
+    assert.equal(await daemon.exited, 0);
+    const position = JSON.parse(savedPosition(state)!);
+    assert.match(position.file, /^mysql-bin\.\d+$/);
+    assert.match(position.gtid, /^\d+-\d+-\d+/);
+    sink.respondWith(undefined);
+  });
+
+  test('a MariaDB commit becomes a search hit of the bundled worker, which re-reads rows through the MySQL reader', async (t) => {
+    const name = databaseName(t.name);
+    const url = await server.createDatabase(name);
+    await server.query(
+      `CREATE TABLE products (id BIGINT UNSIGNED PRIMARY KEY, name VARCHAR(80), description TEXT, price DECIMAL(8,2));
+       INSERT INTO products VALUES (1, 'Trail Running Shoe', 'Lightweight shoe for running on trails', 129.00),
+                                   (2, 'Cast Iron Skillet', 'Heavy skillet that holds heat', 39.50),
+                                   (3, 'Rain Jacket', 'Waterproof breathable jacket', 99.99)`,
+      [],
+      name,
+    );
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-mysql-e2e-'));
+    const config = parseConfig(
+      `
+sources:
+  shop: { type: mysql, url: "${url}" }
+lenses:
+  products: { source: shop, table: products, sink: local, fields: [name, description], metadata: [name, price], maxWaitMs: 10 }
+sinks:
+  local: { type: worker }
+worker:
+  listen: 127.0.0.1:${port}
+  keys: [{ key: sk_search_key, scope: search }]
+state: { type: embedded, path: ./state }
+metrics: false
+`,
+      join(dir, 'tributary.yaml'),
+      {},
+    );
+    assert.equal(config.lenses.products.table, `${name}.products`, 'a bare table is in the url database');
+    const daemon = await startTestDaemon(config);
+    try {
+      const search = async (query: string) =>
+        (await (
+          await fetch(`http://127.0.0.1:${port}/v1/search/products`, {
+            method: 'POST',
+            headers: { authorization: 'Bearer sk_search_key', 'content-type': 'application/json' },
+            body: JSON.stringify({ query, limit: 3 }),
+          })
+        ).json()) as { results: Array<{ sourceRowId: string; metadata: Record<string, unknown> }> };
+
+      await eventually(async () => (await search('cast iron skillet')).results?.[0]?.sourceRowId === '2', 'the initial full sync searchable');
+      await server.query(`INSERT INTO products VALUES (18446744073709551615, 'Espresso Grinder', 'Conical burr grinder for espresso', 249.00)`, [], name);
+      await eventually(async () => (await search('burr grinder espresso')).results?.[0]?.sourceRowId === '18446744073709551615', 'the new row searchable');
+      assert.deepEqual((await search('burr grinder espresso')).results[0].metadata, { name: 'Espresso Grinder', price: '249.00' });
+      await server.query(`UPDATE products SET description = 'Conical burr grinder for pour-over coffee' WHERE id = 18446744073709551615`, [], name);
+      await eventually(async () => (await search('pour-over coffee')).results?.[0]?.sourceRowId === '18446744073709551615', 'the update searchable');
+      await server.query(`DELETE FROM products WHERE id = 18446744073709551615`, [], name);
+      await eventually(async () => !(await search('burr grinder')).results.some((r) => r.sourceRowId === '18446744073709551615'), 'the deleted row gone');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
+});

@@ -139,6 +139,22 @@ describe('mysql binlog connector', () => {
     });
   }
 
+  test('a first start checkpoints its starting place: stopped before any transaction, it still resumes there', async (t) => {
+    const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY)');
+    const lenses = [{ name: 'items', table: `${name}.items` }];
+    const first = await open(url, lenses, { heartbeatMs: 60_000 });
+    await first.connector.stop();
+    assert.equal(first.rec.checkpoints.length, 1);
+    await q('INSERT INTO items VALUES (1)');
+    const second = await open(url, lenses, {}, first.rec.last());
+    try {
+      await eventually(() => second.rec.seen('items').length === 1, 'the insert made after the first stop');
+      assert.deepEqual(second.rec.seen('items'), ['upsert 1']);
+    } finally {
+      await second.connector.stop();
+    }
+  });
+
   test('DDL on a lens table does not stall the stream', async (t) => {
     const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY, v INT)');
     const { rec, connector } = await open(url, [{ name: 'items', table: `${name}.items` }]);

@@ -145,6 +145,9 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
           if (paused) socket(z)?.pause(); // zongji resumes the socket after its table lookups
           if (!started) {
             started = true;
+            // The starting place is safe to save at once: a first start then resumes from it
+            // even if it stops before the first transaction or heartbeat.
+            handler.checkpoint(formatPosition(from));
             onStart();
           }
           switch (e.getEventName()) {

@@ -90,12 +90,13 @@ log: { level: info }
     const rss = d.peakRss();
     await d.stop();
     const rate = BACKLOG / seconds;
-    progress(`  the daemon delivered them in ${seconds.toFixed(1)} s from spawn (ready after ${(readyMs / 1000).toFixed(2)} s): ${fmt(rate)} changes/s, peak RSS ${fmt(rss / MB, 1)} MB`);
+    const streamingRate = BACKLOG / (seconds - readyMs / 1000);
+    progress(`  the daemon delivered them in ${seconds.toFixed(1)} s from spawn (ready after ${(readyMs / 1000).toFixed(2)} s): ${fmt(rate)} changes/s, ${fmt(streamingRate)} changes/s once streaming, peak RSS ${fmt(rss / MB, 1)} MB`);
     rows.push({
-      metric: `MySQL binlog → delivered batches, ${fmt(BACKLOG)}-row backlog (changes/s)`,
-      tributary: fmt(rate),
+      metric: `MySQL binlog → delivered batches, ${fmt(BACKLOG)}-row backlog (changes/s from spawn; once streaming)`,
+      tributary: `${fmt(rate)}; ${fmt(streamingRate)}`,
       reference: `mariadb-binlog --verbose: ${fmt(BACKLOG / refSeconds)} rows/s`,
-      goal: `${fmt(rate / (BACKLOG / refSeconds), 2)}× the reference`,
+      goal: `${fmt(rate / (BACKLOG / refSeconds), 2)}×; ${fmt(streamingRate / (BACKLOG / refSeconds), 2)}× the reference`,
       pass: 'info',
     });
     rows.push({

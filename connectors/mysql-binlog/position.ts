@@ -1,7 +1,8 @@
 /**
- * Binlog positions as Position text: JSON `{"file":"mysql-bin.000003","pos":1234,"gtid":"0-1-17"}`.
- * `file`/`pos` always (the place after the last whole transaction); `gtid` when the server has
- * GTIDs and resuming by GTID is on (MariaDB domain-server-sequence list, or MySQL uuid:interval set).
+ * Binlog positions as Position text: `mysql-bin.000003:1234`, or `mysql-bin.000003:1234@0-1-17`
+ * with the GTID state there. `file:pos` always (the place after the last whole transaction);
+ * `@gtid` when the server has GTIDs and resuming by GTID is on (a MariaDB domain-server-sequence
+ * list like `0-1-17,1-2-5`, or a MySQL set like `3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77`).
  */
 import type { Position } from '../../src/types.js';
 
@@ -12,20 +13,15 @@ export interface BinlogPosition {
 }
 
 export function formatPosition(p: BinlogPosition): Position {
-  return JSON.stringify(p.gtid === undefined ? { file: p.file, pos: p.pos } : { file: p.file, pos: p.pos, gtid: p.gtid });
+  return `${p.file}:${p.pos}${p.gtid === undefined ? '' : `@${p.gtid}`}`;
 }
 
 export function parsePosition(text: Position): BinlogPosition {
-  let p: Partial<BinlogPosition> | undefined;
-  try {
-    p = JSON.parse(text);
-  } catch {
-    // reported below
-  }
-  if (!p || typeof p.file !== 'string' || typeof p.pos !== 'number' || (p.gtid !== undefined && typeof p.gtid !== 'string')) {
-    throw new RangeError(`not a binlog position: ${JSON.stringify(text)}`);
-  }
-  return { file: p.file, pos: p.pos, ...(p.gtid !== undefined ? { gtid: p.gtid } : {}) };
+  const at = text.indexOf('@');
+  const place = at < 0 ? text : text.slice(0, at);
+  const m = /^(.+):(\d+)$/.exec(place);
+  if (!m) throw new RangeError(`not a binlog position (file:pos[@gtid]): ${JSON.stringify(text)}`);
+  return { file: m[1], pos: Number(m[2]), ...(at < 0 ? {} : { gtid: text.slice(at + 1) }) };
 }
 
 /** Orders positions by binlog file sequence number, then offset. */

@@ -54,6 +54,7 @@ export async function checkSource(
     throw new SourceSetupError(`${where}: serverId ${config.serverId} is the server's own server_id; set serverId: on this source to another number.`);
   }
   await position(conn, where, mariadb, false); // checks REPLICATION CLIENT / BINLOG MONITOR
+  if (!mariadb) await mysqlOnlySettings(conn, where);
   const image = String(v.image).toUpperCase();
   const hasGtids = mariadb || String((await rows(conn, 'SELECT @@gtid_mode AS mode'))[0].mode).toUpperCase() === 'ON';
 
@@ -85,6 +86,23 @@ export async function checkSource(
     lensesByTable.set(lens.table, list);
   }
   return { lensesByTable, mariadb, hasGtids };
+}
+
+/** MySQL 8 settings whose events the binlog reader cannot decode (it would skip those changes). */
+async function mysqlOnlySettings(conn: Connection, where: string): Promise<void> {
+  const setting = async (name: string) => {
+    try {
+      return String((await rows(conn, `SELECT @@${name} AS v`))[0].v).toUpperCase();
+    } catch {
+      return undefined; // older servers do not have it
+    }
+  };
+  if (['1', 'ON'].includes((await setting('binlog_transaction_compression')) ?? '')) {
+    throw new SourceSetupError(`${where}: binlog_transaction_compression is ON; compressed transactions cannot be read. Run SET GLOBAL binlog_transaction_compression = OFF (and in my.cnf).`);
+  }
+  if ((await setting('binlog_row_value_options'))?.includes('PARTIAL_JSON')) {
+    throw new SourceSetupError(`${where}: binlog_row_value_options is PARTIAL_JSON; partial JSON updates cannot be read. Run SET GLOBAL binlog_row_value_options = '' (and in my.cnf).`);
+  }
 }
 
 /**

@@ -154,6 +154,43 @@ describe('mysql binlog connector', () => {
     }
   });
 
+  test('a quiet server sends heartbeats: checkpoints keep coming and the stream stays up', async (t) => {
+    const { name, url } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY)');
+    const { rec, connector } = await open(url, [{ name: 'items', table: `${name}.items` }], { heartbeatMs: 1000 });
+    try {
+      await eventually(() => rec.checkpoints.length >= 4, 'heartbeat checkpoints on an idle binlog');
+      assert.deepEqual(rec.states.map((s) => s.state), ['connecting', 'streaming']);
+      assert.deepEqual(rec.changes, []);
+    } finally {
+      await connector.stop();
+    }
+  });
+
+  test('the server killed and restarted mid-stream: the connector reconnects and loses nothing', async (t) => {
+    const own = await startMariadb();
+    try {
+      const name = databaseName(t.name);
+      const url = await own.createDatabase(name);
+      await own.query('CREATE TABLE items (id INT PRIMARY KEY)', [], name);
+      const { rec, connector } = await open(url, [{ name: 'items', table: `${name}.items` }]);
+      try {
+        await own.query('INSERT INTO items VALUES (1)', [], name);
+        await eventually(() => rec.seen('items').length === 1, 'the first insert');
+        await own.halt(true);
+        await eventually(() => rec.states.some((s) => s.state === 'reconnecting'), 'the connector reconnecting');
+        await own.start();
+        await own.query('INSERT INTO items VALUES (2); DELETE FROM items WHERE id = 1', [], name);
+        await eventually(() => rec.seen('items').length >= 3, 'the changes after the restart');
+        assert.deepEqual(rec.seen('items'), ['upsert 1', 'upsert 2', 'delete 1']);
+        assert.equal(rec.states[rec.states.length - 1].state, 'streaming');
+      } finally {
+        await connector.stop();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
   test('DDL on a lens table does not stall the stream', async (t) => {
     const { name, url, q } = await setUp(t, 'CREATE TABLE items (id INT PRIMARY KEY, v INT)');
     const { rec, connector } = await open(url, [{ name: 'items', table: `${name}.items` }]);

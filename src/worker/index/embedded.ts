@@ -386,6 +386,17 @@ export class EmbeddedVectorIndex implements VectorIndex {
     });
   }
 
+  async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
+    const data = this.peek(lens);
+    if (!data) return;
+    const updated: IndexRecord[] = [];
+    for (const { id, metadata } of records) {
+      const slot = data.slotOf.get(id);
+      if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
+    }
+    await this.upsert(lens, updated);
+  }
+
   async delete(lens: string, ids: string[]): Promise<number> {
     this.assertOpen();
     checkLensName(lens);

@@ -213,6 +213,26 @@ export class PgvectorIndex implements VectorIndex {
     });
   }
 
+  async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
+    this.assertOpen();
+    checkLensName(lens);
+    const byId = new Map(records.filter((r) => !r.id.includes('\0')).map((r) => [r.id, r.metadata]));
+    if (byId.size === 0) return;
+    const metadata = [...byId.values()].map((m) => JSON.stringify(m));
+    for (const [i, id] of [...byId.keys()].entries()) checkNul(lens, id, { id, content: '', metadata: metadata[i], hash: '' });
+    await this.onLens(lens, async () => {
+      const known = await this.lookUp(lens);
+      if (!known) return;
+      await this.run(
+        lens,
+        `UPDATE ${known.table} AS t SET metadata = u.metadata::jsonb, metadata_text = u.metadata_text
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, metadata, metadata_text)
+          WHERE t.id = u.id AND t.metadata <> u.metadata::jsonb`,
+        [[...byId.keys()], metadata, [...byId.values()].map(metadataText)],
+      );
+    });
+  }
+
   async hashes(lens: string, ids: string[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     const known = await this.readable(lens);

@@ -364,13 +364,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     this.assertOpen();
     const dims = checkUpsert(lens, records);
     if (records.length === 0) return;
-    const lines: string[] = [];
-    const metadataJson: string[] = [];
-    for (const r of records) {
-      const json = JSON.stringify(r.metadata);
-      metadataJson.push(json);
-      lines.push(upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector)));
-    }
+    const encoded = encodeUpserts(records);
     const data = this.lensFor(lens);
     await this.onLens(data, async () => {
       if (data.count > 0 && dims !== data.dims) {
@@ -380,21 +374,23 @@ export class EmbeddedVectorIndex implements VectorIndex {
             `\`tributary ingest ${lens} --mode full\`.`,
         );
       }
-      await this.append(data, lines.join(''), lines.length);
-      records.forEach((r, i) => data.put(r.id, r.contentHash, r.content, metadataJson[i], r.vector));
-      await this.maybeCompact(data);
+      await this.write(data, records, encoded);
     });
   }
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
     const data = this.peek(lens);
-    if (!data) return;
-    const updated: IndexRecord[] = [];
-    for (const { id, metadata } of records) {
-      const slot = data.slotOf.get(id);
-      if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
-    }
-    await this.upsert(lens, updated);
+    if (!data || records.length === 0) return;
+    // On the lens's queue: the records as the writes called before this one left them.
+    await this.onLens(data, async () => {
+      const updated: IndexRecord[] = [];
+      for (const { id, metadata } of records) {
+        const slot = data.slotOf.get(id);
+        if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
+      }
+      checkUpsert(lens, updated);
+      if (updated.length > 0) await this.write(data, updated, encodeUpserts(updated));
+    });
   }
 
   async delete(lens: string, ids: string[]): Promise<number> {
@@ -558,6 +554,13 @@ export class EmbeddedVectorIndex implements VectorIndex {
     data.logOps = lineNo - (damaged ? 1 : 0);
   }
 
+  /** Logs and applies upserts of `data`'s lens; runs on its queue. */
+  private async write(data: LensData, records: IndexRecord[], encoded: { text: string; metadataJson: string[] }): Promise<void> {
+    await this.append(data, encoded.text, records.length);
+    records.forEach((r, i) => data.put(r.id, r.contentHash, r.content, encoded.metadataJson[i], r.vector));
+    await this.maybeCompact(data);
+  }
+
   /** Appends `text` (`ops` lines) to the lens's log and fsyncs it; on failure, cuts it back. */
   private async append(data: LensData, text: string, ops: number): Promise<void> {
     const file = await this.logFile(data);
@@ -679,6 +682,18 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
 function vectorBytes(vector: Float32Array): Uint8Array {
   return new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);
+}
+
+/** The log lines of upserts and their metadata as JSON. */
+function encodeUpserts(records: IndexRecord[]): { text: string; metadataJson: string[] } {
+  let text = '';
+  const metadataJson: string[] = [];
+  for (const r of records) {
+    const json = JSON.stringify(r.metadata);
+    metadataJson.push(json);
+    text += upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector));
+  }
+  return { text, metadataJson };
 }
 
 /** One upsert log line; `metadataJson` is already JSON. */

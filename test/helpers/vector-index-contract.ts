@@ -455,6 +455,18 @@ export function vectorIndexContract(fixture: IndexFixture): void {
     assert.deepEqual(await reopened.idsAfter('p', undefined, 10), ['2']);
   });
 
+  test('updateMetadata refuses metadata that is not an object, and changes nothing', async (t) => {
+    const index = await fresh(t);
+    const stored = record('1', unit([1, 0]));
+    await index.upsert('p', [stored]);
+    for (const metadata of [null, [1], 'text', 1]) {
+      const bad = [{ id: '1', metadata: { ok: true } }, { id: '1', metadata: metadata as unknown as Record<string, unknown> }];
+      await assert.rejects(index.updateMetadata('p', bad), /Record 1 of lens p: metadata must be an object/);
+      await assert.rejects(index.updateMetadata('nothing-here', bad), /metadata must be an object/);
+    }
+    assert.deepEqual(await index.get('p', '1'), stored);
+  });
+
   test('updateMetadata applies in call order with the writes before and after it', async (t) => {
     const place = await fixture.place(t);
     const index = await place.open();

@@ -17,7 +17,7 @@ import { lockDirectory, syncDirectory } from '../../files.js';
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkUpsert, LENS_NAME } from './checks.js';
+import { checkLensName, checkMetadataUpdate, checkUpsert, LENS_NAME } from './checks.js';
 import { Bm25Index } from './bm25.js';
 
 const LOG_SUFFIX = '.log';
@@ -379,7 +379,9 @@ export class EmbeddedVectorIndex implements VectorIndex {
   }
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
-    const data = this.peek(lens);
+    this.assertOpen();
+    checkMetadataUpdate(lens, records);
+    const data = this.lenses.get(lens);
     if (!data || records.length === 0) return;
     // On the lens's queue: the records as the writes called before this one left them.
     await this.onLens(data, async () => {
@@ -388,7 +390,6 @@ export class EmbeddedVectorIndex implements VectorIndex {
         const slot = data.slotOf.get(id);
         if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
       }
-      checkUpsert(lens, updated);
       if (updated.length > 0) await this.write(data, updated, encodeUpserts(updated));
     });
   }

@@ -49,7 +49,7 @@ import { describeError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkUpsert } from './checks.js';
+import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -215,7 +215,7 @@ export class PgvectorIndex implements VectorIndex {
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
     this.assertOpen();
-    checkLensName(lens);
+    checkMetadataUpdate(lens, records);
     const byId = new Map(records.filter((r) => !r.id.includes('\0')).map((r) => [r.id, r.metadata]));
     if (byId.size === 0) return;
     const metadata = [...byId.values()].map((m) => JSON.stringify(m));

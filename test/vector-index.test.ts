@@ -162,3 +162,23 @@ test('openVectorIndex opens the embedded index in the data directory', async (t)
   assert.ok(existsSync(join(data, 'index', 'p.log')));
   assert.ok(existsSync(join(data, 'index', 'index.lock')));
 });
+
+test('the first keyword search builds its index in slices: other requests are answered meanwhile', async (t) => {
+  const index = await openIndex(t);
+  await index.upsert('p', randomRecords(20_000, 8).map((r, i) => ({ ...r, content: i === 19_999 ? 'needle in the haystack' : `hay ${i}` })));
+  const order: string[] = [];
+  const keyword = index.searchKeyword('p', 'needle', { limit: 1, minScore: 0 }).then((hits) => {
+    order.push('keyword');
+    return hits;
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  await index.searchVector('p', unit([1, 0, 0, 0, 0, 0, 0, 0]), { limit: 1, minScore: 0 }).then(() => order.push('vector'));
+  await index.delete('p', ['r5']);
+  await index.upsert('p', [record('late', unit([0, 1, 0, 0, 0, 0, 0, 0]), 'a needle added during the build')]);
+  const hits = await keyword;
+  assert.deepEqual(order, ['vector', 'keyword'], 'a vector search started after the keyword search finished first');
+  assert.equal(hits[0].id, 'r19999');
+  const after = await index.searchKeyword('p', 'needle', { limit: 5, minScore: 0 });
+  assert.deepEqual(after.map((h) => h.id).sort(), ['late', 'r19999'], 'a write during the build is in the keyword index');
+  assert.deepEqual(await index.searchKeyword('p', 'hay 5', { limit: 50, minScore: 0 }).then((h) => h.some((x) => x.id === 'r5')), false, 'a delete during the build is not');
+});

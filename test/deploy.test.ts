@@ -14,6 +14,7 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import { README, renderConfigReference, withConfigReference } from '../scripts/config-reference.js';
 import { parseConfig } from '../src/config/load.js';
 import { parseListen } from '../src/http.js';
 import { eventually } from './helpers/daemon.js';
@@ -356,5 +357,19 @@ describe('compose trial', () => {
     const columns = (await pg.query(db, `SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $1`, [lens.table])).map((r) => r.column_name);
     for (const field of [...lens.fields, ...lens.metadata]) assert.ok(columns.includes(field), `column ${field}`);
     assert.equal((await pg.query(db, `SELECT count(*)::int AS n FROM products`))[0].n, 5);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// README
+
+describe('README', () => {
+  test('its configuration reference is the one the schema generates (npm run docs:config)', () => {
+    const readme = readFileSync(README, 'utf8');
+    assert.equal(readme, withConfigReference(readme), 'README.md is stale: run `npm run docs:config`');
+    const section = renderConfigReference();
+    for (const key of ['sources.<source>.type', 'lenses.<lens>.maxWaitMs', 'worker.keys[].scope', 'state.schema', 'pipeline.drainTimeoutMs', 'log.level']) {
+      assert.ok(section.includes('`' + key + '`'), key);
+    }
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Renders a Kustomize directory without a cluster or a kustomize binary, supporting exactly what
  * deploy/kubernetes uses: `resources` (files, or directories with their own kustomization.yaml)
- * and `patches` with `path` (strategic-merge patches matched by apiVersion, kind and name).
+ * `patches` with `path` (strategic-merge patches matched by apiVersion, kind and name) and
+ * `images` (`name` → `newName` / `newTag`, in the containers of Deployments).
  * Merge rules: maps merge key by key, `null` removes a key, lists of objects with a `name`
  * merge item by item by name (containers, volumes, ports, env), any other list is replaced.
  * Anything else in a kustomization.yaml is an error, so the renderer never silently differs.
@@ -12,7 +13,7 @@ import { parseAllDocuments } from 'yaml';
 
 export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string } & Record<string, unknown> } & Record<string, unknown>;
 
-const SUPPORTED = new Set(['apiVersion', 'kind', 'resources', 'patches']);
+const SUPPORTED = new Set(['apiVersion', 'kind', 'resources', 'patches', 'images']);
 
 export function renderKustomization(dir: string): K8sObject[] {
   const k = readYaml(join(dir, 'kustomization.yaml'))[0] as Record<string, any>;
@@ -28,6 +29,15 @@ export function renderKustomization(dir: string): K8sObject[] {
       const target = objects.findIndex((o) => o.apiVersion === p.apiVersion && o.kind === p.kind && o.metadata.name === p.metadata.name);
       if (target < 0) throw new Error(`${dir}/${patch.path}: no ${p.kind} ${p.metadata.name} to patch`);
       objects[target] = merge(objects[target], p) as K8sObject;
+    }
+  }
+  for (const image of k.images ?? []) {
+    for (const o of objects) {
+      for (const c of (o as any).spec?.template?.spec?.containers ?? []) {
+        const at = c.image.lastIndexOf(':') > c.image.lastIndexOf('/') ? c.image.lastIndexOf(':') : c.image.length;
+        const [name, tag] = [c.image.slice(0, at), c.image.slice(at + 1)];
+        if (name === image.name) c.image = `${image.newName ?? name}:${image.newTag ?? tag}`;
+      }
     }
   }
   return objects;

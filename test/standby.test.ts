@@ -136,4 +136,25 @@ pipeline: { drainTimeoutMs: 2000 }
       await store.close();
     }
   });
+
+  test('a daemon whose lease session is ended exits 1 rather than read beside a new holder', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pg.createDatabase(name);
+    await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY)`);
+    const port = await freePort();
+    const daemon = spawnDaemon(`sources:
+  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
+lenses:
+  items: { source: app, table: items, sink: hosted, initialSync: none }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: postgres, url: "${db}" }
+metrics: { listen: "127.0.0.1:${port}" }
+pipeline: { drainTimeoutMs: 1000 }
+`);
+    await eventually(async () => (await active(port)) === 1, 'the daemon reads the source', 20_000);
+    await pg.query(db, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tributary:lease'`);
+    assert.equal(await daemon.exited, 1, daemon.output());
+    assert.match(daemon.output(), /Lost the lease source\/app/);
+  });
 });

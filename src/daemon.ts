@@ -133,7 +133,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     });
   const started = Promise.all(pipelines.map(activate)).then(() => {
     startedAll = true;
-    log.info({ sources: pipelines.length, active: active.size, lenses: Object.keys(config.lenses).length }, 'started');
+    const standingBy = pipelines.length - active.size;
+    log.info({ sources: pipelines.length, standingBy, lenses: Object.keys(config.lenses).length }, standingBy === 0 ? 'streaming' : 'started; standing by');
   });
 
   let stopping: Promise<number> | undefined;

@@ -12,6 +12,7 @@ import { ConfigError, describeError } from './errors.js';
 import { parseListen } from './http.js';
 import { createLogger } from './log.js';
 import { openStateStore } from './state/index.js';
+import type { StateStore } from './types.js';
 
 const USAGE = `tributary: keeps search and AI indexes in step with your databases
 
@@ -41,7 +42,9 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
 Lenses indexed by the bundled worker add: worker=indexing queued=12 indexed=48211
---json prints the whole snapshot.`,
+With several replicas (state: postgres) each running one prints its lines, marked replica=HOST:PID;
+a standby's lenses show the state standby.
+--json prints the whole snapshot (an array of snapshots when several replicas run).`,
   dlq: `tributary dlq list --config FILE [--lens NAME] [--json]
 tributary dlq replay --config FILE --lens NAME [--id ID ...]
 tributary dlq drop --config FILE --lens NAME [--id ID ...]
@@ -60,8 +63,26 @@ function configPath(value: string | undefined): string {
   return file;
 }
 
-function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
-  const rows = snapshot.lenses.filter((l) => !lensFilter || l.lens === lensFilter);
+/** A snapshot saved more recently than this is a running replica's. */
+const LIVE_STATUS_MS = 15_000;
+
+/**
+ * The snapshots `status` shows: every replica that saved one lately (an active one and its
+ * standbys), or else the newest one (the daemon is not running).
+ */
+async function readStatus(state: StateStore): Promise<StatusSnapshot[]> {
+  const snapshots: StatusSnapshot[] = [];
+  for (const key of await state.keys('status/')) {
+    const snapshot = await state.get<StatusSnapshot>(key);
+    if (snapshot) snapshots.push(snapshot);
+  }
+  snapshots.sort((a, b) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt));
+  const live = snapshots.filter((s) => Date.now() - Date.parse(s.updatedAt) < LIVE_STATUS_MS);
+  return live.length > 0 ? live : snapshots.slice(0, 1);
+}
+
+function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string {
+  const rows = snapshots.flatMap((snapshot) => snapshot.lenses.filter((l) => !lensFilter || l.lens === lensFilter).map((l) => ({ ...l, instance: snapshot.instance })));
   if (lensFilter && rows.length === 0) throw new UsageError(`no lens named "${lensFilter}" in the last status`);
   const width = Math.max(...rows.map((l) => l.lens.length), 4);
   const stateWidth = Math.max(...rows.map((l) => l.state.length), 9);
@@ -71,10 +92,12 @@ function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
+    if (snapshots.length > 1) line += `  replica=${l.instance}`;
     return line;
   });
-  const ageSeconds = Math.round((Date.now() - Date.parse(snapshot.updatedAt)) / 1000);
-  if (ageSeconds > 5) lines.push(`(saved ${ageSeconds}s ago by pid ${snapshot.pid}: the daemon may not be running)`);
+  const [newest] = snapshots;
+  const ageSeconds = Math.round((Date.now() - Date.parse(newest.updatedAt)) / 1000);
+  if (ageSeconds > 5) lines.push(`(saved ${ageSeconds}s ago by pid ${newest.pid}: the daemon may not be running)`);
   return lines.join('\n');
 }
 
@@ -115,12 +138,12 @@ async function main(argv: string[]): Promise<number> {
     const config = loadConfig(file);
     const state = await openStateStore(config.state, { readOnly: true });
     try {
-      const snapshot = await state.get<StatusSnapshot>('status');
-      if (!snapshot) {
+      const snapshots = await readStatus(state);
+      if (snapshots.length === 0) {
         console.log('no status yet: the daemon has not run with this state store');
         return 1;
       }
-      console.log(values.json ? JSON.stringify(snapshot, null, 2) : formatStatus(snapshot, values.lens));
+      console.log(values.json ? JSON.stringify(snapshots.length === 1 ? snapshots[0] : snapshots, null, 2) : formatStatus(snapshots, values.lens));
       return 0;
     } finally {
       await state.close();
@@ -215,7 +238,12 @@ async function run(config: Config): Promise<number> {
       return 1;
     },
   );
-  return Promise.race([stopped, failed]);
+  const failedLater = daemon.failed.then(async (err) => {
+    log.error({ err: describeError(err) }, 'a source stopped; exiting so that a restart stands by or takes over cleanly');
+    await daemon.stop().catch(() => {});
+    return 1;
+  });
+  return Promise.race([stopped, failed, failedLater]);
 }
 
 main(process.argv.slice(2)).then(

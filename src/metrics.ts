@@ -16,6 +16,8 @@ export interface SourceGauges {
   lagBytes?: number;
   retainedBytes?: number;
   paused: boolean;
+  /** This process reads the source (holds its lease); false while it stands by. */
+  active: boolean;
 }
 
 /** What the worker engine exposes for metrics (see src/worker/engine.ts). */
@@ -78,6 +80,7 @@ export class Metrics {
     this.collected('Gauge', 'source', 'tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', fromSources((g) => g.lagBytes));
     this.collected('Gauge', 'source', 'tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', fromSources((g) => g.retainedBytes));
     this.collected('Gauge', 'source', 'tributary_source_paused', '1 while a source is paused by backpressure', fromSources((g) => (g.paused ? 1 : 0)));
+    this.collected('Gauge', 'source', 'tributary_source_active', '1 while this replica reads the source, 0 while it stands by (another replica holds the source)', fromSources((g) => (g.active ? 1 : 0)));
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });
   }
 
@@ -147,7 +150,7 @@ export class Metrics {
 
   source(name: string): SourceGauges {
     let g = this.sources.get(name);
-    if (!g) this.sources.set(name, (g = { paused: false }));
+    if (!g) this.sources.set(name, (g = { paused: false, active: false }));
     return g;
   }
 }

@@ -116,7 +116,33 @@ export interface StateStore {
   addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter>;
   listDeadLetters(lens?: string): Promise<DeadLetter[]>;
   removeDeadLetters(ids: string[]): Promise<number>;
+  /** The keys that start with `prefix`, in no particular order (e.g. `status/` for every replica's status). */
+  keys(prefix: string): Promise<string[]>;
+  /** Removes a key; nothing happens when it does not exist. */
+  delete(key: string): Promise<void>;
+  /**
+   * Takes the lease `name` (e.g. `source/app`): while it is held, no other process sharing this
+   * store holds it, so with `replicas: 2` exactly one replica reads each source and the other
+   * stands by. Resolves once this process holds it; while another process does, calls
+   * `waiting` once and keeps trying (every second or two) until it gets it or `signal` aborts
+   * (then it rejects with the abort reason).
+   *
+   * - postgres: `pg_try_advisory_lock` on a dedicated session. The server releases the lock
+   *   when that session ends, so a replica that dies (even kill -9) hands over within seconds.
+   * - embedded: the directory lock already makes this process the only one: resolves at once.
+   */
+  lease(name: string, options?: { signal?: AbortSignal; waiting?: () => void }): Promise<Lease>;
   close(): Promise<void>;
+}
+
+/** A lease held by this process (see `StateStore.lease`). */
+export interface Lease {
+  /**
+   * Resolves (never rejects) if the lease was lost without `release`: the store's session
+   * dropped, so another process may hold it now and this one must stop reading.
+   */
+  readonly lost: Promise<Error>;
+  release(): Promise<void>;
 }
 
 /**

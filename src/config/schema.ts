@@ -318,7 +318,7 @@ const state = {
   oneOf: [
     {
       type: 'object',
-      description: 'Files in a local directory (one replica only).',
+      description: 'Files in a local directory, for one daemon (a lock file keeps a second process out).',
       additionalProperties: false,
       properties: {
         type: { const: 'embedded', description: 'State type.' },
@@ -332,7 +332,7 @@ const state = {
     },
     {
       type: 'object',
-      description: 'Tables in a PostgreSQL schema (lets replicas share state and fail over).',
+      description: 'Tables in a PostgreSQL schema. Replicas share them: one replica reads each source (it holds that source\'s lease, an advisory lock in this database) and the others stand by to take over.',
       additionalProperties: false,
       required: ['url'],
       properties: {

@@ -17,7 +17,7 @@ const LOCK = {
   setting: 'state.path',
   besides: '`tributary status` and `tributary dlq list` can run beside it.',
 };
-import type { DeadLetter, StateStore } from '../types.js';
+import type { DeadLetter, Lease, StateStore } from '../types.js';
 
 const STATE_FILE = 'state.json';
 const DEAD_LETTER_FILE = 'dead-letters.jsonl';
@@ -75,6 +75,23 @@ export class EmbeddedStateStore implements StateStore {
     this.assertWritable();
     this.values.set(key, toJson(key, value));
     await this.stateWriter.request();
+  }
+
+  async keys(prefix: string): Promise<string[]> {
+    this.assertOpen();
+    const values = this.readOnly ? await readState(this.dir) : this.values;
+    return [...values.keys()].filter((key) => key.startsWith(prefix));
+  }
+
+  async delete(key: string): Promise<void> {
+    this.assertWritable();
+    if (this.values.delete(key)) await this.stateWriter.request();
+  }
+
+  /** The directory lock already makes this the only process using the store: held at once. */
+  async lease(): Promise<Lease> {
+    this.assertWritable();
+    return { lost: new Promise<Error>(() => {}), release: async () => {} };
   }
 
   async addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter> {

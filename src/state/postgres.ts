@@ -4,10 +4,22 @@
  *   kv(key text primary key, value jsonb not null, updated_at timestamptz not null default now())
  *   dead_letters(id bigserial primary key, lens, reason, error, attempts, first_seen, last_seen, provenance jsonb)
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
-import type { DeadLetter, StateStore } from '../types.js';
+import type { DeadLetter, Lease, StateStore } from '../types.js';
+
+/** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
+const LEASE_RETRY_MS = 1000;
+
+/** The dedicated connection whose advisory locks are the leases this process holds. */
+interface LeaseSession {
+  client: pg.Client;
+  /** The `lost` callbacks of the leases held on it. */
+  held: Set<(err: Error) => void>;
+  ended: boolean;
+}
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -23,9 +35,11 @@ export class PostgresStateStore implements StateStore {
   private readonly kv: string;
   private readonly deadLetters: string;
   private closed = false;
+  private leaseSession: Promise<LeaseSession> | undefined;
 
   private constructor(
     private readonly pool: pg.Pool,
+    private readonly url: string,
     /** The connection URL with its password masked, for messages. */
     readonly where: string,
     readonly schema: string,
@@ -42,7 +56,7 @@ export class PostgresStateStore implements StateStore {
     // An idle connection that drops emits 'error' on the pool; the next query reports it.
     const pool = new pg.Pool({ connectionString: config.url, max: 2 });
     pool.on('error', () => {});
-    const store = new PostgresStateStore(pool, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
+    const store = new PostgresStateStore(pool, config.url, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
     try {
       if (store.readOnly) await store.query('SELECT 1');
       else await store.createTables();
@@ -102,10 +116,91 @@ export class PostgresStateStore implements StateStore {
     return result.rowCount ?? 0;
   }
 
+  async keys(prefix: string): Promise<string[]> {
+    const pattern = prefix.replace(/[\\%_]/g, (c) => '\\' + c) + '%';
+    return (await this.read(`SELECT key FROM ${this.kv} WHERE key LIKE $1`, [pattern])).map((row) => row.key as string);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.assertWritable();
+    await this.query(`DELETE FROM ${this.kv} WHERE key = $1`, [key]);
+  }
+
+  async lease(name: string, options: { signal?: AbortSignal; waiting?: () => void } = {}): Promise<Lease> {
+    this.assertWritable();
+    const lockKey = `tributary lease ${this.schema} ${name}`;
+    const lock = (fn: string) => `SELECT ${fn}(('x' || left(md5($1), 16))::bit(64)::bigint) AS ok`;
+    let waited = false;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      if (this.closed) throw new TributaryError(`The state store at ${this.where} is closed`);
+      let session: LeaseSession | undefined;
+      try {
+        session = await this.openLeaseSession();
+        const { rows } = await session.client.query(lock('pg_try_advisory_lock'), [lockKey]);
+        if (rows[0].ok) break;
+      } catch (err) {
+        // The session broke (it is replaced on the next try); anything else is not ours to retry.
+        if (!session?.ended && !this.wrap(err).retriable) throw this.wrap(err);
+      }
+      if (!waited) options.waiting?.();
+      waited = true;
+      await sleep(LEASE_RETRY_MS, undefined, { signal: options.signal });
+    }
+    const session = await this.openLeaseSession();
+    let onLost!: (err: Error) => void;
+    const lost = new Promise<Error>((resolve) => (onLost = resolve));
+    const signalLost = (err: Error) =>
+      onLost(new TributaryError(`Lost the lease ${name}: the state store session at ${this.where} ended (${redactUrl(err.message)}); another replica may take over`));
+    session.held.add(signalLost);
+    return {
+      lost,
+      release: async () => {
+        if (!session.held.delete(signalLost) || session.ended) return;
+        await session.client.query(lock('pg_advisory_unlock'), [lockKey]).catch(() => undefined);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const session = await this.leaseSession?.catch(() => undefined);
+    if (session) {
+      session.ended = true;
+      await session.client.end().catch(() => undefined);
+    }
     await this.pool.end();
+  }
+
+  /** The lease session, connecting it when there is none (or the last one ended). */
+  private openLeaseSession(): Promise<LeaseSession> {
+    const opening = (this.leaseSession ??= (async () => {
+      const client = new pg.Client({ connectionString: this.url, keepAlive: true, query_timeout: 10_000, application_name: 'tributary:lease' });
+      const session: LeaseSession = { client, held: new Set(), ended: false };
+      const end = (err: Error) => {
+        if (session.ended) return;
+        session.ended = true;
+        if (this.leaseSession === opening) this.leaseSession = undefined;
+        clearInterval(ping);
+        for (const lost of session.held) lost(err);
+        session.held.clear();
+        client.end().catch(() => undefined);
+      };
+      client.on('error', end);
+      client.on('end', () => end(new Error('the connection ended')));
+      // A session the server ended (or a network that went away) shows up on the next query.
+      const ping = setInterval(() => void client.query('SELECT 1').catch(end), LEASE_RETRY_MS * 2);
+      ping.unref();
+      try {
+        await client.connect();
+      } catch (err) {
+        end(err as Error);
+        throw err;
+      }
+      return session;
+    })());
+    return opening;
   }
 
   private async createTables(): Promise<void> {

@@ -4,11 +4,12 @@
  */
 import type { Server } from 'node:http';
 import { createConnector } from '../connectors/index.js';
-import type { Config } from './config/types.js';
+import type { Config, LensConfig } from './config/types.js';
 import { describeError } from './errors.js';
 import { startMetricsServer } from './http.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type LensStatus } from './pipeline.js';
+import { openRowReader } from './readers/index.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import type { Logger, Sink, StateStore } from './types.js';
@@ -31,6 +32,8 @@ export interface Daemon {
 }
 
 const STATUS_INTERVAL_MS = 1000;
+/** How often the daemon takes operator requests from the state store. */
+const CONTROL_INTERVAL_MS = 1000;
 
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
@@ -47,10 +50,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const sourceLog = log.child({ source: sourceName });
     const connector = createConnector(sourceConfig, {
       sourceName,
-      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey })),
+      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config })),
       log: sourceLog,
     });
-    return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog });
+    const openReader = (name: string, lens: LensConfig) => openRowReader(sourceConfig, name, lens);
+    return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog, openReader });
   });
 
   let startedAll = false;
@@ -78,6 +82,30 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     log.info({ listen: config.metrics.listen }, 'metrics, /healthz and /readyz listening');
   }
 
+  metrics.attachSweeps(() => pipelines.flatMap((p) => p.sweeps()));
+
+  // Operator requests (`tributary pause|resume|ingest`) arrive through the state store.
+  let controlBusy = false;
+  const controlTimer = setInterval(() => {
+    if (controlBusy || !startedAll) return;
+    controlBusy = true;
+    state
+      .takeRequests()
+      .then((requests) => {
+        for (const request of requests) {
+          if (request.expiresAt !== undefined && request.expiresAt < Date.now()) {
+            log.warn({ lens: request.lens, request: request.kind }, 'operator request expired before the daemon saw it (the CLI gave up); ignored');
+            continue;
+          }
+          const pipeline = pipelines.find((p) => p.hasLens(request.lens));
+          if (pipeline) pipeline.control(request);
+          else log.warn({ lens: request.lens, request: request.kind }, 'operator request for a lens this daemon does not run; ignored');
+        }
+      })
+      .catch((err) => log.warn({ err: describeError(err) }, 'cannot read operator requests'))
+      .finally(() => (controlBusy = false));
+  }, CONTROL_INTERVAL_MS);
+
   const statusTimer = setInterval(() => {
     void state.put('status', status()).catch((err) => log.warn({ err: describeError(err) }, 'cannot write status'));
     for (const p of pipelines) void p.savePosition().catch(() => {});
@@ -96,6 +124,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     stop() {
       stopping ??= (async () => {
         clearInterval(statusTimer);
+        clearInterval(controlTimer);
         const left = (await Promise.all(pipelines.map((p) => p.drain(config.pipeline.drainTimeoutMs)))).reduce((a, b) => a + b, 0);
         await state.put('status', status()).catch(() => {});
         await Promise.all([...sinks.values()].map((s) => s.close()));

@@ -31,9 +31,9 @@ export async function smartSync(cluster: TestPostgres, sink: SemilayerServer, ro
   await cluster.query(
     db,
     `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, description text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
-     INSERT INTO items (id, name, description) SELECT g, 'item ' || g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, ${ROWS}) g;
-     VACUUM ANALYZE items`,
+     INSERT INTO items (id, name, description) SELECT g, 'item ' || g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, ${ROWS}) g`,
   );
+  await cluster.query(db, 'VACUUM ANALYZE items');
 
   // Reference: the same key-order pages read bare.
   const client = new pg.Client({ connectionString: db });
@@ -42,12 +42,13 @@ export async function smartSync(cluster: TestPostgres, sink: SemilayerServer, ro
   let after = 0;
   let read = 0;
   for (;;) {
-    const { rows: page } = await client.query(`SELECT id::text, name, description FROM items WHERE id > $1 ORDER BY id LIMIT ${PAGE}`, [after]);
+    const { rows: page } = await client.query(`SELECT id::text AS key, name, description FROM items WHERE id > $1 ORDER BY id LIMIT ${PAGE}`, [after]);
     read += page.length;
     if (page.length < PAGE) break;
-    after = Number(page[page.length - 1].id);
+    after = Number(page[page.length - 1].key);
   }
   const refRate = read / ((performance.now() - refStart) / 1000);
+  if (read !== ROWS) throw new Error(`the reference read ${read} rows of ${ROWS}`);
   await client.end();
   progress(`  reference: bare keyset read of ${fmt(read)} rows at ${fmt(refRate)} rows/s`);
 
@@ -75,6 +76,7 @@ log: { level: info }
   const daemon = spawnDaemonYaml(yaml, metricsPort, stateDir);
   const metric = async (name: string) => (await daemon.metrics()).get(`${name}{lens="${LENS}"}`) ?? 0;
   const start = performance.now();
+  await daemon.ready;
   await until(async () => (await metric('tributary_sweeps_completed_total')) >= 1, 'the first sweep', 900_000, 200);
   const firstSeconds = (performance.now() - start) / 1000;
   progress(`  first sweep (every row upserted): ${firstSeconds.toFixed(1)} s = ${fmt(ROWS / firstSeconds)} rows/s, peak RSS ${fmt(daemon.peakRss() / MB, 1)} MB`);
@@ -87,6 +89,7 @@ log: { level: info }
   await until(async () => (await metric('tributary_sweeps_completed_total')) >= 2, 'the second sweep', 900_000, 200);
   const secondSeconds = (performance.now() - refStart) / 1000;
   const [upserts, deletes, rss] = [await metric('tributary_sweep_upserts'), await metric('tributary_sweep_deletes'), daemon.peakRss()];
+  for (const line of daemon.output().split('\n')) if (line.includes('sweep finished')) progress(`  ${line.slice(0, 300)}`);
   const code = await daemon.stop();
   if (code !== 0) throw new Error(`daemon exited with ${code}:\n${daemon.output().slice(-2000)}`);
   const swept = ROWS - CHANGED;

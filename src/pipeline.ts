@@ -347,6 +347,7 @@ export class Pipeline implements SourceHandler {
       const at = Date.now();
       for (const committed of batch.committedAt) lens.latency.observe((at - committed) / 1000);
       lens.counters.delivered += batch.changes.length;
+      if (lens.sweeper && this.connector.blindToDeletes) lens.sweeper.noteDelivered(batch.changes.filter((c) => c.action === 'upsert').map((c) => c.id));
       this.metrics.batchSize.observe({ lens: lens.name }, batch.changes.length);
       this.metrics.batches.inc({ lens: lens.name, outcome: 'delivered' });
     }
@@ -355,7 +356,8 @@ export class Pipeline implements SourceHandler {
     const buffer = lens.buffer;
     if (buffer.size > 0 || lens.fullSync) {
       const waited = now() - buffer.firstAt;
-      if (this.draining || lens.fullSync || buffer.size >= lens.config.maxBatch || waited >= lens.config.maxWaitMs) this.flush(lens);
+      const awaited = lens.waiters.length > 0;
+      if (this.draining || awaited || lens.fullSync || buffer.size >= lens.config.maxBatch || waited >= lens.config.maxWaitMs) this.flush(lens);
       else lens.timer ??= setTimeout(() => this.flush(lens), lens.config.maxWaitMs - waited);
     }
   }
@@ -443,10 +445,12 @@ export class Pipeline implements SourceHandler {
     const at = Date.now();
     for (const c of changes) this.add(lens, c.id, c.action, at);
     const tick = this.tick + 1;
-    return new Promise((resolve) => {
+    const delivered = new Promise<void>((resolve) => {
       lens.waiters.push({ tick, resolve });
       this.wakeWaiters(lens);
     });
+    this.flush(lens); // someone waits for these: no maxWaitMs
+    return delivered;
   }
 
   hasLens(name: string): boolean {
@@ -526,7 +530,8 @@ export class Pipeline implements SourceHandler {
    */
   async drain(timeoutMs: number): Promise<number> {
     this.draining = true;
-    await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.stop()));
+    // Sweeps stop at their next step; one waiting for a delivery is released below.
+    const sweeps = Promise.all([...this.lenses.values()].map((l) => l.sweeper?.stop()));
     this.connector.pause();
     clearInterval(this.lagTimer);
     for (const lens of this.lenses.values()) {
@@ -539,6 +544,9 @@ export class Pipeline implements SourceHandler {
       await Promise.race([Promise.all([...this.deliveries]), sleep(Math.max(0, Math.min(100, deadline - Date.now())))]);
     }
     this.acknowledge();
+    for (const lens of this.lenses.values()) for (const waiter of lens.waiters.splice(0)) waiter.resolve();
+    await sweeps;
+    await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.close()));
     await this.savePosition().catch(() => {});
     await this.connector.stop();
     for (const lens of this.lenses.values()) clearTimeout(lens.timer);

@@ -18,9 +18,14 @@
  *    leaves the old snapshot, and the next sweep starts again from it.
  *
  * The first sweep of a lens has no previous snapshot: it upserts every row (sinks skip
- * unchanged content) and can delete nothing. Ids that reached the sink some other way (CDC,
- * polling) after the last sweep and were deleted before the next one are not in any snapshot:
- * with polling alone, such a row stays in the index (CDC sources deliver their deletes).
+ * unchanged content) and can delete nothing it has not seen.
+ *
+ * Polled ids: a row polled after one sweep and deleted before the next is in no snapshot, yet
+ * the sink has it. For connectors blind to deletes (polling), the pipeline reports every id it
+ * delivered (`noteDelivered`); the sweeper keeps them in a journal (in memory, written to the
+ * snapshot store every JOURNAL_FLUSH ids and on stop) and the next sweep treats journaled ids
+ * like ids of the previous snapshot: gone from the table, they are deleted. Ids delivered
+ * since the last journal write are lost if the daemon crashes.
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,6 +39,12 @@ const PAGE_SIZE = 2000;
 const FLUSH_ENTRIES = 50_000;
 /** Ids per readByIds when checking delete candidates. */
 const CHECK_CHUNK = 1000;
+/** Buckets whose changes may wait for delivery at once (bounds what a sweep buffers). */
+const EMITS_IN_FLIGHT = 2;
+/** Journaled ids held in memory before they are written to the snapshot store. */
+const JOURNAL_FLUSH = 100_000;
+/** The hash of a journaled id in the merge: the sink has it, its content is unknown. */
+const JOURNALED = '';
 
 /** A lens's sweeps, for status and metrics. */
 export interface SweepProgress {
@@ -53,8 +64,10 @@ export interface SweepProgress {
 
 /** What `sweep/<lens>` keeps in the state store. */
 interface StoredSweep {
-  finishedAt: string;
-  rows: number;
+  finishedAt?: string;
+  rows?: number;
+  /** Journal parts `journal-<lens>-<n>` for n in [from, to) wait for the next sweep. */
+  journal?: { from: number; to: number };
 }
 
 export interface SweeperOptions {
@@ -76,7 +89,13 @@ export class Sweeper {
   private paused = false;
   private stopping = false;
   private failures = 0;
+  /** How long the last sweep's scan took (the rest is the merge), for the log. */
+  private scanMs = 0;
   private unpaused: { promise: Promise<void>; resolve: () => void } | undefined;
+  private stored: StoredSweep = {};
+  /** Ids delivered since the journal was last written. */
+  private journal = new Set<string>();
+  private journalWrites: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: SweeperOptions) {}
 
@@ -86,12 +105,45 @@ export class Sweeper {
 
   /** Schedules the first sweep: `smartSyncInterval` after the last one finished, or now. */
   async start(): Promise<void> {
-    const last = await this.options.store.get<StoredSweep>(`sweep/${this.options.lens}`);
-    if (last) {
-      this.progress.total = last.rows;
-      this.progress.lastFinishedAt = last.finishedAt;
+    const last = (this.stored = (await this.options.store.get<StoredSweep>(`sweep/${this.options.lens}`)) ?? {});
+    this.progress.total = last.rows;
+    this.progress.lastFinishedAt = last.finishedAt;
+    this.schedule(last.finishedAt ? Math.max(0, Date.parse(last.finishedAt) + this.options.intervalMs - Date.now()) : 0);
+  }
+
+  /** Ids a connector blind to deletes delivered: the next sweep checks they still exist. */
+  noteDelivered(ids: string[]): void {
+    for (const id of ids) this.journal.add(id);
+    if (this.journal.size >= JOURNAL_FLUSH) {
+      void this.writeJournal().catch((err) => this.options.log.warn({ lens: this.options.lens, err: describeError(err) }, 'cannot write the smart sync journal'));
     }
-    this.schedule(last ? Math.max(0, Date.parse(last.finishedAt) + this.options.intervalMs - Date.now()) : 0);
+  }
+
+  /** Writes the journaled ids as the next journal part; parts are written one at a time. */
+  private writeJournal(): Promise<void> {
+    if (this.journal.size === 0) return this.journalWrites;
+    const ids = [...this.journal];
+    this.journal.clear();
+    const write = async () => {
+      const part = this.stored.journal?.to ?? 0;
+      const writer = await this.options.store.snapshots.write(this.journalName(part));
+      const buckets: SnapshotEntry[][] = Array.from({ length: SNAPSHOT_BUCKETS }, () => []);
+      for (const id of ids) buckets[bucketOf(id)].push([id, JOURNALED]);
+      for (let b = 0; b < SNAPSHOT_BUCKETS; b++) await writer.append(b, buckets[b]);
+      await writer.commit();
+      await this.save({ journal: { from: this.stored.journal?.from ?? 0, to: part + 1 } });
+    };
+    this.journalWrites = this.journalWrites.catch(() => {}).then(write);
+    return this.journalWrites;
+  }
+
+  private journalName(part: number): string {
+    return `journal-${this.options.lens}-${part}`;
+  }
+
+  private async save(value: StoredSweep): Promise<void> {
+    this.stored = { ...this.stored, ...value };
+    await this.options.store.put(`sweep/${this.options.lens}`, this.stored);
   }
 
   /** Starts a sweep now (or right after the one in progress). */
@@ -123,11 +175,17 @@ export class Sweeper {
     }
   }
 
+  /** Stops sweeping; a sweep in progress ends at its next step, without committing. */
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.timer);
     this.unpaused?.resolve();
     await this.running;
+  }
+
+  /** After the last delivery: writes the journal and closes the reader. */
+  async close(): Promise<void> {
+    await this.writeJournal().catch((err) => this.options.log.warn({ lens: this.options.lens, err: describeError(err) }, 'cannot write the smart sync journal'));
     await this.reader?.close().catch(() => {});
   }
 
@@ -153,11 +211,11 @@ export class Sweeper {
       const done = await this.sweepOnce(this.reader);
       if (done) {
         const finishedAt = new Date().toISOString();
-        await this.options.store.put(`sweep/${lens}`, { finishedAt, rows: progress.rows } satisfies StoredSweep);
+        await this.save({ finishedAt, rows: progress.rows });
         Object.assign(progress, { state: 'waiting', total: progress.rows, lastFinishedAt: finishedAt });
         progress.completed++;
         this.failures = 0;
-        log.info({ lens, rows: progress.rows, upserts: progress.upserts, deletes: progress.deletes, ms: Date.now() - started }, 'smart sync sweep finished');
+        log.info({ lens, rows: progress.rows, upserts: progress.upserts, deletes: progress.deletes, ms: Date.now() - started, scanMs: this.scanMs }, 'smart sync sweep finished');
       }
       this.schedule(this.again ? 0 : this.options.intervalMs);
     } catch (err) {
@@ -176,6 +234,9 @@ export class Sweeper {
   private async sweepOnce(reader: RowReader): Promise<boolean> {
     const { store } = this.options;
     const progress = this.progress;
+    // The journal so far belongs to this sweep; ids delivered from now on, to the next one.
+    await this.writeJournal();
+    const journal = this.stored.journal ?? { from: 0, to: 0 };
     const writer = await store.snapshots.write(this.snapshotName);
     try {
       // 1. Scan the table into the new snapshot's buckets.
@@ -189,29 +250,44 @@ export class Sweeper {
         }
         buffered = 0;
       };
-      let after: string | undefined;
+      const scanStart = Date.now();
+      // The next page is read while this one is hashed and written.
+      let next = reader.page({ limit: PAGE_SIZE });
       for (;;) {
-        if (!(await this.proceed())) return false;
-        const rows = await reader.page({ after, limit: PAGE_SIZE });
+        const rows = await next;
+        const more = rows.length === PAGE_SIZE;
+        if (more) next = reader.page({ after: rows[rows.length - 1].id, limit: PAGE_SIZE });
         for (const { id, row } of rows) {
           buffers[bucketOf(id)].push([id, rowHash(row)]);
         }
         buffered += rows.length;
         progress.rows += rows.length;
         if (buffered >= FLUSH_ENTRIES) await flush();
-        if (rows.length < PAGE_SIZE) break;
-        after = rows[rows.length - 1].id;
+        if (!more) break;
+        if (!(await this.proceed())) {
+          next.catch(() => {});
+          return false;
+        }
       }
       await flush();
+      this.scanMs = Date.now() - scanStart;
 
-      // 2. Merge bucket by bucket against the previous snapshot.
+      // 2. Merge bucket by bucket against the previous snapshot. Up to EMITS_IN_FLIGHT buckets'
+      // changes wait for delivery while the next bucket is merged.
       progress.state = 'merging';
+      const emitted: Array<Promise<void>> = [];
       for (let b = 0; b < SNAPSHOT_BUCKETS; b++) {
+        if (emitted.length >= EMITS_IN_FLIGHT) await emitted.shift();
         if (!(await this.proceed())) return false;
         const previous = new Map(await store.snapshots.read(this.snapshotName, b));
+        for (let part = journal.from; part < journal.to; part++) {
+          for (const [id] of (await store.snapshots.read(this.journalName(part), b)) ?? []) if (!previous.has(id)) previous.set(id, JOURNALED);
+        }
         const changes: RecordChange[] = [];
         for (const [id, hash] of await writer.read(b)) {
-          if (previous.get(id) !== hash) changes.push({ id, action: 'upsert' });
+          const before = previous.get(id);
+          // A journaled id was delivered by the connector, which delivers its later updates too.
+          if (before !== hash && before !== JOURNALED) changes.push({ id, action: 'upsert' });
           previous.delete(id);
         }
         const upserts = changes.length;
@@ -222,11 +298,16 @@ export class Sweeper {
           const back = await reader.readByIds(chunk);
           for (const id of chunk) if (!back.has(id)) changes.push({ id, action: 'delete' });
         }
-        if (changes.length > 0) await this.options.emit(changes);
+        if (changes.length > 0) emitted.push(this.options.emit(changes));
         progress.upserts += upserts;
         progress.deletes += changes.length - upserts;
       }
+      await Promise.all(emitted);
+      // Stopping releases a wait for delivery: only a sweep whose changes all went out commits.
+      if (this.stopping) return false;
       await writer.commit();
+      await this.save({ journal: { from: journal.to, to: this.stored.journal?.to ?? journal.to } });
+      for (let part = journal.from; part < journal.to; part++) await store.snapshots.remove(this.journalName(part));
       return true;
     } catch (err) {
       await writer.abort().catch(() => {});

@@ -84,6 +84,11 @@ export interface SourceConnector {
    * incremental`). Returns false when the connector does not schedule this lens.
    */
   runNow?(lens: string): boolean;
+  /**
+   * True for connectors that cannot see deletes (polling): the ids they deliver are journaled
+   * so the next smart sync sweep deletes those that are gone.
+   */
+  readonly blindToDeletes?: boolean;
   /** The part of a position that concerns one lens, for status (a polling cursor); default: all of it. */
   lensPosition?(position: Position, lens: string): string | undefined;
   stop(): Promise<void>;
@@ -177,6 +182,8 @@ export interface SnapshotStore {
   write(name: string): Promise<SnapshotWriter>;
   /** The entries of one bucket of the committed snapshot `name`, or undefined if there is none. */
   read(name: string, bucket: number): Promise<SnapshotEntry[] | undefined>;
+  /** Deletes snapshot `name` (committed or not); no error if it does not exist. */
+  remove(name: string): Promise<void>;
 }
 
 export interface SnapshotWriter {

@@ -7,7 +7,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
-import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { eventually, runCli, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Config } from '../src/config/types.js';
 import type { Daemon } from '../src/daemon.js';
 import { bucketOf } from '../src/sweep.js';
@@ -85,6 +88,49 @@ for (const state of ['embedded', 'postgres'] as const) {
     });
   });
 }
+
+test('a row polled after one sweep and deleted before the next is deleted by the next sweep, also across a restart', async () => {
+  const lens = 'sweep_journal';
+  const { sql, config } = await scenario(lens, 'embedded');
+  Object.assign(config.lenses[lens], { syncInterval: '1s', smartSyncInterval: '1h' });
+  // The CLI forces sweeps (`ingest --mode full`) through the same state directory.
+  const file = join(mkdtempSync(join(tmpdir(), 'tributary-journal-')), 'tributary.yaml');
+  const path = (config.state as { path: string }).path;
+  writeFileSync(
+    file,
+    `sources: { app: { type: postgres, url: "${config.sources.app.url}", capture: poll } }
+lenses: { ${lens}: { source: app, table: items, changeTrackingColumn: updated_at, syncInterval: 1s, sink: hosted } }
+sinks: { hosted: { type: semilayer, url: "${sink.url}", key: ik_test } }
+state: { type: embedded, path: "${path}" }
+`,
+  );
+  const forceSweep = async (daemon: Daemon) => {
+    const done = sweeps(daemon, lens).completed;
+    const forced = await runCli(['ingest', lens, '--mode', 'full', '--config', file]);
+    assert.equal(forced.code, 0, forced.output);
+    await eventually(() => sweeps(daemon, lens).completed > done, 'the forced sweep', 30_000);
+  };
+
+  const daemon = await startTestDaemon(config);
+  await eventually(() => sweeps(daemon, lens).completed >= 1, 'the first sweep', 30_000);
+  await sql(`INSERT INTO items (id, name) VALUES (1001, 'polled')`);
+  await eventually(() => sink.lastAction(lens).get('1001') === 'upsert', 'row 1001 polled');
+  await sql(`DELETE FROM items WHERE id = 1001`);
+  await forceSweep(daemon);
+  assert.equal(sink.lastAction(lens).get('1001'), 'delete', 'the journaled id is gone from the table: deleted');
+
+  // The journal is written on stop: an id polled before a restart is checked after it.
+  await sql(`INSERT INTO items (id, name) VALUES (1002, 'polled')`);
+  await eventually(() => sink.lastAction(lens).get('1002') === 'upsert', 'row 1002 polled');
+  assert.equal(await daemon.stop(), 0);
+  await sql(`DELETE FROM items WHERE id = 1002`);
+  const again = await startTestDaemon(config);
+  await forceSweep(again);
+  assert.equal(sink.lastAction(lens).get('1002'), 'delete');
+  const deletes = sink.received(lens).filter((c) => c.action === 'delete').map((c) => c.id).sort();
+  assert.deepEqual(deletes, ['1001', '1002'], 'no live id is deleted');
+  assert.equal(await again.stop(), 0);
+});
 
 test('ids spread over every snapshot bucket', () => {
   const counts = new Array<number>(SNAPSHOT_BUCKETS).fill(0);

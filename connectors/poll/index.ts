@@ -137,6 +137,7 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
   }
 
   return {
+    blindToDeletes: true,
     async start(h, saved) {
       handler = h;
       handler.state('connecting');

@@ -373,6 +373,10 @@ class FileSnapshots implements SnapshotStore {
     };
   }
 
+  async remove(name: string): Promise<void> {
+    for (const dir of [name, `${name}.old`, `${name}.next`]) await rm(join(this.dir, dir), { recursive: true, force: true });
+  }
+
   async read(name: string, bucket: number): Promise<SnapshotEntry[] | undefined> {
     for (const dir of [name, `${name}.old`]) {
       try {

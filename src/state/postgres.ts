@@ -174,6 +174,10 @@ export class PostgresStateStore implements StateStore {
           },
         };
       },
+      async remove(name) {
+        store.assertWritable();
+        await store.run(`DELETE FROM ${store.chunks} WHERE name = $1`, [name]);
+      },
       async read(name, bucket) {
         const marker = await store.read(`SELECT 1 FROM ${store.chunks} WHERE name = $1 AND committed AND bucket = -1`, [name]);
         return marker.length === 0 ? undefined : readChunks(name, true, bucket);

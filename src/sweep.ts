@@ -125,13 +125,18 @@ export class Sweeper {
     const ids = [...this.journal];
     this.journal.clear();
     const write = async () => {
-      const part = this.stored.journal?.to ?? 0;
-      const writer = await this.options.store.snapshots.write(this.journalName(part));
-      const buckets: SnapshotEntry[][] = Array.from({ length: SNAPSHOT_BUCKETS }, () => []);
-      for (const id of ids) buckets[bucketOf(id)].push([id, JOURNALED]);
-      for (let b = 0; b < SNAPSHOT_BUCKETS; b++) await writer.append(b, buckets[b]);
-      await writer.commit();
-      await this.save({ journal: { from: this.stored.journal?.from ?? 0, to: part + 1 } });
+      try {
+        const part = this.stored.journal?.to ?? 0;
+        const writer = await this.options.store.snapshots.write(this.journalName(part));
+        const buckets: SnapshotEntry[][] = Array.from({ length: SNAPSHOT_BUCKETS }, () => []);
+        for (const id of ids) buckets[bucketOf(id)].push([id, JOURNALED]);
+        for (let b = 0; b < SNAPSHOT_BUCKETS; b++) await writer.append(b, buckets[b]);
+        await writer.commit();
+        await this.save({ journal: { from: this.stored.journal?.from ?? 0, to: part + 1 } });
+      } catch (err) {
+        for (const id of ids) this.journal.add(id); // kept for the next write
+        throw err;
+      }
     };
     this.journalWrites = this.journalWrites.catch(() => {}).then(write);
     return this.journalWrites;

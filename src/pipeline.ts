@@ -503,7 +503,7 @@ export class Pipeline implements SourceHandler {
         lens: lens.name,
         source: this.sourceName,
         state: lens.paused ? 'paused' : sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
-        position: this.position === undefined ? undefined : (this.connector.lensPosition?.(this.position, lens.name) ?? this.position),
+        position: this.position !== undefined && this.connector.lensPosition ? this.connector.lensPosition(this.position, lens.name) : this.position,
         pending,
         delivered: lens.counters.delivered,
         captured: lens.counters.captured,

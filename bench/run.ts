@@ -23,6 +23,7 @@ import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
 import { failover } from './failover.js';
+import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
@@ -383,6 +384,7 @@ async function main(): Promise<void> {
     ['worker: hash skips', () => workerHashSkips(cluster, rows)],
     ['worker: commit→searchable', () => workerFreshness(cluster, rows)],
     ['failover', () => failover(cluster, rows)],
+    ['smart sync', () => smartSync(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

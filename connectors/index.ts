@@ -4,12 +4,15 @@
  */
 import type { SourceConfig } from '../src/config/types.js';
 import type { ConnectorContext, SourceConnector } from '../src/types.js';
+import { createPollConnector } from './poll/index.js';
 import { createPostgresLogicalConnector } from './postgres-logical/index.js';
 
 export function createConnector(config: SourceConfig, ctx: ConnectorContext): SourceConnector {
   switch (`${config.type}/${config.capture}`) {
     case 'postgres/logical':
       return createPostgresLogicalConnector(config, ctx);
+    case 'postgres/poll':
+      return createPollConnector(config, ctx);
     default:
       throw new Error(`no connector for type ${config.type} with capture ${config.capture}`);
   }

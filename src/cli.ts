@@ -4,15 +4,18 @@
  * resident memory of a catch-up near 150 MB for no measurable loss of speed (bench/). Exit codes: 0 success, 1 runtime failure, 2 invalid
  * configuration or usage.
  */
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { startDaemon, type StatusSnapshot } from './daemon.js';
+import type { SweepProgress } from './sweep.js';
 import { ConfigError, describeError } from './errors.js';
 import { parseListen } from './http.js';
 import { createLogger } from './log.js';
 import { openStateStore } from './state/index.js';
-import type { StateStore } from './types.js';
+import type { ControlRequest, RecordChange, StateStore } from './types.js';
 
 const USAGE = `tributary: keeps search and AI indexes in step with your databases
 
@@ -23,9 +26,18 @@ Usage:
                                      one line a lens: state, position, pending, rate, dead letters
   tributary dlq list|replay|drop --config FILE [--lens NAME] [--id ID ...]
                                      the dead-letter queue: show it, queue items again, or drop them
+  tributary pause|resume --config FILE --lens NAME
+                                     hold or release a lens in the running daemon
+  tributary ingest LENS --config FILE --mode full|incremental|records
+                                     ask the running daemon for a sync of one lens now
   tributary COMMAND --help           help for one command
 
 The config file may also come from TRIBUTARY_CONFIG. Docs: README.md and config/example.yaml.`;
+
+/** How long pause/resume/ingest wait for the daemon to take their request. */
+const CONTROL_WAIT_MS = Number(process.env.TRIBUTARY_CONTROL_WAIT_MS ?? 10_000);
+/** Changes per `ingest --mode records` request. */
+const RECORDS_PER_REQUEST = 10_000;
 
 const HELP: Record<string, string> = {
   run: `tributary run --config FILE
@@ -53,7 +65,29 @@ list reads the dead-letter store (it works whether or not the daemon runs). repl
 items of a worker lens again (all, or the given ids) and removes them from the queue; drop
 removes them without retrying. Both go through the running daemon's worker API
 (worker.listen), with a key of scope ingest or admin from the same file.`,
+  pause: `tributary pause --config FILE --lens NAME
+
+Pauses one lens of the running daemon: a polling lens is no longer polled, smart sync sweeps
+wait, and a streaming lens holds its deliveries (when they pile up, backpressure pauses the
+source, which holds its position). The pause survives restarts; \`tributary status\` shows
+"paused". Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s
+(TRIBUTARY_CONTROL_WAIT_MS sets that wait in milliseconds).`,
+  resume: `tributary resume --config FILE --lens NAME
+
+Resumes a lens paused with \`tributary pause\`: held deliveries go out, polling and sweeps resume.`,
+  ingest: `tributary ingest LENS --config FILE --mode full|incremental|records
+
+Asks the running daemon to sync one lens now:
+  full         the lens's sink re-reads the whole lens, and a smart sync sweep runs now
+               (lenses with smartSyncInterval)
+  incremental  a polling lens (capture: poll) polls now; other lenses ask their sink for an
+               incremental sync (rows past its changeTrackingColumn cursor)
+  records      reads {"id": "...", "action": "upsert"|"delete"} JSON lines from stdin and
+               queues them for the lens, like changes from the source
+Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s,
+2 for usage errors.`,
 };
+
 
 class UsageError extends Error {}
 
@@ -90,6 +124,7 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
+    if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
     if (snapshots.length > 1) line += `  replica=${l.instance}`;
@@ -101,6 +136,15 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
   return lines.join('\n');
 }
 
+/** `smart-sync=scanning 42% rows=420000 upserts=12 deletes=3`, or the last one's figures while waiting. */
+function formatSweep(s: SweepProgress): string {
+  const percent = s.total && (s.state === 'scanning' || s.state === 'merging') ? ` ${Math.min(100, Math.floor((s.rows / s.total) * 100))}%` : '';
+  let text = `smart-sync=${s.state}${percent} rows=${s.rows} upserts=${s.upserts} deletes=${s.deletes}`;
+  if (s.lastFinishedAt) text += ` last=${s.lastFinishedAt}`;
+  if (s.lastError && s.state === 'error') text += ` smart-sync-error="${s.lastError}"`;
+  return text;
+}
+
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
   const { values, positionals } = parseArgs({
@@ -110,9 +154,10 @@ async function main(argv: string[]): Promise<number> {
       lens: { type: 'string' },
       json: { type: 'boolean' },
       id: { type: 'string', multiple: true },
+      mode: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    allowPositionals: command === 'dlq',
+    allowPositionals: command === 'dlq' || command === 'ingest',
     strict: true,
   });
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -151,6 +196,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'dlq') return dlq(loadConfig(file), positionals[0], values);
+  if (command === 'pause' || command === 'resume' || command === 'ingest') return control(command, loadConfig(file), positionals[0], values);
 
   return run(loadConfig(file));
 }
@@ -201,6 +247,66 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
   }
   console.log(action === 'replay' ? `queued ${body.count} change(s) of lens ${options.lens} again` : `dropped ${body.count} dead letter(s) of lens ${options.lens}`);
   return 0;
+}
+
+/** `pause`, `resume` and `ingest`: a request through the state store to the running daemon. */
+async function control(command: 'pause' | 'resume' | 'ingest', config: Config, positional: string | undefined, options: { lens?: string; mode?: string }): Promise<number> {
+  const lens = command === 'ingest' ? positional : options.lens;
+  if (!lens) throw new UsageError(command === 'ingest' ? 'ingest needs the lens: tributary ingest LENS --mode full|incremental|records' : `${command} needs --lens NAME`);
+  if (!config.lenses[lens]) throw new UsageError(`no lens named "${lens}" in the configuration`);
+  const requests: ControlRequest[] = [];
+  if (command !== 'ingest') {
+    requests.push({ kind: command, lens });
+  } else if (options.mode === 'full' || options.mode === 'incremental') {
+    requests.push({ kind: 'ingest', lens, mode: options.mode });
+  } else if (options.mode === 'records') {
+    const changes = await readRecords();
+    for (let i = 0; i < changes.length; i += RECORDS_PER_REQUEST) requests.push({ kind: 'ingest', lens, mode: 'records', changes: changes.slice(i, i + RECORDS_PER_REQUEST) });
+  } else {
+    throw new UsageError(`ingest needs --mode full, incremental or records${options.mode === undefined ? '' : `, not ${JSON.stringify(options.mode)}`}`);
+  }
+  const state = await openStateStore(config.state, { readOnly: true });
+  try {
+    for (const request of requests) {
+      const id = await state.sendRequest({ ...request, expiresAt: Date.now() + CONTROL_WAIT_MS });
+      const deadline = Date.now() + CONTROL_WAIT_MS;
+      while (await state.requestPending(id)) {
+        if (Date.now() > deadline) {
+          console.error(`tributary: no running daemon took the request within ${CONTROL_WAIT_MS / 1000} s; start one with \`tributary run\` (the request expires unapplied)`);
+          return 1;
+        }
+        await sleep(100);
+      }
+    }
+  } finally {
+    await state.close();
+  }
+  const changes = requests.reduce((n, r) => n + ('changes' in r ? r.changes.length : 0), 0);
+  const done =
+    command === 'pause' ? `paused lens ${lens}` : command === 'resume' ? `resumed lens ${lens}` : options.mode === 'records' ? `queued ${changes} change(s) for lens ${lens}` : `requested a ${options.mode} sync of lens ${lens}`;
+  console.log(`${done} (the daemon took the request)`);
+  return 0;
+}
+
+/** `{"id","action"}` JSON lines from stdin; a bad line is a usage error naming it. */
+async function readRecords(): Promise<RecordChange[]> {
+  const changes: RecordChange[] = [];
+  let n = 0;
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    n++;
+    if (line.trim() === '') continue;
+    let parsed: { id?: unknown; action?: unknown };
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      throw new UsageError(`stdin line ${n}: not JSON; expected {"id": "...", "action": "upsert"|"delete"}`);
+    }
+    if (typeof parsed?.id !== 'string' || parsed.id === '' || (parsed.action !== 'upsert' && parsed.action !== 'delete')) {
+      throw new UsageError(`stdin line ${n}: expected {"id": "<non-empty string>", "action": "upsert"|"delete"}`);
+    }
+    changes.push({ id: parsed.id, action: parsed.action });
+  }
+  return changes;
 }
 
 async function run(config: Config): Promise<number> {

@@ -10,11 +10,12 @@
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { createConnector } from '../connectors/index.js';
-import type { Config } from './config/types.js';
+import type { Config, LensConfig } from './config/types.js';
 import { describeError } from './errors.js';
 import { startMetricsServer } from './http.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type LensStatus } from './pipeline.js';
+import { openRowReader } from './readers/index.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import type { Lease, Logger, Sink, StateStore } from './types.js';
@@ -47,6 +48,8 @@ export interface Daemon {
 const STATUS_INTERVAL_MS = 1000;
 /** Snapshots of replicas that stopped writing this long ago are removed at start. */
 const STALE_STATUS_MS = 3600_000;
+/** How often the daemon takes operator requests from the state store. */
+const CONTROL_INTERVAL_MS = 1000;
 
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
@@ -63,10 +66,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const sourceLog = log.child({ source: sourceName });
     const connector = createConnector(sourceConfig, {
       sourceName,
-      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey })),
+      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config })),
       log: sourceLog,
     });
-    return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog });
+    const openReader = (name: string, lens: LensConfig) => openRowReader(sourceConfig, name, lens);
+    return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog, openReader });
   });
   const instance = `${hostname()}:${process.pid}`;
   const statusKey = `status/${instance}`;
@@ -96,6 +100,32 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     });
     log.info({ listen: config.metrics.listen }, 'metrics, /healthz and /readyz listening');
   }
+
+  metrics.attachSweeps(() => pipelines.flatMap((p) => p.sweeps()));
+
+  // Operator requests (`tributary pause|resume|ingest`) arrive through the state store. A
+  // replica takes them only while it reads a source, and passes on those for sources it does not.
+  let controlBusy = false;
+  const controlTimer = setInterval(() => {
+    if (controlBusy || !startedAll || active.size === 0) return;
+    controlBusy = true;
+    state
+      .takeRequests()
+      .then(async (requests) => {
+        for (const request of requests) {
+          if (request.expiresAt !== undefined && request.expiresAt < Date.now()) {
+            log.warn({ lens: request.lens, request: request.kind }, 'operator request expired before the daemon saw it (the CLI gave up); ignored');
+            continue;
+          }
+          const pipeline = pipelines.find((p) => p.hasLens(request.lens));
+          if (!pipeline) log.warn({ lens: request.lens, request: request.kind }, 'operator request for a lens this daemon does not run; ignored');
+          else if (active.has(pipeline)) pipeline.control(request);
+          else await state.sendRequest(request);
+        }
+      })
+      .catch((err) => log.warn({ err: describeError(err) }, 'cannot read operator requests'))
+      .finally(() => (controlBusy = false));
+  }, CONTROL_INTERVAL_MS);
 
   const statusTimer = setInterval(() => {
     void state.put(statusKey, status()).catch((err) => log.warn({ err: describeError(err) }, 'cannot write status'));
@@ -146,6 +176,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     stop() {
       stopping ??= (async () => {
         clearInterval(statusTimer);
+        clearInterval(controlTimer);
         stopLeases.abort();
         const left = (await Promise.all([...active].map((p) => p.drain(config.pipeline.drainTimeoutMs)))).reduce((a, b) => a + b, 0);
         await Promise.all(leases.map((l) => l.release()));

@@ -67,7 +67,8 @@ export interface PostgresSourceConfig {
   type: 'postgres';
   /** libpq-style connection URL. Never logged with its password. */
   url: string;
-  capture: 'logical';
+  /** `logical`: a replication slot; `poll`: each lens read every `syncInterval` by its changeTrackingColumn. */
+  capture: 'logical' | 'poll';
   /** Replication slot name; created if missing. Default `tributary_<source>`. */
   slot: string;
   /**
@@ -93,7 +94,11 @@ export interface LensConfig {
   template?: string;
   metadata: string[];
   changeTrackingColumn?: string;
+  /** Polling (`capture: poll`): how often, as a duration (`5m`). */
   syncInterval?: string;
+  /** Polling: how far (a duration) behind the saved cursor each poll starts, for late commits (default `30s`). */
+  syncOverlap?: string;
+  /** A sweep with tombstones this often (any capture mode). */
   smartSyncInterval?: string;
   sink: string;
   /** What to do on the lens's first start: ask the sink for a full sync (default) or nothing. */

@@ -3,12 +3,14 @@
  *
  *   kv(key text primary key, value jsonb not null, updated_at timestamptz not null default now())
  *   dead_letters(id bigserial primary key, lens, reason, error, attempts, first_seen, last_seen, provenance jsonb)
+ *   snapshot_chunks(name, committed, bucket, seq bigserial, entries text): sweep snapshots, a chunk
+ *     of `["id","hash"]` lines a row; bucket -1 marks a committed snapshot
+ *   requests(id bigserial primary key, body jsonb): operator requests from the CLI
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
-import type { DeadLetter, Lease, StateStore } from '../types.js';
 
 /** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
 const LEASE_RETRY_MS = 1000;
@@ -20,6 +22,7 @@ interface LeaseSession {
   held: Set<(err: Error) => void>;
   ended: boolean;
 }
+import type { ControlRequest, DeadLetter, Lease, SnapshotEntry, SnapshotStore, SnapshotWriter, StateStore } from '../types.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -34,8 +37,11 @@ const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
 export class PostgresStateStore implements StateStore {
   private readonly kv: string;
   private readonly deadLetters: string;
+  private readonly chunks: string;
+  private readonly requests: string;
   private closed = false;
   private leaseSession: Promise<LeaseSession> | undefined;
+  readonly snapshots: SnapshotStore;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -47,6 +53,9 @@ export class PostgresStateStore implements StateStore {
   ) {
     this.kv = `${quoteIdent(schema)}.kv`;
     this.deadLetters = `${quoteIdent(schema)}.dead_letters`;
+    this.chunks = `${quoteIdent(schema)}.snapshot_chunks`;
+    this.requests = `${quoteIdent(schema)}.requests`;
+    this.snapshots = this.snapshotStore();
   }
 
   static async open(
@@ -162,6 +171,80 @@ export class PostgresStateStore implements StateStore {
     };
   }
 
+  async sendRequest(request: ControlRequest): Promise<string> {
+    try {
+      const rows = await this.query(`INSERT INTO ${this.requests} (body) VALUES ($1::jsonb) RETURNING id`, [jsonText('request', request)]);
+      return String(rows[0].id);
+    } catch (err) {
+      const code = ((err as TributaryError).cause as { code?: string } | undefined)?.code;
+      if (code === '42P01' || code === '3F000') {
+        throw new TributaryError(`No Tributary daemon has run with the state store at ${this.where} (schema ${this.schema}); start one with \`tributary run\``);
+      }
+      throw err;
+    }
+  }
+
+  async requestPending(id: string): Promise<boolean> {
+    return (await this.read(`SELECT 1 FROM ${this.requests} WHERE id = $1`, [id])).length > 0;
+  }
+
+  async takeRequests(): Promise<ControlRequest[]> {
+    this.assertWritable();
+    const rows = await this.query(`DELETE FROM ${this.requests} RETURNING id, body`);
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map((r) => r.body as ControlRequest);
+  }
+
+  private snapshotStore(): SnapshotStore {
+    const store = this;
+    const readChunks = async (name: string, committed: boolean, bucket: number): Promise<SnapshotEntry[]> => {
+      const rows = await store.query(`SELECT entries FROM ${store.chunks} WHERE name = $1 AND committed = $2 AND bucket = $3 ORDER BY seq`, [name, committed, bucket]);
+      return rows.flatMap((r) => (r.entries as string).split('\n').filter(Boolean).map((l) => JSON.parse(l) as SnapshotEntry));
+    };
+    return {
+      async write(name: string): Promise<SnapshotWriter> {
+        store.assertWritable();
+        await store.run(`DELETE FROM ${store.chunks} WHERE name = $1 AND NOT committed`, [name]);
+        return {
+          async append(bucket, entries) {
+            if (entries.length === 0) return;
+            await store.run(`INSERT INTO ${store.chunks} (name, committed, bucket, entries) VALUES ($1, false, $2, $3)`, [
+              name,
+              bucket,
+              entries.map((e) => JSON.stringify(e)).join('\n'),
+            ]);
+          },
+          read: (bucket) => readChunks(name, false, bucket),
+          async commit() {
+            await store.run(`INSERT INTO ${store.chunks} (name, committed, bucket, entries) VALUES ($1, false, -1, '')`, [name]);
+            const client = await store.pool.connect();
+            try {
+              await client.query('BEGIN');
+              await client.query(`DELETE FROM ${store.chunks} WHERE name = $1 AND committed`, [name]);
+              await client.query(`UPDATE ${store.chunks} SET committed = true WHERE name = $1`, [name]);
+              await client.query('COMMIT');
+            } catch (err) {
+              await client.query('ROLLBACK').catch(() => {});
+              throw store.wrap(err);
+            } finally {
+              client.release();
+            }
+          },
+          async abort() {
+            await store.run(`DELETE FROM ${store.chunks} WHERE name = $1 AND NOT committed`, [name]);
+          },
+        };
+      },
+      async remove(name) {
+        store.assertWritable();
+        await store.run(`DELETE FROM ${store.chunks} WHERE name = $1`, [name]);
+      },
+      async read(name, bucket) {
+        const marker = await store.read(`SELECT 1 FROM ${store.chunks} WHERE name = $1 AND committed AND bucket = -1`, [name]);
+        return marker.length === 0 ? undefined : readChunks(name, true, bucket);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -225,7 +308,16 @@ export class PostgresStateStore implements StateStore {
         last_seen timestamptz,
         provenance jsonb
       );
-      CREATE INDEX IF NOT EXISTS dead_letters_lens ON ${this.deadLetters} (lens, id);`);
+      CREATE INDEX IF NOT EXISTS dead_letters_lens ON ${this.deadLetters} (lens, id);
+      CREATE TABLE IF NOT EXISTS ${this.chunks} (
+        name text NOT NULL,
+        committed boolean NOT NULL,
+        bucket int NOT NULL,
+        seq bigserial,
+        entries text NOT NULL,
+        PRIMARY KEY (name, committed, bucket, seq)
+      );
+      CREATE TABLE IF NOT EXISTS ${this.requests} (id bigserial PRIMARY KEY, body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());`);
   }
 
   /** A query that reads; a read-only store sees a schema nobody has created yet as empty. */

@@ -61,10 +61,12 @@ a standby's lenses show the state standby.
 tributary dlq replay --config FILE --lens NAME [--id ID ...]
 tributary dlq drop --config FILE --lens NAME [--id ID ...]
 
-list reads the dead-letter store (it works whether or not the daemon runs). replay queues the
-items of a worker lens again (all, or the given ids) and removes them from the queue; drop
-removes them without retrying. Both go through the running daemon's worker API
-(worker.listen), with a key of scope ingest or admin from the same file.`,
+list reads the dead-letter store (it works whether or not the daemon runs). replay delivers the
+items again (all, or the given ids) and removes them; drop removes them without retrying.
+For a worker lens both go through the running daemon's worker API (worker.listen), with a key
+of scope ingest or admin from the same file; for a lens with a hosted sink (batches it answered
+400) through the state store to the running daemon, which removes a replayed letter once the
+sink accepted it.`,
   pause: `tributary pause --config FILE --lens NAME
 
 Pauses one lens of the running daemon: a polling lens is no longer polled, smart sync sweeps
@@ -222,8 +224,14 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
   const lens = config.lenses[options.lens];
   if (!lens) throw new UsageError(`no lens named "${options.lens}" in the configuration`);
   const worker = config.worker;
-  if (config.sinks[lens.sink]?.type !== 'worker' || !worker?.listen) {
-    console.error(`tributary: dlq ${action} works for lenses whose sink is the worker, through its HTTP API: set worker.listen.`);
+  if (config.sinks[lens.sink]?.type !== 'worker') {
+    // Batches a hosted sink rejected: the daemon delivers them again (or forgets them).
+    if (!(await sendToDaemon(config, [{ kind: 'dlq', lens: options.lens, action, ids: options.id }]))) return 1;
+    console.log(`${action === 'replay' ? 'replaying' : 'dropped'} the dead letters of lens ${options.lens} (the daemon took the request)`);
+    return 0;
+  }
+  if (!worker?.listen) {
+    console.error(`tributary: dlq ${action} of a worker lens goes through the worker's HTTP API: set worker.listen.`);
     return 1;
   }
   const key = worker.keys.find((k) => k.scope === 'admin' || k.scope === 'ingest')?.key;
@@ -265,6 +273,16 @@ async function control(command: 'pause' | 'resume' | 'ingest', config: Config, p
   } else {
     throw new UsageError(`ingest needs --mode full, incremental or records${options.mode === undefined ? '' : `, not ${JSON.stringify(options.mode)}`}`);
   }
+  if (!(await sendToDaemon(config, requests))) return 1;
+  const changes = requests.reduce((n, r) => n + ('changes' in r ? r.changes.length : 0), 0);
+  const done =
+    command === 'pause' ? `paused lens ${lens}` : command === 'resume' ? `resumed lens ${lens}` : options.mode === 'records' ? `queued ${changes} change(s) for lens ${lens}` : `requested a ${options.mode} sync of lens ${lens}`;
+  console.log(`${done} (the daemon took the request)`);
+  return 0;
+}
+
+/** Sends requests to the running daemon through the state store; false (said on stderr) if none took them in time. */
+async function sendToDaemon(config: Config, requests: ControlRequest[]): Promise<boolean> {
   const state = await openStateStore(config.state, { readOnly: true });
   try {
     for (const request of requests) {
@@ -273,19 +291,15 @@ async function control(command: 'pause' | 'resume' | 'ingest', config: Config, p
       while (await state.requestPending(id)) {
         if (Date.now() > deadline) {
           console.error(`tributary: no running daemon took the request within ${CONTROL_WAIT_MS / 1000} s; start one with \`tributary run\` (the request expires unapplied)`);
-          return 1;
+          return false;
         }
         await sleep(100);
       }
     }
+    return true;
   } finally {
     await state.close();
   }
-  const changes = requests.reduce((n, r) => n + ('changes' in r ? r.changes.length : 0), 0);
-  const done =
-    command === 'pause' ? `paused lens ${lens}` : command === 'resume' ? `resumed lens ${lens}` : options.mode === 'records' ? `queued ${changes} change(s) for lens ${lens}` : `requested a ${options.mode} sync of lens ${lens}`;
-  console.log(`${done} (the daemon took the request)`);
-  return 0;
 }
 
 /** `{"id","action"}` JSON lines from stdin; a bad line is a usage error naming it. */

@@ -467,6 +467,12 @@ export class Pipeline implements SourceHandler {
     const lens = this.lenses.get(request.lens);
     if (!lens) return;
     this.log.info({ lens: lens.name, request: request.kind, mode: 'mode' in request ? request.mode : undefined }, 'operator request');
+    if (request.kind === 'dlq') {
+      void this.applyDeadLetters(lens, request.action, request.ids).catch((err) =>
+        this.log.error({ lens: lens.name, err: describeError(err) }, `dlq ${request.action} failed; the dead letters are kept`),
+      );
+      return;
+    }
     if (request.kind !== 'ingest') {
       const paused = request.kind === 'pause';
       if (lens.paused === paused) return;
@@ -484,6 +490,19 @@ export class Pipeline implements SourceHandler {
       this.requestSync(lens, 'incremental', 'requested by tributary ingest --mode incremental');
       this.flush(lens);
     }
+  }
+
+  /**
+   * `tributary dlq replay|drop`: replay delivers the letters' changes again through the lens's
+   * batches and removes the letters once the sink accepted them (a new rejection makes a new
+   * letter); drop removes them.
+   */
+  private async applyDeadLetters(lens: LensRuntime, action: 'replay' | 'drop', ids?: string[]): Promise<void> {
+    const letters = (await this.store.listDeadLetters(lens.name)).filter((l) => !ids || ids.includes(l.id));
+    if (action === 'replay') await this.enqueue(lens.name, letters.flatMap((l) => l.provenance.changes ?? []));
+    const removed = await this.store.removeDeadLetters(letters.map((l) => l.id));
+    lens.dlq = Math.max(0, lens.dlq - letters.reduce((n, l) => n + (l.provenance.changes?.length ?? 0), 0));
+    this.log.info({ lens: lens.name, letters: removed }, action === 'replay' ? 'dead letters delivered again' : 'dead letters dropped');
   }
 
   private setPaused(lens: LensRuntime, paused: boolean): void {

@@ -189,6 +189,8 @@ export type ControlRequest = (
   | { kind: 'pause' | 'resume'; lens: string }
   | { kind: 'ingest'; lens: string; mode: 'full' | 'incremental' }
   | { kind: 'ingest'; lens: string; mode: 'records'; changes: RecordChange[] }
+  /** Dead letters of a lens with a hosted sink: delivered again, or removed (all, or `ids`). */
+  | { kind: 'dlq'; lens: string; action: 'replay' | 'drop'; ids?: string[] }
 ) & {
   /** ms since the epoch: a daemon that finds the request later ignores it (the CLI gave up). */
   expiresAt?: number;

@@ -149,3 +149,33 @@ test('pause and resume through the PostgreSQL state store', async () => {
   await eventually(() => sink.lastAction('ctl_pgstate_fast').has('2'), 'row 2 polled once resumed');
   await stopDaemon(daemon);
 });
+
+test('dlq replay and drop for a hosted sink: a batch the sink rejected is delivered again once it accepts, or forgotten', async () => {
+  const { sql, cli, run } = await setUp('ctl_dlq', () => `{ type: embedded, path: "${mkdtempSync(join(tmpdir(), 'tributary-ctl-state-'))}" }`);
+  const target = 'ctl_dlq_other';
+  let reject = true;
+  sink.respondWith((req) => (reject && req.lens === target && req.changes?.some((c) => c.id === '7') ? { status: 400, body: { error: 'Invalid record id 7' } } : undefined));
+  const daemon = run();
+  try {
+    await eventually(() => sink.lastAction(target).has('1'), 'row 1 polled', 30_000);
+    await sql(`INSERT INTO items (id, name) VALUES (7, 'seven')`);
+    await eventually(async () => /ids=7 .*Invalid record id 7/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the rejected batch is a dead letter');
+    assert.equal(sink.lastAction(target).has('7'), false);
+
+    reject = false;
+    const replayed = await cli(['dlq', 'replay', '--lens', target]);
+    assert.equal(replayed.code, 0, replayed.output);
+    await eventually(() => sink.lastAction(target).get('7') === 'upsert', 'the replayed change delivered');
+    await eventually(async () => /empty/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the replayed letter removed');
+
+    reject = true;
+    await sql(`UPDATE items SET name = 'seven again', updated_at = now() WHERE id = 7`);
+    await eventually(async () => /ids=7/.test((await cli(['dlq', 'list', '--lens', target])).output), 'rejected again');
+    const dropped = await cli(['dlq', 'drop', '--lens', target]);
+    assert.equal(dropped.code, 0, dropped.output);
+    await eventually(async () => /empty/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the dropped letter removed');
+  } finally {
+    sink.respondWith(undefined);
+    await stopDaemon(daemon);
+  }
+});

@@ -5,14 +5,19 @@
 import type { MysqlSourceConfig, PostgresSourceConfig, SourceConfig } from '../src/config/types.js';
 import type { ConnectorContext, SourceConnector } from '../src/types.js';
 import { createMysqlBinlogConnector } from './mysql-binlog/index.js';
+import { createPollConnector } from './poll/index.js';
 import { createPostgresLogicalConnector } from './postgres-logical/index.js';
 
 export function createConnector(config: SourceConfig, ctx: ConnectorContext): SourceConnector {
   switch (`${config.type}/${config.capture}`) {
     case 'postgres/logical':
       return createPostgresLogicalConnector(config as PostgresSourceConfig, ctx);
+    case 'postgres/poll':
+      return createPollConnector(config, ctx);
     case 'mysql/binlog':
       return createMysqlBinlogConnector(config as MysqlSourceConfig, ctx);
+    case 'mysql/poll':
+      return createPollConnector(config, ctx);
     default:
       throw new Error(`no connector for type ${config.type} with capture ${config.capture}`);
   }

@@ -52,7 +52,11 @@ function sourceConfig(url: string, overrides: Partial<MysqlSourceConfig> = {}): 
 
 async function open(url: string, lenses: Array<{ name: string; table: string; primaryKey?: string[] }>, overrides: Partial<MysqlSourceConfig> = {}, saved?: Position) {
   const rec = recorder();
-  const connector = createMysqlBinlogConnector(sourceConfig(url, overrides), { sourceName: 'app', lenses, log });
+  const ctxLenses = lenses.map((l) => ({
+    ...l,
+    config: { source: 'app', table: l.table, primaryKey: l.primaryKey, sink: 'hosted', fields: [], metadata: [], initialSync: 'full' as const, maxBatch: 10_000, maxWaitMs: 20 },
+  }));
+  const connector = createMysqlBinlogConnector(sourceConfig(url, overrides), { sourceName: 'app', lenses: ctxLenses, log });
   rec.connector = connector;
   const { fresh } = await connector.start(rec.handler, saved);
   return { rec, connector, fresh };
@@ -381,6 +385,11 @@ describe('mysql row reader', () => {
       await q(`UPDATE int_k SET changed = 100`);
       const reader = await createMysqlReader({ url, lens: 'int_k', table: `${name}.int_k`, columns: ['label'], changeTrackingColumn: 'changed' });
       try {
+        assert.deepEqual((await reader.page({ limit: 10, changedSince: {} })).map((r) => r.id), ['-2147483648', '0', '42', '2147483647'], 'no cursor: from the first row');
+        const tracking = await reader.describeChangeTracking!();
+        assert.deepEqual([tracking.exists, tracking.indexed], [true, false]);
+        await q(tracking.createIndex);
+        assert.equal((await reader.describeChangeTracking!()).indexed, true);
         const first = await reader.page({ limit: 2, changedSince: { value: '99' } });
         assert.deepEqual(first.map((r) => r.id), ['-2147483648', '0']);
         const rest = await reader.page({ limit: 10, changedSince: { value: first[1].cursor!, id: first[1].id } });
@@ -421,7 +430,7 @@ sinks:
     assert.ok(defaultServerId('shop') >= 2_000_000_000 && defaultServerId('shop') < 4_000_000_000);
   });
 
-  test('mistakes are reported with their path: poll not yet available, no database for a bare table, a bad serverId', () => {
+  test('mistakes are reported with their path: an unknown capture, no database for a bare table, a bad serverId', () => {
     const problems = (text: string) => {
       try {
         parseConfig(text, 'f.yaml', {});
@@ -430,8 +439,8 @@ sinks:
         return (err as ConfigError).problems.map((p) => `${p.path}: ${p.message}`);
       }
     };
-    assert.deepEqual(problems(yaml('{ type: mysql, url: "mysql://u:p@db/app", capture: poll }')), [
-      'sources.shop.capture: "poll" is not available in this version yet; expected one of: binlog',
+    assert.deepEqual(problems(yaml('{ type: mysql, url: "mysql://u:p@db/app", capture: logical }')), [
+      'sources.shop.capture: expected one of: binlog, poll; got "logical"',
     ]);
     assert.deepEqual(problems(yaml('{ type: mysql, url: "mysql://u:p@db:3306" }')), [
       'lenses.items.table: the url of source "shop" names no database; write the table as database.table',

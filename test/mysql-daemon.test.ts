@@ -152,4 +152,35 @@ metrics: false
       assert.equal(await daemon.stop(), 0);
     }
   });
+
+  test('capture: poll on MySQL reads new and changed rows by their changeTrackingColumn', async (t) => {
+    const name = databaseName(t.name);
+    const url = await server.createDatabase(name);
+    await server.query('CREATE TABLE notes (id INT PRIMARY KEY, body TEXT, updated_at DATETIME(6) NOT NULL DEFAULT NOW(6) ON UPDATE NOW(6))', [], name);
+    const lens = `${name}_notes`;
+    const config = parseConfig(
+      `
+sources:
+  app: { type: mysql, url: "${url}", capture: poll }
+lenses:
+  ${lens}: { source: app, table: notes, sink: hosted, changeTrackingColumn: updated_at, syncInterval: 1s, syncOverlap: 1s, initialSync: none, maxWaitMs: 10 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: embedded, path: ./state }
+metrics: false
+`,
+      join(mkdtempSync(join(tmpdir(), 'tributary-mysql-poll-')), 'tributary.yaml'),
+      {},
+    );
+    const daemon = await startTestDaemon(config);
+    try {
+      await server.query(`INSERT INTO notes (id, body) VALUES (1, 'one'), (2, 'two')`, [], name);
+      await eventually(() => ['1', '2'].every((id) => sink.lastAction(lens).get(id) === 'upsert'), 'the new rows polled');
+      const before = sink.received(lens).filter((c) => c.id === '2').length;
+      await server.query(`UPDATE notes SET body = 'two!' WHERE id = 2`, [], name);
+      await eventually(() => sink.received(lens).filter((c) => c.id === '2').length > before, 'the changed row polled again');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
 });

@@ -67,7 +67,8 @@ export interface PostgresSourceConfig {
   type: 'postgres';
   /** libpq-style connection URL. Never logged with its password. */
   url: string;
-  capture: 'logical';
+  /** `logical`: a replication slot; `poll`: each lens read every `syncInterval` by its changeTrackingColumn. */
+  capture: 'logical' | 'poll';
   /** Replication slot name; created if missing. Default `tributary_<source>`. */
   slot: string;
   /**
@@ -85,7 +86,8 @@ export interface MysqlSourceConfig {
   type: 'mysql';
   /** `mysql://user:password@host:3306/database`. Never logged with its password. */
   url: string;
-  capture: 'binlog';
+  /** `binlog` (default) tails the binary log; `poll` reads lenses by changeTrackingColumn (connectors/poll). */
+  capture: 'binlog' | 'poll';
   /**
    * The replica server_id Tributary connects with; unique among the server's replicas.
    * Default: derived from the source name (see `defaultServerId`), from 2,000,000,000 up.
@@ -116,7 +118,11 @@ export interface LensConfig {
   template?: string;
   metadata: string[];
   changeTrackingColumn?: string;
+  /** Polling (`capture: poll`): how often, as a duration (`5m`). */
   syncInterval?: string;
+  /** Polling: how far (a duration) behind the saved cursor each poll starts, for late commits (default `30s`). */
+  syncOverlap?: string;
+  /** A sweep with tombstones this often (any capture mode). */
   smartSyncInterval?: string;
   sink: string;
   /** What to do on the lens's first start: ask the sink for a full sync (default) or nothing. */

@@ -155,6 +155,7 @@ export async function createMysqlReader(options: MysqlReaderOptions): Promise<Ro
         if (!tracking) throw new SourceSetupError(`${where}: incremental sync needs changeTrackingColumn on the lens`);
         const col = quoteMysql(tracking.name);
         const order = `ORDER BY ${col}, ${keyOrder} LIMIT ${lim}`;
+        if (changedSince.value === undefined) return query(`${select} WHERE ${col} IS NOT NULL ${order}`, []);
         if (changedSince.id === undefined) return query(`${select} WHERE ${col} > ? ${order}`, [changedSince.value]);
         const rest = after(key, decodeId(changedSince.id, key.length));
         return query(`${select} WHERE (${col} > ? OR (${col} = ? AND ${rest.sql})) ${order}`, [changedSince.value, changedSince.value, ...rest.params]);
@@ -162,6 +163,15 @@ export async function createMysqlReader(options: MysqlReaderOptions): Promise<Ro
       if (afterId === undefined) return query(`${select} ORDER BY ${keyOrder} LIMIT ${lim}`, []);
       const rest = after(key, decodeId(afterId, key.length));
       return query(`${select} WHERE ${rest.sql} ORDER BY ${keyOrder} LIMIT ${lim}`, rest.params);
+    },
+
+    async describeChangeTracking() {
+      const column = options.changeTrackingColumn ?? '';
+      const [schema, table] = options.table.split('.');
+      // InnoDB secondary indexes carry the primary key: an index starting with the column serves (column, key).
+      const [indexes] = await pool.query('SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ? AND SEQ_IN_INDEX = 1 LIMIT 1', [schema, table, column]);
+      const name = `${table}_${column}_tributary`.slice(0, 64);
+      return { exists: byName.has(column), indexed: (indexes as unknown[]).length > 0, createIndex: `CREATE INDEX ${quoteMysql(name)} ON ${quoteTable(options.table)} (${quoteMysql(column)})` };
     },
 
     async close() {

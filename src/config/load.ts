@@ -316,19 +316,13 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
         }
       }
     }
+    const source = typeof lens.source === 'string' ? section(data.sources[lens.source]) : {};
+    if (source.type === 'mysql' && typeof source.url === 'string' && !mysqlDatabase(source.url) && typeof lens.table === 'string' && !lens.table.includes('.')) {
+      const at = ['lenses', name, 'table'];
+      problems.push({ path: dotted(at), line: lineOf(ctx, at), message: `the url of source "${lens.source}" names no database; write the table as database.table` });
+    }
     for (const kind of ['source', 'sink'] as const) {
       const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
-      if (kind === 'source' && typeof lens.table === 'string' && !lens.table.includes('.') && section(data.sources[lens.source]).type === 'mysql') {
-        const url = section(data.sources[lens.source]).url;
-        if (typeof url === 'string' && !mysqlDatabase(url)) {
-          const at = ['lenses', name, 'table'];
-          problems.push({
-            path: dotted(at),
-            line: lineOf(ctx, at),
-            message: `the url of source "${lens.source}" names no database; write the table as database.table`,
-          });
-        }
-      }
       if (typeof lens[kind] === 'string' && !defined.includes(lens[kind])) {
         const at = ['lenses', name, kind];
         problems.push({

@@ -311,7 +311,7 @@ describe('mysql binlog connector errors', () => {
           const state = second.rec.states[second.rec.states.length - 1];
           assert.equal(state.state, 'error');
           assert.match(state.detail!, /is no longer on the server \(purged/);
-          assert.match(state.detail!, /tributary ingest items --mode full/);
+          assert.match(state.detail!, /tributary ingest items --config FILE --mode full/);
           assert.deepEqual(second.rec.resyncs, []);
         } else {
           assert.deepEqual(second.rec.resyncs.map((r) => r.lens), ['items']);

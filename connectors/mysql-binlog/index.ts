@@ -208,7 +208,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
       `${where}: the saved binlog position ${describePosition(lost)} is no longer on the server (purged by ` +
       'binlog_expire_logs_seconds / expire_logs_days or PURGE BINARY LOGS), so changes made since then were missed. ' +
       `Streaming goes on from ${describePosition(resumeFrom)}. Recover by re-reading every lens of this source: ` +
-      lenses.map((l) => `tributary ingest ${l} --mode full`).join('; ') +
+      lenses.map((l) => `tributary ingest ${l} --config FILE --mode full`).join('; ') +
       ' (or set onPurgedPosition: resync to do this by itself). Raise the binlog retention so it outlasts Tributary downtime.';
     log.error({ lost: describePosition(lost), from: describePosition(resumeFrom) }, purgedDetail);
     handler.state('error', purgedDetail);

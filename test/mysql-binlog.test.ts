@@ -331,6 +331,7 @@ describe('mysql row reader', () => {
     unsigned_k: 'k BIGINT UNSIGNED PRIMARY KEY',
     decimal_k: 'k DECIMAL(20,4) PRIMARY KEY',
     datetime_k: 'k DATETIME(6) PRIMARY KEY',
+    timestamp_k: 'k TIMESTAMP(3) PRIMARY KEY',
     varchar_k: 'k VARCHAR(40) PRIMARY KEY',
     binary_k: 'k VARBINARY(16) PRIMARY KEY',
     composite_k: 'a VARCHAR(10), b BIGINT UNSIGNED, c DECIMAL(8,3), d DATETIME, PRIMARY KEY (a, b, c, d)',
@@ -340,6 +341,7 @@ describe('mysql row reader', () => {
     unsigned_k: ['0', '9007199254740993', '18446744073709551615'],
     decimal_k: ['-1.5', '0', '12.3456', '9999999999999999.9999'],
     datetime_k: ["'1000-01-01 00:00:00'", "'2024-02-29 23:59:59.999999'", "'2038-01-19 03:14:08.5'"],
+    timestamp_k: ["'2001-02-03 04:05:06.789'", "'2030-12-31 23:59:59'"],
     varchar_k: ["'p_7712'", "'with \"quotes\" and , commas'", "'[1,2]'", "'ünïcödé ✓'"],
     binary_k: ["X'00'", "X'deadbeef'", "X'ff00ff'"],
     composite_k: ["'eu', 1, 0.5, '2024-01-01 00:00:00'", "'eu', 18446744073709551615, -3.25, '2024-01-01 00:00:01'", "'us', 1, 0.5, '2024-01-01 00:00:00'"],
@@ -371,7 +373,7 @@ describe('mysql row reader', () => {
           }
           assert.deepEqual([...paged].sort(), [...streamed].sort(), `${table}: the reader pages through the ids the binlog produced`);
           assert.equal(new Set(paged).size, paged.length, `${table}: no id twice across pages`);
-          const absent = table === 'composite_k' ? '["zz",1,0.5,"2024-01-01 00:00:00"]' : table === 'binary_k' ? '\\x0102' : table === 'datetime_k' ? '2000-01-01 00:00:00.000000' : table === 'varchar_k' ? 'missing' : '7';
+          const absent = table === 'composite_k' ? '["zz",1,0.5,"2024-01-01 00:00:00"]' : table === 'binary_k' ? '\\x0102' : table === 'datetime_k' ? '2000-01-01 00:00:00.000000' : table === 'timestamp_k' ? '2000-01-01 00:00:00.000' : table === 'varchar_k' ? 'missing' : '7';
           const byId = await reader.readByIds([...streamed, absent]);
           assert.deepEqual([...byId.keys()].sort(), [...streamed].sort(), `${table}: readByIds finds every streamed id`);
           assert.match(String(byId.get(streamed[0])?.label), /^row \d+$/);

@@ -20,7 +20,7 @@ export interface MysqlReaderOptions {
   changeTrackingColumn?: string;
 }
 
-/** The mysql2 options under which key values come out in the shared id text form. */
+/** The mysql2 options under which key values come out in the shared id text form (with a UTC session for TIMESTAMP). */
 export const MYSQL_VALUE_OPTIONS = { dateStrings: true, supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' } as const;
 
 export const quoteMysql = (name: string) => `\`${name.replace(/`/g, '``')}\``;
@@ -77,6 +77,8 @@ function paramValue(column: Column, text: string): string {
 
 export async function createMysqlReader(options: MysqlReaderOptions): Promise<RowReader> {
   const pool = mysql.createPool({ uri: options.url, connectionLimit: 2, ...MYSQL_VALUE_OPTIONS });
+  // TIMESTAMP values in UTC, as the binlog connector prints them (timezone 'Z').
+  pool.pool.on('connection', (conn) => conn.query("SET time_zone = '+00:00'"));
   const where = `lens "${options.lens}"`;
   const run = async (sql: string, params: unknown[]) => (await pool.query(sql, params))[0] as unknown[];
   let cols: Column[];

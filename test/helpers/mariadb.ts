@@ -101,6 +101,8 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
     performance_schema: 'OFF',
     'character-set-server': 'utf8mb4',
     'collation-server': 'utf8mb4_unicode_ci',
+    // Not UTC, so tests notice TIMESTAMP values printed in a session's zone.
+    'default-time-zone': "'+02:00'",
     ...options.settings,
   };
   writeFileSync(

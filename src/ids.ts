@@ -59,7 +59,8 @@ export function decodeId(id: string, keyLength: number): string[] {
  * MySQL/MariaDB key values, as the binlog connector (zongji) and the row reader (mysql2) both
  * see them with `dateStrings` and exact big numbers, in one text form: integers and DECIMALs
  * in their server text (`18446744073709551615`, `12.50`: every digit and the column's scale),
- * DATE/DATETIME/TIME as the server prints them (`2024-05-01 10:20:30.250000`), binary values
+ * DATE/DATETIME/TIME as the server prints them (`2024-05-01 10:20:30.250000`; TIMESTAMP in
+ * UTC), binary values
  * (BINARY, VARBINARY, BLOB) as `\x` and lowercase hex like Postgres's bytea, text as itself.
  */
 export function mysqlKeyText(value: unknown): string {

@@ -108,8 +108,8 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
     return { file: z.get('filename') as string, pos: z.get('position') as number, ...(gtid !== undefined ? { gtid } : {}) };
   }
 
-  function socket(z: ZongJi | undefined): { pause(): void; resume(): void; isPaused(): boolean } | undefined {
-    return (z?.connection as unknown as { stream?: { pause(): void; resume(): void; isPaused(): boolean } } | undefined)?.stream;
+  function socket(z: ZongJi | undefined): { pause(): void; resume(): void } | undefined {
+    return (z?.connection as unknown as { stream?: { pause(): void; resume(): void } } | undefined)?.stream;
   }
 
   /** One binlog connection, from connect to its end. Calls `onStart` once the dump is running. */
@@ -124,7 +124,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
         const watchdog = setInterval(() => {
           if (paused) lastEventAt = Date.now();
           else if (Date.now() - lastEventAt > 3 * config.heartbeatMs) {
-            reject(new SourceUnavailableError(`${where}: no heartbeat from the server for ${Math.round((3 * config.heartbeatMs) / 1000)} s; reconnecting`));
+            done(new SourceUnavailableError(`${where}: no heartbeat from the server for ${Math.round((3 * config.heartbeatMs) / 1000)} s; reconnecting`));
           }
         }, Math.min(config.heartbeatMs, 5000));
         watchdog.unref();

@@ -2,6 +2,7 @@
  * Runs Tributary against a throwaway Postgres and a loopback SemiLayer server, in-process
  * (`startTestDaemon`) or as a child process that can be killed (`spawnDaemon`).
  */
+import { after } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,9 +46,17 @@ export function testConfig(o: TestConfigOptions): Config {
 export async function startTestDaemon(config: Config): Promise<Daemon> {
   const log = createLogger({ level: process.env.TRIBUTARY_TEST_LOG ?? 'fatal' });
   const daemon = await startDaemon(config, log);
+  running.add(daemon);
   await daemon.started;
   return daemon;
 }
+
+/** In-process daemons, stopped after the file's tests so a failed test cannot keep its process alive. */
+const running = new Set<Daemon>();
+after(async () => {
+  killChildren();
+  await Promise.all([...running].map((d) => d.stop()));
+});
 
 /** Polls `predicate` until it holds, or fails after `timeoutMs` with `what`. */
 export async function eventually(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {

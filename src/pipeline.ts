@@ -36,6 +36,9 @@ import type {
   StateStore,
 } from './types.js';
 
+/** How long a drain waits for the source connection to close. */
+const CONNECTOR_STOP_TIMEOUT_MS = 5000;
+
 export type LensState = 'starting' | 'syncing' | 'streaming' | 'retrying' | 'error' | 'draining' | 'paused' | SourceState;
 
 export interface LensStatus {
@@ -567,7 +570,9 @@ export class Pipeline implements SourceHandler {
     await sweeps;
     await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.close()));
     await this.savePosition().catch(() => {});
-    await this.connector.stop();
+    // A connection that hangs while closing must not keep the process from exiting.
+    const stopped = await Promise.race([this.connector.stop().then(() => true), sleep(CONNECTOR_STOP_TIMEOUT_MS).then(() => false)]);
+    if (!stopped) this.log.warn({ timeoutMs: CONNECTOR_STOP_TIMEOUT_MS }, 'the source connection did not close in time; leaving it to the process exit');
     for (const lens of this.lenses.values()) clearTimeout(lens.timer);
     return [...this.lenses.values()].reduce((n, l) => n + l.buffer.size + (l.inFlight?.kind === 'records' ? l.inFlight.changes.length : 0), 0);
   }

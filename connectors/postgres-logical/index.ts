@@ -213,6 +213,8 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
       stopping = true;
       if (statusTimer) clearInterval(statusTimer);
       sendStatus();
+      // A paused socket never reports the server's end of the connection: let it flow to close.
+      socket()?.resume();
       await service?.stop().catch((err) => log.warn({ err: describeError(err) }, 'error closing replication'));
       await loop;
       await lagPool?.end().catch(() => {});

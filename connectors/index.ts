@@ -4,12 +4,18 @@
  */
 import type { SourceConfig } from '../src/config/types.js';
 import type { ConnectorContext, SourceConnector } from '../src/types.js';
+import { createPostgresAutoConnector } from './postgres-auto/index.js';
 import { createPostgresLogicalConnector } from './postgres-logical/index.js';
+import { createPostgresTriggerConnector } from './postgres-trigger/index.js';
 
 export function createConnector(config: SourceConfig, ctx: ConnectorContext): SourceConnector {
   switch (`${config.type}/${config.capture}`) {
     case 'postgres/logical':
       return createPostgresLogicalConnector(config, ctx);
+    case 'postgres/trigger':
+      return createPostgresTriggerConnector(config, ctx);
+    case 'postgres/auto':
+      return createPostgresAutoConnector(config, ctx, (capture) => createConnector({ ...config, capture } as SourceConfig, ctx));
     default:
       throw new Error(`no connector for type ${config.type} with capture ${config.capture}`);
   }

@@ -69,6 +69,7 @@ function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
     let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
+    if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
     return line;

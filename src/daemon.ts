@@ -47,7 +47,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const sourceLog = log.child({ source: sourceName });
     const connector = createConnector(sourceConfig, {
       sourceName,
-      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey })),
+      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, changeTrackingColumn: l.config.changeTrackingColumn })),
       log: sourceLog,
     });
     return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog });

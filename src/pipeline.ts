@@ -42,6 +42,8 @@ export interface LensStatus {
   lastError?: string;
   /** A full sync is queued or in flight, and why. */
   fullSync?: string;
+  /** The capture mode `capture: auto` chose for the source, and why. */
+  capture?: { mode: string; reason: string };
 }
 
 /** What the state store keeps per lens under `lens/<name>`. */
@@ -125,6 +127,7 @@ export class Pipeline implements SourceHandler {
   private savedPosition: Position | undefined;
   private sourceState: SourceState = 'connecting';
   private sourceDetail: string | undefined;
+  private captureMode: { mode: string; reason: string } | undefined;
   private paused = false;
   private draining = false;
   private pendingBytes = 0;
@@ -219,6 +222,10 @@ export class Pipeline implements SourceHandler {
   state(state: SourceState, detail?: string): void {
     this.sourceState = state;
     this.sourceDetail = detail;
+  }
+
+  capture(mode: string, reason: string): void {
+    this.captureMode = { mode, reason };
   }
 
   // ---- delivery ----------------------------------------------------------------------------
@@ -383,6 +390,7 @@ export class Pipeline implements SourceHandler {
         dlq: lens.dlq,
         lastError: lens.state === 'streaming' && !sourceDown ? undefined : (sourceDown ? this.sourceDetail : undefined) ?? lens.lastError,
         fullSync: lens.fullSync?.reason ?? (lens.inFlight?.kind === 'full' ? lens.inFlight.reason : undefined),
+        capture: this.captureMode,
       };
     });
   }

@@ -43,6 +43,11 @@ export interface SourceHandler {
   resync(lens: string, reason: string): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
+  /**
+   * The capture mode the connector runs (`logical`, `trigger`, `poll`) and why it was chosen,
+   * for logs and `tributary status`. Called by `capture: auto` once it has decided.
+   */
+  capture(mode: string, reason: string): void;
 }
 
 export type SourceState = 'connecting' | 'streaming' | 'reconnecting' | 'standby' | 'error';
@@ -75,7 +80,7 @@ export interface SourceConnector {
 export interface ConnectorContext {
   sourceName: string;
   /** The lenses reading from this source, with their tables and keys. */
-  lenses: Array<{ name: string; table: string; primaryKey?: string[] }>;
+  lenses: Array<{ name: string; table: string; primaryKey?: string[]; changeTrackingColumn?: string }>;
   log: Logger;
 }
 

@@ -61,6 +61,8 @@ test('a minimal file gets every default', () => {
         slot: 'tributary_app',
         publication: 'tributary_app',
         statusIntervalMs: 10000,
+        installTriggers: true,
+        triggerSchema: 'tributary',
       },
     },
     lenses: {
@@ -151,13 +153,13 @@ test('wrong types say what was expected and what was found', () => {
 
 test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
-    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical; got "wal"' },
+    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: trigger')), [
+  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: poll')), [
     {
       path: 'sources.app.capture',
       line: 4,
-      message: '"trigger" is not available in this version yet; expected one of: logical',
+      message: '"poll" is not available in this version yet; expected one of: logical, trigger, auto',
     },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: seyn')), [
@@ -237,7 +239,7 @@ test('every problem is reported at once, in file order', () => {
     'sources:', //                          1
     '  app:', //                            2
     '    type: postgres', //                3
-    '    capture: auto', //                 4
+    '    capture: poll', //                 4
     'lenses:', //                           5
     '  products:', //                       6
     '    source: app', //                   7
@@ -251,7 +253,7 @@ test('every problem is reported at once, in file order', () => {
     problems(text).map((p) => `${p.line} ${p.path}: ${p.message}`),
     [
       '2 sources.app.url: missing required key "url"',
-      '4 sources.app.capture: "auto" is not available in this version yet; expected one of: logical',
+      '4 sources.app.capture: "poll" is not available in this version yet; expected one of: logical, trigger, auto',
       '6 lenses.products.sink: missing required key "sink"',
       '9 lenses.products.maxWaitMs: expected at least 0, got -1',
       '11 sinks.hosted.url: expected an http(s) URL like https://api.semilayer.com, got "ftp://x"',

@@ -67,7 +67,12 @@ export interface PostgresSourceConfig {
   type: 'postgres';
   /** libpq-style connection URL. Never logged with its password. */
   url: string;
-  capture: 'logical';
+  /**
+   * `logical`: a replication slot (connectors/postgres-logical). `trigger`: row triggers and a
+   * changelog table (connectors/postgres-trigger). `auto`: probes the server and delegates to
+   * one of them, or to `poll` (connectors/postgres-auto).
+   */
+  capture: 'logical' | 'trigger' | 'auto';
   /** Replication slot name; created if missing. Default `tributary_<source>`. */
   slot: string;
   /**
@@ -78,6 +83,10 @@ export interface PostgresSourceConfig {
   publication: string;
   /** How often a standby status update is sent even without traffic, ms (default 10000). */
   statusIntervalMs: number;
+  /** capture: trigger: install the changelog and triggers at start (default true); false only checks them. */
+  installTriggers: boolean;
+  /** capture: trigger: schema of the changelog table and trigger functions (default `tributary`). */
+  triggerSchema: string;
 }
 
 export type SourceConfig = PostgresSourceConfig;

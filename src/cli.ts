@@ -22,6 +22,8 @@ Usage:
                                      one line a lens: state, position, pending, rate, dead letters
   tributary dlq list|replay|drop --config FILE [--lens NAME] [--id ID ...]
                                      the dead-letter queue: show it, queue items again, or drop them
+  tributary triggers install|uninstall --lens NAME [--config FILE]
+                                     add or remove a lens table's capture triggers (capture: trigger)
   tributary COMMAND --help           help for one command
 
 The config file may also come from TRIBUTARY_CONFIG. Docs: README.md and config/example.yaml.`;
@@ -50,6 +52,14 @@ list reads the dead-letter store (it works whether or not the daemon runs). repl
 items of a worker lens again (all, or the given ids) and removes them from the queue; drop
 removes them without retrying. Both go through the running daemon's worker API
 (worker.listen), with a key of scope ingest or admin from the same file.`,
+  triggers: `tributary triggers install --lens NAME [--config FILE]
+tributary triggers uninstall --lens NAME [--config FILE]
+
+For capture: trigger with installTriggers: false (DDL through review): install creates the
+lens source's triggerSchema, its changelog table, and the capture function and triggers on the
+lens table, idempotently; it needs CREATE on the schema (or database) and TRIGGER on the table.
+uninstall removes the table's triggers and function and its undelivered changelog rows, and
+the changelog and schema once no source captures anything. Prints the SQL objects touched.`,
 };
 
 class UsageError extends Error {}
@@ -90,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       id: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
-    allowPositionals: command === 'dlq',
+    allowPositionals: command === 'dlq' || command === 'triggers',
     strict: true,
   });
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -129,6 +139,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'dlq') return dlq(loadConfig(file), positionals[0], values);
+  if (command === 'triggers') return triggers(loadConfig(file), positionals[0], values.lens);
 
   return run(loadConfig(file));
 }
@@ -178,6 +189,16 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
     return 1;
   }
   console.log(action === 'replay' ? `queued ${body.count} change(s) of lens ${options.lens} again` : `dropped ${body.count} dead letter(s) of lens ${options.lens}`);
+  return 0;
+}
+
+async function triggers(config: Config, action: string | undefined, lensName: string | undefined): Promise<number> {
+  if (action !== 'install' && action !== 'uninstall') throw new UsageError(`triggers needs install or uninstall, not ${JSON.stringify(action ?? '')}`);
+  if (!lensName) throw new UsageError(`triggers ${action} needs --lens NAME`);
+  const lens = config.lenses[lensName];
+  if (!lens) throw new UsageError(`no lens named "${lensName}" in the configuration`);
+  const { manageTriggers } = await import('../connectors/postgres-trigger/manage.js');
+  for (const line of await manageTriggers(action, config, lensName)) console.log(line);
   return 0;
 }
 

@@ -44,6 +44,8 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   let paused = false;
   let loop: Promise<void> | undefined;
   let wakeUp: (() => void) | undefined;
+  /** The connection failed (the next query on it throws "not queryable"): reconnect. */
+  let broken = false;
 
   let highWater = 0;
   /** Watched transactions (xid as text) → the highest seq of theirs already read (0: none). */
@@ -58,9 +60,11 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   async function connect(): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
-    c.on('error', () => {}); // surfaced by the next query
+    c.on('error', () => (broken = true)); // surfaced by the next query
+    c.on('end', () => (broken = true));
     c.on('notification', wake);
     try {
+      broken = false;
       await c.connect();
       await c.query(`LISTEN ${quoteIdent(channelName(config.triggerSchema, ctx.sourceName))}`);
       return c;
@@ -178,7 +182,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
         const error = classifyPgError(err, where);
         await client?.end().catch(() => {});
         client = undefined;
-        if (!error.retriable) {
+        if (!error.retriable && !broken) {
           handler.state('error', error.message);
           log.error({ err: error.message }, 'trigger capture stopped');
           return;

@@ -231,10 +231,11 @@ log: { level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }
     await eventually(async () => (await s.sql(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'busy'::regclass`))[0].n === 2, 'the triggers', 20_000);
 
     const touched = new Set<string>();
+    let committed = 0;
     const writer = async (w: number) => {
       const client = new pg.Client({ connectionString: s.db });
       await client.connect();
-      for (let txn = 0; txn < 120; txn++) {
+      for (let txn = 0; txn < 150; txn++) {
         const ids: number[] = [];
         try {
           await client.query('BEGIN');
@@ -252,6 +253,7 @@ log: { level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }
             }
           }
           await client.query('COMMIT');
+          committed++;
           for (const id of ids) touched.add(String(id));
         } catch (err) {
           // Writers collide (deadlocks, an id + 1000 already taken): that transaction rolls back.
@@ -262,10 +264,11 @@ log: { level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }
       await client.end();
     };
     const writing = Promise.all([0, 1, 2, 3].map(writer));
-    await eventually(() => sink.received(lens).length > 100, 'deliveries before the kill', 30_000);
+    await eventually(() => committed >= 160 && sink.received(lens).length > 0, 'deliveries before the kill', 30_000);
     daemon.child.kill('SIGKILL');
     await daemon.exited;
-    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(committed < 500, 'the kill lands while the writers write');
+    await eventually(() => committed >= 320, 'more writes while the daemon is down');
     daemon = spawnDaemon(yaml);
     await writing;
 

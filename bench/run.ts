@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
+import { triggerCapture } from './trigger.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
@@ -380,6 +381,7 @@ async function main(): Promise<void> {
     ['worker: search latency', () => workerSearch(cluster, rows)],
     ['worker: hash skips', () => workerHashSkips(cluster, rows)],
     ['worker: commit→searchable', () => workerFreshness(cluster, rows)],
+    ['trigger capture', () => triggerCapture(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

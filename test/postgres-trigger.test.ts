@@ -78,6 +78,16 @@ describe('postgres trigger capture', () => {
     assert.equal(await daemon.stop(), 0);
   });
 
+  test('a backlog larger than one read: every change delivered, and every delivered row deleted by the time the daemon stops', async (t) => {
+    const s = await setUp(t, `CREATE TABLE backlog (id int PRIMARY KEY)`, { backlog: { table: 'backlog', initialSync: 'none', maxWaitMs: 50 } });
+    await startTestDaemon(s.config).then((d) => d.stop()); // installs the triggers
+    await s.sql(`INSERT INTO backlog SELECT generate_series(1, 30000)`);
+    const daemon = await startTestDaemon(s.config);
+    await eventually(() => sink.lastAction(s.lens('backlog')).size === 30000, 'all 30,000 rows', 30_000);
+    assert.equal(await daemon.stop(), 0);
+    assert.equal(await s.changelogRows(), 0, 'acknowledged rows are deleted, including those acknowledged while a delete was running');
+  });
+
   test('composite and boolean keys are encoded as the logical connector encodes them; TRUNCATE asks for a full sync', async (t) => {
     const s = await setUp(t, `CREATE TABLE flags (k int, on_ boolean, region text, PRIMARY KEY (k, on_, region))`, {
       flags: { table: 'flags', initialSync: 'none' },

@@ -142,8 +142,13 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   async function deleteAcknowledged(c: pg.Client): Promise<void> {
     if (toDelete.length === 0) return;
     const seqs = toDelete;
-    await c.query(`DELETE FROM ${changelog} WHERE source = $1 AND seq = ANY($2::int8[])`, [ctx.sourceName, seqs]);
-    toDelete = toDelete.slice(seqs.length);
+    toDelete = [];
+    try {
+      await c.query(`DELETE FROM ${changelog} WHERE source = $1 AND seq = ANY($2::int8[])`, [ctx.sourceName, seqs]);
+    } catch (err) {
+      toDelete = seqs.concat(toDelete); // tried again after the reconnect
+      throw err;
+    }
   }
 
   /** Waits for a notification, an acknowledgement, resume or stop, or `ms`. */

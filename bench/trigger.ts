@@ -8,6 +8,8 @@
  *    left by the second run to the loopback sink, from spawn until the sink counted every
  *    change; reference: the daemon with capture: logical delivering the same inserts from a
  *    slot positioned just before that run.
+ * 3. pgbench while the daemon delivers live (writers then also send a NOTIFY whenever the
+ *    reader sleeps), against the same run with capture: logical and the triggers disabled.
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -32,8 +34,8 @@ function pgbench(cluster: TestPostgres, dbName: string, script: string): number 
   return Number(tps);
 }
 
-/** Spawns `tributary run` for one lens over `events`; returns changes/s from spawn until the sink counted `expected`. */
-async function deliveryRate(sink: SemilayerServer, lens: string, source: string, expected: number): Promise<number> {
+/** Spawns `tributary run` with one lens over `events` into the loopback sink. */
+async function spawnLens(sink: SemilayerServer, lens: string, source: string) {
   const metricsPort = await freePort();
   const stateDir = tempDir('state-');
   const yaml = `
@@ -47,12 +49,23 @@ state: { type: embedded, path: ${stateDir} }
 metrics: { listen: 127.0.0.1:${metricsPort} }
 log: { level: info }
 `;
-  const at = performance.now();
   const d = spawnDaemonYaml(yaml, metricsPort, stateDir);
+  return {
+    d,
+    async stop() {
+      const code = await d.stop();
+      if (code !== 0) throw new Error(`daemon exited with ${code}:\n${d.output().slice(-2000)}`);
+    },
+  };
+}
+
+/** Changes/s of a daemon from spawn until the sink counted `expected` changes of `lens`. */
+async function deliveryRate(sink: SemilayerServer, lens: string, source: string, expected: number): Promise<number> {
+  const at = performance.now();
+  const daemon = await spawnLens(sink, lens, source);
   await until(() => sink.counts(lens) >= expected, `${fmt(expected)} changes at the sink for ${lens} (got ${fmt(sink.counts(lens))})`, 300_000, 20);
   const seconds = (performance.now() - at) / 1000;
-  const code = await d.stop();
-  if (code !== 0) throw new Error(`daemon exited with ${code}:\n${d.output().slice(-2000)}`);
+  await daemon.stop();
   return expected / seconds;
 }
 
@@ -74,14 +87,7 @@ export async function triggerCapture(cluster: TestPostgres, sink: SemilayerServe
   await client.end();
   const withTriggers = pgbench(cluster, name, script);
   const changes = Number((await cluster.query(db, `SELECT count(*) AS n FROM tributary.changelog`))[0].n);
-  progress(`  with triggers: ${fmt(withTriggers)} TPS (${fmt(changes)} changelog rows)`);
-  rows.push({
-    metric: `Trigger capture: source write TPS (pgbench, ${CLIENTS} clients, single-row inserts)`,
-    tributary: `${fmt(withTriggers)} TPS with triggers`,
-    reference: `${fmt(without)} TPS without (${fmt(withTriggers / without, 2)}×)`,
-    goal: 'info',
-    pass: 'info',
-  });
+  progress(`  with triggers, no daemon reading: ${fmt(withTriggers)} TPS (${fmt(changes)} changelog rows)`);
 
   const triggerRate = await deliveryRate(sink, 'trg', `{ type: postgres, url: "${db}", capture: trigger }`, changes);
   progress(`  trigger capture delivered ${fmt(triggerRate)} changes/s from spawn`);
@@ -93,11 +99,50 @@ export async function triggerCapture(cluster: TestPostgres, sink: SemilayerServe
     changes,
   );
   progress(`  logical capture of the same inserts: ${fmt(logicalRate)} changes/s from spawn; changelog rows left after the trigger daemon: ${left}`);
-  rows.push({
-    metric: `Trigger capture: changes/s delivered from a backlog of ${fmt(changes)}`,
-    tributary: `${fmt(triggerRate)} changes/s`,
-    reference: `${fmt(logicalRate)} changes/s by capture: logical (${fmt(triggerRate / logicalRate, 2)}×)`,
-    goal: 'info',
-    pass: left === 0 ? 'info' : 'no',
-  });
+
+  // Live: the daemon delivers while pgbench writes (sharing the CPUs with it); the reference is
+  // the same with capture: logical and the triggers disabled.
+  const writeLive = async (lens: string, source: string) => {
+    const rowCount = async () => Number((await cluster.query(db, `SELECT count(*) AS n FROM events`))[0].n);
+    const live = await spawnLens(sink, lens, source);
+    await live.d.ready;
+    const before = await rowCount();
+    const tps = pgbench(cluster, name, script);
+    const expected = (await rowCount()) - before;
+    await until(() => sink.counts(lens) >= expected, `${lens}: the ${fmt(expected)} live changes delivered`, 120_000, 50);
+    await live.stop();
+    return tps;
+  };
+  await cluster.query(db, `SELECT pg_replication_slot_advance('bench_trigger_ref', pg_current_wal_lsn())`);
+  await cluster.query(db, `ALTER TABLE events DISABLE TRIGGER USER`);
+  const liveLogical = await writeLive('trg_live_ref', `{ type: postgres, url: "${db}", capture: logical, slot: bench_trigger_ref, publication: bench_trigger_ref }`);
+  await cluster.query(db, `SELECT pg_drop_replication_slot('bench_trigger_ref')`);
+  await cluster.query(db, `ALTER TABLE events ENABLE TRIGGER USER`);
+  const liveTps = await writeLive('trg_live', `{ type: postgres, url: "${db}", capture: trigger }`);
+  const liveLeft = Number((await cluster.query(db, `SELECT count(*) AS n FROM tributary.changelog`))[0].n);
+  progress(`  delivering live: ${fmt(liveTps)} TPS with trigger capture, ${fmt(liveLogical)} TPS with logical capture`);
+
+  rows.push(
+    {
+      metric: `Trigger capture: source write TPS (pgbench, ${CLIENTS} clients, single-row inserts), no daemon reading`,
+      tributary: `${fmt(withTriggers)} TPS with triggers`,
+      reference: `${fmt(without)} TPS without (${fmt(withTriggers / without, 2)}×)`,
+      goal: 'info',
+      pass: 'info',
+    },
+    {
+      metric: 'Trigger capture: source write TPS while the daemon delivers live (same 2 CPUs)',
+      tributary: `${fmt(liveTps)} TPS`,
+      reference: `${fmt(liveLogical)} TPS with capture: logical (${fmt(liveTps / liveLogical, 2)}×); ${fmt(without)} TPS with no capture`,
+      goal: 'info',
+      pass: liveLeft === 0 ? 'info' : 'no',
+    },
+    {
+      metric: `Trigger capture: changes/s delivered from a backlog of ${fmt(changes)}`,
+      tributary: `${fmt(triggerRate)} changes/s`,
+      reference: `${fmt(logicalRate)} changes/s by capture: logical (${fmt(triggerRate / logicalRate, 2)}×)`,
+      goal: 'info',
+      pass: left === 0 ? 'info' : 'no',
+    },
+  );
 }

@@ -25,12 +25,15 @@ import { backoffDelay, retry } from '../../src/retry.js';
 import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../src/types.js';
 import { classifyPgError } from '../postgres-logical/errors.js';
 import { quoteIdent } from '../postgres-logical/setup.js';
-import { channelName, checkTriggers, installTriggers, resolveTables, type CaptureTable } from './setup.js';
+import { channelName, checkTriggers, installTriggers, resolveTables, sleepLock, type CaptureTable } from './setup.js';
 
 /** Changelog rows per read: bounds memory on a backlog. */
 const READ_LIMIT = 5000;
 /** Read even without a notification this often (a NOTIFY is lost if the connection drops). */
 const FALLBACK_POLL_MS = 2000;
+/** While writers are in progress the reader cannot sleep on NOTIFY: it polls, backing off between these. */
+const MIN_POLL_MS = 10;
+const MAX_POLL_MS = 500;
 
 export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx: ConnectorContext): SourceConnector {
   const where = `source "${ctx.sourceName}"`;
@@ -46,6 +49,9 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   let wakeUp: (() => void) | undefined;
   /** The connection failed (the next query on it throws "not queryable"): reconnect. */
   let broken = false;
+  /** The reader holds the sleep lock (setup.ts `sleepLock`): writers notify. */
+  let holding = false;
+  const lockKey = sleepLock(config.triggerSchema, ctx.sourceName);
 
   let highWater = 0;
   /** Watched transactions (xid as text) → the highest seq of theirs already read (0: none). */
@@ -56,7 +62,12 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   /** Acknowledged seqs not yet deleted. */
   let toDelete: number[] = [];
 
-  const wake = () => wakeUp?.();
+  /** Set by a wake-up that came while the loop was busy, so that its next idle() returns at once. */
+  let woken = false;
+  const wake = () => {
+    woken = true;
+    wakeUp?.();
+  };
 
   async function connect(): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
@@ -65,6 +76,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     c.on('notification', wake);
     try {
       broken = false;
+      holding = false;
       await c.connect();
       await c.query(`LISTEN ${quoteIdent(channelName(config.triggerSchema, ctx.sourceName))}`);
       return c;
@@ -153,10 +165,15 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   /** Waits for a notification, an acknowledgement, resume or stop, or `ms`. */
   async function idle(ms: number): Promise<void> {
+    if (woken) {
+      woken = false;
+      return;
+    }
     const ac = new AbortController();
     wakeUp = () => ac.abort();
     await sleep(ms, undefined, { signal: ac.signal }).catch(() => {});
     wakeUp = undefined;
+    woken = false;
   }
 
   async function connectWithRetry(): Promise<pg.Client> {
@@ -172,6 +189,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   }
 
   async function run(): Promise<void> {
+    let pollMs = MIN_POLL_MS;
     for (let attempt = 0; !stopping; ) {
       try {
         if (!client) {
@@ -180,8 +198,26 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
           attempt = 0;
         }
         await deleteAcknowledged(client);
-        if (paused) await idle(FALLBACK_POLL_MS);
-        else if ((await readOnce(client)) < READ_LIMIT) await idle(FALLBACK_POLL_MS);
+        if (paused) {
+          await idle(FALLBACK_POLL_MS);
+          continue;
+        }
+        const n = await readOnce(client);
+        if (n > 0) pollMs = MIN_POLL_MS;
+        if (holding) {
+          // Awake (rows, or a notification, an ack, resume): writers need not notify while we read.
+          if (n === 0) await idle(FALLBACK_POLL_MS);
+          await client.query('SELECT pg_advisory_unlock($1)', [lockKey]);
+          holding = false;
+        } else if (n < READ_LIMIT) {
+          // Caught up. With the lock, read once more (every writer that did not notify has
+          // committed by now), then sleep; without it, writers are in progress: poll.
+          holding = (await client.query('SELECT pg_try_advisory_lock($1) AS ok', [lockKey])).rows[0].ok;
+          if (!holding) {
+            await idle(pollMs);
+            pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
+          }
+        }
       } catch (err) {
         if (stopping) break;
         const error = classifyPgError(err, where);

@@ -10,7 +10,8 @@
  *   `tributary_<source>_row` (AFTER INSERT/UPDATE/DELETE FOR EACH ROW: records the key; an
  *   update that changes the key records a delete of the old key) and `tributary_<source>_stmt`
  *   (AFTER INSERT/UPDATE/DELETE/TRUNCATE FOR EACH STATEMENT: records truncates and sends one
- *   NOTIFY per statement, which Postgres folds to one per transaction).
+ *   NOTIFY per statement, which Postgres folds to one per transaction, and only while the reader
+ *   sleeps: see `sleepLock`).
  *
  * Keys are stored as the key columns' text output (booleans as t/f), as pgoutput sends them,
  * so ids are encoded exactly as the logical connector and the row readers encode them.
@@ -49,6 +50,14 @@ export const triggerNames = (source: string) => ({
   stmt: ident63(`tributary_${source}`.slice(0, 58) + '_stmt'),
 });
 export const channelName = (schema: string, source: string) => ident63(`${schema}_${source}`);
+/**
+ * The advisory lock key the reader holds only while it sleeps waiting for a NOTIFY. A NOTIFY
+ * serialises the commits of every transaction that sends one, so writers send it only when
+ * they cannot take this lock shared (the reader sleeps); while the reader is busy, they take
+ * it shared until they commit, and the reader cannot go to sleep before they have.
+ */
+export const sleepLock = (schema: string, source: string) =>
+  BigInt.asIntN(64, BigInt(`0x${createHash('sha1').update(`${schema}\0${source}`).digest('hex').slice(0, 16)}`)).toString();
 const functionName = (source: string, table: string) =>
   `capture_${createHash('sha1').update(`${source}\0${table}`).digest('hex').slice(0, 12)}`;
 
@@ -146,7 +155,9 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
       ${insert('NULL', 't')}
     END IF;
-    PERFORM pg_notify(${quoteLiteral(channelName(schema, source))}, '');
+    IF NOT pg_try_advisory_xact_lock_shared(${sleepLock(schema, source)}) THEN
+      PERFORM pg_notify(${quoteLiteral(channelName(schema, source))}, '');
+    END IF;
     RETURN NULL;
   END IF;
   IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ${keyRow('OLD')} IS DISTINCT FROM ${keyRow('NEW')}) THEN

@@ -9,6 +9,7 @@
  * 4. Coalescing: 100 rows updated 200,000 times in ~4 s; captured vs delivered changes.
  * 5. The bundled worker (bench/worker.ts): rows/s indexed by a full sync, search latency,
  *    embeddings saved by hash skips, and commit→searchable at 1,000 inserts/s.
+ * 6. Failover (bench/failover.ts): two replicas, kill -9 of the active one; time to takeover.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -22,6 +23,8 @@ import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
 import { triggerCapture } from './trigger.js';
+import { failover } from './failover.js';
+import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
@@ -382,6 +385,8 @@ async function main(): Promise<void> {
     ['worker: hash skips', () => workerHashSkips(cluster, rows)],
     ['worker: commit→searchable', () => workerFreshness(cluster, rows)],
     ['trigger capture', () => triggerCapture(cluster, sink, rows)],
+    ['failover', () => failover(cluster, rows)],
+    ['smart sync', () => smartSync(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

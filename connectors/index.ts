@@ -5,6 +5,7 @@
 import type { SourceConfig } from '../src/config/types.js';
 import type { ConnectorContext, SourceConnector } from '../src/types.js';
 import { createPostgresAutoConnector } from './postgres-auto/index.js';
+import { createPollConnector } from './poll/index.js';
 import { createPostgresLogicalConnector } from './postgres-logical/index.js';
 import { createPostgresTriggerConnector } from './postgres-trigger/index.js';
 
@@ -16,6 +17,8 @@ export function createConnector(config: SourceConfig, ctx: ConnectorContext): So
       return createPostgresTriggerConnector(config, ctx);
     case 'postgres/auto':
       return createPostgresAutoConnector(config, ctx, (capture) => createConnector({ ...config, capture } as SourceConfig, ctx));
+    case 'postgres/poll':
+      return createPollConnector(config, ctx);
     default:
       throw new Error(`no connector for type ${config.type} with capture ${config.capture}`);
   }

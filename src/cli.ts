@@ -4,14 +4,18 @@
  * resident memory of a catch-up near 150 MB for no measurable loss of speed (bench/). Exit codes: 0 success, 1 runtime failure, 2 invalid
  * configuration or usage.
  */
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { startDaemon, type StatusSnapshot } from './daemon.js';
+import type { SweepProgress } from './sweep.js';
 import { ConfigError, describeError } from './errors.js';
 import { parseListen } from './http.js';
 import { createLogger } from './log.js';
 import { openStateStore } from './state/index.js';
+import type { ControlRequest, RecordChange, StateStore } from './types.js';
 
 const USAGE = `tributary: keeps search and AI indexes in step with your databases
 
@@ -24,9 +28,18 @@ Usage:
                                      the dead-letter queue: show it, queue items again, or drop them
   tributary triggers install|uninstall --lens NAME [--config FILE]
                                      add or remove a lens table's capture triggers (capture: trigger)
+  tributary pause|resume --config FILE --lens NAME
+                                     hold or release a lens in the running daemon
+  tributary ingest LENS --config FILE --mode full|incremental|records
+                                     ask the running daemon for a sync of one lens now
   tributary COMMAND --help           help for one command
 
 The config file may also come from TRIBUTARY_CONFIG. Docs: README.md and config/example.yaml.`;
+
+/** How long pause/resume/ingest wait for the daemon to take their request. */
+const CONTROL_WAIT_MS = Number(process.env.TRIBUTARY_CONTROL_WAIT_MS ?? 10_000);
+/** Changes per `ingest --mode records` request. */
+const RECORDS_PER_REQUEST = 10_000;
 
 const HELP: Record<string, string> = {
   run: `tributary run --config FILE
@@ -43,15 +56,40 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
 Lenses indexed by the bundled worker add: worker=indexing queued=12 indexed=48211
---json prints the whole snapshot.`,
+With several replicas (state: postgres) each running one prints its lines, marked replica=HOST:PID;
+a standby's lenses show the state standby.
+--json prints the whole snapshot (an array of snapshots when several replicas run).`,
   dlq: `tributary dlq list --config FILE [--lens NAME] [--json]
 tributary dlq replay --config FILE --lens NAME [--id ID ...]
 tributary dlq drop --config FILE --lens NAME [--id ID ...]
 
-list reads the dead-letter store (it works whether or not the daemon runs). replay queues the
-items of a worker lens again (all, or the given ids) and removes them from the queue; drop
-removes them without retrying. Both go through the running daemon's worker API
-(worker.listen), with a key of scope ingest or admin from the same file.`,
+list reads the dead-letter store (it works whether or not the daemon runs). replay delivers the
+items again (all, or the given ids) and removes them; drop removes them without retrying.
+For a worker lens both go through the running daemon's worker API (worker.listen), with a key
+of scope ingest or admin from the same file; for a lens with a hosted sink (batches it answered
+400) through the state store to the running daemon, which removes a replayed letter once the
+sink accepted it.`,
+  pause: `tributary pause --config FILE --lens NAME
+
+Pauses one lens of the running daemon: a polling lens is no longer polled, smart sync sweeps
+wait, and a streaming lens holds its deliveries (when they pile up, backpressure pauses the
+source, which holds its position). The pause survives restarts; \`tributary status\` shows
+"paused". Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s
+(TRIBUTARY_CONTROL_WAIT_MS sets that wait in milliseconds).`,
+  resume: `tributary resume --config FILE --lens NAME
+
+Resumes a lens paused with \`tributary pause\`: held deliveries go out, polling and sweeps resume.`,
+  ingest: `tributary ingest LENS --config FILE --mode full|incremental|records
+
+Asks the running daemon to sync one lens now:
+  full         the lens's sink re-reads the whole lens, and a smart sync sweep runs now
+               (lenses with smartSyncInterval)
+  incremental  a polling lens (capture: poll) polls now; other lenses ask their sink for an
+               incremental sync (rows past its changeTrackingColumn cursor)
+  records      reads {"id": "...", "action": "upsert"|"delete"} JSON lines from stdin and
+               queues them for the lens, like changes from the source
+Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s,
+2 for usage errors.`,
   triggers: `tributary triggers install --lens NAME [--config FILE]
 tributary triggers uninstall --lens NAME [--config FILE]
 
@@ -62,6 +100,7 @@ uninstall removes the table's triggers and function and its undelivered changelo
 the changelog and schema once no source captures anything. Prints the SQL objects touched.`,
 };
 
+
 class UsageError extends Error {}
 
 function configPath(value: string | undefined): string {
@@ -70,8 +109,26 @@ function configPath(value: string | undefined): string {
   return file;
 }
 
-function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
-  const rows = snapshot.lenses.filter((l) => !lensFilter || l.lens === lensFilter);
+/** A snapshot saved more recently than this is a running replica's. */
+const LIVE_STATUS_MS = 15_000;
+
+/**
+ * The snapshots `status` shows: every replica that saved one lately (an active one and its
+ * standbys), or else the newest one (the daemon is not running).
+ */
+async function readStatus(state: StateStore): Promise<StatusSnapshot[]> {
+  const snapshots: StatusSnapshot[] = [];
+  for (const key of await state.keys('status/')) {
+    const snapshot = await state.get<StatusSnapshot>(key);
+    if (snapshot) snapshots.push(snapshot);
+  }
+  snapshots.sort((a, b) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt));
+  const live = snapshots.filter((s) => Date.now() - Date.parse(s.updatedAt) < LIVE_STATUS_MS);
+  return live.length > 0 ? live : snapshots.slice(0, 1);
+}
+
+function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string {
+  const rows = snapshots.flatMap((snapshot) => snapshot.lenses.filter((l) => !lensFilter || l.lens === lensFilter).map((l) => ({ ...l, instance: snapshot.instance })));
   if (lensFilter && rows.length === 0) throw new UsageError(`no lens named "${lensFilter}" in the last status`);
   const width = Math.max(...rows.map((l) => l.lens.length), 4);
   const stateWidth = Math.max(...rows.map((l) => l.state.length), 9);
@@ -80,13 +137,25 @@ function formatStatus(snapshot: StatusSnapshot, lensFilter?: string): string {
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
     if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
+    if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
+    if (snapshots.length > 1) line += `  replica=${l.instance}`;
     return line;
   });
-  const ageSeconds = Math.round((Date.now() - Date.parse(snapshot.updatedAt)) / 1000);
-  if (ageSeconds > 5) lines.push(`(saved ${ageSeconds}s ago by pid ${snapshot.pid}: the daemon may not be running)`);
+  const [newest] = snapshots;
+  const ageSeconds = Math.round((Date.now() - Date.parse(newest.updatedAt)) / 1000);
+  if (ageSeconds > 5) lines.push(`(saved ${ageSeconds}s ago by pid ${newest.pid}: the daemon may not be running)`);
   return lines.join('\n');
+}
+
+/** `smart-sync=scanning 42% rows=420000 upserts=12 deletes=3`, or the last one's figures while waiting. */
+function formatSweep(s: SweepProgress): string {
+  const percent = s.total && (s.state === 'scanning' || s.state === 'merging') ? ` ${Math.min(100, Math.floor((s.rows / s.total) * 100))}%` : '';
+  let text = `smart-sync=${s.state}${percent} rows=${s.rows} upserts=${s.upserts} deletes=${s.deletes}`;
+  if (s.lastFinishedAt) text += ` last=${s.lastFinishedAt}`;
+  if (s.lastError && s.state === 'error') text += ` smart-sync-error="${s.lastError}"`;
+  return text;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -98,9 +167,10 @@ async function main(argv: string[]): Promise<number> {
       lens: { type: 'string' },
       json: { type: 'boolean' },
       id: { type: 'string', multiple: true },
+      mode: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    allowPositionals: command === 'dlq' || command === 'triggers',
+    allowPositionals: command === 'dlq' || command === 'ingest' || command === 'triggers',
     strict: true,
   });
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -126,12 +196,12 @@ async function main(argv: string[]): Promise<number> {
     const config = loadConfig(file);
     const state = await openStateStore(config.state, { readOnly: true });
     try {
-      const snapshot = await state.get<StatusSnapshot>('status');
-      if (!snapshot) {
+      const snapshots = await readStatus(state);
+      if (snapshots.length === 0) {
         console.log('no status yet: the daemon has not run with this state store');
         return 1;
       }
-      console.log(values.json ? JSON.stringify(snapshot, null, 2) : formatStatus(snapshot, values.lens));
+      console.log(values.json ? JSON.stringify(snapshots.length === 1 ? snapshots[0] : snapshots, null, 2) : formatStatus(snapshots, values.lens));
       return 0;
     } finally {
       await state.close();
@@ -140,6 +210,7 @@ async function main(argv: string[]): Promise<number> {
 
   if (command === 'dlq') return dlq(loadConfig(file), positionals[0], values);
   if (command === 'triggers') return triggers(loadConfig(file), positionals[0], values.lens);
+  if (command === 'pause' || command === 'resume' || command === 'ingest') return control(command, loadConfig(file), positionals[0], values);
 
   return run(loadConfig(file));
 }
@@ -165,8 +236,14 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
   const lens = config.lenses[options.lens];
   if (!lens) throw new UsageError(`no lens named "${options.lens}" in the configuration`);
   const worker = config.worker;
-  if (config.sinks[lens.sink]?.type !== 'worker' || !worker?.listen) {
-    console.error(`tributary: dlq ${action} works for lenses whose sink is the worker, through its HTTP API: set worker.listen.`);
+  if (config.sinks[lens.sink]?.type !== 'worker') {
+    // Batches a hosted sink rejected: the daemon delivers them again (or forgets them).
+    if (!(await sendToDaemon(config, [{ kind: 'dlq', lens: options.lens, action, ids: options.id }]))) return 1;
+    console.log(`${action === 'replay' ? 'replaying' : 'dropped'} the dead letters of lens ${options.lens} (the daemon took the request)`);
+    return 0;
+  }
+  if (!worker?.listen) {
+    console.error(`tributary: dlq ${action} of a worker lens goes through the worker's HTTP API: set worker.listen.`);
     return 1;
   }
   const key = worker.keys.find((k) => k.scope === 'admin' || k.scope === 'ingest')?.key;
@@ -200,6 +277,72 @@ async function triggers(config: Config, action: string | undefined, lensName: st
   const { manageTriggers } = await import('../connectors/postgres-trigger/manage.js');
   for (const line of await manageTriggers(action, config, lensName)) console.log(line);
   return 0;
+}
+
+/** `pause`, `resume` and `ingest`: a request through the state store to the running daemon. */
+async function control(command: 'pause' | 'resume' | 'ingest', config: Config, positional: string | undefined, options: { lens?: string; mode?: string }): Promise<number> {
+  const lens = command === 'ingest' ? positional : options.lens;
+  if (!lens) throw new UsageError(command === 'ingest' ? 'ingest needs the lens: tributary ingest LENS --mode full|incremental|records' : `${command} needs --lens NAME`);
+  if (!config.lenses[lens]) throw new UsageError(`no lens named "${lens}" in the configuration`);
+  const requests: ControlRequest[] = [];
+  if (command !== 'ingest') {
+    requests.push({ kind: command, lens });
+  } else if (options.mode === 'full' || options.mode === 'incremental') {
+    requests.push({ kind: 'ingest', lens, mode: options.mode });
+  } else if (options.mode === 'records') {
+    const changes = await readRecords();
+    for (let i = 0; i < changes.length; i += RECORDS_PER_REQUEST) requests.push({ kind: 'ingest', lens, mode: 'records', changes: changes.slice(i, i + RECORDS_PER_REQUEST) });
+  } else {
+    throw new UsageError(`ingest needs --mode full, incremental or records${options.mode === undefined ? '' : `, not ${JSON.stringify(options.mode)}`}`);
+  }
+  if (!(await sendToDaemon(config, requests))) return 1;
+  const changes = requests.reduce((n, r) => n + ('changes' in r ? r.changes.length : 0), 0);
+  const done =
+    command === 'pause' ? `paused lens ${lens}` : command === 'resume' ? `resumed lens ${lens}` : options.mode === 'records' ? `queued ${changes} change(s) for lens ${lens}` : `requested a ${options.mode} sync of lens ${lens}`;
+  console.log(`${done} (the daemon took the request)`);
+  return 0;
+}
+
+/** Sends requests to the running daemon through the state store; false (said on stderr) if none took them in time. */
+async function sendToDaemon(config: Config, requests: ControlRequest[]): Promise<boolean> {
+  const state = await openStateStore(config.state, { readOnly: true });
+  try {
+    for (const request of requests) {
+      const id = await state.sendRequest({ ...request, expiresAt: Date.now() + CONTROL_WAIT_MS });
+      const deadline = Date.now() + CONTROL_WAIT_MS;
+      while (await state.requestPending(id)) {
+        if (Date.now() > deadline) {
+          console.error(`tributary: no running daemon took the request within ${CONTROL_WAIT_MS / 1000} s; start one with \`tributary run\` (the request expires unapplied)`);
+          return false;
+        }
+        await sleep(100);
+      }
+    }
+    return true;
+  } finally {
+    await state.close();
+  }
+}
+
+/** `{"id","action"}` JSON lines from stdin; a bad line is a usage error naming it. */
+async function readRecords(): Promise<RecordChange[]> {
+  const changes: RecordChange[] = [];
+  let n = 0;
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    n++;
+    if (line.trim() === '') continue;
+    let parsed: { id?: unknown; action?: unknown };
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      throw new UsageError(`stdin line ${n}: not JSON; expected {"id": "...", "action": "upsert"|"delete"}`);
+    }
+    if (typeof parsed?.id !== 'string' || parsed.id === '' || (parsed.action !== 'upsert' && parsed.action !== 'delete')) {
+      throw new UsageError(`stdin line ${n}: expected {"id": "<non-empty string>", "action": "upsert"|"delete"}`);
+    }
+    changes.push({ id: parsed.id, action: parsed.action });
+  }
+  return changes;
 }
 
 async function run(config: Config): Promise<number> {
@@ -237,7 +380,12 @@ async function run(config: Config): Promise<number> {
       return 1;
     },
   );
-  return Promise.race([stopped, failed]);
+  const failedLater = daemon.failed.then(async (err) => {
+    log.error({ err: describeError(err) }, 'a source stopped; exiting so that a restart stands by or takes over cleanly');
+    await daemon.stop().catch(() => {});
+    return 1;
+  });
+  return Promise.race([stopped, failed, failedLater]);
 }
 
 main(process.argv.slice(2)).then(

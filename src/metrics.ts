@@ -10,12 +10,25 @@ export interface LensCounters {
   coalesced: number;
   delivered: number;
   pending: number;
+  /** 1 while an operator paused the lens. */
+  paused: number;
+}
+
+/** What smart sync sweeps expose per lens (see src/sweep.ts SweepProgress). */
+export interface SweepGauges {
+  rows: number;
+  total?: number;
+  upserts: number;
+  deletes: number;
+  completed: number;
 }
 
 export interface SourceGauges {
   lagBytes?: number;
   retainedBytes?: number;
   paused: boolean;
+  /** This process reads the source (holds its lease); false while it stands by. */
+  active: boolean;
 }
 
 /** What the worker engine exposes for metrics (see src/worker/engine.ts). */
@@ -32,6 +45,7 @@ export class Metrics {
   readonly registry = new client.Registry();
   private readonly lenses = new Map<string, LensCounters>();
   private readonly sources = new Map<string, SourceGauges>();
+  private sweeps: () => Array<[string, SweepGauges]> = () => [];
 
   readonly batches = new client.Counter({
     name: 'tributary_batches_total',
@@ -74,10 +88,18 @@ export class Metrics {
     this.collected('Counter', 'lens', 'tributary_changes_coalesced_total', 'Changes merged into a pending change of the same id', fromLenses('coalesced'));
     this.collected('Counter', 'lens', 'tributary_changes_delivered_total', 'Changes accepted by sinks (after coalescing)', fromLenses('delivered'));
     this.collected('Gauge', 'lens', 'tributary_pending_changes', 'Changes waiting for or in delivery', fromLenses('pending'));
+    this.collected('Gauge', 'lens', 'tributary_lens_paused', '1 while an operator paused the lens (tributary pause)', fromLenses('paused'));
+    const fromSweeps = (read: (g: SweepGauges) => number | undefined) => () => this.sweeps().map(([lens, g]): Row => [lens, read(g)]);
+    this.collected('Gauge', 'lens', 'tributary_sweep_rows', 'Rows read by the smart sync sweep in progress (or the last one)', fromSweeps((g) => g.rows));
+    this.collected('Gauge', 'lens', 'tributary_sweep_progress_ratio', 'Rows read by the sweep in progress over the rows of the last complete sweep', fromSweeps((g) => (g.total ? Math.min(1, g.rows / g.total) : undefined)));
+    this.collected('Gauge', 'lens', 'tributary_sweep_upserts', 'Upserts found by the sweep in progress (or the last one)', fromSweeps((g) => g.upserts));
+    this.collected('Gauge', 'lens', 'tributary_sweep_deletes', 'Deletes (tombstones) found by the sweep in progress (or the last one)', fromSweeps((g) => g.deletes));
+    this.collected('Counter', 'lens', 'tributary_sweeps_completed_total', 'Smart sync sweeps completed', fromSweeps((g) => g.completed));
     const fromSources = (read: (g: SourceGauges) => number | undefined) => () => [...sources].map(([source, g]): Row => [source, read(g)]);
     this.collected('Gauge', 'source', 'tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', fromSources((g) => g.lagBytes));
     this.collected('Gauge', 'source', 'tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', fromSources((g) => g.retainedBytes));
     this.collected('Gauge', 'source', 'tributary_source_paused', '1 while a source is paused by backpressure', fromSources((g) => (g.paused ? 1 : 0)));
+    this.collected('Gauge', 'source', 'tributary_source_active', '1 while this replica reads the source, 0 while it stands by (another replica holds the source)', fromSources((g) => (g.active ? 1 : 0)));
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });
   }
 
@@ -141,13 +163,18 @@ export class Metrics {
 
   lens(name: string): LensCounters {
     let c = this.lenses.get(name);
-    if (!c) this.lenses.set(name, (c = { captured: 0, coalesced: 0, delivered: 0, pending: 0 }));
+    if (!c) this.lenses.set(name, (c = { captured: 0, coalesced: 0, delivered: 0, pending: 0, paused: 0 }));
     return c;
+  }
+
+  /** Exposes the smart sync sweeps' progress, read when scraped. */
+  attachSweeps(read: () => Array<[string, SweepGauges]>): void {
+    this.sweeps = read;
   }
 
   source(name: string): SourceGauges {
     let g = this.sources.get(name);
-    if (!g) this.sources.set(name, (g = { paused: false }));
+    if (!g) this.sources.set(name, (g = { paused: false, active: false }));
     return g;
   }
 }

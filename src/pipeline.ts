@@ -8,17 +8,26 @@
  * oldest undelivered change (in flight, queued full sync, or buffered); a checkpoint whose
  * tick is below the smallest of those is safe. Checkpoints between which no buffer started
  * are merged, so the queue of checkpoints stays as short as the number of pending buffers.
+ *
+ * Besides the connector's changes, a lens takes changes from its smart sync sweeps and from
+ * operators (`tributary ingest`): `enqueue` puts them in the same coalescer, so batches of a
+ * lens still go one at a time. An operator may pause a lens: its deliveries are held (a
+ * scheduled connector also stops polling it, and its sweeps wait) until it is resumed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseDuration } from './config/schema.js';
 import type { LensConfig, PipelineConfig } from './config/types.js';
 import { Coalescer } from './coalescer.js';
 import { SinkError, describeError } from './errors.js';
 import type { Metrics, LensCounters } from './metrics.js';
 import { backoffDelay } from './retry.js';
+import { Sweeper, type SweepProgress } from './sweep.js';
 import type {
+  ControlRequest,
   Logger,
   Position,
   RecordChange,
+  RowReader,
   Sink,
   SourceChange,
   SourceConnector,
@@ -27,7 +36,7 @@ import type {
   StateStore,
 } from './types.js';
 
-export type LensState = 'starting' | 'syncing' | 'streaming' | 'retrying' | 'error' | 'draining' | SourceState;
+export type LensState = 'starting' | 'syncing' | 'streaming' | 'retrying' | 'error' | 'draining' | 'paused' | SourceState;
 
 export interface LensStatus {
   lens: string;
@@ -44,6 +53,10 @@ export interface LensStatus {
   fullSync?: string;
   /** The capture mode `capture: auto` chose for the source, and why. */
   capture?: { mode: string; reason: string };
+  /** Paused by an operator (`tributary pause`). */
+  paused: boolean;
+  /** Smart sync sweeps of the lens, when it has smartSyncInterval. */
+  sweep?: SweepProgress;
 }
 
 /** What the state store keeps per lens under `lens/<name>`. */
@@ -51,12 +64,17 @@ interface StoredLens {
   /** `pending` from the moment a full sync is wanted until the sink accepted it. */
   fullSync: 'pending' | 'done' | 'skipped';
   reason?: string;
+  /** Paused by `tributary pause`; survives restarts. */
+  paused?: boolean;
   updatedAt: string;
 }
 
 type InFlight =
   | { kind: 'records'; changes: RecordChange[]; committedAt: number[]; firstTick: number }
-  | { kind: 'full'; firstTick: number; reason: string };
+  | { kind: 'full'; firstTick: number; reason: string; mode: SyncMode };
+
+/** What a sync request asks of the sink: re-read everything, or what changed since its cursor. */
+type SyncMode = 'full' | 'incremental';
 
 const now = () => performance.now();
 
@@ -69,8 +87,13 @@ function oldest(times: number[]): number {
 class LensRuntime {
   readonly buffer = new Coalescer();
   inFlight: InFlight | undefined;
-  fullSync: { tick: number; reason: string } | undefined;
+  fullSync: { tick: number; reason: string; mode: SyncMode } | undefined;
   state: LensState = 'starting';
+  paused = false;
+  stored: Omit<StoredLens, 'updatedAt'> = { fullSync: 'skipped' };
+  sweeper: Sweeper | undefined;
+  /** `enqueue` callers waiting until the changes they queued (up to `tick`) are delivered. */
+  readonly waiters: Array<{ tick: number; resolve: () => void }> = [];
   lastError: string | undefined;
   dlq = 0;
   timer: NodeJS.Timeout | undefined;
@@ -107,6 +130,8 @@ export interface PipelineOptions {
   state: StateStore;
   metrics: Metrics;
   log: Logger;
+  /** Opens a RowReader for a lens: smart sync sweeps need it (lenses with smartSyncInterval). */
+  openReader?: (lens: string, config: LensConfig) => Promise<RowReader>;
 }
 
 export class Pipeline implements SourceHandler {
@@ -135,8 +160,10 @@ export class Pipeline implements SourceHandler {
   /** Deliveries in progress, so drain can wait for them. */
   private readonly deliveries = new Set<Promise<void>>();
   private lagTimer: NodeJS.Timeout | undefined;
+  private readonly openReader: PipelineOptions['openReader'];
 
   constructor(options: PipelineOptions) {
+    this.openReader = options.openReader;
     this.sourceName = options.sourceName;
     this.connector = options.connector;
     this.settings = options.settings;
@@ -151,18 +178,36 @@ export class Pipeline implements SourceHandler {
     const stored = new Map<string, StoredLens | undefined>();
     for (const name of this.lenses.keys()) stored.set(name, await this.store.get<StoredLens>(`lens/${name}`));
     this.position = this.savedPosition = await this.store.get<Position>(`position/${this.sourceName}`);
-    const { fresh } = await this.connector.start(this);
+    for (const lens of this.lenses.values()) {
+      const saved = stored.get(lens.name);
+      if (saved) lens.stored = { fullSync: saved.fullSync, reason: saved.reason, paused: saved.paused };
+      if (saved?.paused) this.setPaused(lens, true);
+    }
+    const { fresh } = await this.connector.start(this, this.savedPosition);
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
       if (!saved) {
         if (lens.config.initialSync === 'full') this.resync(lens.name, 'initial sync');
-        else await this.saveLens(lens.name, { fullSync: 'skipped', reason: 'initialSync: none' });
+        else await this.saveLens(lens, { fullSync: 'skipped', reason: 'initialSync: none' });
       } else if (saved.fullSync === 'pending') {
         this.resync(lens.name, saved.reason ?? 'full sync not yet accepted before the last stop');
       } else if (fresh) {
         this.resync(lens.name, 'the replication slot was created again; changes made meanwhile are unknown');
       }
       if (lens.state === 'starting') lens.state = 'streaming';
+      if (lens.config.smartSyncInterval && this.openReader) {
+        const openReader = this.openReader;
+        lens.sweeper = new Sweeper({
+          lens: lens.name,
+          intervalMs: parseDuration(lens.config.smartSyncInterval),
+          openReader: () => openReader(lens.name, lens.config),
+          store: this.store,
+          emit: (changes) => this.enqueue(lens.name, changes),
+          log: this.log,
+        });
+        if (lens.paused) lens.sweeper.setPaused(true);
+        await lens.sweeper.start();
+      }
     }
     this.lagTimer = setInterval(() => void this.pollLag(), 10_000);
     this.lagTimer.unref();
@@ -175,10 +220,15 @@ export class Pipeline implements SourceHandler {
     const lens = this.lenses.get(change.lens);
     if (!lens) return;
     lens.counters.captured++;
+    this.add(lens, change.id, change.action, change.committedAt);
+  }
+
+  /** Puts one change in the lens's coalescer: flushes, and pauses the source when too much is pending. */
+  private add(lens: LensRuntime, id: string, action: RecordChange['action'], committedAt: number): void {
     const buffer = lens.buffer;
     const sizeBefore = buffer.size;
     const bytesBefore = buffer.bytes;
-    if (buffer.add(change.id, change.action, change.committedAt, this.tick + 1, now())) {
+    if (buffer.add(id, action, committedAt, this.tick + 1, now())) {
       this.bufferStarted = true;
       lens.timer = setTimeout(() => this.flush(lens), lens.config.maxWaitMs);
     }
@@ -211,12 +261,19 @@ export class Pipeline implements SourceHandler {
     const lens = this.lenses.get(lensName);
     if (!lens) return;
     this.log.warn({ lens: lensName, reason }, 'full sync requested');
-    if (!lens.fullSync) {
-      lens.fullSync = { tick: this.tick + 1, reason };
-      this.bufferStarted = true;
-    }
-    void this.saveLens(lensName, { fullSync: 'pending', reason });
+    this.requestSync(lens, 'full', reason);
+    void this.saveLens(lens, { fullSync: 'pending', reason });
     this.flush(lens);
+  }
+
+  private requestSync(lens: LensRuntime, mode: SyncMode, reason: string): void {
+    if (!lens.fullSync) {
+      lens.fullSync = { tick: this.tick + 1, reason, mode };
+      this.bufferStarted = true;
+    } else if (mode === 'full') {
+      lens.fullSync.mode = 'full'; // a full sync covers an incremental one
+      lens.fullSync.reason = reason;
+    }
   }
 
   state(state: SourceState, detail?: string): void {
@@ -232,13 +289,13 @@ export class Pipeline implements SourceHandler {
 
   /** Starts the lens's next delivery unless one is in flight. */
   private flush(lens: LensRuntime): void {
-    if (lens.inFlight) return;
+    if (lens.inFlight || (lens.paused && !this.draining)) return;
     if (lens.timer) {
       clearTimeout(lens.timer);
       lens.timer = undefined;
     }
     if (lens.fullSync) {
-      lens.inFlight = { kind: 'full', firstTick: lens.fullSync.tick, reason: lens.fullSync.reason };
+      lens.inFlight = { kind: 'full', firstTick: lens.fullSync.tick, reason: lens.fullSync.reason, mode: lens.fullSync.mode };
       lens.fullSync = undefined;
     } else if (lens.buffer.size > 0) {
       const sizeBefore = lens.buffer.size;
@@ -258,7 +315,7 @@ export class Pipeline implements SourceHandler {
     if (batch.kind === 'full') lens.state = 'syncing';
     for (let attempt = 1; ; attempt++) {
       try {
-        if (batch.kind === 'full') await lens.sink.requestFullSync(lens.name);
+        if (batch.kind === 'full') await (batch.mode === 'full' ? lens.sink.requestFullSync(lens.name) : lens.sink.requestIncrementalSync(lens.name));
         else await lens.sink.write(lens.name, batch.changes, oldest(batch.committedAt));
         break;
       } catch (err) {
@@ -291,20 +348,23 @@ export class Pipeline implements SourceHandler {
     lens.inFlight = undefined;
     if (lens.state !== 'draining') lens.state = 'streaming';
     if (batch.kind === 'full') {
-      this.metrics.batches.inc({ lens: lens.name, outcome: 'full_sync' });
-      if (!lens.fullSync) void this.saveLens(lens.name, { fullSync: 'done', reason: batch.reason });
+      this.metrics.batches.inc({ lens: lens.name, outcome: batch.mode === 'full' ? 'full_sync' : 'incremental_sync' });
+      if (!lens.fullSync && batch.mode === 'full') void this.saveLens(lens, { fullSync: 'done', reason: batch.reason });
     } else {
       const at = Date.now();
       for (const committed of batch.committedAt) lens.latency.observe((at - committed) / 1000);
       lens.counters.delivered += batch.changes.length;
+      if (lens.sweeper && this.connector.blindToDeletes) lens.sweeper.noteDelivered(batch.changes.filter((c) => c.action === 'upsert').map((c) => c.id));
       this.metrics.batchSize.observe({ lens: lens.name }, batch.changes.length);
       this.metrics.batches.inc({ lens: lens.name, outcome: 'delivered' });
     }
     this.acknowledge();
+    this.wakeWaiters(lens);
     const buffer = lens.buffer;
     if (buffer.size > 0 || lens.fullSync) {
       const waited = now() - buffer.firstAt;
-      if (this.draining || lens.fullSync || buffer.size >= lens.config.maxBatch || waited >= lens.config.maxWaitMs) this.flush(lens);
+      const awaited = lens.waiters.length > 0;
+      if (this.draining || awaited || lens.fullSync || buffer.size >= lens.config.maxBatch || waited >= lens.config.maxWaitMs) this.flush(lens);
       else lens.timer ??= setTimeout(() => this.flush(lens), lens.config.maxWaitMs - waited);
     }
   }
@@ -355,11 +415,20 @@ export class Pipeline implements SourceHandler {
     }
   }
 
-  private async saveLens(name: string, value: Omit<StoredLens, 'updatedAt'>): Promise<void> {
+  private async saveLens(lens: LensRuntime, value: Partial<Omit<StoredLens, 'updatedAt'>>): Promise<void> {
+    lens.stored = { ...lens.stored, ...value };
     try {
-      await this.store.put(`lens/${name}`, { ...value, updatedAt: new Date().toISOString() });
+      await this.store.put(`lens/${lens.name}`, { ...lens.stored, updatedAt: new Date().toISOString() });
     } catch (err) {
-      this.log.error({ lens: name, err: describeError(err) }, 'cannot save lens state');
+      this.log.error({ lens: lens.name, err: describeError(err) }, 'cannot save lens state');
+    }
+  }
+
+  /** Resolves the `enqueue` callers whose changes are all delivered. */
+  private wakeWaiters(lens: LensRuntime): void {
+    const oldest = lens.oldestTick();
+    for (let i = lens.waiters.length - 1; i >= 0; i--) {
+      if (lens.waiters[i].tick < oldest) lens.waiters.splice(i, 1)[0].resolve();
     }
   }
 
@@ -373,6 +442,83 @@ export class Pipeline implements SourceHandler {
 
   // ---- control ----------------------------------------------------------------------------
 
+  /**
+   * Queues changes for a lens outside the connector's stream (sweeps, `ingest --mode records`).
+   * Resolves once the sink accepted them all (or a newer change of the same id).
+   */
+  enqueue(lensName: string, changes: RecordChange[]): Promise<void> {
+    const lens = this.lenses.get(lensName);
+    if (!lens) return Promise.reject(new Error(`no lens ${lensName} in source ${this.sourceName}`));
+    const at = Date.now();
+    for (const c of changes) this.add(lens, c.id, c.action, at);
+    const tick = this.tick + 1;
+    const delivered = new Promise<void>((resolve) => {
+      lens.waiters.push({ tick, resolve });
+      this.wakeWaiters(lens);
+    });
+    this.flush(lens); // someone waits for these: no maxWaitMs
+    return delivered;
+  }
+
+  hasLens(name: string): boolean {
+    return this.lenses.has(name);
+  }
+
+  /** Progress of the lenses that sweep, for metrics. */
+  sweeps(): Array<[string, SweepProgress]> {
+    return [...this.lenses.values()].flatMap((l): Array<[string, SweepProgress]> => (l.sweeper ? [[l.name, l.sweeper.progress]] : []));
+  }
+
+  /** Applies an operator request (`tributary pause|resume|ingest`) to one of this source's lenses. */
+  control(request: ControlRequest): void {
+    const lens = this.lenses.get(request.lens);
+    if (!lens) return;
+    this.log.info({ lens: lens.name, request: request.kind, mode: 'mode' in request ? request.mode : undefined }, 'operator request');
+    if (request.kind === 'dlq') {
+      void this.applyDeadLetters(lens, request.action, request.ids).catch((err) =>
+        this.log.error({ lens: lens.name, err: describeError(err) }, `dlq ${request.action} failed; the dead letters are kept`),
+      );
+      return;
+    }
+    if (request.kind !== 'ingest') {
+      const paused = request.kind === 'pause';
+      if (lens.paused === paused) return;
+      this.setPaused(lens, paused);
+      void this.saveLens(lens, { paused });
+      if (!paused) this.flush(lens);
+      return;
+    }
+    if (request.mode === 'records') {
+      void this.enqueue(lens.name, request.changes);
+    } else if (request.mode === 'full') {
+      this.resync(lens.name, 'requested by tributary ingest --mode full');
+      lens.sweeper?.runNow();
+    } else if (!this.connector.runNow?.(lens.name)) {
+      this.requestSync(lens, 'incremental', 'requested by tributary ingest --mode incremental');
+      this.flush(lens);
+    }
+  }
+
+  /**
+   * `tributary dlq replay|drop`: replay delivers the letters' changes again through the lens's
+   * batches and removes the letters once the sink accepted them (a new rejection makes a new
+   * letter); drop removes them.
+   */
+  private async applyDeadLetters(lens: LensRuntime, action: 'replay' | 'drop', ids?: string[]): Promise<void> {
+    const letters = (await this.store.listDeadLetters(lens.name)).filter((l) => !ids || ids.includes(l.id));
+    if (action === 'replay') await this.enqueue(lens.name, letters.flatMap((l) => l.provenance.changes ?? []));
+    const removed = await this.store.removeDeadLetters(letters.map((l) => l.id));
+    lens.dlq = Math.max(0, lens.dlq - letters.reduce((n, l) => n + (l.provenance.changes?.length ?? 0), 0));
+    this.log.info({ lens: lens.name, letters: removed }, action === 'replay' ? 'dead letters delivered again' : 'dead letters dropped');
+  }
+
+  private setPaused(lens: LensRuntime, paused: boolean): void {
+    lens.paused = paused;
+    lens.counters.paused = paused ? 1 : 0;
+    this.connector.setLensPaused?.(lens.name, paused);
+    lens.sweeper?.setPaused(paused);
+  }
+
 
   status(): LensStatus[] {
     const sourceDown = this.sourceState !== 'streaming';
@@ -382,8 +528,8 @@ export class Pipeline implements SourceHandler {
       return {
         lens: lens.name,
         source: this.sourceName,
-        state: sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
-        position: this.position,
+        state: lens.paused ? 'paused' : sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
+        position: this.position !== undefined && this.connector.lensPosition ? this.connector.lensPosition(this.position, lens.name) : this.position,
         pending,
         delivered: lens.counters.delivered,
         captured: lens.counters.captured,
@@ -391,6 +537,8 @@ export class Pipeline implements SourceHandler {
         lastError: lens.state === 'streaming' && !sourceDown ? undefined : (sourceDown ? this.sourceDetail : undefined) ?? lens.lastError,
         fullSync: lens.fullSync?.reason ?? (lens.inFlight?.kind === 'full' ? lens.inFlight.reason : undefined),
         capture: this.captureMode,
+        paused: lens.paused,
+        sweep: lens.sweeper && { ...lens.sweeper.progress },
       };
     });
   }
@@ -409,6 +557,8 @@ export class Pipeline implements SourceHandler {
    */
   async drain(timeoutMs: number): Promise<number> {
     this.draining = true;
+    // Sweeps stop at their next step; one waiting for a delivery is released below.
+    const sweeps = Promise.all([...this.lenses.values()].map((l) => l.sweeper?.stop()));
     this.connector.pause();
     clearInterval(this.lagTimer);
     for (const lens of this.lenses.values()) {
@@ -421,6 +571,9 @@ export class Pipeline implements SourceHandler {
       await Promise.race([Promise.all([...this.deliveries]), sleep(Math.max(0, Math.min(100, deadline - Date.now())))]);
     }
     this.acknowledge();
+    for (const lens of this.lenses.values()) for (const waiter of lens.waiters.splice(0)) waiter.resolve();
+    await sweeps;
+    await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.close()));
     await this.savePosition().catch(() => {});
     await this.connector.stop();
     for (const lens of this.lenses.values()) clearTimeout(lens.timer);

@@ -6,6 +6,8 @@
  * lens flags, dead letters, status) live in a `StateStore`.
  */
 
+import type { LensConfig } from './config/types.js';
+
 export type Action = 'upsert' | 'delete';
 
 /** One entry of a records-mode batch, exactly as it travels to a sink. */
@@ -64,8 +66,11 @@ export interface SourceConnector {
    * after that are retried inside the connector and reported through `handler.state`.
    * `fresh` is true when the source had no resumable position (a slot created just now):
    * anything that happened before must come from a full sync.
+   * `saved` is the position the pipeline last persisted for this source (`position/<source>`,
+   * the newest acknowledged one), undefined on a first start. Connectors whose source keeps
+   * its own place (a replication slot) may ignore it; others (polling cursors) resume from it.
    */
-  start(handler: SourceHandler): Promise<{ fresh: boolean }>;
+  start(handler: SourceHandler, saved?: Position): Promise<{ fresh: boolean }>;
   /** Every change at or before `position` has been delivered: the source may forget it. */
   acknowledge(position: Position): void;
   /** Stop reading (backpressure); keepalives still go out. */
@@ -73,6 +78,24 @@ export interface SourceConnector {
   resume(): void;
   /** Source-specific gauges for metrics and status (replication lag, retained WAL). */
   lag?(): Promise<{ lagBytes?: number; retainedBytes?: number }>;
+  /**
+   * Scheduled connectors (polling): an operator paused or resumed one lens
+   * (`tributary pause|resume`); a paused lens is not polled. Streaming connectors leave it
+   * out: the pipeline holds a paused lens's deliveries instead.
+   */
+  setLensPaused?(lens: string, paused: boolean): void;
+  /**
+   * Scheduled connectors: run the lens's incremental read now (`tributary ingest LENS --mode
+   * incremental`). Returns false when the connector does not schedule this lens.
+   */
+  runNow?(lens: string): boolean;
+  /**
+   * True for connectors that cannot see deletes (polling): the ids they deliver are journaled
+   * so the next smart sync sweep deletes those that are gone.
+   */
+  readonly blindToDeletes?: boolean;
+  /** The part of a position that concerns one lens, for status (a polling cursor); default: all of it. */
+  lensPosition?(position: Position, lens: string): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -80,7 +103,7 @@ export interface SourceConnector {
 export interface ConnectorContext {
   sourceName: string;
   /** The lenses reading from this source, with their tables and keys. */
-  lenses: Array<{ name: string; table: string; primaryKey?: string[]; changeTrackingColumn?: string }>;
+  lenses: Array<{ name: string; table: string; primaryKey?: string[]; config: LensConfig }>;
   log: Logger;
 }
 
@@ -96,6 +119,11 @@ export interface Sink {
   write(lens: string, changes: RecordChange[], committedAt?: number): Promise<void>;
   /** Ask the sink to re-read the whole lens (first start, truncate). */
   requestFullSync(lens: string): Promise<void>;
+  /**
+   * Ask the sink to read the rows changed since its own cursor (`mode: incremental`), for
+   * `tributary ingest LENS --mode incremental` on lenses Tributary does not poll itself.
+   */
+  requestIncrementalSync(lens: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -121,8 +149,89 @@ export interface StateStore {
   addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter>;
   listDeadLetters(lens?: string): Promise<DeadLetter[]>;
   removeDeadLetters(ids: string[]): Promise<number>;
+  /** The keys that start with `prefix`, in no particular order (e.g. `status/` for every replica's status). */
+  keys(prefix: string): Promise<string[]>;
+  /** Removes a key; nothing happens when it does not exist. */
+  delete(key: string): Promise<void>;
+  /**
+   * Takes the lease `name` (e.g. `source/app`): while it is held, no other process sharing this
+   * store holds it, so with `replicas: 2` exactly one replica reads each source and the other
+   * stands by. Resolves once this process holds it; while another process does, calls
+   * `waiting` once and keeps trying (every second or two) until it gets it or `signal` aborts
+   * (then it rejects with the abort reason).
+   *
+   * - postgres: `pg_try_advisory_lock` on a dedicated session. The server releases the lock
+   *   when that session ends, so a replica that dies (even kill -9) hands over within seconds.
+   * - embedded: the directory lock already makes this process the only one: resolves at once.
+   */
+  lease(name: string, options?: { signal?: AbortSignal; waiting?: () => void }): Promise<Lease>;
+  /** Large id lists of smart sync sweeps, kept outside the key/values (see SnapshotStore). */
+  readonly snapshots: SnapshotStore;
+  /**
+   * Operator requests from the CLI to the running daemon. `sendRequest` works on read-only
+   * stores too (the CLI opens the store beside the daemon); it returns the request's id.
+   */
+  sendRequest(request: ControlRequest): Promise<string>;
+  /** True while the daemon has not yet taken the request. */
+  requestPending(id: string): Promise<boolean>;
+  /** The daemon: every request sent so far, oldest first; each is returned once. */
+  takeRequests(): Promise<ControlRequest[]>;
   close(): Promise<void>;
 }
+
+/** A lease held by this process (see `StateStore.lease`). */
+export interface Lease {
+  /**
+   * Resolves (never rejects) if the lease was lost without `release`: the store's session
+   * dropped, so another process may hold it now and this one must stop reading.
+   */
+  readonly lost: Promise<Error>;
+  release(): Promise<void>;
+}
+
+/** What `tributary pause|resume|ingest` asks the running daemon to do. */
+export type ControlRequest = (
+  | { kind: 'pause' | 'resume'; lens: string }
+  | { kind: 'ingest'; lens: string; mode: 'full' | 'incremental' }
+  | { kind: 'ingest'; lens: string; mode: 'records'; changes: RecordChange[] }
+  /** Dead letters of a lens with a hosted sink: delivered again, or removed (all, or `ids`). */
+  | { kind: 'dlq'; lens: string; action: 'replay' | 'drop'; ids?: string[] }
+) & {
+  /** ms since the epoch: a daemon that finds the request later ignores it (the CLI gave up). */
+  expiresAt?: number;
+};
+
+/** One entry of a sweep snapshot: a row id and the hash of the lens's columns of that row. */
+export type SnapshotEntry = [id: string, hash: string];
+
+/**
+ * Sweep snapshots: the ids (and row hashes) a lens's last smart sync sweep saw, split into
+ * `SNAPSHOT_BUCKETS` buckets by a hash of the id, so a sweep compares one bucket at a time and
+ * its memory stays bounded by the table size divided by the bucket count. A snapshot is
+ * written whole under a new version and replaces the previous one only on `commit`.
+ */
+export interface SnapshotStore {
+  /** Starts writing a new version of snapshot `name`; an uncommitted earlier attempt is discarded. */
+  write(name: string): Promise<SnapshotWriter>;
+  /** The entries of one bucket of the committed snapshot `name`, or undefined if there is none. */
+  read(name: string, bucket: number): Promise<SnapshotEntry[] | undefined>;
+  /** Deletes snapshot `name` (committed or not); no error if it does not exist. */
+  remove(name: string): Promise<void>;
+}
+
+export interface SnapshotWriter {
+  /** Adds entries to a bucket; durable only after `commit`. */
+  append(bucket: number, entries: SnapshotEntry[]): Promise<void>;
+  /** The entries written so far to one bucket. */
+  read(bucket: number): Promise<SnapshotEntry[]>;
+  /** Makes this version the committed snapshot, replacing the previous one atomically. */
+  commit(): Promise<void>;
+  /** Drops this version. */
+  abort(): Promise<void>;
+}
+
+/** Buckets per sweep snapshot: 10 million rows are ~40,000 ids a bucket. */
+export const SNAPSHOT_BUCKETS = 256;
 
 /**
  * Reads a lens's rows from its source database: the worker re-reads rows by id, and the
@@ -135,9 +244,15 @@ export interface RowReader {
   /**
    * One page of the table in key order after `after` (an id), for full syncs; `[]` at the end.
    * With `changedSince`, only rows whose changeTrackingColumn is past that cursor, keyset on
-   * (column, key), for incremental syncs.
+   * (column, key), for incremental syncs and polling; `value` undefined: from the first row
+   * (rows whose column is NULL are never returned). Each row's `cursor` is its column as text.
    */
-  page(options: { after?: string; limit: number; changedSince?: { value: string; id?: string } }): Promise<Array<{ id: string; row: Record<string, unknown>; cursor?: string }>>;
+  page(options: { after?: string; limit: number; changedSince?: { value?: string; id?: string } }): Promise<Array<{ id: string; row: Record<string, unknown>; cursor?: string }>>;
+  /**
+   * Checks the lens's changeTrackingColumn for polling: whether it exists, and whether an
+   * index serves the poll's ORDER BY (column, key); `createIndex` is the statement to run if not.
+   */
+  describeChangeTracking?(): Promise<{ exists: boolean; indexed: boolean; createIndex: string }>;
   close(): Promise<void>;
 }
 

@@ -43,11 +43,12 @@ async function database(cluster: TestPostgres, t: { name: string }) {
 
 /** What capture: auto decides for `url` (the same probe the connector runs at start). */
 async function decide(url: string, options: { changeTrackingColumn?: string; installTriggers?: boolean } = {}) {
-  const config = testConfig({ dbUrl: url, sinkUrl: sink.url, lenses: { t: { table: 't' } } }).sources.app as PostgresSourceConfig;
+  const full = testConfig({ dbUrl: url, sinkUrl: sink.url, lenses: { t: { table: 't', changeTrackingColumn: options.changeTrackingColumn } } });
+  const config = full.sources.app as PostgresSourceConfig;
   config.installTriggers = options.installTriggers ?? true;
   const ctx: ConnectorContext = {
     sourceName: 'app',
-    lenses: [{ name: 't', table: 'public.t', changeTrackingColumn: options.changeTrackingColumn }],
+    lenses: [{ name: 't', table: 'public.t', config: full.lenses.t }],
     log: createLogger({ level: 'fatal' }),
   };
   const client = new pg.Client({ connectionString: url });

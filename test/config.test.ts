@@ -72,6 +72,7 @@ test('a minimal file gets every default', () => {
         fields: [],
         metadata: [],
         sink: 'hosted',
+        syncOverlap: '30s',
         initialSync: 'full',
         maxBatch: 10000,
         maxWaitMs: 200,
@@ -137,7 +138,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       line: 10,
       message:
         'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
-        'syncInterval, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
+        'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
     },
   ]);
 });
@@ -153,14 +154,7 @@ test('wrong types say what was expected and what was found', () => {
 
 test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
-    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, auto; got "wal"' },
-  ]);
-  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: poll')), [
-    {
-      path: 'sources.app.capture',
-      line: 4,
-      message: '"poll" is not available in this version yet; expected one of: logical, trigger, auto',
-    },
+    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: seyn')), [
     { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
@@ -239,7 +233,7 @@ test('every problem is reported at once, in file order', () => {
     'sources:', //                          1
     '  app:', //                            2
     '    type: postgres', //                3
-    '    capture: poll', //                 4
+    '    capture: wal', //                  4
     'lenses:', //                           5
     '  products:', //                       6
     '    source: app', //                   7
@@ -253,7 +247,7 @@ test('every problem is reported at once, in file order', () => {
     problems(text).map((p) => `${p.line} ${p.path}: ${p.message}`),
     [
       '2 sources.app.url: missing required key "url"',
-      '4 sources.app.capture: "poll" is not available in this version yet; expected one of: logical, trigger, auto',
+      '4 sources.app.capture: expected one of: logical, trigger, poll, auto; got "wal"',
       '6 lenses.products.sink: missing required key "sink"',
       '9 lenses.products.maxWaitMs: expected at least 0, got -1',
       '11 sinks.hosted.url: expected an http(s) URL like https://api.semilayer.com, got "ftp://x"',
@@ -391,4 +385,18 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
     maxQueuedChanges: 100000,
     readBatch: 500,
   });
+});
+
+test('lenses of a capture: poll source need changeTrackingColumn and syncInterval', () => {
+  assert.deepEqual(problems(withLine(4, '    url: postgres://db/shop', '    capture: poll')), [
+    {
+      path: 'lenses.products.changeTrackingColumn',
+      line: 7,
+      message: 'source "app" has capture: poll, so this lens needs changeTrackingColumn (a column every write moves forward, e.g. updated_at)',
+    },
+    { path: 'lenses.products.syncInterval', line: 7, message: 'source "app" has capture: poll, so this lens needs syncInterval (how often to poll, e.g. 5m)' },
+  ]);
+  const config = parseConfig(withLine(9, '    sink: hosted', '    changeTrackingColumn: updated_at', '    syncInterval: 5m').replace('    url: postgres://tributary:pgsecret@db:5432/shop', '    url: postgres://db/shop\n    capture: poll'), FILE, {});
+  assert.equal(config.sources.app.capture, 'poll');
+  assert.equal(config.lenses.products.syncOverlap, '30s', 'the overlap default');
 });

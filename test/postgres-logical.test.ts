@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
@@ -84,7 +85,7 @@ describe('postgres logical replication to a SemiLayer webhook', () => {
     await eventually(() => sink.lastAction('pgstate').get('1') === 'upsert', 'id 1');
     await stop(daemon);
     const saved = await pg.query(db, `SELECT key FROM tributary_state.kv ORDER BY key`);
-    assert.deepEqual(saved.map((r) => r.key), ['lens/pgstate', 'position/app', 'status']);
+    assert.deepEqual(saved.map((r) => r.key), ['lens/pgstate', 'position/app', `status/${hostname()}:${process.pid}`]);
     daemon = await startTestDaemon(config);
     await pg.query(db, `INSERT INTO pgstate VALUES (2)`);
     await eventually(() => sink.lastAction('pgstate').get('2') === 'upsert', 'id 2 after the restart');

@@ -89,6 +89,13 @@ test('requestFullSync sends {"mode":"full"}', async () => {
   assert.equal(req.status, 202);
 });
 
+test('requestIncrementalSync sends {"mode":"incremental"}', async () => {
+  const sink = sinkFor();
+  await sink.requestIncrementalSync('products');
+  assert.deepEqual(lastRequest().body, { mode: 'incremental' });
+  assert.equal(lastRequest().status, 202);
+});
+
 test('the default server answers 202 queued, then deduplicated while the job is pending', async () => {
   const local = await startSemilayerServer({ keys: [KEY], jobMs: 60_000 });
   try {

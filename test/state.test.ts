@@ -140,6 +140,47 @@ function contract(fixture: Fixture): void {
     assert.deepEqual((await second.listDeadLetters('products')).map((l) => l.id), [a.id, d.id]);
   });
 
+  test('snapshots: a version replaces the committed one only on commit; abort and remove drop them', async (t) => {
+    const store = await open(t, await fixture(t));
+    assert.equal(await store.snapshots.read('sweep-p', 3), undefined, 'no snapshot yet');
+    const first = await store.snapshots.write('sweep-p');
+    await first.append(3, [['1', 'a'], ['2', 'b']]);
+    await first.append(3, [['3', 'c']]);
+    assert.deepEqual(await first.read(3), [['1', 'a'], ['2', 'b'], ['3', 'c']]);
+    assert.equal(await store.snapshots.read('sweep-p', 3), undefined, 'not visible before commit');
+    await first.commit();
+    assert.deepEqual(await store.snapshots.read('sweep-p', 3), [['1', 'a'], ['2', 'b'], ['3', 'c']]);
+    assert.deepEqual(await store.snapshots.read('sweep-p', 4), [], 'an empty bucket of a committed snapshot');
+
+    const second = await store.snapshots.write('sweep-p');
+    await second.append(3, [['9', 'z']]);
+    await second.abort();
+    assert.deepEqual(await store.snapshots.read('sweep-p', 3), [['1', 'a'], ['2', 'b'], ['3', 'c']], 'an aborted version changes nothing');
+    const third = await store.snapshots.write('sweep-p');
+    await third.append(0, [['4', 'd']]);
+    await third.commit();
+    assert.deepEqual(await store.snapshots.read('sweep-p', 3), [], 'the new version replaced the old one whole');
+    assert.deepEqual(await store.snapshots.read('sweep-p', 0), [['4', 'd']]);
+    await store.snapshots.remove('sweep-p');
+    assert.equal(await store.snapshots.read('sweep-p', 0), undefined);
+  });
+
+  test('requests: sent by a read-only store, taken once, oldest first, by the writer', async (t) => {
+    const config = await fixture(t);
+    const daemon = await open(t, config);
+    const cli = await open(t, config, true);
+    const a = await cli.sendRequest({ kind: 'pause', lens: 'products' });
+    const b = await cli.sendRequest({ kind: 'ingest', lens: 'products', mode: 'records', changes: [{ id: '7', action: 'delete' }] });
+    assert.equal(await cli.requestPending(a), true);
+    assert.deepEqual(await daemon.takeRequests(), [
+      { kind: 'pause', lens: 'products' },
+      { kind: 'ingest', lens: 'products', mode: 'records', changes: [{ id: '7', action: 'delete' }] },
+    ]);
+    assert.equal(await cli.requestPending(a), false);
+    assert.equal(await cli.requestPending(b), false);
+    assert.deepEqual(await daemon.takeRequests(), [], 'each request is taken once');
+  });
+
   test('a read-only open works beside a writer and sees its latest writes', async (t) => {
     const config = await fixture(t);
     const writer = await open(t, config);
@@ -262,7 +303,7 @@ describe('embedded state store', () => {
     assert.deepEqual(onDisk, { 'position/app': '0/1', 'lens/products': { paused: false } });
     assert.deepEqual(
       readdirSync(config.path).sort(),
-      ['state.json', 'tributary.lock'],
+      ['requests', 'state.json', 'tributary.lock'],
       'no temp file is left behind',
     );
   });
@@ -342,7 +383,7 @@ describe('postgres state store', () => {
       `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`,
       [config.schema],
     );
-    assert.deepEqual(rows.map((r) => r.table_name), ['dead_letters', 'kv']);
+    assert.deepEqual(rows.map((r) => r.table_name), ['dead_letters', 'kv', 'requests', 'snapshot_chunks']);
     const kv = await server.query(config.url, `SELECT key, value FROM "odd ""name""; drop".kv`);
     assert.deepEqual(kv, [{ key: 'k', value: { v: 1 } }]);
     // Opening again with tables in place is fine.

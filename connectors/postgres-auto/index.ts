@@ -50,7 +50,7 @@ export async function chooseCapture(client: pg.Client, config: PostgresSourceCon
     }
   }
 
-  const untracked = ctx.lenses.filter((l) => !l.changeTrackingColumn).map((l) => l.name);
+  const untracked = ctx.lenses.filter((l) => !l.config.changeTrackingColumn).map((l) => l.name);
   if (untracked.length === 0) return { mode: 'poll', reason: `${notLogical}; no triggers: ${notTrigger}` };
   throw new SourceSetupError(
     `${where}: capture: auto found no mode that works. logical: ${notLogical}. trigger: ${notTrigger}. ` +

@@ -301,6 +301,17 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   }
   for (const [name, value] of Object.entries(data.lenses)) {
     const lens = section(value);
+    if (typeof lens.source === 'string' && section(data.sources[lens.source]).capture === 'poll') {
+      for (const key of ['changeTrackingColumn', 'syncInterval'] as const) {
+        if (lens[key] === undefined) {
+          problems.push({
+            path: dotted(['lenses', name, key]),
+            line: lineOf(ctx, ['lenses', name]),
+            message: `source "${lens.source}" has capture: poll, so this lens needs ${key} (${key === 'syncInterval' ? 'how often to poll, e.g. 5m' : 'a column every write moves forward, e.g. updated_at'})`,
+          });
+        }
+      }
+    }
     for (const kind of ['source', 'sink'] as const) {
       const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
       if (typeof lens[kind] === 'string' && !defined.includes(lens[kind])) {

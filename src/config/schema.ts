@@ -23,6 +23,14 @@ export const LENS_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
 /** `30s`, `5m`, `24h`, `1h30m`, `2h15m10s`: hours, minutes, seconds, in that order. */
 export const DURATION_PATTERN = '^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$';
 
+/** A DURATION_PATTERN string in milliseconds: `1h30m` → 5400000. */
+export function parseDuration(text: string): number {
+  const unit: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000 };
+  let ms = 0;
+  for (const [, n, u] of text.matchAll(/(\d+)([hms])/g)) ms += Number(n) * unit[u];
+  return ms;
+}
+
 /** `host:port` (host name, IPv4 or [IPv6]) with a port from 0 to 65535. */
 export const LISTEN_PATTERN =
   '^(?:\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)$';
@@ -72,8 +80,7 @@ const postgresSource = {
     },
     capture: {
       type: 'string',
-      enum: ['logical', 'trigger', 'auto'],
-      'x-notYetAvailable': ['poll'],
+      enum: ['logical', 'trigger', 'poll', 'auto'],
       default: 'logical',
       description:
         'How changes are captured. `logical`: a logical replication slot (needs wal_level=logical and a role ' +
@@ -81,7 +88,8 @@ const postgresSource = {
         'changelog table in `triggerSchema` (needs only CREATE on that schema, or on the database when it does ' +
         'not exist yet, and TRIGGER on the tables). `auto`: logical when wal_level=logical and the role may ' +
         'replicate, else trigger when it may create the triggers, else poll; the choice and its reason are ' +
-        'logged and shown by `tributary status`. `poll` is planned but not available in this version yet.',
+        'logged and shown by `tributary status`. `poll`: every lens is read every `syncInterval` by its ' +
+        '`changeTrackingColumn` (no deletes: pair it with `smartSyncInterval`).',
     },
     installTriggers: {
       type: 'boolean',
@@ -166,8 +174,18 @@ const lens = {
       minLength: 1,
       description: 'A column that grows on every update (e.g. updated_at), for incremental syncs and polling.',
     },
-    syncInterval: duration('Run an incremental sync (polling cursor; sees no deletes) this often.'),
-    smartSyncInterval: duration('Run a full sweep with tombstones (catches deletes) this often.'),
+    syncInterval: duration('Run an incremental sync (polling cursor; sees no deletes) this often. Sources with `capture: poll`.'),
+    syncOverlap: {
+      ...duration(
+        'Polling re-reads rows whose changeTrackingColumn (a time) is up to this much older than the saved cursor, ' +
+          'so a transaction that commits late with an earlier timestamp is not skipped.',
+      ),
+      default: '30s',
+    },
+    smartSyncInterval: duration(
+      'Run a full sweep with tombstones this often (any capture mode): upserts rows changed since the last sweep ' +
+        'and deletes ids that are no longer in the table.',
+    ),
     sink: { type: 'string', minLength: 1, description: 'Name of the sink (a key of `sinks`) batches of this lens go to.' },
     initialSync: {
       type: 'string',
@@ -339,7 +357,7 @@ const state = {
   oneOf: [
     {
       type: 'object',
-      description: 'Files in a local directory (one replica only).',
+      description: 'Files in a local directory, for one daemon (a lock file keeps a second process out).',
       additionalProperties: false,
       properties: {
         type: { const: 'embedded', description: 'State type.' },
@@ -353,7 +371,7 @@ const state = {
     },
     {
       type: 'object',
-      description: 'Tables in a PostgreSQL schema (lets replicas share state and fail over).',
+      description: 'Tables in a PostgreSQL schema. Replicas share them: one replica reads each source (it holds that source\'s lease, an advisory lock in this database) and the others stand by to take over.',
       additionalProperties: false,
       required: ['url'],
       properties: {

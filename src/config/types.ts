@@ -70,9 +70,10 @@ export interface PostgresSourceConfig {
   /**
    * `logical`: a replication slot (connectors/postgres-logical). `trigger`: row triggers and a
    * changelog table (connectors/postgres-trigger). `auto`: probes the server and delegates to
-   * one of them, or to `poll` (connectors/postgres-auto).
+   * one of them, or to `poll` (connectors/postgres-auto). `poll`: each lens read every
+   * `syncInterval` by its changeTrackingColumn (connectors/poll).
    */
-  capture: 'logical' | 'trigger' | 'auto';
+  capture: 'logical' | 'trigger' | 'poll' | 'auto';
   /** Replication slot name; created if missing. Default `tributary_<source>`. */
   slot: string;
   /**
@@ -102,7 +103,11 @@ export interface LensConfig {
   template?: string;
   metadata: string[];
   changeTrackingColumn?: string;
+  /** Polling (`capture: poll`): how often, as a duration (`5m`). */
   syncInterval?: string;
+  /** Polling: how far (a duration) behind the saved cursor each poll starts, for late commits (default `30s`). */
+  syncOverlap?: string;
+  /** A sweep with tombstones this often (any capture mode). */
   smartSyncInterval?: string;
   sink: string;
   /** What to do on the lens's first start: ask the sink for a full sync (default) or nothing. */

@@ -103,6 +103,9 @@ export async function createPostgresReader(options: PostgresReaderOptions): Prom
       if (changedSince) {
         if (!tracking) throw new SourceSetupError(`${where}: incremental sync needs changeTrackingColumn on the lens`);
         const col = quote(tracking.name);
+        if (changedSince.value === undefined) {
+          return (await query(`${select} WHERE ${col} IS NOT NULL ORDER BY ${col}, ${keyList} LIMIT ${limit}`, [])).map(toRow);
+        }
         if (changedSince.id === undefined) {
           return (await query(`${select} WHERE ${col} > $1::${tracking.type} ORDER BY ${col}, ${keyList} LIMIT ${limit}`, [changedSince.value])).map(toRow);
         }
@@ -113,6 +116,21 @@ export async function createPostgresReader(options: PostgresReaderOptions): Prom
       }
       if (after === undefined) return (await query(`${select} ORDER BY ${keyList} LIMIT ${limit}`, [])).map(toRow);
       return (await query(`${select} WHERE (${keyList}) > (${keyParams(1)}) ORDER BY ${keyList} LIMIT ${limit}`, decodeId(after, key.length))).map(toRow);
+    },
+
+    async describeChangeTracking() {
+      const column = options.changeTrackingColumn ?? '';
+      const table = options.table.split('.').pop()!;
+      const name = `${table}_${column}_tributary`.slice(0, 63);
+      const createIndex = `CREATE INDEX CONCURRENTLY ${quote(name)} ON ${quoteTable(options.table)} (${quote(column)}, ${keyList})`;
+      if (!tracking) return { exists: false, indexed: false, createIndex };
+      // Any valid index whose first column is the tracking column serves the poll's range scan.
+      const rows = await query(
+        `SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+          WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND a.attname = $2`,
+        [quoteTable(options.table), column],
+      );
+      return { exists: true, indexed: rows.length > 0, createIndex };
     },
 
     async close() {

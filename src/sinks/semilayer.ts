@@ -29,6 +29,7 @@ const MAX_READ_BODY = 16 * 1024;
 const MAX_MESSAGE_ERROR = 300;
 
 const FULL_BODY = '{"mode":"full"}';
+const INCREMENTAL_BODY = '{"mode":"incremental"}';
 
 /** What to do about each fatal status, in the user's words. */
 const FATAL_HINTS: Record<number, string> = {
@@ -41,7 +42,7 @@ const FATAL_HINTS: Record<number, string> = {
  * Creates a sink that delivers batches to SemiLayer's ingest webhook.
  *
  * - `write(lens, changes)` sends `{"mode":"records","changes":[{"id","action"},...]}`.
- * - `requestFullSync(lens)` sends `{"mode":"full"}`.
+ * - `requestFullSync(lens)` sends `{"mode":"full"}`; `requestIncrementalSync(lens)` `{"mode":"incremental"}`.
  * - Each request uses Node's global fetch (keep-alive connections) and is aborted after
  *   `config.timeoutMs`. Redirects are not followed (they would carry the key elsewhere);
  *   a 3xx is fatal and names where the server pointed.
@@ -128,6 +129,9 @@ export function createSemilayerSink(config: SemilayerSinkConfig): Sink {
     },
     requestFullSync(lens) {
       return post(lens, FULL_BODY);
+    },
+    requestIncrementalSync(lens) {
+      return post(lens, INCREMENTAL_BODY);
     },
     async close() {
       closing.abort();

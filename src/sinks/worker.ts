@@ -20,6 +20,7 @@ export function createWorkerSink(engine: WorkerEngine): Sink {
   return {
     write: (lens, changes, committedAt) => submit(lens, { mode: 'records', changes }, committedAt),
     requestFullSync: (lens) => submit(lens, { mode: 'full' }),
+    requestIncrementalSync: (lens) => submit(lens, { mode: 'incremental' }),
     async close() {},
   };
 }

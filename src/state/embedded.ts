@@ -4,8 +4,13 @@
  * - `state.json`: every key/value, rewritten atomically on each (coalesced) put.
  * - `dead-letters.jsonl`: one dead letter a line, appended and fsynced; removals rewrite it.
  * - `tributary.lock`: the pid of the one process allowed to write the directory.
+ * - `snapshots/<name>/<bucket>.jsonl`: sweep snapshots, one `["id","hash"]` a line
+ *   (a version being written is `snapshots/<name>.next/`).
+ * - `requests/<id>.json`: operator requests from the CLI, written atomically by any process
+ *   (also beside the lock holder), taken and removed by the daemon.
  */
-import { mkdir, open, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { access, appendFile, mkdir, open, readFile, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { TributaryError } from '../errors.js';
 import { lockDirectory, syncDirectory } from '../files.js';
@@ -17,10 +22,12 @@ const LOCK = {
   setting: 'state.path',
   besides: '`tributary status` and `tributary dlq list` can run beside it.',
 };
-import type { DeadLetter, StateStore } from '../types.js';
+import type { ControlRequest, DeadLetter, Lease, SnapshotEntry, SnapshotStore, SnapshotWriter, StateStore } from '../types.js';
 
 const STATE_FILE = 'state.json';
 const DEAD_LETTER_FILE = 'dead-letters.jsonl';
+const SNAPSHOT_DIR = 'snapshots';
+const REQUEST_DIR = 'requests';
 
 
 /**
@@ -39,12 +46,15 @@ export class EmbeddedStateStore implements StateStore {
   private readonly stateWriter = new CoalescingWriter(() => this.writeState());
   /** Dead-letter file operations, one at a time. */
   private letterQueue: Promise<unknown> = Promise.resolve();
+  readonly snapshots: SnapshotStore;
 
   private constructor(
     /** The state directory, absolute. */
     readonly dir: string,
     readonly readOnly: boolean,
-  ) {}
+  ) {
+    this.snapshots = new FileSnapshots(join(dir, SNAPSHOT_DIR));
+  }
 
   /** Releases the directory lock (writable stores only). */
   private unlock: () => Promise<void> = async () => {};
@@ -77,6 +87,23 @@ export class EmbeddedStateStore implements StateStore {
     await this.stateWriter.request();
   }
 
+  async keys(prefix: string): Promise<string[]> {
+    this.assertOpen();
+    const values = this.readOnly ? await readState(this.dir) : this.values;
+    return [...values.keys()].filter((key) => key.startsWith(prefix));
+  }
+
+  async delete(key: string): Promise<void> {
+    this.assertWritable();
+    if (this.values.delete(key)) await this.stateWriter.request();
+  }
+
+  /** The directory lock already makes this the only process using the store: held at once. */
+  async lease(): Promise<Lease> {
+    this.assertWritable();
+    return { lost: new Promise<Error>(() => {}), release: async () => {} };
+  }
+
   async addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter> {
     this.assertWritable();
     const stored: DeadLetter = { id: this.nextId(), ...(toJson('dead letter', letter) as Omit<DeadLetter, 'id'>) };
@@ -107,6 +134,40 @@ export class EmbeddedStateStore implements StateStore {
     });
   }
 
+  async sendRequest(request: ControlRequest): Promise<string> {
+    this.assertOpen();
+    const dir = join(this.dir, REQUEST_DIR);
+    try {
+      await access(dir);
+    } catch {
+      throw new TributaryError(`No Tributary daemon has run with the state directory ${this.dir} (it has no ${REQUEST_DIR}/ folder); start one with \`tributary run\``);
+    }
+    const id = `${String(Date.now()).padStart(13, '0')}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await writeAtomically(join(dir, `${id}.json`), JSON.stringify(request));
+    return id;
+  }
+
+  async requestPending(id: string): Promise<boolean> {
+    return (await readIfExists(join(this.dir, REQUEST_DIR, `${id}.json`))) !== undefined;
+  }
+
+  async takeRequests(): Promise<ControlRequest[]> {
+    this.assertWritable();
+    const dir = join(this.dir, REQUEST_DIR);
+    const names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
+    const requests: ControlRequest[] = [];
+    for (const name of names) {
+      const text = await readIfExists(join(dir, name));
+      await rm(join(dir, name), { force: true });
+      try {
+        if (text !== undefined) requests.push(JSON.parse(text) as ControlRequest);
+      } catch {
+        // not ours or damaged: dropped (the CLI only ever writes whole files)
+      }
+    }
+    return requests;
+  }
+
   /** Waits for writes in progress, then releases the lock. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -121,6 +182,7 @@ export class EmbeddedStateStore implements StateStore {
     await rm(join(this.dir, STATE_FILE + '.tmp'), { force: true });
     await rm(join(this.dir, DEAD_LETTER_FILE + '.tmp'), { force: true });
     this.values = await readState(this.dir);
+    await mkdir(join(this.dir, REQUEST_DIR), { recursive: true });
     const { letters, torn } = await parseDeadLetters(this.dir);
     this.letters = letters;
     // A torn last line (crash mid-append) would glue onto the next append: drop it now.
@@ -290,8 +352,65 @@ async function appendDurably(path: string, text: string): Promise<void> {
   if (created) await syncDirectory(dirname(path));
 }
 
+/** Sweep snapshots as one directory per snapshot and one JSON-lines file per bucket. */
+class FileSnapshots implements SnapshotStore {
+  constructor(private readonly dir: string) {}
 
+  async write(name: string): Promise<SnapshotWriter> {
+    const next = join(this.dir, `${name}.next`);
+    await rm(next, { recursive: true, force: true });
+    await mkdir(next, { recursive: true });
+    const file = (bucket: number) => join(next, `${bucket}.jsonl`);
+    const written = new Set<number>();
+    return {
+      async append(bucket, entries) {
+        if (entries.length === 0) return;
+        written.add(bucket);
+        await appendFile(file(bucket), entries.map((e) => JSON.stringify(e) + '\n').join(''));
+      },
+      read: (bucket) => readEntries(file(bucket)).then((e) => e ?? []),
+      commit: async () => {
+        for (const bucket of written) {
+          const handle = await open(file(bucket), 'r');
+          await handle.sync().finally(() => handle.close());
+        }
+        await syncDirectory(next);
+        // committed → .old, next → committed, then .old goes: a crash in between leaves .old readable.
+        const committed = join(this.dir, name);
+        const old = join(this.dir, `${name}.old`);
+        await rm(old, { recursive: true, force: true });
+        await rename(committed, old).catch((err) => {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        });
+        await rename(next, committed);
+        await syncDirectory(this.dir);
+        await rm(old, { recursive: true, force: true });
+      },
+      abort: () => rm(next, { recursive: true, force: true }),
+    };
+  }
 
+  async remove(name: string): Promise<void> {
+    for (const dir of [name, `${name}.old`, `${name}.next`]) await rm(join(this.dir, dir), { recursive: true, force: true });
+  }
 
+  async read(name: string, bucket: number): Promise<SnapshotEntry[] | undefined> {
+    for (const dir of [name, `${name}.old`]) {
+      try {
+        await access(join(this.dir, dir));
+      } catch {
+        continue;
+      }
+      return (await readEntries(join(this.dir, dir, `${bucket}.jsonl`))) ?? [];
+    }
+    return undefined;
+  }
+}
 
-
+async function readEntries(path: string): Promise<SnapshotEntry[] | undefined> {
+  const text = await readIfExists(path);
+  if (text === undefined) return undefined;
+  const entries: SnapshotEntry[] = [];
+  for (const line of text.split('\n')) if (line !== '') entries.push(JSON.parse(line) as SnapshotEntry);
+  return entries;
+}

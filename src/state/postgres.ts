@@ -3,11 +3,26 @@
  *
  *   kv(key text primary key, value jsonb not null, updated_at timestamptz not null default now())
  *   dead_letters(id bigserial primary key, lens, reason, error, attempts, first_seen, last_seen, provenance jsonb)
+ *   snapshot_chunks(name, committed, bucket, seq bigserial, entries text): sweep snapshots, a chunk
+ *     of `["id","hash"]` lines a row; bucket -1 marks a committed snapshot
+ *   requests(id bigserial primary key, body jsonb): operator requests from the CLI
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
-import type { DeadLetter, StateStore } from '../types.js';
+
+/** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
+const LEASE_RETRY_MS = 1000;
+
+/** The dedicated connection whose advisory locks are the leases this process holds. */
+interface LeaseSession {
+  client: pg.Client;
+  /** The `lost` callbacks of the leases held on it. */
+  held: Set<(err: Error) => void>;
+  ended: boolean;
+}
+import type { ControlRequest, DeadLetter, Lease, SnapshotEntry, SnapshotStore, SnapshotWriter, StateStore } from '../types.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -22,10 +37,15 @@ const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
 export class PostgresStateStore implements StateStore {
   private readonly kv: string;
   private readonly deadLetters: string;
+  private readonly chunks: string;
+  private readonly requests: string;
   private closed = false;
+  private leaseSession: Promise<LeaseSession> | undefined;
+  readonly snapshots: SnapshotStore;
 
   private constructor(
     private readonly pool: pg.Pool,
+    private readonly url: string,
     /** The connection URL with its password masked, for messages. */
     readonly where: string,
     readonly schema: string,
@@ -33,6 +53,9 @@ export class PostgresStateStore implements StateStore {
   ) {
     this.kv = `${quoteIdent(schema)}.kv`;
     this.deadLetters = `${quoteIdent(schema)}.dead_letters`;
+    this.chunks = `${quoteIdent(schema)}.snapshot_chunks`;
+    this.requests = `${quoteIdent(schema)}.requests`;
+    this.snapshots = this.snapshotStore();
   }
 
   static async open(
@@ -42,7 +65,7 @@ export class PostgresStateStore implements StateStore {
     // An idle connection that drops emits 'error' on the pool; the next query reports it.
     const pool = new pg.Pool({ connectionString: config.url, max: 2 });
     pool.on('error', () => {});
-    const store = new PostgresStateStore(pool, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
+    const store = new PostgresStateStore(pool, config.url, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
     try {
       if (store.readOnly) await store.query('SELECT 1');
       else await store.createTables();
@@ -102,10 +125,165 @@ export class PostgresStateStore implements StateStore {
     return result.rowCount ?? 0;
   }
 
+  async keys(prefix: string): Promise<string[]> {
+    const pattern = prefix.replace(/[\\%_]/g, (c) => '\\' + c) + '%';
+    return (await this.read(`SELECT key FROM ${this.kv} WHERE key LIKE $1`, [pattern])).map((row) => row.key as string);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.assertWritable();
+    await this.query(`DELETE FROM ${this.kv} WHERE key = $1`, [key]);
+  }
+
+  async lease(name: string, options: { signal?: AbortSignal; waiting?: () => void } = {}): Promise<Lease> {
+    this.assertWritable();
+    const lockKey = `tributary lease ${this.schema} ${name}`;
+    const lock = (fn: string) => `SELECT ${fn}(('x' || left(md5($1), 16))::bit(64)::bigint) AS ok`;
+    let waited = false;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      if (this.closed) throw new TributaryError(`The state store at ${this.where} is closed`);
+      let session: LeaseSession | undefined;
+      try {
+        session = await this.openLeaseSession();
+        const { rows } = await session.client.query(lock('pg_try_advisory_lock'), [lockKey]);
+        if (rows[0].ok) break;
+      } catch (err) {
+        // The session broke (it is replaced on the next try); anything else is not ours to retry.
+        if (!session?.ended && !this.wrap(err).retriable) throw this.wrap(err);
+      }
+      if (!waited) options.waiting?.();
+      waited = true;
+      await sleep(LEASE_RETRY_MS, undefined, { signal: options.signal });
+    }
+    const session = await this.openLeaseSession();
+    let onLost!: (err: Error) => void;
+    const lost = new Promise<Error>((resolve) => (onLost = resolve));
+    const signalLost = (err: Error) =>
+      onLost(new TributaryError(`Lost the lease ${name}: the state store session at ${this.where} ended (${redactUrl(err.message)}); another replica may take over`));
+    session.held.add(signalLost);
+    return {
+      lost,
+      release: async () => {
+        if (!session.held.delete(signalLost) || session.ended) return;
+        await session.client.query(lock('pg_advisory_unlock'), [lockKey]).catch(() => undefined);
+      },
+    };
+  }
+
+  async sendRequest(request: ControlRequest): Promise<string> {
+    try {
+      const rows = await this.query(`INSERT INTO ${this.requests} (body) VALUES ($1::jsonb) RETURNING id`, [jsonText('request', request)]);
+      return String(rows[0].id);
+    } catch (err) {
+      const code = ((err as TributaryError).cause as { code?: string } | undefined)?.code;
+      if (code === '42P01' || code === '3F000') {
+        throw new TributaryError(`No Tributary daemon has run with the state store at ${this.where} (schema ${this.schema}); start one with \`tributary run\``);
+      }
+      throw err;
+    }
+  }
+
+  async requestPending(id: string): Promise<boolean> {
+    return (await this.read(`SELECT 1 FROM ${this.requests} WHERE id = $1`, [id])).length > 0;
+  }
+
+  async takeRequests(): Promise<ControlRequest[]> {
+    this.assertWritable();
+    const rows = await this.query(`DELETE FROM ${this.requests} RETURNING id, body`);
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map((r) => r.body as ControlRequest);
+  }
+
+  private snapshotStore(): SnapshotStore {
+    const store = this;
+    const readChunks = async (name: string, committed: boolean, bucket: number): Promise<SnapshotEntry[]> => {
+      const rows = await store.query(`SELECT entries FROM ${store.chunks} WHERE name = $1 AND committed = $2 AND bucket = $3 ORDER BY seq`, [name, committed, bucket]);
+      return rows.flatMap((r) => (r.entries as string).split('\n').filter(Boolean).map((l) => JSON.parse(l) as SnapshotEntry));
+    };
+    return {
+      async write(name: string): Promise<SnapshotWriter> {
+        store.assertWritable();
+        await store.run(`DELETE FROM ${store.chunks} WHERE name = $1 AND NOT committed`, [name]);
+        return {
+          async append(bucket, entries) {
+            if (entries.length === 0) return;
+            await store.run(`INSERT INTO ${store.chunks} (name, committed, bucket, entries) VALUES ($1, false, $2, $3)`, [
+              name,
+              bucket,
+              entries.map((e) => JSON.stringify(e)).join('\n'),
+            ]);
+          },
+          read: (bucket) => readChunks(name, false, bucket),
+          async commit() {
+            await store.run(`INSERT INTO ${store.chunks} (name, committed, bucket, entries) VALUES ($1, false, -1, '')`, [name]);
+            const client = await store.pool.connect();
+            try {
+              await client.query('BEGIN');
+              await client.query(`DELETE FROM ${store.chunks} WHERE name = $1 AND committed`, [name]);
+              await client.query(`UPDATE ${store.chunks} SET committed = true WHERE name = $1`, [name]);
+              await client.query('COMMIT');
+            } catch (err) {
+              await client.query('ROLLBACK').catch(() => {});
+              throw store.wrap(err);
+            } finally {
+              client.release();
+            }
+          },
+          async abort() {
+            await store.run(`DELETE FROM ${store.chunks} WHERE name = $1 AND NOT committed`, [name]);
+          },
+        };
+      },
+      async remove(name) {
+        store.assertWritable();
+        await store.run(`DELETE FROM ${store.chunks} WHERE name = $1`, [name]);
+      },
+      async read(name, bucket) {
+        const marker = await store.read(`SELECT 1 FROM ${store.chunks} WHERE name = $1 AND committed AND bucket = -1`, [name]);
+        return marker.length === 0 ? undefined : readChunks(name, true, bucket);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const session = await this.leaseSession?.catch(() => undefined);
+    if (session) {
+      session.ended = true;
+      await session.client.end().catch(() => undefined);
+    }
     await this.pool.end();
+  }
+
+  /** The lease session, connecting it when there is none (or the last one ended). */
+  private openLeaseSession(): Promise<LeaseSession> {
+    const opening = (this.leaseSession ??= (async () => {
+      const client = new pg.Client({ connectionString: this.url, keepAlive: true, query_timeout: 10_000, application_name: 'tributary:lease' });
+      const session: LeaseSession = { client, held: new Set(), ended: false };
+      const end = (err: Error) => {
+        if (session.ended) return;
+        session.ended = true;
+        if (this.leaseSession === opening) this.leaseSession = undefined;
+        clearInterval(ping);
+        for (const lost of session.held) lost(err);
+        session.held.clear();
+        client.end().catch(() => undefined);
+      };
+      client.on('error', end);
+      client.on('end', () => end(new Error('the connection ended')));
+      // A session the server ended (or a network that went away) shows up on the next query.
+      const ping = setInterval(() => void client.query('SELECT 1').catch(end), LEASE_RETRY_MS * 2);
+      ping.unref();
+      try {
+        await client.connect();
+      } catch (err) {
+        end(err as Error);
+        throw err;
+      }
+      return session;
+    })());
+    return opening;
   }
 
   private async createTables(): Promise<void> {
@@ -130,7 +308,16 @@ export class PostgresStateStore implements StateStore {
         last_seen timestamptz,
         provenance jsonb
       );
-      CREATE INDEX IF NOT EXISTS dead_letters_lens ON ${this.deadLetters} (lens, id);`);
+      CREATE INDEX IF NOT EXISTS dead_letters_lens ON ${this.deadLetters} (lens, id);
+      CREATE TABLE IF NOT EXISTS ${this.chunks} (
+        name text NOT NULL,
+        committed boolean NOT NULL,
+        bucket int NOT NULL,
+        seq bigserial,
+        entries text NOT NULL,
+        PRIMARY KEY (name, committed, bucket, seq)
+      );
+      CREATE TABLE IF NOT EXISTS ${this.requests} (id bigserial PRIMARY KEY, body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());`);
   }
 
   /** A query that reads; a read-only store sees a schema nobody has created yet as empty. */

@@ -55,6 +55,9 @@ interface LensRuntime {
   cursor?: string;
   dlq: number;
   indexedTotal: number;
+  /** The index was written since `indexedTotal` was counted (at `countedAt`). */
+  indexChanged?: boolean;
+  countedAt?: number;
   rate: { count: number; at: number; value: number };
   wake?: () => void;
 }
@@ -72,6 +75,8 @@ export interface WorkerCounters {
 
 const MAX_JOBS_KEPT = 1000;
 const TRANSIENT_ATTEMPTS = 4;
+/** How often a lens being written is counted again (a count on pgvector is a scan). */
+const COUNT_INTERVAL_MS = 5000;
 
 export function contentHash(embedderId: string, content: string): string {
   return createHash('sha256').update(embedderId).update('\0').update(content).digest('base64url').slice(0, 22);
@@ -225,11 +230,18 @@ export class Engine implements WorkerEngine {
       }));
   }
 
-  /** Refreshes the indexed counts and rates (called by the daemon once a second). */
+  /**
+   * Refreshes the rates (called by the daemon once a second) and the indexed counts: those only
+   * after the lens's index changed, at most every COUNT_INTERVAL_MS (a count on pgvector scans).
+   */
   async refresh(): Promise<void> {
     for (const l of this.lensMap.values()) {
-      l.indexedTotal = await this.options.index.count(l.name);
       const now = Date.now();
+      if (l.countedAt === undefined || (l.indexChanged && now - l.countedAt >= COUNT_INTERVAL_MS)) {
+        l.indexChanged = false;
+        l.countedAt = now;
+        l.indexedTotal = await this.options.index.count(l.name);
+      }
       const instant = (l.rate.count * 1000) / Math.max(1, now - l.rate.at);
       l.rate = { count: 0, at: now, value: l.rate.value * 0.7 + instant * 0.3 };
     }
@@ -331,6 +343,7 @@ export class Engine implements WorkerEngine {
       await this.indexRows(lens, job, chunk.filter((id) => rows.has(id)).map((id) => ({ id, row: rows.get(id)! })));
       const gone = chunk.filter((id) => !rows.has(id));
       if (gone.length) job.deleted += await this.options.index.delete(lens.name, gone);
+      lens.indexChanged ||= gone.length > 0;
     }
     if (work.sweep === 'full') await this.fullSweep(lens, job);
     if (work.sweep === 'incremental') await this.incrementalSweep(lens, job);
@@ -357,6 +370,7 @@ export class Engine implements WorkerEngine {
       if (!rows) throw new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
       const ghosts = ids.filter((id) => !rows.has(id));
       if (ghosts.length) job.deleted += await this.options.index.delete(lens.name, ghosts);
+      lens.indexChanged ||= ghosts.length > 0;
       cursor = { phase: 'ghosts', after: ids[ids.length - 1] };
       await this.options.state.put(key, cursor);
     }
@@ -395,25 +409,30 @@ export class Engine implements WorkerEngine {
     });
     const known = await index.hashes(lens.name, built.map((b) => b.id));
     const records: IndexRecord[] = [];
+    const unchangedText: typeof built = [];
     const toEmbed: typeof built = [];
     for (const b of built) {
-      const stored = known.get(b.id) === b.contentHash ? await index.get(lens.name, b.id) : undefined;
-      if (b.content === '') {
+      if (known.get(b.id) === b.contentHash) {
+        unchangedText.push(b);
+      } else if (b.content === '') {
         records.push({ ...b, vector: new Float32Array(embedder.dimensions) }); // nothing to embed; matches no query
-      } else if (stored) {
-        const counters = this.counters(lens.name);
-        counters.skippedByHash++;
-        counters.tokensSaved += estimateTokens(b.content);
-        records.push({ ...b, vector: stored.vector });
       } else {
         toEmbed.push(b);
       }
     }
+    const counters = this.counters(lens.name);
+    for (const b of unchangedText) {
+      counters.skippedByHash++;
+      counters.tokensSaved += estimateTokens(b.content);
+    }
     const vectors = await this.embedIsolating(lens, job, toEmbed);
     toEmbed.forEach((b, i) => vectors[i] && records.push({ ...b, vector: vectors[i]! }));
+    if (unchangedText.length) await index.updateMetadata(lens.name, unchangedText);
     if (records.length) await index.upsert(lens.name, records);
-    job.indexed += records.length;
-    lens.rate.count += records.length;
+    const done = records.length + unchangedText.length;
+    job.indexed += done;
+    lens.rate.count += done;
+    lens.indexChanged ||= done > 0;
   }
 
   /** Embeds texts; on an input error, halves the batch until the bad items are isolated. */

@@ -8,6 +8,8 @@
  * - `POST /v1/search/:lens`  `{ query, limit=10, minScore=0, mode='semantic' }`
  * - `POST /v1/similar/:lens` `{ id, limit=10, minScore=0 }`
  *   → `{ results: [{ id, sourceRowId, content, metadata, score }], meta: { lens, query, mode, count, durationMs } }`
+ * - `GET  /v1/dlq/:lens`, `POST /v1/dlq/:lens` `{ action: replay|drop, ids? }`
+ * - `GET  /v1/openapi.json`  → this API's OpenAPI 3.1 document (src/worker/openapi.json), no key needed
  *
  * Every answer is JSON; every error is `{ "error": "..." }`. Checks run in this order: route
  * (404), method (405), key (401), scope (403), lens (404), body size (413), body (400 / 413 for
@@ -23,6 +25,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { EmbedError, QueueFullError, describeError } from '../errors.js';
 import { parseListen } from '../http.js';
 import type { Logger } from '../types.js';
+import openapiDocument from './openapi.json' with { type: 'json' };
 import type { IngestMode, SearchHit, SearchMode, WorkerEngine } from './types.js';
 
 export type KeyScope = 'ingest' | 'search' | 'admin';
@@ -49,8 +52,8 @@ export const MAX_ID_LENGTH = 1024;
 const INGEST_MODES: readonly IngestMode[] = ['records', 'full', 'incremental'];
 const SEARCH_MODES: readonly SearchMode[] = ['semantic', 'keyword', 'hybrid'];
 
-/** What a route does, for scope checks: `status` is open to every scope. */
-type Operation = 'ingest' | 'jobs' | 'status' | 'search' | 'dlq';
+/** What a route does, for scope checks: `status` is open to every scope, `docs` to anyone (no key). */
+type Operation = 'ingest' | 'jobs' | 'status' | 'search' | 'dlq' | 'docs';
 
 const ALLOWED: Record<KeyScope, readonly Operation[]> = {
   ingest: ['ingest', 'jobs', 'status', 'dlq'],
@@ -138,6 +141,7 @@ export function createWorkerHandler(options: WorkerHandlerOptions): (req: Incomi
     }
     const r = candidates[0];
 
+    if (r.operation === 'docs') return r.run({ req, res, engine, param: '', maxBodyBytes, log });
     const scope = scopeOf(req);
     if (scope === undefined) {
       res.setHeader('www-authenticate', 'Bearer');
@@ -179,6 +183,23 @@ export async function startWorkerServer(listen: string, handlerOptions: WorkerHa
 // Routing
 
 /**
+ * Every route the worker answers. A path is `/v1/<name>` or `/v1/<name>/:param`; the parameter
+ * (a lens, or a job id for `jobs`) is decoded. The OpenAPI document (openapi.json) lists exactly
+ * these (test/openapi.test.ts checks both ways).
+ */
+export const ROUTES: ReadonlyArray<Readonly<{ method: 'GET' | 'POST'; path: string; operation: Operation; run: (ctx: Context) => Promise<void> | void }>> = [
+  { method: 'POST', path: '/v1/ingest/:lens', operation: 'ingest', run: ingest },
+  { method: 'GET', path: '/v1/jobs/:jobId', operation: 'jobs', run: job },
+  { method: 'GET', path: '/v1/status', operation: 'status', run: statusAll },
+  { method: 'GET', path: '/v1/status/:lens', operation: 'status', run: statusOne },
+  { method: 'POST', path: '/v1/search/:lens', operation: 'search', run: search },
+  { method: 'POST', path: '/v1/similar/:lens', operation: 'search', run: similar },
+  { method: 'GET', path: '/v1/dlq/:lens', operation: 'dlq', run: dlqList },
+  { method: 'POST', path: '/v1/dlq/:lens', operation: 'dlq', run: dlqAct },
+  { method: 'GET', path: '/v1/openapi.json', operation: 'docs', run: openapi },
+];
+
+/**
  * The routes at `path` (one per method), `{ badPath }` for a path that names a route but has
  * an undecodable parameter, or undefined for no such endpoint.
  */
@@ -194,27 +215,9 @@ function route(path: string): Route[] | { badPath: string } | undefined {
     }
     if (param === '') return undefined;
   }
-  const name = parts[1];
-  if (param === undefined) return name === 'status' ? [{ method: 'GET', operation: 'status', run: statusAll }] : undefined;
-  switch (name) {
-    case 'ingest':
-      return [{ method: 'POST', operation: 'ingest', param, run: ingest }];
-    case 'jobs':
-      return [{ method: 'GET', operation: 'jobs', param, run: job }];
-    case 'status':
-      return [{ method: 'GET', operation: 'status', param, run: statusOne }];
-    case 'search':
-      return [{ method: 'POST', operation: 'search', param, run: search }];
-    case 'similar':
-      return [{ method: 'POST', operation: 'search', param, run: similar }];
-    case 'dlq':
-      return [
-        { method: 'GET', operation: 'dlq', param, run: dlqList },
-        { method: 'POST', operation: 'dlq', param, run: dlqAct },
-      ];
-    default:
-      return undefined;
-  }
+  const prefix = `/v1/${parts[1]}`;
+  const found = ROUTES.filter((r) => (param === undefined ? r.path === prefix : r.path.startsWith(prefix + '/:')));
+  return found.length === 0 ? undefined : found.map((r) => ({ method: r.method, operation: r.operation, param, run: r.run }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,6 +262,11 @@ async function dlqAct(ctx: Context): Promise<void> {
   const ids = body.ids as string[] | undefined;
   const count = body.action === 'replay' ? await ctx.engine.replayDeadLetters(ctx.param, ids) : await ctx.engine.dropDeadLetters(ctx.param, ids);
   json(ctx.res, 200, { action: body.action, count });
+}
+
+/** `GET /v1/openapi.json`: this API's OpenAPI document, without auth. */
+function openapi(ctx: Context): void {
+  json(ctx.res, 200, openapiDocument);
 }
 
 function job(ctx: Context): void {

@@ -35,6 +35,11 @@ export interface VectorIndex {
   upsert(lens: string, records: IndexRecord[]): Promise<void>;
   /** Deletes ids of a lens; returns how many existed. Durable when it resolves. */
   delete(lens: string, ids: string[]): Promise<number>;
+  /**
+   * Replaces the metadata of ids that exist, keeping their content and vector (the text was
+   * unchanged: its hash matched). Ids that do not exist are ignored. Durable when it resolves.
+   */
+  updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void>;
   /** Content hashes of the ids that exist, for skipping unchanged text. */
   hashes(lens: string, ids: string[]): Promise<Map<string, string>>;
   /** The stored record of one id (for `similar`), or undefined. */

@@ -84,8 +84,9 @@ export function killChildren(): void {
   for (const child of children) child.kill('SIGKILL');
 }
 
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildDaemon {
-  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): ChildDaemon {
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { ...process.env, ...env }, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  if (input !== undefined) child.stdin!.end(input);
   children.add(child);
   child.on('exit', () => children.delete(child));
   let out = '';
@@ -95,9 +96,9 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildDaem
   return { child, output: () => out, exited };
 }
 
-/** Runs the CLI to completion and returns its exit code and output. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
-  const c = spawnCli(args, env);
+/** Runs the CLI to completion (with `input` on its stdin) and returns its exit code and output. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<{ code: number | null; output: string }> {
+  const c = spawnCli(args, env, input);
   const code = await c.exited;
   return { code, output: c.output() };
 }

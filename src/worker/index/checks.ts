@@ -17,9 +17,6 @@ function checkRecord(lens: string, r: IndexRecord, dims: number): void {
     throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
   }
   if (!(r.vector instanceof Float32Array)) throw new TypeError(`Record ${r.id} of lens ${lens}: vector must be a Float32Array`);
-  if (r.metadata === null || typeof r.metadata !== 'object' || Array.isArray(r.metadata)) {
-    throw new TypeError(`Record ${r.id} of lens ${lens}: metadata must be an object`);
-  }
   if (r.vector.length === 0) throw new TributaryError(`Record ${r.id} of lens ${lens} has an empty vector`);
   if (r.vector.length !== dims) {
     throw new TributaryError(`Record ${r.id} of lens ${lens} has a ${r.vector.length}-dimensional vector; the batch's first has ${dims}`);
@@ -27,10 +24,18 @@ function checkRecord(lens: string, r: IndexRecord, dims: number): void {
   for (let i = 0; i < r.vector.length; i++) {
     if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
   }
+  checkMetadata(lens, r.id, r.metadata);
+}
+
+/** Metadata must be a JSON object. */
+function checkMetadata(lens: string, id: string, metadata: unknown): void {
+  if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) {
+    throw new TypeError(`Record ${id} of lens ${lens}: metadata must be an object`);
+  }
   try {
-    JSON.stringify(r.metadata);
+    JSON.stringify(metadata);
   } catch (err) {
-    throw new TributaryError(`Record ${r.id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
+    throw new TributaryError(`Record ${id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
   }
 }
 
@@ -41,4 +46,13 @@ export function checkUpsert(lens: string, records: IndexRecord[]): number {
   const dims = first instanceof Float32Array ? first.length : 0;
   for (const r of records) checkRecord(lens, r, dims);
   return dims;
+}
+
+/** Checks the lens name and every record of an updateMetadata. */
+export function checkMetadataUpdate(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): void {
+  checkLensName(lens);
+  for (const r of records) {
+    if (typeof r.id !== 'string') throw new TypeError(`Record of lens ${lens}: id must be a string`);
+    checkMetadata(lens, r.id, r.metadata);
+  }
 }

@@ -17,10 +17,12 @@ import { lockDirectory, syncDirectory } from '../../files.js';
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkUpsert, LENS_NAME } from './checks.js';
+import { checkLensName, checkMetadataUpdate, checkUpsert, LENS_NAME } from './checks.js';
 import { Bm25Index } from './bm25.js';
 
 const LOG_SUFFIX = '.log';
+/** Records added to the keyword index between two yields to the event loop. */
+const KEYWORD_BUILD_SLICE = 2000;
 const TMP_SUFFIX = '.log.tmp';
 /** A log is compacted when it holds more than this many operations and more than 2× the live records. */
 const COMPACT_MIN_OPS = 1_000;
@@ -63,6 +65,7 @@ class LensData {
    * semantic-only lens does not pay for it), then kept in step with every put and remove.
    */
   private keywordIndex: Bm25Index | undefined;
+  private keywordBuild: Promise<Bm25Index> | undefined;
 
   /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
   private sorted: string[] = [];
@@ -134,14 +137,23 @@ class LensData {
     return true;
   }
 
-  /** The keyword index, built on first use. */
-  keyword(): Bm25Index {
-    if (!this.keywordIndex) {
-      const index = new Bm25Index();
-      for (let s = 0; s < this.count; s++) index.set(this.ids[s], keywordText(this.contents[s], this.metadata[s]));
-      this.keywordIndex = index;
-    }
-    return this.keywordIndex;
+  /**
+   * The keyword index, built on first use in slices that yield to the event loop (a lens of
+   * 100,000 records takes over a second), so other requests go on meanwhile. Writes during
+   * the build apply to it directly; the build re-adds only ids still present.
+   */
+  keyword(): Promise<Bm25Index> {
+    this.keywordBuild ??= (async () => {
+      const index = (this.keywordIndex = new Bm25Index());
+      const ids = this.ids.slice(0, this.count);
+      for (let i = 0; i < ids.length; i++) {
+        const slot = this.slotOf.get(ids[i]);
+        if (slot !== undefined) index.set(ids[i], keywordText(this.contents[slot], this.metadata[slot]));
+        if (i % KEYWORD_BUILD_SLICE === KEYWORD_BUILD_SLICE - 1) await new Promise((resolve) => setImmediate(resolve));
+      }
+      return index;
+    })();
+    return this.keywordBuild;
   }
 
   record(slot: number): IndexRecord {
@@ -325,7 +337,7 @@ class LensData {
  * Every lens's records live in memory (vectors in one contiguous Float32Array, dimensions
  * fixed by the lens's first record), so searches are plain scans: exact cosine for semantic
  * search (about 43 ms for 100,000 × 384 on this project's 2-core machines), a BM25 inverted index
- * for keyword search (./bm25.ts, built on a lens's first keyword search).
+ * for keyword search (./bm25.ts, built on a lens's first keyword search without blocking other requests).
  * Each `upsert`/`delete` call appends its operations to `<dir>/<lens>.log` in one write and
  * fsyncs it before resolving; writes of one lens apply one at a time, in call order. Opening
  * replays the logs (dropping a last line torn by a crash) and takes `index.lock`, so only
@@ -364,13 +376,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     this.assertOpen();
     const dims = checkUpsert(lens, records);
     if (records.length === 0) return;
-    const lines: string[] = [];
-    const metadataJson: string[] = [];
-    for (const r of records) {
-      const json = JSON.stringify(r.metadata);
-      metadataJson.push(json);
-      lines.push(upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector)));
-    }
+    const encoded = encodeUpserts(records);
     const data = this.lensFor(lens);
     await this.onLens(data, async () => {
       if (data.count > 0 && dims !== data.dims) {
@@ -380,9 +386,23 @@ export class EmbeddedVectorIndex implements VectorIndex {
             `\`tributary ingest ${lens} --mode full\`.`,
         );
       }
-      await this.append(data, lines.join(''), lines.length);
-      records.forEach((r, i) => data.put(r.id, r.contentHash, r.content, metadataJson[i], r.vector));
-      await this.maybeCompact(data);
+      await this.write(data, records, encoded);
+    });
+  }
+
+  async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
+    this.assertOpen();
+    checkMetadataUpdate(lens, records);
+    const data = this.lenses.get(lens);
+    if (!data || records.length === 0) return;
+    // On the lens's queue: the records as the writes called before this one left them.
+    await this.onLens(data, async () => {
+      const updated: IndexRecord[] = [];
+      for (const { id, metadata } of records) {
+        const slot = data.slotOf.get(id);
+        if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
+      }
+      if (updated.length > 0) await this.write(data, updated, encodeUpserts(updated));
     });
   }
 
@@ -439,7 +459,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   async searchKeyword(lens: string, query: string, options: { limit: number; minScore: number }): Promise<SearchHit[]> {
     const data = this.peek(lens);
     if (!data || data.count === 0 || query.trim() === '' || options.limit < 1) return [];
-    const results = data.keyword().search(query, Math.floor(options.limit));
+    const results = (await data.keyword()).search(query, Math.floor(options.limit));
     if (results.length === 0) return [];
     const best = results[0].score;
     const hits: SearchHit[] = [];
@@ -545,6 +565,13 @@ export class EmbeddedVectorIndex implements VectorIndex {
     }
     data.logBytes = good;
     data.logOps = lineNo - (damaged ? 1 : 0);
+  }
+
+  /** Logs and applies upserts of `data`'s lens; runs on its queue. */
+  private async write(data: LensData, records: IndexRecord[], encoded: { text: string; metadataJson: string[] }): Promise<void> {
+    await this.append(data, encoded.text, records.length);
+    records.forEach((r, i) => data.put(r.id, r.contentHash, r.content, encoded.metadataJson[i], r.vector));
+    await this.maybeCompact(data);
   }
 
   /** Appends `text` (`ops` lines) to the lens's log and fsyncs it; on failure, cuts it back. */
@@ -668,6 +695,18 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
 function vectorBytes(vector: Float32Array): Uint8Array {
   return new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);
+}
+
+/** The log lines of upserts and their metadata as JSON. */
+function encodeUpserts(records: IndexRecord[]): { text: string; metadataJson: string[] } {
+  let text = '';
+  const metadataJson: string[] = [];
+  for (const r of records) {
+    const json = JSON.stringify(r.metadata);
+    metadataJson.push(json);
+    text += upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector));
+  }
+  return { text, metadataJson };
 }
 
 /** One upsert log line; `metadataJson` is already JSON. */

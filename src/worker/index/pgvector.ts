@@ -49,7 +49,7 @@ import { describeError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkUpsert } from './checks.js';
+import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 
 /** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
 const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
@@ -210,6 +210,26 @@ export class PgvectorIndex implements VectorIndex {
       if (!known) return 0;
       const result = await this.run(lens, `DELETE FROM ${known.table} WHERE id = ANY($1::text[])`, [withoutNul(ids)]);
       return result?.rowCount ?? 0;
+    });
+  }
+
+  async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
+    this.assertOpen();
+    checkMetadataUpdate(lens, records);
+    const byId = new Map(records.filter((r) => !r.id.includes('\0')).map((r) => [r.id, r.metadata]));
+    if (byId.size === 0) return;
+    const metadata = [...byId.values()].map((m) => JSON.stringify(m));
+    for (const [i, id] of [...byId.keys()].entries()) checkNul(lens, id, { id, content: '', metadata: metadata[i], hash: '' });
+    await this.onLens(lens, async () => {
+      const known = await this.lookUp(lens);
+      if (!known) return;
+      await this.run(
+        lens,
+        `UPDATE ${known.table} AS t SET metadata = u.metadata::jsonb, metadata_text = u.metadata_text
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, metadata, metadata_text)
+          WHERE t.id = u.id AND t.metadata <> u.metadata::jsonb`,
+        [[...byId.keys()], metadata, [...byId.values()].map(metadataText)],
+      );
     });
   }
 

@@ -1,0 +1,231 @@
+/**
+ * The polling connector (`capture: poll`), for any source type with a RowReader
+ * (src/readers/): every `syncInterval`, each lens reads the rows whose changeTrackingColumn
+ * moved past its saved cursor, in (column, key) order, page by page, and reports them as
+ * upserts. Deletes are invisible to polling: `smartSyncInterval` sweeps catch them.
+ *
+ * Position: the JSON object of every lens's cursor, `{"products":{"value":"2026-…","id":"42"}}`,
+ * the (column, key) of the last row reported. A checkpoint follows every page, so a large
+ * backlog is acknowledged as it is delivered; the pipeline saves acknowledged positions and
+ * hands the last one back to `start`.
+ *
+ * Late commits: a transaction can write an earlier timestamp and commit after the cursor moved
+ * past it. Each poll therefore starts `syncOverlap` before the saved cursor (for time-valued
+ * columns), re-reading that window: rows in it are reported again (sinks are idempotent).
+ */
+import { parseDuration } from '../../src/config/schema.js';
+import type { LensConfig, SourceConfig } from '../../src/config/types.js';
+import { SourceSetupError, describeError } from '../../src/errors.js';
+import { openRowReader } from '../../src/readers/index.js';
+import { backoffDelay, isRetriable, retry } from '../../src/retry.js';
+import type { ConnectorContext, Position, RowReader, SourceConnector, SourceHandler } from '../../src/types.js';
+
+/** Rows read per query. */
+export const PAGE_SIZE = 1000;
+
+interface Cursor {
+  value: string;
+  id: string;
+}
+
+interface PolledLens {
+  name: string;
+  config: LensConfig;
+  reader?: RowReader;
+  intervalMs: number;
+  overlapMs: number;
+  cursor?: Cursor;
+  timer?: NodeJS.Timeout;
+  /** The poll in progress. */
+  running?: Promise<void>;
+  /** Poll again as soon as the running one ends (`runNow` during a poll). */
+  again: boolean;
+  paused: boolean;
+  failures: number;
+}
+
+export function createPollConnector(source: SourceConfig, ctx: ConnectorContext): SourceConnector {
+  const log = ctx.log;
+  const lenses = new Map<string, PolledLens>(
+    ctx.lenses.map((l) => [
+      l.name,
+      {
+        name: l.name,
+        config: l.config,
+        intervalMs: parseDuration(l.config.syncInterval ?? '5m'),
+        overlapMs: parseDuration(l.config.syncOverlap ?? '30s'),
+        again: false,
+        paused: false,
+        failures: 0,
+      },
+    ]),
+  );
+  let handler: SourceHandler;
+  let stopping = false;
+  /** Backpressure: resolves when the pipeline resumes us. */
+  let resumed: { promise: Promise<void>; resolve: () => void } | undefined;
+
+  const position = (): Position => JSON.stringify(Object.fromEntries([...lenses.values()].filter((l) => l.cursor).map((l) => [l.name, l.cursor])));
+
+  async function openReader(lens: PolledLens): Promise<RowReader> {
+    const where = `lens "${lens.name}"`;
+    const reader = await openRowReader(source, lens.name, lens.config);
+    const column = lens.config.changeTrackingColumn;
+    const tracking = await reader.describeChangeTracking?.();
+    if (tracking && !tracking.exists) {
+      await reader.close();
+      throw new SourceSetupError(`${where}: changeTrackingColumn "${column}" is not a column of ${lens.config.table}; set it to a column every write moves forward (e.g. updated_at)`);
+    }
+    if (tracking && !tracking.indexed) {
+      log.warn({ lens: lens.name, column, sql: tracking.createIndex }, `polling ${lens.config.table} by ${column} without an index scans the table every ${lens.config.syncInterval}; create one: ${tracking.createIndex}`);
+    }
+    return reader;
+  }
+
+  /** One poll: every page past the cursor (minus the overlap), a checkpoint after each. */
+  async function poll(lens: PolledLens): Promise<void> {
+    const reader = lens.reader!;
+    let from: { value?: string; id?: string } = {};
+    if (lens.cursor) {
+      const earlier = lens.overlapMs > 0 ? timeMinus(lens.cursor.value, lens.overlapMs) : undefined;
+      from = earlier === undefined ? lens.cursor : { value: earlier };
+    }
+    for (;;) {
+      while (resumed && !stopping) await resumed.promise;
+      if (stopping || lens.paused) return;
+      const rows = await reader.page({ changedSince: from, limit: PAGE_SIZE });
+      if (rows.length === 0) return;
+      const at = Date.now();
+      for (const row of rows) handler.change({ lens: lens.name, id: row.id, action: 'upsert', committedAt: at });
+      const last = rows[rows.length - 1];
+      from = lens.cursor = { value: last.cursor!, id: last.id };
+      handler.checkpoint(position());
+      if (rows.length < PAGE_SIZE) return;
+    }
+  }
+
+  function schedule(lens: PolledLens, delayMs: number): void {
+    clearTimeout(lens.timer);
+    if (stopping) return;
+    lens.timer = setTimeout(() => run(lens), delayMs);
+  }
+
+  function run(lens: PolledLens): void {
+    if (stopping || lens.paused) return;
+    if (lens.running) {
+      lens.again = true;
+      return;
+    }
+    clearTimeout(lens.timer);
+    lens.running = (async () => {
+      try {
+        lens.reader ??= await openReader(lens);
+        await poll(lens);
+        if (lens.failures > 0) handler.state('streaming');
+        lens.failures = 0;
+        schedule(lens, lens.again ? 0 : lens.intervalMs);
+      } catch (err) {
+        const delay = Math.min(lens.intervalMs, backoffDelay(lens.failures++, 1000, 60_000));
+        handler.state(err instanceof SourceSetupError ? 'error' : 'reconnecting', describeError(err));
+        log.warn({ lens: lens.name, err: describeError(err), retryInMs: Math.round(delay) }, 'poll failed; trying again');
+        schedule(lens, delay);
+      } finally {
+        lens.again = false;
+        lens.running = undefined;
+      }
+    })();
+  }
+
+  return {
+    blindToDeletes: true,
+    async start(h, saved) {
+      handler = h;
+      handler.state('connecting');
+      const cursors = parseSaved(saved);
+      if (cursors === undefined) log.warn({}, 'the saved position is not a polling cursor (the capture mode changed?): every lens polls from its first row');
+      for (const lens of lenses.values()) {
+        lens.cursor = cursors?.[lens.name];
+        // Setup errors (missing table or column) stop the start; an unreachable database is retried.
+        lens.reader = await retry(() => openReader(lens), {
+          retriable: (err) => !(err instanceof SourceSetupError) && (isRetriable(err) || !(err instanceof TypeError)),
+          maxMs: 10_000,
+          maxAttempts: 8,
+          onRetry: (err) => handler.state('reconnecting', describeError(err)),
+        });
+      }
+      handler.state('streaming');
+      for (const lens of lenses.values()) run(lens);
+      // The cursors cover everything: a lens without one starts from its first row.
+      return { fresh: false };
+    },
+    acknowledge() {
+      // Nothing to release: the pipeline saves the acknowledged cursors.
+    },
+    pause() {
+      if (resumed) return;
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      resumed = { promise, resolve };
+    },
+    resume() {
+      const r = resumed;
+      resumed = undefined;
+      r?.resolve();
+    },
+    setLensPaused(name, paused) {
+      const lens = lenses.get(name);
+      if (!lens || lens.paused === paused) return;
+      lens.paused = paused;
+      if (paused) clearTimeout(lens.timer);
+      else run(lens);
+    },
+    lensPosition(saved, name) {
+      const cursor = parseSaved(saved)?.[name];
+      return cursor && cursor.value;
+    },
+    runNow(name) {
+      const lens = lenses.get(name);
+      if (!lens) return false;
+      run(lens);
+      return true;
+    },
+    async stop() {
+      stopping = true;
+      resumed?.resolve();
+      for (const lens of lenses.values()) clearTimeout(lens.timer);
+      await Promise.all([...lenses.values()].map((l) => l.running?.catch(() => {})));
+      await Promise.all([...lenses.values()].map((l) => l.reader?.close().catch(() => {})));
+    },
+  };
+}
+
+/** The saved cursors; `{}` without a saved position; undefined when it is not a polling cursor. */
+function parseSaved(saved: Position | undefined): Record<string, Cursor> | undefined {
+  if (saved === undefined) return {};
+  try {
+    const parsed: unknown = JSON.parse(saved);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, Cursor>;
+  } catch {
+    // not JSON: another connector's position
+  }
+  return undefined;
+}
+
+const TIME = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}(?::?\d{2})?)?$/;
+
+/**
+ * A time value as the database prints it (`2026-04-20 14:02:03.25+00`, `2026-04-20 14:02:03`),
+ * `ms` earlier, in a form the database reads back as the same type; undefined for values that
+ * are not times (numeric version columns get no overlap).
+ */
+export function timeMinus(value: string, ms: number): string | undefined {
+  const m = TIME.exec(value);
+  if (!m) return undefined;
+  const [, date, time, fraction = '', zone] = m;
+  const offset = zone === undefined || zone === 'Z' ? 'Z' : zone.length === 3 ? `${zone}:00` : zone.includes(':') ? zone : `${zone.slice(0, 3)}:${zone.slice(3)}`;
+  const t = Date.parse(`${date}T${time}${fraction.slice(0, 4)}${offset}`);
+  if (Number.isNaN(t)) return undefined;
+  const iso = new Date(t - ms).toISOString(); // 2026-04-20T14:01:33.250Z
+  // An instant keeps its zone (UTC); a local time stays local, in the same clock.
+  return zone === undefined ? iso.slice(0, 23).replace('T', ' ') : iso;
+}

@@ -112,11 +112,21 @@ describe('capture: auto', () => {
     });
   });
 
-  test('a role that may neither replicate nor create triggers: poll with a changeTrackingColumn, else an error that says what to set', async (t) => {
+  test('a role that may neither replicate nor create triggers: poll with a changeTrackingColumn (and it delivers), else an error that says what to set', async (t) => {
     const db = await database(logical, t);
     const choice = await decide(db.as('plain'), { changeTrackingColumn: 'updated_at' });
     assert.equal(choice.mode, 'poll');
     assert.match(choice.reason, /^role plain has no REPLICATION attribute; no triggers: .*GRANT CREATE ON DATABASE .* TO "plain".*GRANT TRIGGER ON "public"\."t" TO "plain"/);
+
+    const lens = `${db.name}_t`;
+    const config = testConfig({ dbUrl: db.as('plain'), sinkUrl: sink.url, slot: db.name, lenses: { [lens]: { table: 't', initialSync: 'none', changeTrackingColumn: 'updated_at', syncInterval: '1s' } } });
+    config.sources.app.capture = 'auto';
+    const daemon = await startTestDaemon(config);
+    await logical.query(db.url, `INSERT INTO t (id) VALUES (1)`);
+    await eventually(() => sink.lastAction(lens).get('1') === 'upsert', 'id 1 polled');
+    assert.equal(daemon.status().lenses[0].capture?.mode, 'poll');
+    assert.equal(await daemon.stop(), 0);
+
     await assert.rejects(decide(db.as('plain')), (err: Error) => {
       assert.match(err.message, /capture: auto found no mode that works\. logical: role plain has no REPLICATION attribute\. trigger: .*GRANT TRIGGER/);
       assert.match(err.message, /poll: lens\(es\) t have no changeTrackingColumn; set changeTrackingColumn/);

@@ -176,8 +176,9 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     woken = false;
   }
 
-  async function connectWithRetry(): Promise<pg.Client> {
-    return retry(() => connect(), {
+  /** Runs `fn` until it succeeds or fails for good, reporting `reconnecting` between attempts. */
+  function withRetry<T>(fn: () => Promise<T>): Promise<T> {
+    return retry(fn, {
       initialMs: 500,
       maxMs: 10_000,
       retriable: (err) => !stopping && (err as TributaryError).retriable === true,
@@ -193,7 +194,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     for (let attempt = 0; !stopping; ) {
       try {
         if (!client) {
-          client = await connectWithRetry();
+          client = await withRetry(connect);
           handler.state('streaming');
           attempt = 0;
         }
@@ -239,23 +240,25 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     async start(h) {
       handler = h;
       handler.state('connecting');
-      client = await connectWithRetry();
-      let fresh: boolean;
-      try {
-        fresh = await setUp(client);
-      } catch (err) {
-        await client.end().catch(() => {});
-        client = undefined;
-        if ((err as { code?: string }).code === '42501') {
-          throw new SourceSetupError(
-            `${where}: permission denied setting up trigger capture (${describeError(err)}). The role needs CREATE on schema ` +
-              `${config.triggerSchema} (or on the database), TRIGGER on the lens tables, and to own what is in ${config.triggerSchema} ` +
-              '(an install by another role must be run by that role: tributary triggers install).',
-            { cause: err },
-          );
+      // Connection losses during setup are retried like those while reading.
+      const fresh = await withRetry(async () => {
+        client ??= await connect();
+        try {
+          return await setUp(client);
+        } catch (err) {
+          await client.end().catch(() => {});
+          client = undefined;
+          if ((err as { code?: string }).code === '42501') {
+            throw new SourceSetupError(
+              `${where}: permission denied setting up trigger capture (${describeError(err)}). The role needs CREATE on schema ` +
+                `${config.triggerSchema} (or on the database), TRIGGER on the lens tables, and to own what is in ${config.triggerSchema} ` +
+                '(an install by another role must be run by that role: tributary triggers install).',
+              { cause: err },
+            );
+          }
+          throw classifyPgError(err, where);
         }
-        throw classifyPgError(err, where);
-      }
+      });
       log.info({ schema: config.triggerSchema, tables: [...tables.keys()], fresh }, 'trigger capture ready');
       handler.state('streaming');
       loop = run();

@@ -109,7 +109,10 @@ export async function triggerCapture(cluster: TestPostgres, sink: SemilayerServe
     const before = await rowCount();
     const tps = pgbench(cluster, name, script);
     const expected = (await rowCount()) - before;
-    await until(() => sink.counts(lens) >= expected, `${lens}: the ${fmt(expected)} live changes delivered`, 120_000, 50);
+    await until(() => sink.counts(lens) >= expected, `${lens}: the ${fmt(expected)} live changes delivered`, 60_000, 50).catch(async (err) => {
+      const left = await cluster.query(db, `SELECT count(*)::int AS n, min(seq)::text AS lo, max(seq)::text AS hi FROM tributary.changelog`).catch(() => []);
+      throw new Error(`${err.message}; sink has ${sink.counts(lens)}; changelog ${JSON.stringify(left)}\n${live.d.output().slice(-3000)}`);
+    });
     await live.stop();
     return tps;
   };

@@ -5,16 +5,15 @@
  * acknowledges them. A restart reads whatever was not deleted again (at-least-once).
  *
  * Late committers. `seq` is taken when a row is written, not at commit, so a transaction can
- * commit seq 5 after seq 6 was read. Rows are therefore never deleted by range, and each read
- * takes `seq > highWater` plus the rows of "watched" transactions: those that were in progress
- * in the snapshot of an earlier read (only they can still commit a seq at or below the high
- * water, since a seq taken later is higher than every seq already visible). A watched
- * transaction is forgotten once a read sees it finished and read all its rows. For one id,
- * row locks (and the key's unique index) make a later change wait for the earlier one's
- * commit, so its changes are visible, and read, in seq order: the last action wins.
+ * commit seq 5 after seq 6 was read. Rows are therefore never deleted by range: each read takes,
+ * in seq order, every row of the source that is not already read (in flight to the sink or
+ * acknowledged and being deleted), so a late committer is read as soon as it is visible. For
+ * one id, row locks (and the key's unique index) make a later change wait for the earlier
+ * one's commit, so a read that sees the later change sees the earlier one too, and reads it
+ * first: the last action wins.
  *
- * Position: `<read number>:<high water>`. Each read is one checkpoint; acknowledging it deletes
- * the seqs of that read and of every earlier one.
+ * Position: `<read number>:<highest seq read so far>`. Each read is one checkpoint;
+ * acknowledging it deletes the seqs of that read and of every earlier one.
  */
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -39,7 +38,6 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   const where = `source "${ctx.sourceName}"`;
   const log = ctx.log;
   const changelog = `${quoteIdent(config.triggerSchema)}.changelog`;
-  const sourceLiteral = `'${ctx.sourceName.replace(/'/g, "''")}'`;
   let handler: SourceHandler;
   let tables = new Map<string, CaptureTable>();
   let client: pg.Client | undefined;
@@ -54,8 +52,8 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   const lockKey = sleepLock(config.triggerSchema, ctx.sourceName);
 
   let highWater = 0;
-  /** Watched transactions (xid as text) → the highest seq of theirs already read (0: none). */
-  const watch = new Map<string, number>();
+  /** Seqs read and not yet deleted: the next reads skip them. */
+  const readSeqs = new Set<number>();
   let reads = 0;
   /** Reads reported but not yet acknowledged, oldest first. */
   const unacked: Array<{ position: Position; seqs: number[] }> = [];
@@ -102,28 +100,14 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   /** Reads one batch of the changelog and reports it. Returns the number of rows read. */
   async function readOnce(c: pg.Client): Promise<number> {
-    const watched = [...watch].map(([xid, after]) => `(xid = '${xid}'::xid8 AND seq > ${after})`);
-    const results = (await c.query(
-      `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-       SELECT pg_current_snapshot()::text AS snap;
-       SELECT seq::float8 AS seq, tbl, key, action, extract(epoch FROM at)::float8 * 1000 AS at
-         FROM ${changelog}
-        WHERE source = ${sourceLiteral} AND (seq > ${highWater}${watched.map((w) => ` OR ${w}`).join('')})
-        ORDER BY seq LIMIT ${READ_LIMIT};
-       COMMIT`,
-    )) as unknown as pg.QueryResult[];
-    const snapshot = parseSnapshot(results[1].rows[0].snap);
-    const rows = results[2].rows as Array<{ seq: number; tbl: string; key: string[] | null; action: string; at: number }>;
-    const cut = rows.length === READ_LIMIT;
-    const lastSeq = rows.length ? rows[rows.length - 1].seq : 0;
-    for (const [xid, after] of watch) {
-      if (!snapshot.finished(BigInt(xid))) continue;
-      if (cut) watch.set(xid, Math.max(after, lastSeq));
-      else watch.delete(xid);
-    }
-    for (const xid of snapshot.inProgress) if (!watch.has(xid)) watch.set(xid, 0);
+    const { rows } = await c.query<{ seq: number; tbl: string; key: string[] | null; action: string; at: number }>(
+      `SELECT seq::float8 AS seq, tbl, key, action, extract(epoch FROM at)::float8 * 1000 AS at
+         FROM ${changelog} WHERE source = $1 AND NOT (seq = ANY($2::int8[])) ORDER BY seq LIMIT ${READ_LIMIT}`,
+      [ctx.sourceName, [...readSeqs]],
+    );
     if (rows.length === 0) return 0;
-    highWater = Math.max(highWater, lastSeq);
+    highWater = Math.max(highWater, rows[rows.length - 1].seq);
+    for (const row of rows) readSeqs.add(row.seq);
 
     for (const row of rows) report(row);
     const position = `${++reads}:${highWater}`;
@@ -157,6 +141,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     toDelete = [];
     try {
       await c.query(`DELETE FROM ${changelog} WHERE source = $1 AND seq = ANY($2::int8[])`, [ctx.sourceName, seqs]);
+      for (const seq of seqs) readSeqs.delete(seq);
     } catch (err) {
       toDelete = seqs.concat(toDelete); // tried again after the reconnect
       throw err;
@@ -289,16 +274,5 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
       await client?.end().catch(() => {});
       client = undefined;
     },
-  };
-}
-
-/** A `pg_snapshot` in its text form `xmin:xmax:xip,...`. */
-function parseSnapshot(text: string): { inProgress: string[]; finished(xid: bigint): boolean } {
-  const [xmin, xmax, xip] = text.split(':');
-  const inProgress = xip ? xip.split(',') : [];
-  const running = new Set(inProgress);
-  return {
-    inProgress,
-    finished: (xid) => xid < BigInt(xmin) || (xid < BigInt(xmax) && !running.has(xid.toString())),
   };
 }

@@ -2,8 +2,7 @@
  * What trigger capture installs, checks and removes. Everything lives in one schema
  * (`triggerSchema`, default `tributary`):
  *
- * - `changelog`: one row per row change (source, seq, table, key as text[], action u|d|t, the
- *   writing transaction's xid, time). Sources sharing the schema each read and delete only
+ * - `changelog`: one row per row change (source, seq, table, key as text[], action u|d|t, time). Sources sharing the schema each read and delete only
  *   their own rows (`source` column).
  * - per source and table, a SECURITY DEFINER function `capture_<hash>` (so writers of the table
  *   need no privilege on the changelog) fired by two triggers on the table:
@@ -116,7 +115,7 @@ export async function installProblems(client: pg.Client, schema: string, tables:
     )
   ).rows[0];
   const role = quoteIdent(r.role);
-  if (r.version < 130000) problems.push(`PostgreSQL ${Math.floor(r.version / 10000)} is too old for trigger capture (it needs 13 or later, for xid8)`);
+  if (r.version < 110000) problems.push(`PostgreSQL ${Math.floor(r.version / 10000)} is too old for trigger capture (it needs 11 or later)`);
   if (r.schema_exists && !r.schema_create) problems.push(`role ${r.role} may not create objects in schema ${schema}: GRANT CREATE ON SCHEMA ${quoteIdent(schema)} TO ${role}`);
   if (!r.schema_exists && !r.db_create) {
     problems.push(
@@ -194,7 +193,6 @@ export async function installTriggers(client: pg.Client, where: string, schema: 
       tbl text NOT NULL,
       key text[],
       action "char" NOT NULL,
-      xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
       at timestamptz NOT NULL DEFAULT clock_timestamp(),
       PRIMARY KEY (source, seq))`);
     for (const t of tables) {

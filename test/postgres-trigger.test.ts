@@ -121,6 +121,38 @@ describe('postgres trigger capture', () => {
     assert.equal(await daemon.stop(), 0);
   });
 
+  test('a late committer whose xid is newer than every finished one (not listed in snapshots) is not lost', async (t) => {
+    const s = await setUp(t, `CREATE TABLE newer (id int PRIMARY KEY)`, { newer: { table: 'newer', initialSync: 'none', maxWaitMs: 0 } });
+    // The first delivery is held: no acknowledgement, so no DELETE commits a newer xid meanwhile.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let first = true;
+    sink.respondWith(async (req) => {
+      if (req.lens === s.lens('newer') && first) {
+        first = false;
+        await held;
+      }
+      return undefined;
+    });
+    const daemon = await startTestDaemon(s.config);
+    const [older, late] = [new pg.Client({ connectionString: s.db }), new pg.Client({ connectionString: s.db })];
+    await Promise.all([older.connect(), late.connect()]);
+    await older.query('BEGIN');
+    await older.query('SELECT pg_current_xact_id()'); // the older xid
+    await late.query('BEGIN');
+    await late.query('INSERT INTO newer VALUES (1)'); // a newer xid, the lower seq
+    await older.query('INSERT INTO newer VALUES (2)');
+    await older.query('COMMIT'); // the newest finished xid is now older than the open transaction's
+    await eventually(() => !first, 'the committed row on its way to the sink');
+    await late.query('COMMIT');
+    await Promise.all([older.end(), late.end()]);
+    release();
+    await eventually(() => sink.lastAction(s.lens('newer')).get('1') === 'upsert', 'the late committer');
+    assert.equal(sink.lastAction(s.lens('newer')).get('2'), 'upsert');
+    assert.equal(await daemon.stop(), 0);
+    sink.respondWith(undefined);
+  });
+
   test('two sources on one database each get every change; neither deletes the other\'s rows', async (t) => {
     const s = await setUp(t, `CREATE TABLE shared (id int PRIMARY KEY)`, { a: { table: 'shared', initialSync: 'none' } });
     const other: Config = structuredClone(s.config);

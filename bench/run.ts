@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
+import { triggerCapture } from './trigger.js';
 import { failover } from './failover.js';
 import { mysqlBinlog } from './mysql.js';
 import { smartSync } from './smart-sync.js';
@@ -384,6 +385,7 @@ async function main(): Promise<void> {
     ['worker: search latency', () => workerSearch(cluster, rows)],
     ['worker: hash skips', () => workerHashSkips(cluster, rows)],
     ['worker: commit→searchable', () => workerFreshness(cluster, rows)],
+    ['trigger capture', () => triggerCapture(cluster, sink, rows)],
     ['failover', () => failover(cluster, rows)],
     ['smart sync', () => smartSync(cluster, sink, rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],

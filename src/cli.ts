@@ -26,6 +26,8 @@ Usage:
                                      one line a lens: state, position, pending, rate, dead letters
   tributary dlq list|replay|drop --config FILE [--lens NAME] [--id ID ...]
                                      the dead-letter queue: show it, queue items again, or drop them
+  tributary triggers install|uninstall --lens NAME [--config FILE]
+                                     add or remove a lens table's capture triggers (capture: trigger)
   tributary pause|resume --config FILE --lens NAME
                                      hold or release a lens in the running daemon
   tributary ingest LENS --config FILE --mode full|incremental|records
@@ -88,6 +90,14 @@ Asks the running daemon to sync one lens now:
                queues them for the lens, like changes from the source
 Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s,
 2 for usage errors.`,
+  triggers: `tributary triggers install --lens NAME [--config FILE]
+tributary triggers uninstall --lens NAME [--config FILE]
+
+For capture: trigger with installTriggers: false (DDL through review): install creates the
+lens source's triggerSchema, its changelog table, and the capture function and triggers on the
+lens table, idempotently; it needs CREATE on the schema (or database) and TRIGGER on the table.
+uninstall removes the table's triggers and function and its undelivered changelog rows, and
+the changelog and schema once no source captures anything. Prints the SQL objects touched.`,
 };
 
 
@@ -126,6 +136,7 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
+    if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
@@ -159,7 +170,7 @@ async function main(argv: string[]): Promise<number> {
       mode: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    allowPositionals: command === 'dlq' || command === 'ingest',
+    allowPositionals: command === 'dlq' || command === 'ingest' || command === 'triggers',
     strict: true,
   });
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -198,6 +209,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'dlq') return dlq(loadConfig(file), positionals[0], values);
+  if (command === 'triggers') return triggers(loadConfig(file), positionals[0], values.lens);
   if (command === 'pause' || command === 'resume' || command === 'ingest') return control(command, loadConfig(file), positionals[0], values);
 
   return run(loadConfig(file));
@@ -254,6 +266,16 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
     return 1;
   }
   console.log(action === 'replay' ? `queued ${body.count} change(s) of lens ${options.lens} again` : `dropped ${body.count} dead letter(s) of lens ${options.lens}`);
+  return 0;
+}
+
+async function triggers(config: Config, action: string | undefined, lensName: string | undefined): Promise<number> {
+  if (action !== 'install' && action !== 'uninstall') throw new UsageError(`triggers needs install or uninstall, not ${JSON.stringify(action ?? '')}`);
+  if (!lensName) throw new UsageError(`triggers ${action} needs --lens NAME`);
+  const lens = config.lenses[lensName];
+  if (!lens) throw new UsageError(`no lens named "${lensName}" in the configuration`);
+  const { manageTriggers } = await import('../connectors/postgres-trigger/manage.js');
+  for (const line of await manageTriggers(action, config, lensName)) console.log(line);
   return 0;
 }
 

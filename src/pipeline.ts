@@ -54,6 +54,8 @@ export interface LensStatus {
   lastError?: string;
   /** A full sync is queued or in flight, and why. */
   fullSync?: string;
+  /** The capture mode `capture: auto` chose for the source, and why. */
+  capture?: { mode: string; reason: string };
   /** Paused by an operator (`tributary pause`). */
   paused: boolean;
   /** Smart sync sweeps of the lens, when it has smartSyncInterval. */
@@ -153,6 +155,7 @@ export class Pipeline implements SourceHandler {
   private savedPosition: Position | undefined;
   private sourceState: SourceState = 'connecting';
   private sourceDetail: string | undefined;
+  private captureMode: { mode: string; reason: string } | undefined;
   private paused = false;
   private draining = false;
   private pendingBytes = 0;
@@ -279,6 +282,10 @@ export class Pipeline implements SourceHandler {
   state(state: SourceState, detail?: string): void {
     this.sourceState = state;
     this.sourceDetail = detail;
+  }
+
+  capture(mode: string, reason: string): void {
+    this.captureMode = { mode, reason };
   }
 
   // ---- delivery ----------------------------------------------------------------------------
@@ -532,6 +539,7 @@ export class Pipeline implements SourceHandler {
         dlq: lens.dlq,
         lastError: lens.state === 'streaming' && !sourceDown ? undefined : (sourceDown ? this.sourceDetail : undefined) ?? lens.lastError,
         fullSync: lens.fullSync?.reason ?? (lens.inFlight?.kind === 'full' ? lens.inFlight.reason : undefined),
+        capture: this.captureMode,
         paused: lens.paused,
         sweep: lens.sweeper && { ...lens.sweeper.progress },
       };

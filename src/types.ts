@@ -45,6 +45,11 @@ export interface SourceHandler {
   resync(lens: string, reason: string): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
+  /**
+   * The capture mode the connector runs (`logical`, `trigger`, `poll`) and why it was chosen,
+   * for logs and `tributary status`. Called by `capture: auto` once it has decided.
+   */
+  capture(mode: string, reason: string): void;
 }
 
 export type SourceState = 'connecting' | 'streaming' | 'reconnecting' | 'standby' | 'error';

@@ -61,6 +61,8 @@ test('a minimal file gets every default', () => {
         slot: 'tributary_app',
         publication: 'tributary_app',
         statusIntervalMs: 10000,
+        installTriggers: true,
+        triggerSchema: 'tributary',
       },
     },
     lenses: {
@@ -152,14 +154,7 @@ test('wrong types say what was expected and what was found', () => {
 
 test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
-    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, poll; got "wal"' },
-  ]);
-  assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: trigger')), [
-    {
-      path: 'sources.app.capture',
-      line: 4,
-      message: '"trigger" is not available in this version yet; expected one of: logical, poll',
-    },
+    { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: seyn')), [
     { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
@@ -238,7 +233,7 @@ test('every problem is reported at once, in file order', () => {
     'sources:', //                          1
     '  app:', //                            2
     '    type: postgres', //                3
-    '    capture: auto', //                 4
+    '    capture: wal', //                  4
     'lenses:', //                           5
     '  products:', //                       6
     '    source: app', //                   7
@@ -252,7 +247,7 @@ test('every problem is reported at once, in file order', () => {
     problems(text).map((p) => `${p.line} ${p.path}: ${p.message}`),
     [
       '2 sources.app.url: missing required key "url"',
-      '4 sources.app.capture: "auto" is not available in this version yet; expected one of: logical, poll',
+      '4 sources.app.capture: expected one of: logical, trigger, poll, auto; got "wal"',
       '6 lenses.products.sink: missing required key "sink"',
       '9 lenses.products.maxWaitMs: expected at least 0, got -1',
       '11 sinks.hosted.url: expected an http(s) URL like https://api.semilayer.com, got "ftp://x"',

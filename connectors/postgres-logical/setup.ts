@@ -16,11 +16,11 @@ export interface SetupResult {
   slotCreated: boolean;
 }
 
-function quoteIdent(name: string): string {
+export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-function quoteTable(table: string): string {
+export function quoteTable(table: string): string {
   const [schema, name] = table.split('.');
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
@@ -40,14 +40,7 @@ export async function setUpSource(
         'rds.logical_replication = 1 in the parameter group), or use capture: trigger.',
     );
   }
-  const role = (
-    await client.query(
-      `SELECT current_user AS name, r.rolsuper OR r.rolreplication
-              OR EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
-                         AND pg_has_role(current_user, g.oid, 'member')) AS may_replicate
-         FROM pg_roles r WHERE r.rolname = current_user`,
-    )
-  ).rows[0];
+  const role = await replicationRole(client);
   if (!role.may_replicate) {
     throw new SourceSetupError(
       `${where}: role "${role.name}" may not use replication. Run ALTER ROLE ${quoteIdent(role.name)} WITH REPLICATION ` +
@@ -65,6 +58,18 @@ export async function setUpSource(
   await ensurePublication(client, where, config.publication, [...lensesByTable.keys()]);
   const slotCreated = await ensureSlot(client, where, config.slot);
   return { lensesByTable, slotCreated };
+}
+
+/** The current role and whether it may use replication (superuser, REPLICATION, or RDS's rds_replication). */
+export async function replicationRole(client: pg.Client): Promise<{ name: string; may_replicate: boolean }> {
+  return (
+    await client.query(
+      `SELECT current_user AS name, r.rolsuper OR r.rolreplication
+              OR EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
+                         AND pg_has_role(current_user, g.oid, 'member')) AS may_replicate
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    )
+  ).rows[0];
 }
 
 /** Checks a lens table and returns its key columns. */

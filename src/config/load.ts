@@ -353,6 +353,8 @@ function toConfig(data: RawConfig, file: string): Config {
             slot: s.slot ?? `tributary_${name}`,
             publication: s.publication ?? `tributary_${name}`,
             statusIntervalMs: s.statusIntervalMs,
+            installTriggers: s.installTriggers,
+            triggerSchema: s.triggerSchema,
           };
   }
   const lenses: Record<string, LensConfig> = {};

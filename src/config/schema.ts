@@ -66,7 +66,7 @@ const columnList = (description: string, defaultValue?: []) =>
 
 const postgresSource = {
   type: 'object',
-  description: 'A PostgreSQL database, tailed through logical replication (pgoutput).',
+  description: 'A PostgreSQL database, tailed through logical replication (pgoutput) or row triggers.',
   additionalProperties: false,
   required: ['type', 'url'],
   properties: {
@@ -75,18 +75,38 @@ const postgresSource = {
       type: 'string',
       minLength: 1,
       description:
-        'libpq connection URL of a role with the REPLICATION attribute, e.g. ' +
+        'libpq connection URL (for capture: logical, of a role with the REPLICATION attribute), e.g. ' +
         'postgres://tributary:${PGPASSWORD}@db:5432/app. Never logged with its password.',
     },
     capture: {
       type: 'string',
-      enum: ['logical', 'poll'],
-      'x-notYetAvailable': ['trigger', 'auto'],
+      enum: ['logical', 'trigger', 'poll', 'auto'],
       default: 'logical',
       description:
-        'How changes are captured. `logical`: a logical replication slot (needs wal_level=logical). ' +
-        '`poll`: every lens is read every `syncInterval` by its `changeTrackingColumn` (no deletes: ' +
-        'pair it with `smartSyncInterval`). `trigger` and `auto` are planned but not available in this version yet.',
+        'How changes are captured. `logical`: a logical replication slot (needs wal_level=logical and a role ' +
+        'with REPLICATION). `trigger`: row triggers on the lens tables write table, key and action to a ' +
+        'changelog table in `triggerSchema` (needs only CREATE on that schema, or on the database when it does ' +
+        'not exist yet, and TRIGGER on the tables). `auto`: logical when wal_level=logical and the role may ' +
+        'replicate, else trigger when it may create the triggers, else poll; the choice and its reason are ' +
+        'logged and shown by `tributary status`. `poll`: every lens is read every `syncInterval` by its ' +
+        '`changeTrackingColumn` (no deletes: pair it with `smartSyncInterval`).',
+    },
+    installTriggers: {
+      type: 'boolean',
+      default: true,
+      description:
+        'capture: trigger (or auto choosing it): install the changelog table and triggers at start, idempotently. ' +
+        'false: only check they are present; install them with `tributary triggers install --lens NAME` ' +
+        '(for teams whose DDL goes through review).',
+    },
+    triggerSchema: {
+      type: 'string',
+      pattern: IDENTIFIER_PATTERN,
+      'x-expected': IDENTIFIER_EXPECTED,
+      default: 'tributary',
+      description:
+        'capture: trigger: the schema holding the changelog table and trigger functions; created if missing. ' +
+        'Several sources may share it: each reads and removes only its own rows.',
     },
     slot: {
       type: 'string',

@@ -67,8 +67,13 @@ export interface PostgresSourceConfig {
   type: 'postgres';
   /** libpq-style connection URL. Never logged with its password. */
   url: string;
-  /** `logical`: a replication slot; `poll`: each lens read every `syncInterval` by its changeTrackingColumn. */
-  capture: 'logical' | 'poll';
+  /**
+   * `logical`: a replication slot (connectors/postgres-logical). `trigger`: row triggers and a
+   * changelog table (connectors/postgres-trigger). `auto`: probes the server and delegates to
+   * one of them, or to `poll` (connectors/postgres-auto). `poll`: each lens read every
+   * `syncInterval` by its changeTrackingColumn (connectors/poll).
+   */
+  capture: 'logical' | 'trigger' | 'poll' | 'auto';
   /** Replication slot name; created if missing. Default `tributary_<source>`. */
   slot: string;
   /**
@@ -79,6 +84,10 @@ export interface PostgresSourceConfig {
   publication: string;
   /** How often a standby status update is sent even without traffic, ms (default 10000). */
   statusIntervalMs: number;
+  /** capture: trigger: install the changelog and triggers at start (default true); false only checks them. */
+  installTriggers: boolean;
+  /** capture: trigger: schema of the changelog table and trigger functions (default `tributary`). */
+  triggerSchema: string;
 }
 
 /** A MySQL or MariaDB server, tailed through its row-based binary log. */

@@ -31,7 +31,7 @@ export function testConfig(o: TestConfigOptions): Config {
   }
   return {
     sources: {
-      app: { type: 'postgres', url: o.dbUrl, capture: 'logical', slot: o.slot ?? 'tributary_app', publication: 'tributary_app', statusIntervalMs: 1000 },
+      app: { type: 'postgres', url: o.dbUrl, capture: 'logical', slot: o.slot ?? 'tributary_app', publication: 'tributary_app', statusIntervalMs: 1000, installTriggers: true, triggerSchema: 'tributary' },
     },
     lenses,
     sinks: { hosted: { type: 'semilayer', url: o.sinkUrl, key: o.key ?? 'ik_test', timeoutMs: 5000 } },

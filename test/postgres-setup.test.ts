@@ -3,10 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
-import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { eventually, startError, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { startDaemon } from '../src/daemon.js';
 import { createLogger } from '../src/log.js';
-import type { Config } from '../src/config/types.js';
 
 let pg: TestPostgres;
 let sink: SemilayerServer;
@@ -19,18 +18,6 @@ after(async () => {
   await pg?.stop();
 });
 
-/** Starts a daemon that is expected to fail; returns its error message. */
-async function startError(config: Config): Promise<string> {
-  const daemon = await startDaemon(config, createLogger({ level: 'fatal' }));
-  try {
-    await daemon.started;
-  } catch (err) {
-    return (err as Error).message;
-  } finally {
-    await daemon.stop();
-  }
-  assert.fail('the daemon started although it should not have');
-}
 
 async function database(t: { name: string }, ddl: string) {
   const name = databaseName(t.name);

@@ -7,9 +7,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
-import { eventually, killChildren, runCli, spawnDaemon, startTestDaemon, testConfig } from './helpers/daemon.js';
-import { startDaemon } from '../src/daemon.js';
-import { createLogger } from '../src/log.js';
+import { eventually, killChildren, runCli, spawnDaemon, startError, startTestDaemon, testConfig } from './helpers/daemon.js';
 import type { Config, LensConfig, PostgresSourceConfig } from '../src/config/types.js';
 
 let server: TestPostgres;
@@ -37,18 +35,6 @@ async function setUp(t: { name: string }, ddl: string, lenses: Record<string, Pa
   return { name, db, config, sql, lens: (l: string) => `${name}_${l}`, changelogRows };
 }
 
-/** The daemon's start error (it must fail). */
-async function startError(config: Config): Promise<string> {
-  const daemon = await startDaemon(config, createLogger({ level: 'fatal' }));
-  try {
-    await daemon.started;
-  } catch (err) {
-    return (err as Error).message;
-  } finally {
-    await daemon.stop();
-  }
-  assert.fail('the daemon started although it should not have');
-}
 
 /** The catalog objects trigger capture leaves in a database. */
 async function captureObjects(sql: (text: string) => Promise<any[]>): Promise<string[]> {

@@ -51,6 +51,19 @@ export async function startTestDaemon(config: Config): Promise<Daemon> {
   return daemon;
 }
 
+/** Starts a daemon that must fail to start; resolves with its error message. */
+export async function startError(config: Config): Promise<string> {
+  const daemon = await startDaemon(config, createLogger({ level: 'fatal' }));
+  try {
+    await daemon.started;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await daemon.stop();
+  }
+  throw new Error('the daemon started although it should not have');
+}
+
 /** In-process daemons, stopped after the file's tests so a failed test cannot keep its process alive. */
 const running = new Set<Daemon>();
 after(async () => {

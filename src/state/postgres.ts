@@ -40,6 +40,8 @@ export class PostgresStateStore implements StateStore {
   private readonly chunks: string;
   private readonly requests: string;
   private closed = false;
+  /** The last put of each key still in progress. */
+  private readonly writes = new Map<string, Promise<unknown>>();
   private leaseSession: Promise<LeaseSession> | undefined;
   readonly snapshots: SnapshotStore;
 
@@ -83,11 +85,24 @@ export class PostgresStateStore implements StateStore {
 
   async put(key: string, value: unknown): Promise<void> {
     this.assertWritable();
-    await this.query(
-      `INSERT INTO ${this.kv} (key, value, updated_at) VALUES ($1, $2::jsonb, now())
-       ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-      [key, jsonText(key, value)],
-    );
+    const text = jsonText(key, value);
+    // Puts of one key run one at a time, in call order: on two pooled connections a later
+    // value could otherwise be overwritten by an earlier one.
+    const write = (this.writes.get(key) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() =>
+        this.query(
+          `INSERT INTO ${this.kv} (key, value, updated_at) VALUES ($1, $2::jsonb, now())
+           ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+          [key, text],
+        ),
+      );
+    this.writes.set(key, write);
+    try {
+      await write;
+    } finally {
+      if (this.writes.get(key) === write) this.writes.delete(key);
+    }
   }
 
   async addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter> {

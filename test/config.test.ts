@@ -356,7 +356,7 @@ test('config/example.yaml is valid', () => {
   assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
 });
 
-test('the quick start files are valid: the worker on embedded defaults, and the hosted sink', () => {
+test('the quick start files are valid: the worker on embedded defaults, the hosted sink, and MySQL', () => {
   const env = { DATABASE_URL: 'postgres://me@localhost/shop', SEMILAYER_INGEST_KEY: 'ik_x' };
   const quickstart = loadConfig(join(root, 'config/quickstart.yaml'), env);
   assert.deepEqual(quickstart.sinks.local, { type: 'worker' });
@@ -366,6 +366,10 @@ test('the quick start files are valid: the worker on embedded defaults, and the 
   const hosted = loadConfig(join(root, 'config/semilayer.yaml'), env);
   assert.equal(hosted.sinks.semilayer.type === 'semilayer' && hosted.sinks.semilayer.key, 'ik_x');
   assert.equal(hosted.worker, null);
+  const mysql = loadConfig(join(root, 'config/mysql.yaml'), { MYSQL_URL: 'mysql://me:pw@db:3306/shop' });
+  assert.equal(mysql.sources.shop.type === 'mysql' && mysql.sources.shop.capture, 'binlog');
+  assert.equal(mysql.lenses.products.table, 'shop.products');
+  assert.equal(mysql.lenses.products.smartSyncInterval, '24h');
 });
 
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {

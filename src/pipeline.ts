@@ -64,8 +64,11 @@ export interface LensStatus {
 
 /** What the state store keeps per lens under `lens/<name>`. */
 interface StoredLens {
-  /** `pending` from the moment a full sync is wanted until the sink accepted it. */
-  fullSync: 'pending' | 'done' | 'skipped';
+  /**
+   * `pending` from the moment a full sync is wanted until the sink accepted it; `owed` when
+   * changes were lost and the operator asks for it (`fullSyncOwed`).
+   */
+  fullSync: 'pending' | 'done' | 'skipped' | 'owed';
   reason?: string;
   /** Paused by `tributary pause`; survives restarts. */
   paused?: boolean;
@@ -98,6 +101,8 @@ class LensRuntime {
   /** `enqueue` callers waiting until the changes they queued (up to `tick`) are delivered. */
   readonly waiters: Array<{ tick: number; resolve: () => void }> = [];
   lastError: string | undefined;
+  /** Why a full sync is owed (`fullSyncOwed`) until one is accepted. */
+  owed: string | undefined;
   dlq = 0;
   timer: NodeJS.Timeout | undefined;
   /** Wakes a delivery that is waiting out an error, for drain. */
@@ -184,6 +189,7 @@ export class Pipeline implements SourceHandler {
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
       if (saved) lens.stored = { fullSync: saved.fullSync, reason: saved.reason, paused: saved.paused };
+      if (saved?.fullSync === 'owed') lens.owed = saved.reason;
       if (saved?.paused) this.setPaused(lens, true);
     }
     const { fresh } = await this.connector.start(this, this.savedPosition);
@@ -269,6 +275,14 @@ export class Pipeline implements SourceHandler {
     this.flush(lens);
   }
 
+  fullSyncOwed(lensName: string, reason: string): void {
+    const lens = this.lenses.get(lensName);
+    if (!lens) return;
+    this.log.error({ lens: lensName, reason }, 'changes were lost: the lens needs a full sync');
+    lens.owed = reason;
+    void this.saveLens(lens, { fullSync: 'owed', reason });
+  }
+
   private requestSync(lens: LensRuntime, mode: SyncMode, reason: string): void {
     if (!lens.fullSync) {
       lens.fullSync = { tick: this.tick + 1, reason, mode };
@@ -352,7 +366,10 @@ export class Pipeline implements SourceHandler {
     if (lens.state !== 'draining') lens.state = 'streaming';
     if (batch.kind === 'full') {
       this.metrics.batches.inc({ lens: lens.name, outcome: batch.mode === 'full' ? 'full_sync' : 'incremental_sync' });
-      if (!lens.fullSync && batch.mode === 'full') void this.saveLens(lens, { fullSync: 'done', reason: batch.reason });
+      if (!lens.fullSync && batch.mode === 'full') {
+        lens.owed = undefined;
+        void this.saveLens(lens, { fullSync: 'done', reason: batch.reason });
+      }
     } else {
       const at = Date.now();
       for (const committed of batch.committedAt) lens.latency.observe((at - committed) / 1000);
@@ -531,13 +548,13 @@ export class Pipeline implements SourceHandler {
       return {
         lens: lens.name,
         source: this.sourceName,
-        state: lens.paused ? 'paused' : sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
+        state: lens.paused ? 'paused' : lens.owed ? 'error' : sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
         position: this.position !== undefined && this.connector.lensPosition ? this.connector.lensPosition(this.position, lens.name) : this.position,
         pending,
         delivered: lens.counters.delivered,
         captured: lens.counters.captured,
         dlq: lens.dlq,
-        lastError: lens.state === 'streaming' && !sourceDown ? undefined : (sourceDown ? this.sourceDetail : undefined) ?? lens.lastError,
+        lastError: lens.owed ?? (lens.state === 'streaming' && !sourceDown ? undefined : (sourceDown ? this.sourceDetail : undefined) ?? lens.lastError),
         fullSync: lens.fullSync?.reason ?? (lens.inFlight?.kind === 'full' ? lens.inFlight.reason : undefined),
         capture: this.captureMode,
         paused: lens.paused,

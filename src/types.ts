@@ -43,6 +43,13 @@ export interface SourceHandler {
   checkpoint(position: Position): void;
   /** The lens's table was truncated (or is otherwise unknowable): the sink needs a full sync. */
   resync(lens: string, reason: string): void;
+  /**
+   * Changes of the lens were lost and the user chose to decide when to re-read it (e.g. a
+   * purged binlog position with `onPurgedPosition: error`): the lens shows `error` with
+   * `reason`, across restarts, until a full sync of it is accepted (`tributary ingest LENS
+   * --mode full`). Streaming goes on meanwhile.
+   */
+  fullSyncOwed(lens: string, reason: string): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
   /**

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { parseConfig } from '../src/config/load.js';
-import { eventually, killChildren, spawnDaemon, startTestDaemon } from './helpers/daemon.js';
+import { eventually, killChildren, runCli, spawnCli, spawnDaemon, startTestDaemon, type ChildDaemon } from './helpers/daemon.js';
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { databaseName, freePort } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
@@ -182,5 +182,60 @@ metrics: false
     } finally {
       assert.equal(await daemon.stop(), 0);
     }
+  });
+  test('a purged binlog position: the lens shows error across restarts until `tributary ingest --mode full` re-reads it', async (t) => {
+    const name = databaseName(t.name);
+    const url = await server.createDatabase(name);
+    await server.query('CREATE TABLE items (id INT PRIMARY KEY)', [], name);
+    const state = mkdtempSync(join(tmpdir(), 'tributary-mysql-purged-'));
+    const lens = `${name}_items`;
+    const yaml = `
+sources:
+  app: { type: mysql, url: "${url}", heartbeatMs: 1000 }
+lenses:
+  ${lens}: { source: app, table: items, sink: hosted, initialSync: none, maxWaitMs: 20 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: embedded, path: "${state}" }
+metrics: false
+log: { level: warn }
+`;
+    const stop = async (d: ChildDaemon) => {
+      d.child.kill('SIGTERM');
+      assert.equal(await d.exited, 0, d.output());
+    };
+    let daemon = spawnDaemon(yaml);
+    const configFile = daemon.child.spawnargs.at(-1)!;
+    const status = async () => (await runCli(['status', '--config', configFile, '--lens', lens])).output;
+    await eventually(async () => /\bstreaming\b/.test(await status()), 'the daemon streaming', 20_000);
+    await server.query('INSERT INTO items VALUES (1)', [], name);
+    await eventually(() => sink.lastAction(lens).has('1'), 'row 1 delivered', 20_000);
+    await stop(daemon);
+
+    await server.query('INSERT INTO items VALUES (2)', [], name); // lost with the purged file
+    const [{ File: current }] = await server.query('SHOW MASTER STATUS');
+    await server.query('FLUSH BINARY LOGS');
+    const [{ File: next }] = await server.query('SHOW MASTER STATUS');
+    // The server keeps a file while a dump thread still reads it: purge until it is gone.
+    await eventually(async () => {
+      await server.query(`PURGE BINARY LOGS TO '${next}'`);
+      return !(await server.query('SHOW BINARY LOGS')).some((f) => f.Log_name === current);
+    }, `${current} purged`);
+
+    daemon = spawnCli(['run', '--config', configFile]);
+    await eventually(async () => /\berror\b.*no longer on the server.*--mode full/.test(await status()), 'status shows the lens in error with the recovery', 20_000);
+    await server.query('INSERT INTO items VALUES (3)', [], name);
+    await eventually(() => sink.lastAction(lens).has('3'), 'streaming goes on meanwhile');
+    assert.equal(sink.lastAction(lens).has('2'), false);
+    await stop(daemon);
+
+    daemon = spawnCli(['run', '--config', configFile]);
+    await eventually(async () => /\berror\b.*no longer on the server/.test(await status()) && !/may not be running/.test(await status()), 'still in error after a restart', 20_000);
+    const fullSyncs = () => sink.requests.filter((r) => r.lens === lens && r.mode === 'full').length;
+    const ingest = await runCli(['ingest', lens, '--mode', 'full', '--config', configFile], { TRIBUTARY_CONTROL_WAIT_MS: '20000' });
+    assert.equal(ingest.code, 0, ingest.output);
+    await eventually(() => fullSyncs() === 1, 'the full sync requested from the sink');
+    await eventually(async () => /\bstreaming\b/.test(await status()) && !/no longer on the server/.test(await status()), 'the lens is healthy once the full sync was accepted');
+    await stop(daemon);
   });
 });

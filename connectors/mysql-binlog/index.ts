@@ -44,8 +44,6 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   let resumeFrom: BinlogPosition;
   let acked: BinlogPosition | undefined;
   let inTransaction = false;
-  /** Set while the source is in `error` after a purged position (onPurgedPosition: error). */
-  let purgedDetail: string | undefined;
   let loop: Promise<void> | undefined;
   let lagConn: mysql.Connection | undefined;
 
@@ -204,14 +202,14 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
       handler.checkpoint(formatPosition(resumeFrom));
       return;
     }
-    purgedDetail =
+    const detail = (lens: string) =>
       `${where}: the saved binlog position ${describePosition(lost)} is no longer on the server (purged by ` +
       'binlog_expire_logs_seconds / expire_logs_days or PURGE BINARY LOGS), so changes made since then were missed. ' +
-      `Streaming goes on from ${describePosition(resumeFrom)}. Recover by re-reading every lens of this source: ` +
-      lenses.map((l) => `tributary ingest ${l} --config FILE --mode full`).join('; ') +
+      `Streaming goes on from ${describePosition(resumeFrom)}. Recover with \`tributary ingest ${lens} --config FILE --mode full\`` +
       ' (or set onPurgedPosition: resync to do this by itself). Raise the binlog retention so it outlasts Tributary downtime.';
-    log.error({ lost: describePosition(lost), from: describePosition(resumeFrom) }, purgedDetail);
-    handler.state('error', purgedDetail);
+    log.error({ lost: describePosition(lost), from: describePosition(resumeFrom) }, detail(lenses.join(', ')));
+    for (const lens of lenses) handler.fullSyncOwed(lens, detail(lens));
+    handler.checkpoint(formatPosition(resumeFrom));
   }
 
   /** A file position that the server no longer has is purged before we even connect. */
@@ -252,7 +250,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
               await checkFileStillThere();
               await streamOnce(() => {
                 attempt = 0;
-                handler.state(purgedDetail ? 'error' : 'streaming', purgedDetail);
+                handler.state('streaming');
                 if (!started) {
                   started = true;
                   resolve();

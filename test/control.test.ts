@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
-import { eventually, killChildren, runCli, spawnCli, type ChildDaemon } from './helpers/daemon.js';
+import { eventually, killChildren, runCli, spawnCli, stopDaemon } from './helpers/daemon.js';
 
 let cluster: TestPostgres;
 let sink: SemilayerServer;
@@ -56,11 +56,6 @@ log: { level: warn }
   const cli = (args: string[], input?: string) => runCli([...args, '--config', file], { TRIBUTARY_CONTROL_WAIT_MS: '20000' }, input);
   const run = () => spawnCli(['run', '--config', file]);
   return { sql, cli, run, file };
-}
-
-async function stopDaemon(daemon: ChildDaemon): Promise<void> {
-  daemon.child.kill('SIGTERM');
-  assert.equal(await daemon.exited, 0, daemon.output());
 }
 
 test('pause holds a polled lens across a restart, resume releases it, ingest forces runs and queues records', async () => {

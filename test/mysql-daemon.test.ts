@@ -1,5 +1,5 @@
 /** The whole daemon on a MariaDB source: kill -9 mid-stream, and the bundled worker end to end. */
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { parseConfig } from '../src/config/load.js';
-import { eventually, killChildren, runCli, spawnCli, spawnDaemon, startTestDaemon, type ChildDaemon } from './helpers/daemon.js';
+import { eventually, killChildren, runCli, spawnCli, spawnDaemon, startTestDaemon, stopDaemon } from './helpers/daemon.js';
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { databaseName, freePort } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
@@ -35,14 +35,17 @@ function savedPosition(stateDir: string): string | undefined {
   }
 }
 
-describe('mysql daemon', () => {
-  test('kill -9 mid-stream and restart: every committed change arrives, the final state per id is right', async (t) => {
-    const name = databaseName(t.name);
-    const url = await server.createDatabase(name);
-    await server.query('CREATE TABLE items (id INT PRIMARY KEY, v INT)', [], name);
-    const state = mkdtempSync(join(tmpdir(), 'tributary-mysql-crash-'));
-    const lens = `${name}_items`;
-    const yaml = `
+/**
+ * A database with an `items` table of `columns`, and the YAML of a daemon streaming it into the
+ * loopback sink with embedded state; `extra` adds top-level sections (`pipeline`, `log`).
+ */
+async function itemsDaemon(t: TestContext, columns: string, extra: Record<string, string>) {
+  const name = databaseName(t.name);
+  const url = await server.createDatabase(name);
+  await server.query(`CREATE TABLE items (${columns})`, [], name);
+  const state = mkdtempSync(join(tmpdir(), 'tributary-mysql-'));
+  const lens = `${name}_items`;
+  const yaml = `
 sources:
   app: { type: mysql, url: "${url}", heartbeatMs: 1000 }
 lenses:
@@ -51,9 +54,17 @@ sinks:
   hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
 state: { type: embedded, path: "${state}" }
 metrics: false
-pipeline: { errorRetryMs: 300, drainTimeoutMs: 10000 }
-log: { level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }
+${Object.entries(extra).map(([key, value]) => `${key}: ${value}`).join('\n')}
 `;
+  return { name, url, state, lens, yaml };
+}
+
+describe('mysql daemon', () => {
+  test('kill -9 mid-stream and restart: every committed change arrives, the final state per id is right', async (t) => {
+    const { url, state, lens, yaml } = await itemsDaemon(t, 'id INT PRIMARY KEY, v INT', {
+      pipeline: '{ errorRetryMs: 300, drainTimeoutMs: 10000 }',
+      log: `{ level: ${process.env.TRIBUTARY_TEST_LOG ?? 'info'} }`,
+    });
     // A slow sink keeps batches in flight and unacknowledged when the kill lands.
     sink.respondWith(async (req) => (req.lens === lens ? (await sleep(30), undefined) : undefined));
     let daemon = spawnDaemon(yaml);
@@ -184,33 +195,14 @@ metrics: false
     }
   });
   test('a purged binlog position: the lens shows error across restarts until `tributary ingest --mode full` re-reads it', async (t) => {
-    const name = databaseName(t.name);
-    const url = await server.createDatabase(name);
-    await server.query('CREATE TABLE items (id INT PRIMARY KEY)', [], name);
-    const state = mkdtempSync(join(tmpdir(), 'tributary-mysql-purged-'));
-    const lens = `${name}_items`;
-    const yaml = `
-sources:
-  app: { type: mysql, url: "${url}", heartbeatMs: 1000 }
-lenses:
-  ${lens}: { source: app, table: items, sink: hosted, initialSync: none, maxWaitMs: 20 }
-sinks:
-  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
-state: { type: embedded, path: "${state}" }
-metrics: false
-log: { level: warn }
-`;
-    const stop = async (d: ChildDaemon) => {
-      d.child.kill('SIGTERM');
-      assert.equal(await d.exited, 0, d.output());
-    };
+    const { name, lens, yaml } = await itemsDaemon(t, 'id INT PRIMARY KEY', { log: '{ level: warn }' });
     let daemon = spawnDaemon(yaml);
     const configFile = daemon.child.spawnargs.at(-1)!;
     const status = async () => (await runCli(['status', '--config', configFile, '--lens', lens])).output;
     await eventually(async () => /\bstreaming\b/.test(await status()), 'the daemon streaming', 20_000);
     await server.query('INSERT INTO items VALUES (1)', [], name);
     await eventually(() => sink.lastAction(lens).has('1'), 'row 1 delivered', 20_000);
-    await stop(daemon);
+    await stopDaemon(daemon);
 
     await server.query('INSERT INTO items VALUES (2)', [], name); // lost with the purged file
     const [{ File: current }] = await server.query('SHOW MASTER STATUS');
@@ -227,7 +219,7 @@ log: { level: warn }
     await server.query('INSERT INTO items VALUES (3)', [], name);
     await eventually(() => sink.lastAction(lens).has('3'), 'streaming goes on meanwhile');
     assert.equal(sink.lastAction(lens).has('2'), false);
-    await stop(daemon);
+    await stopDaemon(daemon);
 
     daemon = spawnCli(['run', '--config', configFile]);
     await eventually(async () => /\berror\b.*no longer on the server/.test(await status()) && !/may not be running/.test(await status()), 'still in error after a restart', 20_000);
@@ -236,6 +228,6 @@ log: { level: warn }
     assert.equal(ingest.code, 0, ingest.output);
     await eventually(() => fullSyncs() === 1, 'the full sync requested from the sink');
     await eventually(async () => /\bstreaming\b/.test(await status()) && !/no longer on the server/.test(await status()), 'the lens is healthy once the full sync was accepted');
-    await stop(daemon);
+    await stopDaemon(daemon);
   });
 });

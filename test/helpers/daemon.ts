@@ -102,6 +102,13 @@ const children = new Set<ChildProcess>();
 process.on('exit', () => killChildren());
 
 /** Kills every daemon this process spawned and has not seen exit (for `after` hooks). */
+/** SIGTERM to a child daemon: it must drain and exit 0 (its output is the failure message). */
+export async function stopDaemon(daemon: ChildDaemon): Promise<void> {
+  daemon.child.kill('SIGTERM');
+  const code = await daemon.exited;
+  if (code !== 0) throw new Error(`the daemon exited ${code} on SIGTERM:\n${daemon.output()}`);
+}
+
 export function killChildren(): void {
   for (const child of children) child.kill('SIGKILL');
 }

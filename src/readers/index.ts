@@ -7,6 +7,20 @@ import type { RowReader } from '../types.js';
 import { createMysqlReader } from './mysql.js';
 import { createPostgresReader } from './postgres.js';
 
+/** What every row reader is opened with. */
+export interface RowReaderOptions {
+  /** The source's connection URL. */
+  url: string;
+  lens: string;
+  /** `schema.table` (Postgres) or `database.table` (MySQL). */
+  table: string;
+  /** Key columns in order; default: the table's primary key. */
+  primaryKey?: string[];
+  /** Columns to read besides the key (fields, metadata, template placeholders). */
+  columns: string[];
+  changeTrackingColumn?: string;
+}
+
 /** Columns a lens reads besides its key: fields, metadata and the template's placeholders. */
 export function lensColumns(lens: LensConfig): string[] {
   const template = [...(lens.template ?? '').matchAll(/\{\{\s*([\w.-]+)\s*\}\}/g)].map((m) => m[1]);
@@ -14,7 +28,8 @@ export function lensColumns(lens: LensConfig): string[] {
 }
 
 export function openRowReader(source: SourceConfig, lensName: string, lens: LensConfig): Promise<RowReader> {
-  const options = {
+  const options: RowReaderOptions = {
+    url: source.url,
     lens: lensName,
     table: lens.table,
     primaryKey: lens.primaryKey,
@@ -23,8 +38,8 @@ export function openRowReader(source: SourceConfig, lensName: string, lens: Lens
   };
   switch (source.type) {
     case 'postgres':
-      return createPostgresReader({ url: source.url, ...options });
+      return createPostgresReader(options);
     case 'mysql':
-      return createMysqlReader({ url: source.url, ...options });
+      return createMysqlReader(options);
   }
 }

@@ -8,17 +8,7 @@ import mysql from 'mysql2/promise';
 import { SourceSetupError, TributaryError } from '../errors.js';
 import { decodeId, encodeMysqlId, isMysqlNumericType, mysqlKeyText } from '../ids.js';
 import type { RowReader } from '../types.js';
-
-export interface MysqlReaderOptions {
-  url: string;
-  lens: string;
-  /** `database.table` */
-  table: string;
-  primaryKey?: string[];
-  /** Columns to read besides the key (fields, metadata). */
-  columns: string[];
-  changeTrackingColumn?: string;
-}
+import type { RowReaderOptions } from './index.js';
 
 /** The mysql2 options under which key values come out in the shared id text form (with a UTC session for TIMESTAMP). */
 export const MYSQL_VALUE_OPTIONS = { dateStrings: true, supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' } as const;
@@ -75,7 +65,7 @@ function paramValue(column: Column, text: string): string {
   return /binary|blob/.test(column.dataType) && text.startsWith('\\x') ? text.slice(2) : text;
 }
 
-export async function createMysqlReader(options: MysqlReaderOptions): Promise<RowReader> {
+export async function createMysqlReader(options: RowReaderOptions): Promise<RowReader> {
   const pool = mysql.createPool({ uri: options.url, connectionLimit: 2, ...MYSQL_VALUE_OPTIONS });
   // TIMESTAMP values in UTC, as the binlog connector prints them (timezone 'Z').
   pool.pool.on('connection', (conn) => conn.query("SET time_zone = '+00:00'"));

@@ -7,17 +7,7 @@ import pg from 'pg';
 import { SourceSetupError, TributaryError } from '../errors.js';
 import { decodeId, encodeId } from '../ids.js';
 import type { RowReader } from '../types.js';
-
-export interface PostgresReaderOptions {
-  url: string;
-  lens: string;
-  /** `schema.table` */
-  table: string;
-  primaryKey?: string[];
-  /** Columns to read besides the key (fields, metadata, changeTrackingColumn). */
-  columns: string[];
-  changeTrackingColumn?: string;
-}
+import type { RowReaderOptions } from './index.js';
 
 const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
 const quoteTable = (table: string) => table.split('.').map(quote).join('.');
@@ -29,7 +19,7 @@ interface KeyColumn {
   oid: number;
 }
 
-export async function createPostgresReader(options: PostgresReaderOptions): Promise<RowReader> {
+export async function createPostgresReader(options: RowReaderOptions): Promise<RowReader> {
   const pool = new pg.Pool({ connectionString: options.url, max: 2, application_name: `tributary:reader:${options.lens}` });
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;

@@ -66,6 +66,28 @@ export async function until(predicate: () => boolean | Promise<boolean>, what: s
   }
 }
 
+export const MB = 1024 * 1024;
+
+/**
+ * Waits until the loopback sink counted `backlog` changes of `lens`, printing the count and the
+ * daemon's peak RSS every 3 s.
+ */
+export async function catchUp(counted: (lens: string) => number, lens: string, d: RunningDaemon, backlog: number, timeoutMs: number): Promise<void> {
+  let lastReport = performance.now();
+  await until(
+    () => {
+      if (performance.now() - lastReport > 3000) {
+        lastReport = performance.now();
+        progress(`  caught up ${fmt(counted(lens))} / ${fmt(backlog)}, peak RSS so far ${fmt(d.peakRss() / MB)} MB`);
+      }
+      return counted(lens) >= backlog;
+    },
+    `${fmt(backlog)} changes at the sink`,
+    timeoutMs,
+    20,
+  );
+}
+
 // ---- the daemon as a child process ---------------------------------------------------------------
 
 export interface DaemonOptions {

@@ -11,10 +11,9 @@ import mysql from 'mysql2/promise';
 import { startMariadb, ROOT_PASSWORD } from '../test/helpers/mariadb.js';
 import { freePort } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
-import { fmt, progress, spawnDaemonYaml, tempDir, until, type Row } from './lib.js';
+import { MB, catchUp, fmt, progress, spawnDaemonYaml, tempDir, type Row } from './lib.js';
 
 const BACKLOG = Number(process.env.BENCH_MYSQL_BACKLOG ?? 2_000_000);
-const MB = 1024 * 1024;
 
 export async function mysqlBinlog(rows: Row[]): Promise<void> {
   progress(`mysql: backlog of ${fmt(BACKLOG)} inserted rows in a MariaDB binlog`);
@@ -73,19 +72,7 @@ log: { level: info }
     const spawned = performance.now();
     const d = spawnDaemonYaml(yaml, metricsPort, stateDir);
     const readyMs = await d.ready;
-    let lastReport = performance.now();
-    await until(
-      () => {
-        if (performance.now() - lastReport > 3000) {
-          lastReport = performance.now();
-          progress(`  caught up ${fmt(sink.counts('items'))} / ${fmt(BACKLOG)}, peak RSS so far ${fmt(d.peakRss() / MB)} MB`);
-        }
-        return sink.counts('items') >= BACKLOG;
-      },
-      `${fmt(BACKLOG)} changes at the sink`,
-      600_000,
-      20,
-    );
+    await catchUp((lens) => sink.counts(lens), 'items', d, BACKLOG, 600_000);
     const seconds = (performance.now() - spawned) / 1000;
     const rss = d.peakRss();
     await d.stop();

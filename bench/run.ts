@@ -27,7 +27,7 @@ import { failover } from './failover.js';
 import { mysqlBinlog } from './mysql.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
-import { PG_BIN, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
+import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 500_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 2_000_000);
@@ -37,7 +37,6 @@ const WARMUP_SECONDS = 1;
 const HOT_ROWS = 100;
 const HOT_UPDATES = 200_000;
 
-const MB = 1024 * 1024;
 
 const rows: Row[] = [];
 
@@ -244,19 +243,7 @@ async function peakRss(): Promise<void> {
 
   const start = performance.now();
   const d = await startDaemonChild(options);
-  let lastReport = start;
-  await until(
-    () => {
-      if (performance.now() - lastReport > 3000) {
-        lastReport = performance.now();
-        progress(`  caught up ${fmt(sink.counts('rss'))} / ${fmt(BACKLOG)}, peak RSS so far ${fmt(d.peakRss() / MB)} MB`);
-      }
-      return sink.counts('rss') >= BACKLOG;
-    },
-    `${fmt(BACKLOG)} changes at the sink`,
-    300_000,
-    20,
-  );
+  await catchUp((lens) => sink.counts(lens), 'rss', d, BACKLOG, 300_000);
   const seconds = (performance.now() - start) / 1000;
   const rss = d.peakRss();
   await stopDaemon(d);

@@ -17,12 +17,11 @@ import pg from 'pg';
 import { runCli } from '../test/helpers/daemon.js';
 import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
 import type { SemilayerServer } from '../test/helpers/semilayer-server.js';
-import { fmt, progress, spawnDaemonYaml, tempDir, until, type Row } from './lib.js';
+import { MB, fmt, progress, spawnDaemonYaml, tempDir, until, type Row } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_SWEEP_ROWS ?? 1_000_000);
 const CHANGED = 1000;
 const PAGE = 2000;
-const MB = 1024 * 1024;
 const LENS = 'sweep_items';
 
 export async function smartSync(cluster: TestPostgres, sink: SemilayerServer, rows: Row[]): Promise<void> {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
-import { fmt, histogramQuantile, percentile, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
+import { MB, fmt, histogramQuantile, percentile, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_WORKER_ROWS ?? 100_000);
 const QUERIES = 200;
@@ -29,7 +29,6 @@ const FRESH_SAMPLE_EVERY = 10; // rows
 const FRESH_POLL_MS = 20;
 const FRESH_GIVE_UP_MS = 10_000;
 
-const MB = 1024 * 1024;
 const KEY = 'ak_bench_admin_key';
 
 // Product-like text: a few words from a small vocabulary, so keyword queries match many rows.

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
 import type { SemilayerServer } from '../test/helpers/semilayer-server.js';
-import { installTriggers, resolveTables } from '../connectors/postgres-trigger/setup.js';
+import { installTriggers, resolveTables } from '../connectors/postgres/trigger/setup.js';
 import { PG_BIN, fmt, progress, spawnDaemonYaml, tempDir, until, type Row } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_TRIGGER_SECONDS ?? 10);

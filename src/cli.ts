@@ -274,7 +274,7 @@ async function triggers(config: Config, action: string | undefined, lensName: st
   if (!lensName) throw new UsageError(`triggers ${action} needs --lens NAME`);
   const lens = config.lenses[lensName];
   if (!lens) throw new UsageError(`no lens named "${lensName}" in the configuration`);
-  const { manageTriggers } = await import('../connectors/postgres-trigger/manage.js');
+  const { manageTriggers } = await import('../connectors/postgres/trigger/manage.js');
   for (const line of await manageTriggers(action, config, lensName)) console.log(line);
   return 0;
 }

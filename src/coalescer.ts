@@ -42,14 +42,12 @@ export class Coalescer {
    * Removes up to `max` entries, oldest first, and returns them as a batch. What stays keeps
    * the old `firstTick` and `firstAt` (conservative: it may hold changes as old as those).
    */
-  take(max: number): { changes: RecordChange[]; committedAt: number[]; firstTick: number } {
+  take(max: number): { changes: RecordChange[]; firstTick: number } {
     const firstTick = this.firstTick!;
     const changes: RecordChange[] = [];
-    const committedAt: number[] = [];
     if (this.entries.size <= max) {
       for (const [id, value] of this.entries) {
-        changes.push({ id, action: value < 0 ? 'delete' : 'upsert' });
-        committedAt.push(Math.abs(value));
+        changes.push({ id, action: value < 0 ? 'delete' : 'upsert', committedAt: Math.abs(value) });
       }
       this.entries = new Map();
       this.bytes = 0;
@@ -57,12 +55,11 @@ export class Coalescer {
     } else {
       for (const [id, value] of this.entries) {
         if (changes.length === max) break;
-        changes.push({ id, action: value < 0 ? 'delete' : 'upsert' });
-        committedAt.push(Math.abs(value));
+        changes.push({ id, action: value < 0 ? 'delete' : 'upsert', committedAt: Math.abs(value) });
         this.entries.delete(id);
         this.bytes -= id.length * 2 + ENTRY_OVERHEAD_BYTES;
       }
     }
-    return { changes, committedAt, firstTick };
+    return { changes, firstTick };
   }
 }

@@ -9,13 +9,12 @@
  */
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { createConnector } from '../connectors/index.js';
-import type { Config, LensConfig } from './config/types.js';
+import { createConnector, openRowReader } from '../connectors/index.js';
+import type { Config } from './config/types.js';
 import { describeError } from './errors.js';
 import { startMetricsServer } from './http.js';
 import { Metrics } from './metrics.js';
-import { Pipeline, type LensStatus } from './pipeline.js';
-import { openRowReader } from './readers/index.js';
+import { Pipeline, type LensStatus, type PipelineOptions } from './pipeline.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import type { Lease, Logger, Sink, StateStore } from './types.js';
@@ -54,23 +53,22 @@ const CONTROL_INTERVAL_MS = 1000;
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
   const metrics = new Metrics();
-  // Loaded only when configured: a pipeline to a hosted sink does not pay for the worker's modules.
-  const worker = config.worker ? await (await import('./worker/start.js')).startWorker(config, state, metrics, log) : undefined;
-  const sinks = new Map<string, Sink>(
-    Object.entries(config.sinks).map(([name, sinkConfig]) => [name, createSink(sinkConfig, { engine: worker?.engine })]),
-  );
+  const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
+  const sinks = new Map<string, Sink>();
+  for (const [name, sinkConfig] of Object.entries(config.sinks)) {
+    const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
+    sinks.set(name, await createSink(sinkConfig, { name, lenses, config, openReader, state, metrics, log: log.child({ sink: name }) }));
+  }
+  const stopConnecting = new AbortController();
   const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
     const lenses = Object.entries(config.lenses)
       .filter(([, lens]) => lens.source === sourceName)
       .map(([name, lens]) => ({ name, config: lens, sink: sinks.get(lens.sink)! }));
     const sourceLog = log.child({ source: sourceName });
-    const connector = createConnector(sourceConfig, {
-      sourceName,
-      lenses: lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config })),
-      log: sourceLog,
-    });
-    const openReader = (name: string, lens: LensConfig) => openRowReader(sourceConfig, name, lens);
-    return new Pipeline({ sourceName, connector, lenses, settings: config.pipeline, state, metrics, log: sourceLog, openReader });
+    const connectorLenses = lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config }));
+    const connect = (report: Parameters<PipelineOptions['connect']>[0]) =>
+      createConnector(sourceConfig, { sourceName, lenses: connectorLenses, log: sourceLog, report, signal: stopConnecting.signal });
+    return new Pipeline({ sourceName, connect, lenses, settings: config.pipeline, state, metrics, log: sourceLog, openReader: (name) => openReader(name) });
   });
   const instance = `${hostname()}:${process.pid}`;
   const statusKey = `status/${instance}`;
@@ -86,7 +84,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       const instant = seconds > 0 ? (s.delivered - prev.delivered) / seconds : prev.rate;
       const rate = seconds > 0 ? prev.rate * 0.7 + instant * 0.3 : prev.rate;
       rates.set(s.lens, { delivered: s.delivered, at, rate });
-      return { ...s, rate: Math.round(rate * 10) / 10, worker: worker?.engine.status(s.lens)[0] };
+      const worker = sinks.get(config.lenses[s.lens].sink)?.lensStatus?.(s.lens) as LensWorkerStatus | undefined;
+      return { ...s, rate: Math.round(rate * 10) / 10, worker };
     });
     return { instance, pid: process.pid, updatedAt: new Date(at).toISOString(), lenses };
   };
@@ -178,11 +177,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         clearInterval(statusTimer);
         clearInterval(controlTimer);
         stopLeases.abort();
+        stopConnecting.abort();
         const left = (await Promise.all([...active].map((p) => p.drain(config.pipeline.drainTimeoutMs)))).reduce((a, b) => a + b, 0);
         await Promise.all(leases.map((l) => l.release()));
         await state.put(statusKey, status()).catch(() => {});
         await Promise.all([...sinks.values()].map((s) => s.close()));
-        await worker?.stop();
         await state.close();
         await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
         return left;

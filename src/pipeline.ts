@@ -15,7 +15,7 @@
  * scheduled connector also stops polling it, and its sweeps wait) until it is resumed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseDuration } from './config/schema.js';
+import { parseDuration } from './config/fragments.js';
 import type { LensConfig, PipelineConfig } from './config/types.js';
 import { Coalescer } from './coalescer.js';
 import { SinkError, describeError } from './errors.js';
@@ -76,19 +76,13 @@ interface StoredLens {
 }
 
 type InFlight =
-  | { kind: 'records'; changes: RecordChange[]; committedAt: number[]; firstTick: number }
+  | { kind: 'records'; changes: RecordChange[]; firstTick: number }
   | { kind: 'full'; firstTick: number; reason: string; mode: SyncMode };
 
 /** What a sync request asks of the sink: re-read everything, or what changed since its cursor. */
 type SyncMode = 'full' | 'incremental';
 
 const now = () => performance.now();
-
-function oldest(times: number[]): number {
-  let min = Infinity;
-  for (const t of times) if (t < min) min = t;
-  return min;
-}
 
 class LensRuntime {
   readonly buffer = new Coalescer();
@@ -132,7 +126,11 @@ class LensRuntime {
 
 export interface PipelineOptions {
   sourceName: string;
-  connector: SourceConnector;
+  /**
+   * Creates the source's connector once this process may read the source (it holds the lease).
+   * A factory that probes the source first reports through `report` (this pipeline).
+   */
+  connect: (report: Pick<SourceHandler, 'state' | 'capture'>) => Promise<SourceConnector>;
   lenses: Array<{ name: string; config: LensConfig; sink: Sink }>;
   settings: PipelineConfig;
   state: StateStore;
@@ -144,7 +142,9 @@ export interface PipelineOptions {
 
 export class Pipeline implements SourceHandler {
   readonly sourceName: string;
-  private readonly connector: SourceConnector;
+  private readonly connect: PipelineOptions['connect'];
+  /** Set by `start` (standby replicas never create one). */
+  private connector: SourceConnector | undefined;
   private readonly lenses = new Map<string, LensRuntime>();
   private readonly settings: PipelineConfig;
   private readonly store: StateStore;
@@ -173,7 +173,7 @@ export class Pipeline implements SourceHandler {
   constructor(options: PipelineOptions) {
     this.openReader = options.openReader;
     this.sourceName = options.sourceName;
-    this.connector = options.connector;
+    this.connect = options.connect;
     this.settings = options.settings;
     this.store = options.state;
     this.metrics = options.metrics;
@@ -192,6 +192,8 @@ export class Pipeline implements SourceHandler {
       if (saved?.fullSync === 'owed') lens.owed = saved.reason;
       if (saved?.paused) this.setPaused(lens, true);
     }
+    this.connector = await this.connect(this);
+    if (this.paused) this.connector.pause();
     const { fresh } = await this.connector.start(this, this.savedPosition);
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
@@ -248,7 +250,7 @@ export class Pipeline implements SourceHandler {
     if (!this.paused && (this.buffered >= this.settings.maxPendingChanges || this.pendingBytes >= this.settings.maxPendingBytes)) {
       this.paused = true;
       this.metrics.source(this.sourceName).paused = true;
-      this.connector.pause();
+      this.connector?.pause();
     }
   }
 
@@ -333,7 +335,7 @@ export class Pipeline implements SourceHandler {
     for (let attempt = 1; ; attempt++) {
       try {
         if (batch.kind === 'full') await (batch.mode === 'full' ? lens.sink.requestFullSync(lens.name) : lens.sink.requestIncrementalSync(lens.name));
-        else await lens.sink.write(lens.name, batch.changes, oldest(batch.committedAt));
+        else await lens.sink.write(lens.name, batch.changes);
         break;
       } catch (err) {
         const kind = err instanceof SinkError ? err.kind : 'fatal';
@@ -372,9 +374,9 @@ export class Pipeline implements SourceHandler {
       }
     } else {
       const at = Date.now();
-      for (const committed of batch.committedAt) lens.latency.observe((at - committed) / 1000);
+      for (const change of batch.changes) lens.latency.observe((at - change.committedAt!) / 1000);
       lens.counters.delivered += batch.changes.length;
-      if (lens.sweeper && this.connector.blindToDeletes) lens.sweeper.noteDelivered(batch.changes.filter((c) => c.action === 'upsert').map((c) => c.id));
+      if (lens.sweeper && this.connector?.scheduled) lens.sweeper.noteDelivered(batch.changes.filter((c) => c.action === 'upsert').map((c) => c.id));
       this.metrics.batchSize.observe({ lens: lens.name }, batch.changes.length);
       this.metrics.batches.inc({ lens: lens.name, outcome: 'delivered' });
     }
@@ -404,7 +406,7 @@ export class Pipeline implements SourceHandler {
           attempts,
           firstSeen: at,
           lastSeen: at,
-          provenance: { source: this.sourceName, position: this.position, changes: batch.changes, response: err.details.body },
+          provenance: { source: this.sourceName, position: this.position, changes: batch.changes.map(({ id, action }) => ({ id, action })), response: err.details.body },
         });
         return;
       } catch (storeErr) {
@@ -424,14 +426,14 @@ export class Pipeline implements SourceHandler {
     const position = this.checkpoints[safe - 1].position;
     this.checkpoints.splice(0, safe);
     this.position = position;
-    this.connector.acknowledge(position);
+    this.connector?.acknowledge(position);
   }
 
   private maybeResume(): void {
     if (this.paused && this.buffered < this.settings.maxPendingChanges / 2 && this.pendingBytes < this.settings.maxPendingBytes / 2) {
       this.paused = false;
       this.metrics.source(this.sourceName).paused = false;
-      this.connector.resume();
+      this.connector?.resume();
     }
   }
 
@@ -454,7 +456,7 @@ export class Pipeline implements SourceHandler {
 
   private async pollLag(): Promise<void> {
     try {
-      Object.assign(this.metrics.source(this.sourceName), await this.connector.lag?.());
+      Object.assign(this.metrics.source(this.sourceName), await this.connector?.lag?.());
     } catch (err) {
       this.log.debug({ err: describeError(err) }, 'cannot read replication lag');
     }
@@ -513,7 +515,7 @@ export class Pipeline implements SourceHandler {
     } else if (request.mode === 'full') {
       this.resync(lens.name, 'requested by tributary ingest --mode full');
       lens.sweeper?.runNow();
-    } else if (!this.connector.runNow?.(lens.name)) {
+    } else if (!this.connector?.scheduled?.runNow(lens.name)) {
       this.requestSync(lens, 'incremental', 'requested by tributary ingest --mode incremental');
       this.flush(lens);
     }
@@ -535,7 +537,7 @@ export class Pipeline implements SourceHandler {
   private setPaused(lens: LensRuntime, paused: boolean): void {
     lens.paused = paused;
     lens.counters.paused = paused ? 1 : 0;
-    this.connector.setLensPaused?.(lens.name, paused);
+    this.connector?.scheduled?.setLensPaused(lens.name, paused);
     lens.sweeper?.setPaused(paused);
   }
 
@@ -549,7 +551,7 @@ export class Pipeline implements SourceHandler {
         lens: lens.name,
         source: this.sourceName,
         state: lens.paused ? 'paused' : lens.owed ? 'error' : sourceDown && lens.state !== 'error' ? this.sourceState : lens.state,
-        position: this.position !== undefined && this.connector.lensPosition ? this.connector.lensPosition(this.position, lens.name) : this.position,
+        position: this.position !== undefined && this.connector?.scheduled ? this.connector.scheduled.lensPosition(this.position, lens.name) : this.position,
         pending,
         delivered: lens.counters.delivered,
         captured: lens.counters.captured,
@@ -579,7 +581,7 @@ export class Pipeline implements SourceHandler {
     this.draining = true;
     // Sweeps stop at their next step; one waiting for a delivery is released below.
     const sweeps = Promise.all([...this.lenses.values()].map((l) => l.sweeper?.stop()));
-    this.connector.pause();
+    this.connector?.pause();
     clearInterval(this.lagTimer);
     for (const lens of this.lenses.values()) {
       lens.state = 'draining';
@@ -596,7 +598,7 @@ export class Pipeline implements SourceHandler {
     await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.close()));
     await this.savePosition().catch(() => {});
     // A connection that hangs while closing must not keep the process from exiting.
-    const stopped = await Promise.race([this.connector.stop().then(() => true), sleep(CONNECTOR_STOP_TIMEOUT_MS).then(() => false)]);
+    const stopped = await Promise.race([(this.connector?.stop() ?? Promise.resolve()).then(() => true), sleep(CONNECTOR_STOP_TIMEOUT_MS).then(() => false)]);
     if (!stopped) this.log.warn({ timeoutMs: CONNECTOR_STOP_TIMEOUT_MS }, 'the source connection did not close in time; leaving it to the process exit');
     for (const lens of this.lenses.values()) clearTimeout(lens.timer);
     return [...this.lenses.values()].reduce((n, l) => n + l.buffer.size + (l.inFlight?.kind === 'records' ? l.inFlight.changes.length : 0), 0);

@@ -14,6 +14,8 @@ export type Action = 'upsert' | 'delete';
 export interface RecordChange {
   id: string;
   action: Action;
+  /** When the source committed it, ms since the epoch, where known (freshness, payload timestamps). */
+  committedAt?: number;
 }
 
 /**
@@ -85,25 +87,23 @@ export interface SourceConnector {
   resume(): void;
   /** Source-specific gauges for metrics and status (replication lag, retained WAL). */
   lag?(): Promise<{ lagBytes?: number; retainedBytes?: number }>;
-  /**
-   * Scheduled connectors (polling): an operator paused or resumed one lens
-   * (`tributary pause|resume`); a paused lens is not polled. Streaming connectors leave it
-   * out: the pipeline holds a paused lens's deliveries instead.
-   */
-  setLensPaused?(lens: string, paused: boolean): void;
-  /**
-   * Scheduled connectors: run the lens's incremental read now (`tributary ingest LENS --mode
-   * incremental`). Returns false when the connector does not schedule this lens.
-   */
-  runNow?(lens: string): boolean;
-  /**
-   * True for connectors that cannot see deletes (polling): the ids they deliver are journaled
-   * so the next smart sync sweep deletes those that are gone.
-   */
-  readonly blindToDeletes?: boolean;
-  /** The part of a position that concerns one lens, for status (a polling cursor); default: all of it. */
-  lensPosition?(position: Position, lens: string): string | undefined;
+  /** Connectors that read on a schedule (polling) have this capability; streams do not. */
+  readonly scheduled?: ScheduledReading;
   stop(): Promise<void>;
+}
+
+/**
+ * Scheduled reading (polling): the connector reads each lens on a timer instead of following a
+ * stream. Such a connector cannot see deletes: the pipeline journals the ids it delivers so the
+ * next smart sync sweep deletes those that are gone.
+ */
+export interface ScheduledReading {
+  /** An operator paused or resumed one lens (`tributary pause|resume`): a paused lens is not read. */
+  setLensPaused(lens: string, paused: boolean): void;
+  /** Reads the lens now (`tributary ingest LENS --mode incremental`); false when it is not scheduled here. */
+  runNow(lens: string): boolean;
+  /** The part of a position that concerns one lens (its cursor), for status. */
+  lensPosition(position: Position, lens: string): string | undefined;
 }
 
 /** What every connector factory receives. */
@@ -112,6 +112,10 @@ export interface ConnectorContext {
   /** The lenses reading from this source, with their tables and keys. */
   lenses: Array<{ name: string; table: string; primaryKey?: string[]; config: LensConfig }>;
   log: Logger;
+  /** Where a factory that probes the source first (`capture: auto`) reports its progress and choice. */
+  report: Pick<SourceHandler, 'state' | 'capture'>;
+  /** Aborted when the daemon stops: a factory still probing gives up. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -120,10 +124,10 @@ export interface ConnectorContext {
  */
 export interface Sink {
   /**
-   * Deliver one records-mode batch (≤ 10,000 changes). Resolves once the sink accepted it.
-   * `committedAt`: the oldest source commit time in the batch (ms), for freshness metrics.
+   * Deliver one records-mode batch (≤ MAX_BATCH changes, each id once with its last action).
+   * Resolves once the sink accepted it.
    */
-  write(lens: string, changes: RecordChange[], committedAt?: number): Promise<void>;
+  write(lens: string, changes: RecordChange[]): Promise<void>;
   /** Ask the sink to re-read the whole lens (first start, truncate). */
   requestFullSync(lens: string): Promise<void>;
   /**
@@ -131,8 +135,13 @@ export interface Sink {
    * `tributary ingest LENS --mode incremental` on lenses Tributary does not poll itself.
    */
   requestIncrementalSync(lens: string): Promise<void>;
+  /** What the sink knows of a lens beyond delivery, for `tributary status` (the worker's index). */
+  lensStatus?(lens: string): object | undefined;
   close(): Promise<void>;
 }
+
+/** The most changes one batch (and one ingest request) carries: the ingest APIs' limit. */
+export const MAX_BATCH = 10_000;
 
 export interface DeadLetter {
   id: string;

@@ -5,10 +5,10 @@ import pg from 'pg';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
-import { chooseCapture } from '../connectors/postgres-auto/index.js';
-import { installTriggers, resolveTables } from '../connectors/postgres-trigger/setup.js';
+import { chooseCapture } from '../connectors/postgres/auto/index.js';
+import { installTriggers, resolveTables } from '../connectors/postgres/trigger/setup.js';
 import { createLogger } from '../src/log.js';
-import type { PostgresSourceConfig } from '../src/config/types.js';
+import type { PostgresSourceConfig } from '../connectors/postgres/spec.js';
 import type { ConnectorContext } from '../src/types.js';
 
 let logical: TestPostgres;
@@ -50,6 +50,7 @@ async function decide(url: string, options: { changeTrackingColumn?: string; ins
     sourceName: 'app',
     lenses: [{ name: 't', table: 'public.t', config: full.lenses.t }],
     log: createLogger({ level: 'fatal' }),
+    report: { state() {}, capture() {} },
   };
   const client = new pg.Client({ connectionString: url });
   await client.connect();

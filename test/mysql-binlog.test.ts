@@ -1,11 +1,11 @@
 /** The MySQL binlog connector against a real throwaway MariaDB with a ROW binlog. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createMysqlBinlogConnector } from '../connectors/mysql-binlog/index.js';
-import type { MysqlSourceConfig } from '../src/config/types.js';
-import { defaultServerId, parseConfig } from '../src/config/load.js';
+import { createMysqlBinlogConnector } from '../connectors/mysql/binlog/index.js';
+import { defaultServerId, type MysqlSourceConfig } from '../connectors/mysql/spec.js';
+import { parseConfig } from '../src/config/load.js';
 import { ConfigError, SourceSetupError } from '../src/errors.js';
-import { createMysqlReader } from '../src/readers/mysql.js';
+import { createMysqlReader } from '../connectors/mysql/reader.js';
 import { createLogger } from '../src/log.js';
 import type { Position, SourceChange, SourceConnector, SourceHandler, SourceState } from '../src/types.js';
 import { eventually } from './helpers/daemon.js';
@@ -58,7 +58,7 @@ async function open(url: string, lenses: Array<{ name: string; table: string; pr
     ...l,
     config: { source: 'app', table: l.table, primaryKey: l.primaryKey, sink: 'hosted', fields: [], metadata: [], initialSync: 'full' as const, maxBatch: 10_000, maxWaitMs: 20 },
   }));
-  const connector = createMysqlBinlogConnector(sourceConfig(url, overrides), { sourceName: 'app', lenses: ctxLenses, log });
+  const connector = createMysqlBinlogConnector(sourceConfig(url, overrides), { sourceName: 'app', lenses: ctxLenses, log, report: rec.handler });
   rec.connector = connector;
   const { fresh } = await connector.start(rec.handler, saved);
   return { rec, connector, fresh };
@@ -362,7 +362,7 @@ describe('mysql row reader', () => {
       await eventually(() => rec.changes.length === total, `${total} changes`);
       for (const table of Object.keys(tables)) {
         const streamed = rec.seen(table).map((s) => s.slice('upsert '.length));
-        const reader = await createMysqlReader({ url, lens: table, table: `${name}.${table}`, columns: ['label'], changeTrackingColumn: 'changed' });
+        const reader = await createMysqlReader(url, { lens: table, table: `${name}.${table}`, columns: ['label'], changeTrackingColumn: 'changed' });
         try {
           const paged: string[] = [];
           let after: string | undefined;
@@ -386,7 +386,7 @@ describe('mysql row reader', () => {
       }
       // Incremental keyset: (changed, key) after a cursor and id resumes in between equal cursors.
       await q(`UPDATE int_k SET changed = 100`);
-      const reader = await createMysqlReader({ url, lens: 'int_k', table: `${name}.int_k`, columns: ['label'], changeTrackingColumn: 'changed' });
+      const reader = await createMysqlReader(url, { lens: 'int_k', table: `${name}.int_k`, columns: ['label'], changeTrackingColumn: 'changed' });
       try {
         assert.deepEqual((await reader.page({ limit: 10, changedSince: {} })).map((r) => r.id), ['-2147483648', '0', '42', '2147483647'], 'no cursor: from the first row');
         const tracking = await reader.describeChangeTracking!();

@@ -8,7 +8,8 @@ import pg from 'pg';
 import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, killChildren, runCli, spawnDaemon, startError, startTestDaemon, testConfig } from './helpers/daemon.js';
-import type { Config, LensConfig, PostgresSourceConfig } from '../src/config/types.js';
+import type { PostgresSourceConfig } from '../connectors/postgres/spec.js';
+import type { Config, LensConfig } from '../src/config/types.js';
 
 let server: TestPostgres;
 let sink: SemilayerServer;

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { SinkError } from '../src/errors.js';
 import { parseRetryAfter } from '../src/fetch.js';
-import { createSemilayerSink, recordsBody } from '../src/sinks/semilayer.js';
+import { createSemilayerSink, recordsBody } from '../src/sinks/semilayer/index.js';
+import type { SinkContext } from '../src/plugins.js';
 import { createSink } from '../src/sinks/index.js';
 import type { RecordChange, Sink } from '../src/types.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
@@ -355,11 +356,11 @@ test('close aborts requests in flight and is safe to call twice', async () => {
 });
 
 test('createSink dispatches on type, and a bad URL fails at once', async () => {
-  const sink = createSink({ type: 'semilayer', url: server.url, key: KEY, timeoutMs: 5000 });
+  const sink = await createSink({ type: 'semilayer', url: server.url, key: KEY, timeoutMs: 5000 }, {} as SinkContext);
   await sink.write('registry', [{ id: '1', action: 'delete' }]);
   assert.deepEqual(server.received('registry'), [{ id: '1', action: 'delete' }]);
-  assert.throws(() => createSink({ type: 'nope' } as never), /unknown sink type "nope"/);
-  assert.throws(() => createSink({ type: 'toString' } as never), /unknown sink type/);
+  await assert.rejects(createSink({ type: 'nope' } as never, {} as SinkContext), /no plugin of type "nope"/);
+  await assert.rejects(createSink({ type: 'toString' } as never, {} as SinkContext), /no plugin of type/);
   assert.throws(() => sinkFor('ftp://example.com'), (err: unknown) => err instanceof SinkError && err.kind === 'fatal');
   assert.throws(() => sinkFor('not a url'), SinkError);
 });

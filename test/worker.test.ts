@@ -15,7 +15,7 @@ import { Engine } from '../src/worker/engine.js';
 import { QueueFullError } from '../src/errors.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
-import { createPostgresReader } from '../src/readers/postgres.js';
+import { createPostgresReader } from '../connectors/postgres/reader.js';
 import { openStateStore } from '../src/state/index.js';
 import { createLogger } from '../src/log.js';
 import type { LensConfig } from '../src/config/types.js';
@@ -78,7 +78,7 @@ async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'op
       : createEmbedder({ type: 'hash', dimensions: 384 });
   const engine = new Engine({
     lenses: { products: lens },
-    openReader: () => createPostgresReader({ url: db, lens: 'products', table: lens.table, columns: [...lens.fields, ...lens.metadata], changeTrackingColumn: lens.changeTrackingColumn }),
+    openReader: () => createPostgresReader(db, { lens: 'products', table: lens.table, columns: [...lens.fields, ...lens.metadata], changeTrackingColumn: lens.changeTrackingColumn }),
     embedder,
     index,
     state,

@@ -13,12 +13,13 @@
  * past it. Each poll therefore starts `syncOverlap` before the saved cursor (for time-valued
  * columns), re-reading that window: rows in it are reported again (sinks are idempotent).
  */
-import { parseDuration } from '../../src/config/schema.js';
-import type { LensConfig, SourceConfig } from '../../src/config/types.js';
+import { parseDuration } from '../../src/config/fragments.js';
+import type { LensConfig } from '../../src/config/types.js';
 import { SourceSetupError, describeError } from '../../src/errors.js';
-import { openRowReader } from '../../src/readers/index.js';
+import type { PluginProblem } from '../../src/plugins.js';
+import { readerOptions, type RowReaderOptions } from '../../src/rows.js';
 import { backoffDelay, isRetriable, retry } from '../../src/retry.js';
-import type { ConnectorContext, Position, RowReader, SourceConnector, SourceHandler } from '../../src/types.js';
+import type { ConnectorContext, Position, RowReader, ScheduledReading, SourceConnector, SourceHandler } from '../../src/types.js';
 
 /** Rows read per query. */
 export const PAGE_SIZE = 1000;
@@ -44,7 +45,11 @@ interface PolledLens {
   failures: number;
 }
 
-export function createPollConnector(source: SourceConfig, ctx: ConnectorContext): SourceConnector {
+/**
+ * A polling connector over `openReader`, the source's own row reader: every source that reads
+ * tables can be polled.
+ */
+export function createPollConnector(ctx: ConnectorContext, openReader: (options: RowReaderOptions) => Promise<RowReader>): SourceConnector {
   const log = ctx.log;
   const lenses = new Map<string, PolledLens>(
     ctx.lenses.map((l) => [
@@ -67,9 +72,9 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
 
   const position = (): Position => JSON.stringify(Object.fromEntries([...lenses.values()].filter((l) => l.cursor).map((l) => [l.name, l.cursor])));
 
-  async function openReader(lens: PolledLens): Promise<RowReader> {
+  async function openLensReader(lens: PolledLens): Promise<RowReader> {
     const where = `lens "${lens.name}"`;
-    const reader = await openRowReader(source, lens.name, lens.config);
+    const reader = await openReader(readerOptions(lens.name, lens.config));
     const column = lens.config.changeTrackingColumn;
     const tracking = await reader.describeChangeTracking?.();
     if (tracking && !tracking.exists) {
@@ -119,7 +124,7 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
     clearTimeout(lens.timer);
     lens.running = (async () => {
       try {
-        lens.reader ??= await openReader(lens);
+        lens.reader ??= await openLensReader(lens);
         await poll(lens);
         if (lens.failures > 0) handler.state('streaming');
         lens.failures = 0;
@@ -136,8 +141,28 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
     })();
   }
 
+  const scheduled: ScheduledReading = {
+    setLensPaused(name, paused) {
+      const lens = lenses.get(name);
+      if (!lens || lens.paused === paused) return;
+      lens.paused = paused;
+      if (paused) clearTimeout(lens.timer);
+      else run(lens);
+    },
+    lensPosition(saved, name) {
+      const cursor = parseSaved(saved)?.[name];
+      return cursor && cursor.value;
+    },
+    runNow(name) {
+      const lens = lenses.get(name);
+      if (!lens) return false;
+      run(lens);
+      return true;
+    },
+  };
+
   return {
-    blindToDeletes: true,
+    scheduled,
     async start(h, saved) {
       handler = h;
       handler.state('connecting');
@@ -146,7 +171,7 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
       for (const lens of lenses.values()) {
         lens.cursor = cursors?.[lens.name];
         // Setup errors (missing table or column) stop the start; an unreachable database is retried.
-        lens.reader = await retry(() => openReader(lens), {
+        lens.reader = await retry(() => openLensReader(lens), {
           retriable: (err) => !(err instanceof SourceSetupError) && (isRetriable(err) || !(err instanceof TypeError)),
           maxMs: 10_000,
           maxAttempts: 8,
@@ -171,23 +196,6 @@ export function createPollConnector(source: SourceConfig, ctx: ConnectorContext)
       const r = resumed;
       resumed = undefined;
       r?.resolve();
-    },
-    setLensPaused(name, paused) {
-      const lens = lenses.get(name);
-      if (!lens || lens.paused === paused) return;
-      lens.paused = paused;
-      if (paused) clearTimeout(lens.timer);
-      else run(lens);
-    },
-    lensPosition(saved, name) {
-      const cursor = parseSaved(saved)?.[name];
-      return cursor && cursor.value;
-    },
-    runNow(name) {
-      const lens = lenses.get(name);
-      if (!lens) return false;
-      run(lens);
-      return true;
     },
     async stop() {
       stopping = true;
@@ -228,4 +236,17 @@ export function timeMinus(value: string, ms: number): string | undefined {
   const iso = new Date(t - ms).toISOString(); // 2026-04-20T14:01:33.250Z
   // An instant keeps its zone (UTC); a local time stays local, in the same clock.
   return zone === undefined ? iso.slice(0, 23).replace('T', ' ') : iso;
+}
+
+/** Lenses of a source with `capture: poll` need a changeTrackingColumn and a syncInterval. */
+export function pollLensProblems(sourceName: string, lenses: Array<[string, Record<string, unknown>]>): PluginProblem[] {
+  const needs = {
+    changeTrackingColumn: 'a column every write moves forward, e.g. updated_at',
+    syncInterval: 'how often to poll, e.g. 5m',
+  };
+  return lenses.flatMap(([name, lens]) =>
+    Object.entries(needs)
+      .filter(([key]) => lens[key] === undefined)
+      .map(([key, what]) => ({ path: ['lenses', name, key], message: `source "${sourceName}" has capture: poll, so this lens needs ${key} (${what})` })),
+  );
 }

@@ -11,8 +11,12 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
-import { configSchema, IDENTIFIER_PATTERN } from './schema.js';
-import type { Config, LensConfig, MysqlSourceConfig, PostgresSourceConfig, SinkConfig, SourceConfig, StateConfig, WorkerConfig } from './types.js';
+import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
+import type { SourceSpec } from '../plugins.js';
+import { sinkSpec, sinkSpecs } from '../sinks/index.js';
+import { DEFAULT_METRICS_LISTEN } from './fragments.js';
+import { configSchema } from './schema.js';
+import type { Config, LensConfig, SinkConfig, SourceConfig, StateConfig, WorkerConfig } from './types.js';
 
 type Problem = ConfigError['problems'][number];
 type Segment = string | number;
@@ -266,13 +270,9 @@ function typeName(type: string): string {
 
 /** The validated data (defaults filled in) before it is shaped into a Config. */
 interface RawConfig {
-  sources: Record<
-    string,
-    | (Omit<PostgresSourceConfig, 'slot' | 'publication'> & { slot?: string; publication?: string })
-    | (Omit<MysqlSourceConfig, 'serverId'> & { serverId?: number })
-  >;
+  sources: Record<string, Record<string, unknown> & { type: string }>;
   lenses: Record<string, LensConfig>;
-  sinks: Record<string, SinkConfig>;
+  sinks: Record<string, Record<string, unknown> & { type: string }>;
   state: StateConfig;
   metrics: { listen: string } | boolean;
   pipeline: Config['pipeline'];
@@ -281,45 +281,37 @@ interface RawConfig {
 }
 
 /**
- * Lens references to sources and sinks, and source names that give invalid default names.
- * Runs beside the schema check on data that may be malformed, so it reads defensively.
+ * Lens references to sources and sinks, and what each source's and sink's spec checks (derived
+ * names, settings its lenses need). Runs beside the schema check on data that may be
+ * malformed, so it reads defensively.
  */
 function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   const problems: Problem[] = [];
   const section = (v: unknown): Record<string, any> => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, any>) : {});
   const data = { sources: section(section(raw).sources), sinks: section(section(raw).sinks), lenses: section(section(raw).lenses) };
-  for (const [name, value] of Object.entries(data.sources)) {
-    const source = section(value);
-    for (const key of source.type === 'mysql' ? [] : (['slot', 'publication'] as const)) {
-      const derived = `tributary_${name}`;
-      if (source[key] === undefined && !new RegExp(IDENTIFIER_PATTERN).test(derived)) {
-        problems.push({
-          path: dotted(['sources', name, key]),
-          line: lineOf(ctx, ['sources', name]),
-          message:
-            `the default ${key} name "${derived}" (from the source name) is not a valid identifier; ` +
-            `set ${key}: explicitly (lowercase letters, digits and _, at most 63 characters)`,
-        });
+  const lenses = Object.entries(data.lenses).map(([name, lens]): [string, Record<string, any>] => [name, section(lens)]);
+  const plugins = [
+    { kind: 'source', entries: data.sources, specs: sourceSpecs as readonly PluginSpecLike[] },
+    { kind: 'sink', entries: data.sinks, specs: sinkSpecs as readonly PluginSpecLike[] },
+  ] as const;
+  for (const { kind, entries, specs } of plugins) {
+    for (const [name, value] of Object.entries(entries)) {
+      const spec = specs.find((s) => s.type === section(value).type);
+      const own = lenses.filter(([, lens]) => lens[kind] === name);
+      for (const p of spec?.problems?.({ name, raw: section(value), lenses: own }) ?? []) {
+        problems.push({ path: dotted(p.path), line: lineOf(ctx, p.path), message: p.message });
       }
     }
   }
-  for (const [name, value] of Object.entries(data.lenses)) {
-    const lens = section(value);
-    if (typeof lens.source === 'string' && section(data.sources[lens.source]).capture === 'poll') {
-      for (const key of ['changeTrackingColumn', 'syncInterval'] as const) {
-        if (lens[key] === undefined) {
-          problems.push({
-            path: dotted(['lenses', name, key]),
-            line: lineOf(ctx, ['lenses', name]),
-            message: `source "${lens.source}" has capture: poll, so this lens needs ${key} (${key === 'syncInterval' ? 'how often to poll, e.g. 5m' : 'a column every write moves forward, e.g. updated_at'})`,
-          });
-        }
-      }
-    }
-    const source = typeof lens.source === 'string' ? section(data.sources[lens.source]) : {};
-    if (source.type === 'mysql' && typeof source.url === 'string' && !mysqlDatabase(source.url) && typeof lens.table === 'string' && !lens.table.includes('.')) {
-      const at = ['lenses', name, 'table'];
-      problems.push({ path: dotted(at), line: lineOf(ctx, at), message: `the url of source "${lens.source}" names no database; write the table as database.table` });
+  for (const [name, lens] of lenses) {
+    const source = section(data.sources[lens.source]);
+    const spec = sourceSpecs.find((s) => s.type === source.type);
+    if (spec?.capabilities.requiresPrimaryKey && lens.primaryKey === undefined) {
+      problems.push({
+        path: dotted(['lenses', name, 'primaryKey']),
+        line: lineOf(ctx, ['lenses', name]),
+        message: `source "${lens.source}" is a ${source.type} stream with no table catalog to read keys from; set primaryKey: [<key columns>] on this lens`,
+      });
     }
     for (const kind of ['source', 'sink'] as const) {
       const defined = Object.keys(kind === 'source' ? data.sources : data.sinks);
@@ -336,36 +328,26 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   return problems;
 }
 
+/** What the checks read of a spec. */
+type PluginSpecLike = Pick<SourceSpec, 'type' | 'problems'>;
+
 // ---------------------------------------------------------------------------------------------
 // Building the Config
 
-/** Shapes validated data into a Config: derived defaults, normalised names, resolved paths. */
+/** Shapes validated data into a Config: the plugins' derived defaults, qualified table names, resolved paths. */
 function toConfig(data: RawConfig, file: string): Config {
   const sources: Record<string, SourceConfig> = {};
-  for (const [name, s] of Object.entries(data.sources)) {
-    sources[name] =
-      s.type === 'mysql'
-        ? { ...s, serverId: s.serverId ?? defaultServerId(name) }
-        : {
-            type: s.type,
-            url: s.url,
-            capture: s.capture,
-            slot: s.slot ?? `tributary_${name}`,
-            publication: s.publication ?? `tributary_${name}`,
-            statusIntervalMs: s.statusIntervalMs,
-            installTriggers: s.installTriggers,
-            triggerSchema: s.triggerSchema,
-          };
+  for (const [name, raw] of Object.entries(data.sources)) {
+    sources[name] = (sourceSpec(raw.type).resolve?.(raw, name) ?? raw) as SourceConfig;
   }
   const lenses: Record<string, LensConfig> = {};
   for (const [name, l] of Object.entries(data.lenses)) {
     const source = sources[l.source];
-    const schema = source.type === 'mysql' ? mysqlDatabase(source.url) : 'public';
-    lenses[name] = { ...l, table: l.table.includes('.') ? l.table : `${schema}.${l.table}` };
+    lenses[name] = { ...l, table: sourceSpec(source.type).qualifyTable(l.table, source) };
   }
   const sinks: Record<string, SinkConfig> = {};
-  for (const [name, s] of Object.entries(data.sinks)) {
-    sinks[name] = s.type === 'semilayer' ? { ...s, url: s.url.replace(/\/+$/, '') } : s;
+  for (const [name, raw] of Object.entries(data.sinks)) {
+    sinks[name] = (sinkSpec(raw.type).resolve?.(raw, name) ?? raw) as SinkConfig;
   }
   const resolvePath = (path: string) => (isAbsolute(path) ? path : resolve(dirname(file), path));
   const usesWorker = Object.values(sinks).some((s) => s.type === 'worker') || Boolean(data.worker?.listen);
@@ -379,28 +361,8 @@ function toConfig(data: RawConfig, file: string): Config {
     : null;
   const state: StateConfig = data.state.type === 'embedded' ? { type: 'embedded', path: resolvePath(data.state.path) } : data.state;
   const metrics =
-    data.metrics === false ? null : data.metrics === true ? { listen: '0.0.0.0:9464' } : { listen: data.metrics.listen };
+    data.metrics === false ? null : data.metrics === true ? { listen: DEFAULT_METRICS_LISTEN } : { listen: data.metrics.listen };
   return { sources, lenses, sinks, state, metrics, pipeline: data.pipeline, log: data.log, worker };
-}
-
-/** The database of a mysql:// URL ('' when it names none). */
-export function mysqlDatabase(url: string): string {
-  try {
-    return decodeURIComponent(new URL(url).pathname.slice(1));
-  } catch {
-    return '';
-  }
-}
-
-/**
- * The default replica server_id of a MySQL source: FNV-1a of `tributary:<source name>`, mapped
- * into [2000000000, 4000000000) so it stays clear of the small ids people give real replicas.
- * The same name gives the same id on every start and replica.
- */
-export function defaultServerId(sourceName: string): number {
-  let h = 2166136261;
-  for (const ch of `tributary:${sourceName}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
-  return 2_000_000_000 + (h % 2_000_000_000);
 }
 
 // ---------------------------------------------------------------------------------------------

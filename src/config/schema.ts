@@ -10,197 +10,21 @@
  *   implement yet; using one gets "not available in this version yet" instead of a plain
  *   "unknown" error.
  *
- * Keep it in step with ./types.ts, the shape the rest of the code sees.
+ * The `sources` and `sinks` entries come from the plugins' specs (connectors/index.ts,
+ * src/sinks/index.ts); ./types.ts derives their types from the same specs.
  */
-
-/** Postgres identifiers Tributary creates (slots, publications, schemas): lowercase, ≤ 63. */
-export const IDENTIFIER_PATTERN = '^[a-z_][a-z0-9_]{0,62}$';
-const IDENTIFIER_EXPECTED = 'a name of lowercase letters, digits and _ (not starting with a digit, at most 63 characters)';
-
-/** Lens names: they appear in URLs, metrics labels and CLI arguments. */
-export const LENS_NAME_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
-
-/** `30s`, `5m`, `24h`, `1h30m`, `2h15m10s`: hours, minutes, seconds, in that order. */
-export const DURATION_PATTERN = '^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$';
-
-/** A DURATION_PATTERN string in milliseconds: `1h30m` → 5400000. */
-export function parseDuration(text: string): number {
-  const unit: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000 };
-  let ms = 0;
-  for (const [, n, u] of text.matchAll(/(\d+)([hms])/g)) ms += Number(n) * unit[u];
-  return ms;
-}
-
-/** `host:port` (host name, IPv4 or [IPv6]) with a port from 0 to 65535. */
-export const LISTEN_PATTERN =
-  '^(?:\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)$';
-
-const duration = (description: string) =>
-  ({
-    type: 'string',
-    description,
-    pattern: DURATION_PATTERN,
-    'x-expected': 'a duration like 30s, 5m, 24h or 1h30m',
-    examples: ['30s', '5m', '24h', '1h30m'],
-  }) as const;
-
-/** An http(s) URL; `example` shows the expected form in messages and editors. */
-const httpUrl = (example: string, description: string, defaultValue?: string) =>
-  ({
-    type: 'string',
-    pattern: '^https?://[^/\\s]+(?:/\\S*)?$',
-    'x-expected': `an http(s) URL like ${example}`,
-    description,
-    examples: [example],
-    ...(defaultValue ? { default: defaultValue } : {}),
-  }) as const;
-
-const columnList = (description: string, defaultValue?: []) =>
-  ({
-    type: 'array',
-    description,
-    items: { type: 'string', minLength: 1, description: 'A column name.' },
-    uniqueItems: true,
-    ...(defaultValue ? { default: defaultValue } : {}),
-  }) as const;
-
-const postgresSource = {
-  type: 'object',
-  description: 'A PostgreSQL database, tailed through logical replication (pgoutput) or row triggers.',
-  additionalProperties: false,
-  required: ['type', 'url'],
-  properties: {
-    type: { const: 'postgres', description: 'Source type.' },
-    url: {
-      type: 'string',
-      minLength: 1,
-      description:
-        'libpq connection URL (for capture: logical, of a role with the REPLICATION attribute), e.g. ' +
-        'postgres://tributary:${PGPASSWORD}@db:5432/app. Never logged with its password.',
-    },
-    capture: {
-      type: 'string',
-      enum: ['logical', 'trigger', 'poll', 'auto'],
-      default: 'logical',
-      description:
-        'How changes are captured. `logical`: a logical replication slot (needs wal_level=logical and a role ' +
-        'with REPLICATION). `trigger`: row triggers on the lens tables write table, key and action to a ' +
-        'changelog table in `triggerSchema` (needs only CREATE on that schema, or on the database when it does ' +
-        'not exist yet, and TRIGGER on the tables). `auto`: logical when wal_level=logical and the role may ' +
-        'replicate, else trigger when it may create the triggers, else poll; the choice and its reason are ' +
-        'logged and shown by `tributary status`. `poll`: every lens is read every `syncInterval` by its ' +
-        '`changeTrackingColumn` (no deletes: pair it with `smartSyncInterval`).',
-    },
-    installTriggers: {
-      type: 'boolean',
-      default: true,
-      description:
-        'capture: trigger (or auto choosing it): install the changelog table and triggers at start, idempotently. ' +
-        'false: only check they are present; install them with `tributary triggers install --lens NAME` ' +
-        '(for teams whose DDL goes through review).',
-    },
-    triggerSchema: {
-      type: 'string',
-      pattern: IDENTIFIER_PATTERN,
-      'x-expected': IDENTIFIER_EXPECTED,
-      default: 'tributary',
-      description:
-        'capture: trigger: the schema holding the changelog table and trigger functions; created if missing. ' +
-        'Several sources may share it: each reads and removes only its own rows.',
-    },
-    slot: {
-      type: 'string',
-      pattern: IDENTIFIER_PATTERN,
-      'x-expected': IDENTIFIER_EXPECTED,
-      description:
-        'Replication slot name; created if missing. Default: `tributary_<source name>` ' +
-        '(set it explicitly when the source name is not a valid identifier).',
-    },
-    publication: {
-      type: 'string',
-      pattern: IDENTIFIER_PATTERN,
-      'x-expected': IDENTIFIER_EXPECTED,
-      description:
-        'Publication name. Default: `tributary_<source name>`, created if missing and kept in step ' +
-        'with the lens tables. A publication that exists and was not created by Tributary is used ' +
-        'as-is (it must include every lens table).',
-    },
-    statusIntervalMs: {
-      type: 'integer',
-      minimum: 1000,
-      default: 10000,
-      description: 'How often a standby status update is sent even without traffic, in milliseconds.',
-    },
-  },
-} as const;
-
-const mysqlSource = {
-  type: 'object',
-  description: "A MySQL (5.7, 8) or MariaDB (10.5+) server, tailed through its row-based binary log.",
-  additionalProperties: false,
-  required: ['type', 'url'],
-  properties: {
-    type: { const: 'mysql', description: 'Source type.' },
-    url: {
-      type: 'string',
-      pattern: '^mysql://',
-      'x-expected': 'a URL like mysql://tributary:${MYSQL_PASSWORD}@db:3306/app',
-      description:
-        'mysql://user:password@host:port/database of a user with REPLICATION SLAVE, REPLICATION CLIENT ' +
-        '(MariaDB: BINLOG MONITOR) and SELECT on the lens tables. The database is the default for bare lens ' +
-        'table names. Never logged with its password.',
-    },
-    capture: {
-      type: 'string',
-      enum: ['binlog', 'poll'],
-      default: 'binlog',
-      description:
-        'How changes are captured. `binlog`: tail the binary log as a replica (needs log_bin, binlog_format=ROW, ' +
-        'binlog_row_image=FULL). `poll`: every lens is read every `syncInterval` by its `changeTrackingColumn` ' +
-        '(no deletes: pair it with smartSyncInterval; needs only SELECT).',
-    },
-    serverId: {
-      type: 'integer',
-      minimum: 1,
-      maximum: 4294967295,
-      description:
-        "The server_id Tributary connects with, unique among the server's replicas (a second connection with " +
-        'the same id disconnects the first). Default: derived from the source name, between 2000000000 and 3999999999.',
-    },
-    heartbeatMs: {
-      type: 'integer',
-      minimum: 1000,
-      maximum: 3600000,
-      default: 10000,
-      description:
-        'The server sends a heartbeat this often on a quiet binlog (milliseconds); a connection silent for three ' +
-        'periods is considered dead and reconnected.',
-    },
-    onPurgedPosition: {
-      type: 'string',
-      enum: ['error', 'resync'],
-      default: 'error',
-      description:
-        'When the saved binlog position has been purged from the server: `error` puts the source in error and ' +
-        'streams on from the current position (recover with `tributary ingest LENS --mode full` per lens); ' +
-        '`resync` queues that full sync of every lens by itself.',
-    },
-    gtid: {
-      type: 'boolean',
-      default: true,
-      description: 'Resume by GTID when the server has GTIDs (MariaDB always, MySQL with gtid_mode=ON); false: by binlog file and position.',
-    },
-  },
-} as const;
+import { plannedSources, sourceSpecs } from '../../connectors/index.js';
+import { plannedSinks, sinkSpecs } from '../sinks/index.js';
+import { DEFAULT_METRICS_LISTEN, DURATION_PATTERN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
 
 const source = {
   type: 'object',
   description: 'One connection to a database or change stream. `type` decides the other keys.',
   required: ['type'],
   discriminator: { propertyName: 'type' },
-  'x-notYetAvailable': ['kinesis', 'kafka'],
-  oneOf: [postgresSource, mysqlSource],
-} as const;
+  'x-notYetAvailable': plannedSources,
+  oneOf: sourceSpecs.map((spec) => spec.schema),
+};
 
 const lens = {
   type: 'object',
@@ -270,35 +94,14 @@ const lens = {
   },
 } as const;
 
-const semilayerSink = {
-  type: 'object',
-  description: "SemiLayer's hosted ingest API (records mode).",
-  additionalProperties: false,
-  required: ['type', 'url', 'key'],
-  properties: {
-    type: { const: 'semilayer', description: 'Sink type.' },
-    url: httpUrl('https://api.semilayer.com', 'Base URL of the API, without /v1 (a trailing slash is removed).'),
-    key: { type: 'string', minLength: 1, description: 'Ingest key (ik_...). Use ${VAR}; never logged.' },
-    timeoutMs: { type: 'integer', minimum: 1, default: 30000, description: 'Per-request timeout, in milliseconds.' },
-  },
-} as const;
-
-const workerSink = {
-  type: 'object',
-  description: 'The bundled ingest worker, in this process (configure it under `worker`).',
-  additionalProperties: false,
-  required: ['type'],
-  properties: { type: { const: 'worker', description: 'Sink type.' } },
-} as const;
-
 const sink = {
   type: 'object',
   description: 'Where batches of changes go. `type` decides the other keys.',
   required: ['type'],
   discriminator: { propertyName: 'type' },
-  'x-notYetAvailable': ['seyn', 'psykhe'],
-  oneOf: [semilayerSink, workerSink],
-} as const;
+  'x-notYetAvailable': plannedSinks,
+  oneOf: sinkSpecs.map((spec) => spec.schema),
+};
 
 const hashEmbedder = {
   type: 'object',
@@ -449,9 +252,6 @@ const state = {
   ],
 } as const;
 
-const positiveInteger = (defaultValue: number, description: string, minimum = 1) =>
-  ({ type: 'integer', minimum, default: defaultValue, description }) as const;
-
 /** The schema of the whole configuration file. */
 export const configSchema = {
   $schema: 'http://json-schema.org/draft-07/schema#',
@@ -490,13 +290,13 @@ export const configSchema = {
       type: ['object', 'boolean'],
       description: 'Prometheus metrics endpoint (GET /metrics). `false` turns it off; `true` keeps the defaults.',
       additionalProperties: false,
-      default: { listen: '0.0.0.0:9464' },
+      default: { listen: DEFAULT_METRICS_LISTEN },
       properties: {
         listen: {
           type: 'string',
           pattern: LISTEN_PATTERN,
           'x-expected': 'host:port with a port from 0 to 65535',
-          default: '0.0.0.0:9464',
+          default: DEFAULT_METRICS_LISTEN,
           description: 'Address to serve metrics on, as host:port.',
         },
       },

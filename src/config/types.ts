@@ -2,8 +2,11 @@
  * The validated configuration, as the rest of Tributary sees it. `loadConfig` (./load.ts)
  * turns a YAML file into this shape, with every default filled in, or throws a ConfigError.
  * The JSON Schema users point their editor at (config/tributary.schema.json) describes the
- * same shape; ./schema.ts is its source.
+ * same shape; ./schema.ts is its source. Sources and sinks are the plugins' own types.
  */
+import type { sourceSpecs } from '../../connectors/index.js';
+import type { ConfigOf } from '../plugins.js';
+import type { sinkSpecs } from '../sinks/index.js';
 
 export interface Config {
   sources: Record<string, SourceConfig>;
@@ -63,58 +66,8 @@ export interface OpenAIEmbedderConfig {
   maxRetries: number;
 }
 
-export interface PostgresSourceConfig {
-  type: 'postgres';
-  /** libpq-style connection URL. Never logged with its password. */
-  url: string;
-  /**
-   * `logical`: a replication slot (connectors/postgres-logical). `trigger`: row triggers and a
-   * changelog table (connectors/postgres-trigger). `auto`: probes the server and delegates to
-   * one of them, or to `poll` (connectors/postgres-auto). `poll`: each lens read every
-   * `syncInterval` by its changeTrackingColumn (connectors/poll).
-   */
-  capture: 'logical' | 'trigger' | 'poll' | 'auto';
-  /** Replication slot name; created if missing. Default `tributary_<source>`. */
-  slot: string;
-  /**
-   * Publication name. Default `tributary_<source>`: created if missing and kept in step with
-   * the lens tables. A publication that exists and was not created by Tributary is used as-is
-   * (it must include every lens table).
-   */
-  publication: string;
-  /** How often a standby status update is sent even without traffic, ms (default 10000). */
-  statusIntervalMs: number;
-  /** capture: trigger: install the changelog and triggers at start (default true); false only checks them. */
-  installTriggers: boolean;
-  /** capture: trigger: schema of the changelog table and trigger functions (default `tributary`). */
-  triggerSchema: string;
-}
-
-/** A MySQL or MariaDB server, tailed through its row-based binary log. */
-export interface MysqlSourceConfig {
-  type: 'mysql';
-  /** `mysql://user:password@host:3306/database`. Never logged with its password. */
-  url: string;
-  /** `binlog` (default) tails the binary log; `poll` reads lenses by changeTrackingColumn (connectors/poll). */
-  capture: 'binlog' | 'poll';
-  /**
-   * The replica server_id Tributary connects with; unique among the server's replicas.
-   * Default: derived from the source name (see `defaultServerId`), from 2,000,000,000 up.
-   */
-  serverId: number;
-  /** The server sends a heartbeat this often on a quiet binlog, ms (default 10000). */
-  heartbeatMs: number;
-  /**
-   * When the saved position is no longer on the server (binlogs purged): `error` streams on
-   * from the server's current position with the source in `error` until the lenses are
-   * re-read (`tributary ingest LENS --mode full`); `resync` does that full sync by itself.
-   */
-  onPurgedPosition: 'error' | 'resync';
-  /** Resume by GTID when the server has GTIDs (default true); false: by binlog file and position. */
-  gtid: boolean;
-}
-
-export type SourceConfig = PostgresSourceConfig | MysqlSourceConfig;
+/** Every source type's config, from the source specs (connectors/index.ts). */
+export type SourceConfig = ConfigOf<(typeof sourceSpecs)[number]>;
 
 export interface LensConfig {
   source: string;
@@ -142,17 +95,8 @@ export interface LensConfig {
   maxWaitMs: number;
 }
 
-export interface SemilayerSinkConfig {
-  type: 'semilayer';
-  /** Base URL, e.g. https://api.semilayer.com (no trailing /v1). */
-  url: string;
-  /** Ingest key (ik_...). Never logged. */
-  key: string;
-  /** Per-request timeout, ms (default 30000). */
-  timeoutMs: number;
-}
-
-export type SinkConfig = SemilayerSinkConfig | { type: 'worker' };
+/** Every sink type's config, from the sink specs (src/sinks/index.ts). */
+export type SinkConfig = ConfigOf<(typeof sinkSpecs)[number]>;
 
 export type StateConfig =
   | { type: 'embedded'; path: string }

@@ -4,10 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { join } from 'node:path';
-import type { Config } from '../config/types.js';
-import type { Metrics } from '../metrics.js';
-import { openRowReader } from '../readers/index.js';
-import type { Logger, StateStore } from '../types.js';
+import type { SinkContext } from '../plugins.js';
 import { createEmbedder } from './embedders/index.js';
 import { Engine } from './engine.js';
 import { startWorkerServer } from './http.js';
@@ -19,14 +16,14 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-/** Starts the worker of `config`, which must have one (`config.worker`). */
-export async function startWorker(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<RunningWorker> {
+/** Starts the worker of a configuration with worker sinks, for the lenses of all of them. */
+export async function startWorker({ config, state, metrics, log, openReader }: SinkContext): Promise<RunningWorker> {
   const workerConfig = config.worker!;
   const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
   const index = await openVectorIndex(workerConfig.index);
   const engine = new Engine({
     lenses,
-    openReader: (name) => openRowReader(config.sources[lenses[name].source], name, lenses[name]),
+    openReader,
     embedder: createEmbedder(workerConfig.embedder),
     index,
     state,

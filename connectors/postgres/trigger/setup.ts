@@ -17,8 +17,8 @@
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { SourceSetupError } from '../../src/errors.js';
-import { quoteIdent, quoteTable } from '../postgres-logical/setup.js';
+import { SourceSetupError } from '../../../src/errors.js';
+import { quoteIdent, quoteTable } from '../logical/setup.js';
 
 const BOOL = 16;
 

@@ -6,7 +6,7 @@
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
  */
 import type { Client } from 'pg';
-import { encodeId } from '../../src/ids.js';
+import { encodeId } from '../../../src/ids.js';
 import { readLsn } from './lsn.js';
 
 /** A lens reading a table: the names of its key columns, in key order. */

@@ -8,10 +8,10 @@
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LogicalReplicationService } from 'pg-logical-replication';
-import type { PostgresSourceConfig } from '../../src/config/types.js';
-import { describeError } from '../../src/errors.js';
-import { backoffDelay } from '../../src/retry.js';
-import type { ConnectorContext, SourceConnector, SourceHandler } from '../../src/types.js';
+import type { PostgresSourceConfig } from '../spec.js';
+import { describeError } from '../../../src/errors.js';
+import { backoffDelay } from '../../../src/retry.js';
+import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { classifyPgError } from './errors.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { LeanPgoutputPlugin } from './pgoutput.js';

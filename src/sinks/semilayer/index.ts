@@ -16,10 +16,10 @@
  * The key is never part of an error: not in a message, not in `details`, even when the
  * server echoes it back.
  */
-import type { SemilayerSinkConfig } from '../config/types.js';
-import { SinkError } from '../errors.js';
-import type { RecordChange, Sink } from '../types.js';
-import { describeFetchFailure, parseRetryAfter, readLimited } from '../fetch.js';
+import type { SemilayerSinkConfig } from './spec.js';
+import { SinkError } from '../../errors.js';
+import type { RecordChange, Sink } from '../../types.js';
+import { describeFetchFailure, parseRetryAfter, readLimited } from '../../fetch.js';
 
 /** How much of an error response body is kept in `SinkError.details.body`. */
 const MAX_DETAILS_BODY = 2048;

@@ -4,7 +4,7 @@
  * `@gtid` when the server has GTIDs and resuming by GTID is on (a MariaDB domain-server-sequence
  * list like `0-1-17,1-2-5`, or a MySQL set like `3E11FA47-71CA-11E1-9E33-C80AA9429562:1-77`).
  */
-import type { Position } from '../../src/types.js';
+import type { Position } from '../../../src/types.js';
 
 export interface BinlogPosition {
   file: string;

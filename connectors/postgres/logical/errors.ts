@@ -1,5 +1,5 @@
 /** How the logical connector classifies what Postgres and the network throw at it. */
-import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../../src/errors.js';
 
 const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Connection terminated|connection timeout|the server ended/i;
 

@@ -11,12 +11,12 @@
 import ZongJi from '@vlasky/zongji';
 import mysql from 'mysql2/promise';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { MysqlSourceConfig } from '../../src/config/types.js';
-import { SourceUnavailableError, describeError } from '../../src/errors.js';
-import { encodeMysqlId, mysqlKeyText } from '../../src/ids.js';
-import { MYSQL_VALUE_OPTIONS } from '../../src/readers/mysql.js';
-import { backoffDelay } from '../../src/retry.js';
-import type { ConnectorContext, SourceConnector, SourceHandler } from '../../src/types.js';
+import type { MysqlSourceConfig } from '../spec.js';
+import { SourceUnavailableError, describeError } from '../../../src/errors.js';
+import { encodeMysqlId, mysqlKeyText } from '../ids.js';
+import { MYSQL_VALUE_OPTIONS } from '../reader.js';
+import { backoffDelay } from '../../../src/retry.js';
+import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { PurgedPositionError, classifyMysqlError } from './errors.js';
 import { comparePositions, describePosition, formatPosition, parsePosition, type BinlogPosition } from './position.js';
 import { binlogFiles, checkSource, position, type LensKey, type SourceInfo } from './setup.js';

@@ -17,13 +17,13 @@
  */
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PostgresSourceConfig } from '../../src/config/types.js';
-import { SourceSetupError, describeError, type TributaryError } from '../../src/errors.js';
-import { encodeId } from '../../src/ids.js';
-import { backoffDelay, retry } from '../../src/retry.js';
-import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../src/types.js';
-import { classifyPgError } from '../postgres-logical/errors.js';
-import { quoteIdent } from '../postgres-logical/setup.js';
+import type { PostgresSourceConfig } from '../spec.js';
+import { SourceSetupError, describeError, type TributaryError } from '../../../src/errors.js';
+import { encodeId } from '../../../src/ids.js';
+import { backoffDelay, retry } from '../../../src/retry.js';
+import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../../src/types.js';
+import { classifyPgError } from '../logical/errors.js';
+import { quoteIdent } from '../logical/setup.js';
 import { channelName, checkTriggers, installTriggers, resolveTables, sleepLock, type CaptureTable } from './setup.js';
 
 /** Changelog rows per read: bounds memory on a backlog. */

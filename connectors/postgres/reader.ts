@@ -4,10 +4,10 @@
  * the logical connector encodes them, so both sides agree on every id.
  */
 import pg from 'pg';
-import { SourceSetupError, TributaryError } from '../errors.js';
-import { decodeId, encodeId } from '../ids.js';
-import type { RowReader } from '../types.js';
-import type { RowReaderOptions } from './index.js';
+import { SourceSetupError, TributaryError } from '../../src/errors.js';
+import { decodeId, encodeId } from '../../src/ids.js';
+import type { RowReader } from '../../src/types.js';
+import type { RowReaderOptions } from '../../src/rows.js';
 
 const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
 const quoteTable = (table: string) => table.split('.').map(quote).join('.');
@@ -19,8 +19,8 @@ interface KeyColumn {
   oid: number;
 }
 
-export async function createPostgresReader(options: RowReaderOptions): Promise<RowReader> {
-  const pool = new pg.Pool({ connectionString: options.url, max: 2, application_name: `tributary:reader:${options.lens}` });
+export async function createPostgresReader(url: string, options: RowReaderOptions): Promise<RowReader> {
+  const pool = new pg.Pool({ connectionString: url, max: 2, application_name: `tributary:reader:${options.lens}` });
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;
   const { rows: cols } = await pool.query(

@@ -8,16 +8,18 @@
  * - else trigger: the role may install the triggers (CREATE on the schema or database, TRIGGER
  *   on the tables), or with installTriggers: false they are installed already;
  * - else poll: every lens has a changeTrackingColumn.
- * The choice and its reason are logged and reported through `handler.capture` for status.
+ * The choice and its reason are logged and reported through `ctx.report.capture` for status;
+ * the source spec (../spec.ts) then creates the chosen mode's connector, so the pipeline holds
+ * that connector whole (its saved position and every capability).
  */
 import pg from 'pg';
-import type { PostgresSourceConfig } from '../../src/config/types.js';
-import { SourceSetupError, describeError } from '../../src/errors.js';
-import { retry } from '../../src/retry.js';
-import type { ConnectorContext, SourceConnector } from '../../src/types.js';
-import { classifyPgError } from '../postgres-logical/errors.js';
-import { quoteTable, replicationRole } from '../postgres-logical/setup.js';
-import { checkTriggers, installProblems, resolveTables } from '../postgres-trigger/setup.js';
+import type { PostgresSourceConfig } from '../spec.js';
+import { SourceSetupError, describeError } from '../../../src/errors.js';
+import { retry } from '../../../src/retry.js';
+import type { ConnectorContext } from '../../../src/types.js';
+import { classifyPgError } from '../logical/errors.js';
+import { quoteTable, replicationRole } from '../logical/setup.js';
+import { checkTriggers, installProblems, resolveTables } from '../trigger/setup.js';
 
 export type CaptureMode = 'logical' | 'trigger' | 'poll';
 
@@ -81,58 +83,36 @@ async function logicalProblem(client: pg.Client, config: PostgresSourceConfig, t
 }
 
 /**
- * The auto connector: `create(mode)` builds the chosen mode's connector (the registry passes
- * itself), which then does the work.
+ * Probes the source until it answers (reporting `reconnecting` meanwhile), decides, logs the
+ * choice and reports it for status. The caller creates the chosen mode's connector.
  */
-export function createPostgresAutoConnector(
-  config: PostgresSourceConfig,
-  ctx: ConnectorContext,
-  create: (mode: CaptureMode) => SourceConnector,
-): SourceConnector {
+export async function chooseCaptureWhenReachable(config: PostgresSourceConfig, ctx: ConnectorContext): Promise<CaptureChoice> {
   const where = `source "${ctx.sourceName}"`;
-  let inner: SourceConnector | undefined;
-  let paused = false;
-  return {
-    async start(handler) {
-      handler.state('connecting');
-      const choice = await retry(
-        async () => {
-          const client = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
-          client.on('error', () => {});
-          try {
-            await client.connect();
-            return await chooseCapture(client, config, ctx);
-          } catch (err) {
-            throw classifyPgError(err, where);
-          } finally {
-            await client.end().catch(() => {});
-          }
-        },
-        {
-          initialMs: 500,
-          maxMs: 10_000,
-          onRetry: (err, attempt) => {
-            handler.state('reconnecting', describeError(err));
-            ctx.log.warn({ err: describeError(err), attempt }, 'cannot reach the source yet; retrying');
-          },
-        },
-      );
-      ctx.log.info({ capture: choice.mode, reason: choice.reason }, `capture: auto chose ${choice.mode}`);
-      handler.capture(choice.mode, choice.reason);
-      inner = create(choice.mode);
-      if (paused) inner.pause();
-      return inner.start(handler);
+  ctx.report.state('connecting');
+  const choice = await retry(
+    async () => {
+      const client = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
+      client.on('error', () => {});
+      try {
+        await client.connect();
+        return await chooseCapture(client, config, ctx);
+      } catch (err) {
+        throw classifyPgError(err, where);
+      } finally {
+        await client.end().catch(() => {});
+      }
     },
-    acknowledge: (position) => inner?.acknowledge(position),
-    pause() {
-      paused = true;
-      inner?.pause();
+    {
+      initialMs: 500,
+      maxMs: 10_000,
+      signal: ctx.signal,
+      onRetry: (err, attempt) => {
+        ctx.report.state('reconnecting', describeError(err));
+        ctx.log.warn({ err: describeError(err), attempt }, 'cannot reach the source yet; retrying');
+      },
     },
-    resume() {
-      paused = false;
-      inner?.resume();
-    },
-    lag: async () => (await inner?.lag?.()) ?? {},
-    stop: async () => inner?.stop(),
-  };
+  );
+  ctx.log.info({ capture: choice.mode, reason: choice.reason }, `capture: auto chose ${choice.mode}`);
+  ctx.report.capture(choice.mode, choice.reason);
+  return choice;
 }

@@ -4,8 +4,8 @@
  * SourceSetupError that says what to change.
  */
 import pg from 'pg';
-import { SourceSetupError } from '../../src/errors.js';
-import type { PostgresSourceConfig } from '../../src/config/types.js';
+import { SourceSetupError } from '../../../src/errors.js';
+import type { PostgresSourceConfig } from '../spec.js';
 import type { LensKey } from './pgoutput.js';
 
 const MANAGED = 'managed by tributary';

@@ -1,8 +1,8 @@
 /** `tributary triggers install|uninstall --lens NAME`: trigger capture DDL run by hand. */
 import pg from 'pg';
-import type { Config } from '../../src/config/types.js';
-import { TributaryError } from '../../src/errors.js';
-import { classifyPgError } from '../postgres-logical/errors.js';
+import type { Config } from '../../../src/config/types.js';
+import { TributaryError } from '../../../src/errors.js';
+import { classifyPgError } from '../logical/errors.js';
 import { installTriggers, resolveTables, uninstallTriggers } from './setup.js';
 
 /** Installs or removes the capture of lens `lensName`'s table; returns lines for the user. */

@@ -4,10 +4,10 @@
  * is a SourceSetupError that says what to change.
  */
 import type { Connection } from 'mysql2/promise';
-import type { MysqlSourceConfig } from '../../src/config/types.js';
-import { SourceSetupError } from '../../src/errors.js';
-import { isMysqlNumericType } from '../../src/ids.js';
-import { mysqlColumns, primaryKeyOf } from '../../src/readers/mysql.js';
+import type { MysqlSourceConfig } from '../spec.js';
+import { SourceSetupError } from '../../../src/errors.js';
+import { isMysqlNumericType } from '../ids.js';
+import { mysqlColumns, primaryKeyOf } from '../reader.js';
 import type { BinlogPosition } from './position.js';
 
 export interface LensKey {

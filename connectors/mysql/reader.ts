@@ -5,10 +5,11 @@
  * connector turns its row images into ids, so both sides agree on every id.
  */
 import mysql from 'mysql2/promise';
-import { SourceSetupError, TributaryError } from '../errors.js';
-import { decodeId, encodeMysqlId, isMysqlNumericType, mysqlKeyText } from '../ids.js';
-import type { RowReader } from '../types.js';
-import type { RowReaderOptions } from './index.js';
+import { SourceSetupError, TributaryError } from '../../src/errors.js';
+import { decodeId } from '../../src/ids.js';
+import { encodeMysqlId, isMysqlNumericType, mysqlKeyText } from './ids.js';
+import type { RowReader } from '../../src/types.js';
+import type { RowReaderOptions } from '../../src/rows.js';
 
 /** The mysql2 options under which key values come out in the shared id text form (with a UTC session for TIMESTAMP). */
 export const MYSQL_VALUE_OPTIONS = { dateStrings: true, supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' } as const;
@@ -65,8 +66,8 @@ function paramValue(column: Column, text: string): string {
   return /binary|blob/.test(column.dataType) && text.startsWith('\\x') ? text.slice(2) : text;
 }
 
-export async function createMysqlReader(options: RowReaderOptions): Promise<RowReader> {
-  const pool = mysql.createPool({ uri: options.url, connectionLimit: 2, ...MYSQL_VALUE_OPTIONS });
+export async function createMysqlReader(url: string, options: RowReaderOptions): Promise<RowReader> {
+  const pool = mysql.createPool({ uri: url, connectionLimit: 2, ...MYSQL_VALUE_OPTIONS });
   // TIMESTAMP values in UTC, as the binlog connector prints them (timezone 'Z').
   pool.pool.on('connection', (conn) => conn.query("SET time_zone = '+00:00'"));
   const where = `lens "${options.lens}"`;

@@ -1,5 +1,5 @@
 /** How the binlog connector classifies what MySQL, MariaDB and the network throw at it. */
-import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../../src/errors.js';
 
 /** The saved position is no longer in the server's binlogs. */
 export class PurgedPositionError extends TributaryError {}

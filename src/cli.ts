@@ -15,7 +15,8 @@ import { ConfigError, describeError } from './errors.js';
 import { parseListen } from './http.js';
 import { createLogger } from './log.js';
 import { openStateStore } from './state/index.js';
-import type { ControlRequest, RecordChange, StateStore } from './types.js';
+import { MAX_BATCH, type ControlReply, type ControlRequest, type RecordChange, type StateStore } from './types.js';
+import { replyKey } from './control.js';
 
 const USAGE = `tributary: keeps search and AI indexes in step with your databases
 
@@ -39,7 +40,9 @@ The config file may also come from TRIBUTARY_CONFIG. Docs: README.md and config/
 /** How long pause/resume/ingest wait for the daemon to take their request. */
 const CONTROL_WAIT_MS = Number(process.env.TRIBUTARY_CONTROL_WAIT_MS ?? 10_000);
 /** Changes per `ingest --mode records` request. */
-const RECORDS_PER_REQUEST = 10_000;
+const RECORDS_PER_REQUEST = MAX_BATCH;
+/** How long the CLI waits for a taken request to take effect (changes to be delivered). */
+const REPLY_WAIT_MS = Number(process.env.TRIBUTARY_REPLY_WAIT_MS ?? 300_000);
 
 const HELP: Record<string, string> = {
   run: `tributary run --config FILE
@@ -74,8 +77,8 @@ sink accepted it.`,
 Pauses one lens of the running daemon: a polling lens is no longer polled, smart sync sweeps
 wait, and a streaming lens holds its deliveries (when they pile up, backpressure pauses the
 source, which holds its position). The pause survives restarts; \`tributary status\` shows
-"paused". Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s
-(TRIBUTARY_CONTROL_WAIT_MS sets that wait in milliseconds).`,
+"paused". Prints what the daemon did; exit 0 once it took effect, 1 if no daemon took the request
+within ${CONTROL_WAIT_MS / 1000} s (TRIBUTARY_CONTROL_WAIT_MS sets that wait in milliseconds) or it failed.`,
   resume: `tributary resume --config FILE --lens NAME
 
 Resumes a lens paused with \`tributary pause\`: held deliveries go out, polling and sweeps resume.`,
@@ -87,9 +90,10 @@ Asks the running daemon to sync one lens now:
   incremental  a polling lens (capture: poll) polls now; other lenses ask their sink for an
                incremental sync (rows past its changeTrackingColumn cursor)
   records      reads {"id": "...", "action": "upsert"|"delete"} JSON lines from stdin and
-               queues them for the lens, like changes from the source
-Exit 0 once the daemon took the request, 1 if no daemon took it within ${CONTROL_WAIT_MS / 1000} s,
-2 for usage errors.`,
+               queues them for the lens, like changes from the source, and waits
+               until the sink accepted them
+Prints what the daemon did; exit 0 once it took effect, 1 if no daemon took the request within
+${CONTROL_WAIT_MS / 1000} s or it failed (records not delivered before the daemon stopped), 2 for usage errors.`,
   triggers: `tributary triggers install --lens NAME [--config FILE]
 tributary triggers uninstall --lens NAME [--config FILE]
 
@@ -238,9 +242,7 @@ async function dlq(config: Config, action: string | undefined, options: { lens?:
   const worker = config.worker;
   if (config.sinks[lens.sink]?.type !== 'worker') {
     // Batches a hosted sink rejected: the daemon delivers them again (or forgets them).
-    if (!(await sendToDaemon(config, [{ kind: 'dlq', lens: options.lens, action, ids: options.id }]))) return 1;
-    console.log(`${action === 'replay' ? 'replaying' : 'dropped'} the dead letters of lens ${options.lens} (the daemon took the request)`);
-    return 0;
+    return (await sendToDaemon(config, [{ kind: 'dlq', lens: options.lens, action, ids: options.id }])) ? 0 : 1;
   }
   if (!worker?.listen) {
     console.error(`tributary: dlq ${action} of a worker lens goes through the worker's HTTP API: set worker.listen.`);
@@ -295,33 +297,47 @@ async function control(command: 'pause' | 'resume' | 'ingest', config: Config, p
   } else {
     throw new UsageError(`ingest needs --mode full, incremental or records${options.mode === undefined ? '' : `, not ${JSON.stringify(options.mode)}`}`);
   }
-  if (!(await sendToDaemon(config, requests))) return 1;
-  const changes = requests.reduce((n, r) => n + ('changes' in r ? r.changes.length : 0), 0);
-  const done =
-    command === 'pause' ? `paused lens ${lens}` : command === 'resume' ? `resumed lens ${lens}` : options.mode === 'records' ? `queued ${changes} change(s) for lens ${lens}` : `requested a ${options.mode} sync of lens ${lens}`;
-  console.log(`${done} (the daemon took the request)`);
-  return 0;
+  return (await sendToDaemon(config, requests)) ? 0 : 1;
 }
 
-/** Sends requests to the running daemon through the state store; false (said on stderr) if none took them in time. */
+/**
+ * Sends requests to the running daemon through the state store and prints the daemon's reply
+ * to each; false (said on stderr) if no daemon took one in time, or one failed.
+ */
 async function sendToDaemon(config: Config, requests: ControlRequest[]): Promise<boolean> {
   const state = await openStateStore(config.state, { readOnly: true });
   try {
     for (const request of requests) {
       const id = await state.sendRequest({ ...request, expiresAt: Date.now() + CONTROL_WAIT_MS });
-      const deadline = Date.now() + CONTROL_WAIT_MS;
-      while (await state.requestPending(id)) {
-        if (Date.now() > deadline) {
-          console.error(`tributary: no running daemon took the request within ${CONTROL_WAIT_MS / 1000} s; start one with \`tributary run\` (the request expires unapplied)`);
-          return false;
-        }
-        await sleep(100);
+      if (!(await waitFor(() => state.requestPending(id).then((pending) => !pending), CONTROL_WAIT_MS))) {
+        console.error(`tributary: no running daemon took the request within ${CONTROL_WAIT_MS / 1000} s; start one with \`tributary run\` (the request expires unapplied)`);
+        return false;
       }
+      let reply: ControlReply | undefined;
+      if (!(await waitFor(async () => (reply = await state.get<ControlReply>(replyKey(id))) !== undefined, REPLY_WAIT_MS))) {
+        console.error(`tributary: the daemon took the request but did not finish it within ${REPLY_WAIT_MS / 1000} s; see \`tributary status\``);
+        return false;
+      }
+      if (!reply!.ok) {
+        console.error(`tributary: ${reply!.message}`);
+        return false;
+      }
+      console.log(reply!.message);
     }
     return true;
   } finally {
     await state.close();
   }
+}
+
+/** Polls `done` every 100 ms until it is true (true) or `ms` passed (false). */
+async function waitFor(done: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await done())) {
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
+  return true;
 }
 
 /** `{"id","action"}` JSON lines from stdin; a bad line is a usage error naming it. */

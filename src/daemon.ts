@@ -1,33 +1,30 @@
 /**
- * `tributary run`: wires the configured sources, lenses and sinks into one pipeline per
- * source, serves metrics, writes status for `tributary status`, and drains on stop.
- *
- * Replicas: each source's pipeline starts only once this process holds the source's lease in
- * the state store (`StateStore.lease`), so with several replicas sharing a postgres state store
- * exactly one reads each source and the others stand by (state `standby`, gauge
- * `tributary_source_active` 0) until the active one dies.
+ * `tributary run`: wires the configured sinks and sources into one pipeline per source, takes
+ * each source's lease before reading it (./leases.ts), takes operator requests (./control.ts),
+ * serves metrics, `/healthz` and `/readyz`, saves status for `tributary status` (./status.ts),
+ * and drains on stop.
  */
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { createConnector, openRowReader } from '../connectors/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createConnector, openRowReader, sourceSpec } from '../connectors/index.js';
 import type { Config } from './config/types.js';
+import { startControl } from './control.js';
+import { DeadLetters } from './dead-letters.js';
 import { describeError } from './errors.js';
 import { startMetricsServer } from './http.js';
+import { SourceLeases } from './leases.js';
+import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
-import { Pipeline, type LensStatus, type PipelineOptions } from './pipeline.js';
+import { Pipeline } from './pipeline.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
-import type { Lease, Logger, Sink, StateStore } from './types.js';
+import { StateWrites } from './state-writes.js';
+import { Rates, liveness, pipelineStatus, readiness, type StatusSnapshot } from './status.js';
+import type { Logger, Sink, StateStore } from './types.js';
 import type { LensWorkerStatus } from './worker/types.js';
 
-/** What `tributary status` reads from the state store under `status`. */
-export interface StatusSnapshot {
-  /** `host:pid` of the daemon; each replica saves its snapshot under `status/<instance>`. */
-  instance: string;
-  pid: number;
-  updatedAt: string;
-  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus }>;
-}
+export type { StatusSnapshot } from './status.js';
 
 export interface Daemon {
   readonly metrics: Metrics;
@@ -47,122 +44,69 @@ export interface Daemon {
 const STATUS_INTERVAL_MS = 1000;
 /** Snapshots of replicas that stopped writing this long ago are removed at start. */
 const STALE_STATUS_MS = 3600_000;
-/** How often the daemon takes operator requests from the state store. */
-const CONTROL_INTERVAL_MS = 1000;
 
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
   const state: StateStore = await openStateStore(config.state);
   const metrics = new Metrics();
-  const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
-  const sinks = new Map<string, Sink>();
-  for (const [name, sinkConfig] of Object.entries(config.sinks)) {
-    const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
-    sinks.set(name, await createSink(sinkConfig, { name, lenses, config, openReader, state, metrics, log: log.child({ sink: name }) }));
-  }
+  const writes = new StateWrites(log);
+  const deadLetters = new DeadLetters(state, log);
+  await deadLetters.load(Object.keys(config.lenses));
+  const sinks = await createSinks(config, state, metrics, log);
   const stopConnecting = new AbortController();
+  const lensStore = new LensStore(state, writes);
   const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
     const lenses = Object.entries(config.lenses)
       .filter(([, lens]) => lens.source === sourceName)
       .map(([name, lens]) => ({ name, config: lens, sink: sinks.get(lens.sink)! }));
     const sourceLog = log.child({ source: sourceName });
     const connectorLenses = lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config }));
-    const connect = (report: Parameters<PipelineOptions['connect']>[0]) =>
-      createConnector(sourceConfig, { sourceName, lenses: connectorLenses, log: sourceLog, report, signal: stopConnecting.signal });
-    return new Pipeline({ sourceName, connect, lenses, settings: config.pipeline, state, metrics, log: sourceLog, openReader: (name) => openReader(name) });
+    return new Pipeline({
+      sourceName,
+      connect: (report) => createConnector(sourceConfig, { sourceName, lenses: connectorLenses, log: sourceLog, report, signal: stopConnecting.signal }),
+      lenses,
+      settings: config.pipeline,
+      state,
+      lensStore,
+      deadLetters,
+      metrics,
+      log: sourceLog,
+      openReader: sourceSpec(sourceConfig.type).capabilities.readsTables ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
+    });
   });
   const instance = `${hostname()}:${process.pid}`;
-  const statusKey = `status/${instance}`;
   await pruneStatus(state, log);
 
+  const leases = new SourceLeases(state, metrics, log);
   let startedAll = false;
-  const rates = new Map<string, { delivered: number; at: number; rate: number }>();
-  const status = (): StatusSnapshot => {
-    const at = Date.now();
-    const lenses = pipelines.flatMap((p) => p.status()).map((s) => {
-      const prev = rates.get(s.lens) ?? { delivered: s.delivered, at, rate: 0 };
-      const seconds = (at - prev.at) / 1000;
-      const instant = seconds > 0 ? (s.delivered - prev.delivered) / seconds : prev.rate;
-      const rate = seconds > 0 ? prev.rate * 0.7 + instant * 0.3 : prev.rate;
-      rates.set(s.lens, { delivered: s.delivered, at, rate });
+  const rates = new Rates();
+  const status = (): StatusSnapshot => ({
+    instance,
+    pid: process.pid,
+    updatedAt: new Date().toISOString(),
+    lenses: pipelines.flatMap((p) => pipelineStatus(p, deadLetters)).map((s) => {
       const worker = sinks.get(config.lenses[s.lens].sink)?.lensStatus?.(s.lens) as LensWorkerStatus | undefined;
-      return { ...s, rate: Math.round(rate * 10) / 10, worker };
-    });
-    return { instance, pid: process.pid, updatedAt: new Date(at).toISOString(), lenses };
-  };
+      return { ...s, rate: rates.rate(s.lens, s.delivered), worker };
+    }),
+  });
 
   let server: Server | undefined;
   if (config.metrics) {
-    server = await startMetricsServer(config.metrics.listen, metrics, () => {
-      const lenses = pipelines.flatMap((p) => p.status());
-      const reasons = startedAll ? lenses.filter((l) => !['streaming', 'syncing', 'retrying', 'standby'].includes(l.state)).map((l) => `${l.lens}: ${l.state}${l.lastError ? ` (${l.lastError})` : ''}`) : ['starting'];
-      return { ready: reasons.length === 0, reasons };
+    server = await startMetricsServer(config.metrics.listen, metrics, {
+      readiness: () => readiness(pipelines.flatMap((p) => pipelineStatus(p, deadLetters)), startedAll, writes.problems()),
+      liveness: () => liveness([...leases.active]),
     });
     log.info({ listen: config.metrics.listen }, 'metrics, /healthz and /readyz listening');
   }
-
-  metrics.attachSweeps(() => pipelines.flatMap((p) => p.sweeps()));
-
-  // Operator requests (`tributary pause|resume|ingest`) arrive through the state store. A
-  // replica takes them only while it reads a source, and passes on those for sources it does not.
-  let controlBusy = false;
-  const controlTimer = setInterval(() => {
-    if (controlBusy || !startedAll || active.size === 0) return;
-    controlBusy = true;
-    state
-      .takeRequests()
-      .then(async (requests) => {
-        for (const request of requests) {
-          if (request.expiresAt !== undefined && request.expiresAt < Date.now()) {
-            log.warn({ lens: request.lens, request: request.kind }, 'operator request expired before the daemon saw it (the CLI gave up); ignored');
-            continue;
-          }
-          const pipeline = pipelines.find((p) => p.hasLens(request.lens));
-          if (!pipeline) log.warn({ lens: request.lens, request: request.kind }, 'operator request for a lens this daemon does not run; ignored');
-          else if (active.has(pipeline)) pipeline.control(request);
-          else await state.sendRequest(request);
-        }
-      })
-      .catch((err) => log.warn({ err: describeError(err) }, 'cannot read operator requests'))
-      .finally(() => (controlBusy = false));
-  }, CONTROL_INTERVAL_MS);
-
+  metrics.attachSweeps(() => pipelines.flatMap((p) => [...p.lenses.values()].flatMap((l) => (l.sweeper ? [[l.name, l.sweeper.progress] as const] : []))));
+  const control = startControl({ state, active: () => (startedAll ? [...leases.active] : []), deadLetters, log });
   const statusTimer = setInterval(() => {
-    void state.put(statusKey, status()).catch((err) => log.warn({ err: describeError(err) }, 'cannot write status'));
-    for (const p of pipelines) void p.savePosition().catch(() => {});
+    void writes.run('status snapshot', () => state.put(`status/${instance}`, status()));
+    for (const p of leases.active) void writes.run(`position of source ${p.sourceName}`, () => p.savePosition());
   }, STATUS_INTERVAL_MS);
 
-  // Each source: take its lease (standing by while another replica holds it), then start.
-  const stopLeases = new AbortController();
-  const leases: Lease[] = [];
-  const active = new Set<Pipeline>();
-  let onFailed!: (err: Error) => void;
-  const failed = new Promise<Error>((resolve) => (onFailed = resolve));
-  const activate = (p: Pipeline) =>
-    new Promise<void>((resolve, reject) => {
-      let standingBy = false;
-      const waiting = () => {
-        standingBy = true;
-        metrics.source(p.sourceName).active = false;
-        p.state('standby', `another replica reads source ${p.sourceName}; taking over when it stops`);
-        log.info({ source: p.sourceName }, 'another replica reads this source; standing by');
-        resolve();
-      };
-      state.lease(`source/${p.sourceName}`, { signal: stopLeases.signal, waiting }).then(async (lease) => {
-        leases.push(lease);
-        void lease.lost.then(onFailed);
-        active.add(p);
-        metrics.source(p.sourceName).active = true;
-        log.info({ source: p.sourceName }, 'holding the source lease; starting');
-        await p.start();
-      }).then(resolve, (err) => {
-        if (stopLeases.signal.aborted) return;
-        if (standingBy) onFailed(err);
-        else reject(err);
-      });
-    });
-  const started = Promise.all(pipelines.map(activate)).then(() => {
+  const started = Promise.all(pipelines.map((p) => leases.activate(p))).then(() => {
     startedAll = true;
-    const standingBy = pipelines.length - active.size;
+    const standingBy = pipelines.length - leases.active.size;
     log.info({ sources: pipelines.length, standingBy, lenses: Object.keys(config.lenses).length }, standingBy === 0 ? 'streaming' : 'started; standing by');
   });
 
@@ -170,18 +114,19 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   return {
     metrics,
     started,
-    failed,
+    failed: leases.failed,
     status,
     stop() {
       stopping ??= (async () => {
         clearInterval(statusTimer);
-        clearInterval(controlTimer);
-        stopLeases.abort();
+        control.stop();
+        leases.abort();
         stopConnecting.abort();
-        const left = (await Promise.all([...active].map((p) => p.drain(config.pipeline.drainTimeoutMs)))).reduce((a, b) => a + b, 0);
-        await Promise.all(leases.map((l) => l.release()));
-        await state.put(statusKey, status()).catch(() => {});
-        await Promise.all([...sinks.values()].map((s) => s.close()));
+        const drainMs = config.pipeline.drainTimeoutMs;
+        const left = (await Promise.all([...leases.active].map((p) => p.drain(drainMs)))).reduce((a, b) => a + b, 0);
+        await leases.release();
+        await state.put(`status/${instance}`, status()).catch(() => {});
+        await closeSinks(sinks, drainMs, log);
         await state.close();
         await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
         return left;
@@ -189,6 +134,23 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       return stopping;
     },
   };
+}
+
+async function createSinks(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {
+  const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
+  const sinks = new Map<string, Sink>();
+  for (const [name, sinkConfig] of Object.entries(config.sinks)) {
+    const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
+    sinks.set(name, await createSink(sinkConfig, { name, lenses, config, openReader, state, metrics, log: log.child({ sink: name }) }));
+  }
+  return sinks;
+}
+
+/** Closes the sinks, waiting at most `timeoutMs` (a sink that hangs is left to the process exit). */
+async function closeSinks(sinks: Map<string, Sink>, timeoutMs: number, log: Logger): Promise<void> {
+  const closing = Promise.all([...sinks.values()].map((s) => s.close())).then(() => true);
+  const closed = await Promise.race([closing, sleep(Math.max(timeoutMs, 1000)).then(() => false)]);
+  if (!closed) log.warn({ timeoutMs }, 'a sink did not close in time; leaving it to the process exit');
 }
 
 /** Removes the status snapshots of replicas gone for long (pod names change on every restart). */

@@ -13,7 +13,11 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port: Number(listen.slice(at + 1)) };
 }
 
-export async function startMetricsServer(listen: string, metrics: Metrics, readiness: () => Readiness): Promise<Server> {
+/**
+ * Serves `/metrics`, `/readyz` (every lens at work) and `/healthz` (alive: 503 when a source
+ * stopped for good, so an orchestrator restarts the daemon).
+ */
+export async function startMetricsServer(listen: string, metrics: Metrics, checks: { readiness: () => Readiness; liveness: () => Readiness }): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const json = (status: number, body: unknown) => {
@@ -21,9 +25,12 @@ export async function startMetricsServer(listen: string, metrics: Metrics, readi
       res.end(JSON.stringify(body));
     };
     if (req.method !== 'GET') return json(405, { error: 'only GET is supported here' });
-    if (path === '/healthz') return json(200, { status: 'ok' });
+    if (path === '/healthz') {
+      const r = checks.liveness();
+      return json(r.ready ? 200 : 503, r.ready ? { status: 'ok' } : { status: 'failing', reasons: r.reasons });
+    }
     if (path === '/readyz') {
-      const r = readiness();
+      const r = checks.readiness();
       return json(r.ready ? 200 : 503, r.ready ? { status: 'ready' } : { status: 'not ready', reasons: r.reasons });
     }
     if (path === '/metrics') {

@@ -163,7 +163,11 @@ export interface StateStore {
   get<T>(key: string): Promise<T | undefined>;
   put(key: string, value: unknown): Promise<void>;
   addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter>;
-  listDeadLetters(lens?: string): Promise<DeadLetter[]>;
+  /**
+   * Dead letters, oldest first: all of them, or one lens's; with `page`, at most `limit` of
+   * them after the letter with id `after` (ids sort in the order letters were added).
+   */
+  listDeadLetters(lens?: string, page?: { after?: string; limit: number }): Promise<DeadLetter[]>;
   removeDeadLetters(ids: string[]): Promise<number>;
   /** The keys that start with `prefix`, in no particular order (e.g. `status/` for every replica's status). */
   keys(prefix: string): Promise<string[]>;
@@ -190,8 +194,12 @@ export interface StateStore {
   sendRequest(request: ControlRequest): Promise<string>;
   /** True while the daemon has not yet taken the request. */
   requestPending(id: string): Promise<boolean>;
-  /** The daemon: every request sent so far, oldest first; each is returned once. */
-  takeRequests(): Promise<ControlRequest[]>;
+  /**
+   * The daemon: the requests sent so far for these lenses (those it reads), oldest first, each
+   * returned once, with their ids; requests of other lenses stay for the replica that reads
+   * them. Expired requests of any lens are taken too, so they do not pile up.
+   */
+  takeRequests(lenses: string[]): Promise<Array<{ id: string; request: ControlRequest }>>;
   close(): Promise<void>;
 }
 
@@ -216,6 +224,21 @@ export type ControlRequest = (
   /** ms since the epoch: a daemon that finds the request later ignores it (the CLI gave up). */
   expiresAt?: number;
 };
+
+/** A request the CLI gave up waiting for (its `expiresAt` passed): never applied. */
+export function isExpired(request: ControlRequest, now = Date.now()): boolean {
+  return request.expiresAt !== undefined && request.expiresAt < now;
+}
+
+/**
+ * What the daemon answers a request with, under `replies/<request id>` in the state store,
+ * once the request took effect (or could not): `tributary pause|resume|ingest|dlq` print it.
+ */
+export interface ControlReply {
+  ok: boolean;
+  message: string;
+  at: string;
+}
 
 /** One entry of a sweep snapshot: a row id and the hash of the lens's columns of that row. */
 export type SnapshotEntry = [id: string, hash: string];

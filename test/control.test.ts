@@ -103,7 +103,7 @@ test('pause holds a polled lens across a restart, resume releases it, ingest for
   // ingest --mode records queues JSON lines from stdin.
   const records = await cli(['ingest', slow, '--mode', 'records'], '{"id":"500","action":"delete"}\n{"id":"501","action":"upsert"}\n');
   assert.equal(records.code, 0, records.output);
-  assert.match(records.output, /queued 2 change/);
+  assert.match(records.output, /delivered 2 change/);
   await eventually(() => sink.lastAction(slow).get('500') === 'delete' && sink.lastAction(slow).get('501') === 'upsert', 'the records delivered');
 
   // Usage errors exit 2 and send nothing.

@@ -165,20 +165,27 @@ function contract(fixture: Fixture): void {
     assert.equal(await store.snapshots.read('sweep-p', 0), undefined);
   });
 
-  test('requests: sent by a read-only store, taken once, oldest first, by the writer', async (t) => {
+  test('requests: sent by a read-only store, taken once, oldest first, only for the lenses the taker reads', async (t) => {
     const config = await fixture(t);
     const daemon = await open(t, config);
     const cli = await open(t, config, true);
     const a = await cli.sendRequest({ kind: 'pause', lens: 'products' });
+    const other = await cli.sendRequest({ kind: 'pause', lens: 'orders' });
     const b = await cli.sendRequest({ kind: 'ingest', lens: 'products', mode: 'records', changes: [{ id: '7', action: 'delete' }] });
+    const expiresAt = Date.now() - 1;
+    const expired = await cli.sendRequest({ kind: 'resume', lens: 'orders', expiresAt });
     assert.equal(await cli.requestPending(a), true);
-    assert.deepEqual(await daemon.takeRequests(), [
-      { kind: 'pause', lens: 'products' },
-      { kind: 'ingest', lens: 'products', mode: 'records', changes: [{ id: '7', action: 'delete' }] },
+    assert.deepEqual(await daemon.takeRequests(['products']), [
+      { id: a, request: { kind: 'pause', lens: 'products' } },
+      { id: b, request: { kind: 'ingest', lens: 'products', mode: 'records', changes: [{ id: '7', action: 'delete' }] } },
+      { id: expired, request: { kind: 'resume', lens: 'orders', expiresAt } },
     ]);
     assert.equal(await cli.requestPending(a), false);
     assert.equal(await cli.requestPending(b), false);
-    assert.deepEqual(await daemon.takeRequests(), [], 'each request is taken once');
+    assert.equal(await cli.requestPending(other), true, 'the request of a lens the taker does not read stays for the replica that reads it');
+    assert.equal(await cli.requestPending(expired), false, 'expired requests are taken (and dropped) by anyone');
+    assert.deepEqual(await daemon.takeRequests(['products']), [], 'each request is taken once');
+    assert.deepEqual((await daemon.takeRequests(['orders'])).map((r) => r.id), [other]);
   });
 
   test('a read-only open works beside a writer and sees its latest writes', async (t) => {

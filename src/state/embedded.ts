@@ -22,7 +22,7 @@ const LOCK = {
   setting: 'state.path',
   besides: '`tributary status` and `tributary dlq list` can run beside it.',
 };
-import type { ControlRequest, DeadLetter, Lease, SnapshotEntry, SnapshotStore, SnapshotWriter, StateStore } from '../types.js';
+import { isExpired, type ControlRequest, type DeadLetter, type Lease, type SnapshotEntry, type SnapshotStore, type SnapshotWriter, type StateStore } from '../types.js';
 
 const STATE_FILE = 'state.json';
 const DEAD_LETTER_FILE = 'dead-letters.jsonl';
@@ -114,10 +114,12 @@ export class EmbeddedStateStore implements StateStore {
     return structuredClone(stored);
   }
 
-  async listDeadLetters(lens?: string): Promise<DeadLetter[]> {
+  async listDeadLetters(lens?: string, page?: { after?: string; limit: number }): Promise<DeadLetter[]> {
     this.assertOpen();
     const letters = this.readOnly ? await readDeadLetters(this.dir) : this.letters;
-    return structuredClone(lens === undefined ? letters : letters.filter((l) => l.lens === lens));
+    const after = page?.after;
+    const chosen = letters.filter((l) => (lens === undefined || l.lens === lens) && (after === undefined || l.id > after));
+    return structuredClone(page ? chosen.slice(0, page.limit) : chosen);
   }
 
   async removeDeadLetters(ids: string[]): Promise<number> {
@@ -151,21 +153,18 @@ export class EmbeddedStateStore implements StateStore {
     return (await readIfExists(join(this.dir, REQUEST_DIR, `${id}.json`))) !== undefined;
   }
 
-  async takeRequests(): Promise<ControlRequest[]> {
+  async takeRequests(lenses: string[]): Promise<Array<{ id: string; request: ControlRequest }>> {
     this.assertWritable();
     const dir = join(this.dir, REQUEST_DIR);
     const names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
-    const requests: ControlRequest[] = [];
+    const taken: Array<{ id: string; request: ControlRequest }> = [];
     for (const name of names) {
-      const text = await readIfExists(join(dir, name));
+      const request = parseRequest(await readIfExists(join(dir, name)));
+      if (request && !lenses.includes(request.lens) && !isExpired(request)) continue;
       await rm(join(dir, name), { force: true });
-      try {
-        if (text !== undefined) requests.push(JSON.parse(text) as ControlRequest);
-      } catch {
-        // not ours or damaged: dropped (the CLI only ever writes whole files)
-      }
+      if (request) taken.push({ id: name.slice(0, -'.json'.length), request });
     }
-    return requests;
+    return taken;
   }
 
   /** Waits for writes in progress, then releases the lock. */
@@ -413,4 +412,14 @@ async function readEntries(path: string): Promise<SnapshotEntry[] | undefined> {
   const entries: SnapshotEntry[] = [];
   for (const line of text.split('\n')) if (line !== '') entries.push(JSON.parse(line) as SnapshotEntry);
   return entries;
+}
+
+/** A request file's content; undefined when it is damaged or not a request (dropped). */
+function parseRequest(text: string | undefined): ControlRequest | undefined {
+  try {
+    const parsed = text === undefined ? undefined : (JSON.parse(text) as ControlRequest);
+    return typeof parsed?.lens === 'string' ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -123,11 +123,12 @@ export class PostgresStateStore implements StateStore {
     return toDeadLetter(rows[0]);
   }
 
-  async listDeadLetters(lens?: string): Promise<DeadLetter[]> {
-    const rows =
-      lens === undefined
-        ? await this.read(`SELECT * FROM ${this.deadLetters} ORDER BY id`)
-        : await this.read(`SELECT * FROM ${this.deadLetters} WHERE lens = $1 ORDER BY id`, [lens]);
+  async listDeadLetters(lens?: string, page?: { after?: string; limit: number }): Promise<DeadLetter[]> {
+    const after = page?.after !== undefined && /^\d{1,18}$/.test(page.after) ? page.after : '0';
+    const rows = await this.read(
+      `SELECT * FROM ${this.deadLetters} WHERE ($1::text IS NULL OR lens = $1) AND id > $2::bigint ORDER BY id ${page ? 'LIMIT $3' : ''}`,
+      page ? [lens ?? null, after, page.limit] : [lens ?? null, after],
+    );
     return rows.map(toDeadLetter);
   }
 
@@ -203,10 +204,15 @@ export class PostgresStateStore implements StateStore {
     return (await this.read(`SELECT 1 FROM ${this.requests} WHERE id = $1`, [id])).length > 0;
   }
 
-  async takeRequests(): Promise<ControlRequest[]> {
+  async takeRequests(lenses: string[]): Promise<Array<{ id: string; request: ControlRequest }>> {
     this.assertWritable();
-    const rows = await this.query(`DELETE FROM ${this.requests} RETURNING id, body`);
-    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map((r) => r.body as ControlRequest);
+    const rows = await this.query(
+      `DELETE FROM ${this.requests}
+        WHERE body->>'lens' = ANY($1::text[]) OR (body->>'expiresAt')::bigint < $2
+        RETURNING id, body`,
+      [lenses, Date.now()],
+    );
+    return rows.sort((a, b) => Number(a.id) - Number(b.id)).map((r) => ({ id: String(r.id), request: r.body as ControlRequest }));
   }
 
   private snapshotStore(): SnapshotStore {

@@ -66,7 +66,7 @@ async function apply(pipeline: Pipeline, request: ControlRequest, deadLetters: D
     case 'ingest':
       if (request.mode !== 'records') {
         pipeline.requestSync(lens, request.mode);
-        return `requested a ${request.mode} sync of lens ${lens}`;
+        return `requested ${request.mode === 'full' ? 'a full' : 'an incremental'} sync of lens ${lens}`;
       }
       if (!(await pipeline.enqueue(lens, request.changes))) throw new Error(`the daemon stopped before the ${request.changes.length} change(s) were delivered; send them again`);
       return `delivered ${request.changes.length} change(s) of lens ${lens}`;

@@ -7,7 +7,12 @@ import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-
 import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { chooseCapture } from '../connectors/postgres/auto/index.js';
 import { installTriggers, resolveTables } from '../connectors/postgres/trigger/setup.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { replyKey } from '../src/control.js';
+import type { Config } from '../src/config/types.js';
 import { createLogger } from '../src/log.js';
+import { openStateStore } from '../src/state/index.js';
+import type { ControlReply, ControlRequest } from '../src/types.js';
 import type { PostgresSourceConfig } from '../connectors/postgres/spec.js';
 import type { ConnectorContext } from '../src/types.js';
 
@@ -113,6 +118,33 @@ describe('capture: auto', () => {
     });
   });
 
+  test('auto that chose poll runs the poll connector whole: its saved cursor after a restart, pause, ingest --mode incremental', async (t) => {
+    const db = await database(logical, t);
+    await logical.query(db.url, `INSERT INTO t (id) SELECT g FROM generate_series(1, 500) g`);
+    const lens = `${db.name}_t`;
+    const config = testConfig({ dbUrl: db.as('plain'), sinkUrl: sink.url, slot: db.name, lenses: { [lens]: { table: 't', initialSync: 'none', changeTrackingColumn: 'updated_at', syncInterval: '1s', syncOverlap: '0s' } } });
+    config.sources.app.capture = 'auto';
+    const first = await startTestDaemon(config);
+    await eventually(() => sink.counts(lens) === 500, 'the 500 rows polled');
+    assert.equal(await first.stop(), 0);
+
+    const second = await startTestDaemon(config);
+    await sleep(3000); // three polls
+    assert.equal(sink.counts(lens), 500, 'a restart resumes from the saved cursor: unchanged rows are not polled again');
+
+    assert.equal((await request(config, { kind: 'pause', lens })).ok, true);
+    await logical.query(db.url, `UPDATE t SET updated_at = now() WHERE id = 7`);
+    await sleep(2500);
+    assert.equal(sink.counts(lens), 500, 'a paused lens is not polled');
+    assert.equal((await request(config, { kind: 'resume', lens })).ok, true);
+    await eventually(() => sink.counts(lens) === 501, 'the update polled once resumed');
+
+    const reply = await request(config, { kind: 'ingest', lens, mode: 'incremental' });
+    assert.deepEqual(reply, { ok: true, message: `requested an incremental sync of lens ${lens}`, at: reply.at });
+    assert.equal(sink.requests.filter((r) => r.lens === lens && r.mode === 'incremental').length, 0, 'the lens polls now instead of asking the sink');
+    assert.equal(await second.stop(), 0);
+  });
+
   test('a role that may neither replicate nor create triggers: poll with a changeTrackingColumn (and it delivers), else an error that says what to set', async (t) => {
     const db = await database(logical, t);
     const choice = await decide(db.as('plain'), { changeTrackingColumn: 'updated_at' });
@@ -135,3 +167,16 @@ describe('capture: auto', () => {
     });
   });
 });
+
+/** Sends an operator request to the daemon running on `config`'s state, and waits for its reply. */
+async function request(config: Config, req: ControlRequest): Promise<ControlReply> {
+  const store = await openStateStore(config.state, { readOnly: true });
+  try {
+    const id = await store.sendRequest(req);
+    let reply: ControlReply | undefined;
+    await eventually(async () => (reply = await store.get<ControlReply>(replyKey(id))) !== undefined, `a reply to ${req.kind}`);
+    return reply!;
+  } finally {
+    await store.close();
+  }
+}

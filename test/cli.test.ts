@@ -110,4 +110,43 @@ metrics: { listen: "127.0.0.1:${port}" }
     assert.equal(await daemon.exited, 0);
     assert.doesNotMatch(daemon.output(), /ik_test/, 'the key never reaches the logs');
   });
+
+  test('/healthz fails when a source stopped for good; /readyz when the state store takes no writes', async () => {
+    const db = await pg.createDatabase('cli_health');
+    await pg.query(db, `CREATE TABLE products (id int PRIMARY KEY, name text)`);
+    const port = await freePort();
+    const daemon = spawnDaemon(`sources:
+  app: { type: postgres, url: "${db}", slot: cli_health, publication: cli_health }
+lenses:
+  products: { source: app, table: products, sink: hosted, initialSync: none, maxWaitMs: 10 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: postgres, url: "${db}", schema: cli_health_state }
+metrics: { listen: "127.0.0.1:${port}" }
+pipeline: { drainTimeoutMs: 1000 }
+`);
+    const base = `http://127.0.0.1:${port}`;
+    const get = async (path: string) => {
+      const res = await fetch(`${base}${path}`).catch(() => undefined);
+      return res && { status: res.status, body: (await res.json()) as { reasons?: string[] } };
+    };
+    await eventually(async () => (await get('/readyz'))?.status === 200, '/readyz 200', 20_000);
+
+    // Status snapshots and positions cannot be saved: not ready, saying why.
+    await pg.query(db, `ALTER TABLE cli_health_state.kv RENAME TO kv_gone`);
+    await eventually(async () => (await get('/readyz'))?.body.reasons?.some((r) => /state store: cannot write the status snapshot/.test(r)) === true, '/readyz names the state store', 15_000);
+    assert.equal((await get('/healthz'))?.status, 200, 'still alive: it streams');
+    await pg.query(db, `ALTER TABLE cli_health_state.kv_gone RENAME TO kv`);
+    await eventually(async () => (await get('/readyz'))?.status === 200, 'ready again once writes succeed', 15_000);
+
+    // The publication is dropped under the running stream: the source stops for good.
+    await pg.query(db, `DROP PUBLICATION cli_health`);
+    await pg.query(db, `INSERT INTO products VALUES (1, 'p')`);
+    await eventually(async () => {
+      const health = await get('/healthz');
+      return health?.status === 503 && health.body.reasons?.some((r) => /source app stopped: .*cli_health/.test(r)) === true;
+    }, '/healthz 503 naming the source', 20_000);
+    daemon.child.kill('SIGTERM');
+    await daemon.exited;
+  });
 });

@@ -315,11 +315,11 @@ test('secrets never appear in errors', () => {
 
 test('YAML syntax errors carry their line; an empty file says so', () => {
   assert.deepEqual(problems(yaml('sources:', '  app: { type: postgres', 'lenses: {}')), [
-    {
-      path: '(yaml)',
-      line: 3,
-      message: 'YAML syntax error: Flow map in block collection must be sufficiently indented and end with a }',
-    },
+    { path: '(yaml)', line: 2, message: 'YAML syntax error: the "{" at line 2, column 8 is never closed; add the matching "}"' },
+  ]);
+  // A file that ends inside a bracket: the bracket's line and column, not the line after the end.
+  assert.deepEqual(problems(yaml(...MINIMAL.slice(0, 9), '    fields: [name, description')), [
+    { path: '(yaml)', line: 10, message: 'YAML syntax error: the "[" at line 10, column 13 is never closed; add the matching "]"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL.slice(0, 4), '    type: postgres')), [
     { path: '(yaml)', line: 5, message: 'YAML syntax error: Map keys must be unique' },

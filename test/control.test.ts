@@ -50,6 +50,7 @@ sinks:
 state: ${state(db)}
 metrics: false
 log: { level: warn }
+pipeline: { drainTimeoutMs: 1500 }
 `,
   );
   const sql = (text: string) => cluster.query(db, text);
@@ -146,29 +147,50 @@ test('pause and resume through the PostgreSQL state store', async () => {
 });
 
 test('dlq replay and drop for a hosted sink: a batch the sink rejected is delivered again once it accepts, or forgotten', async () => {
-  const { sql, cli, run } = await setUp('ctl_dlq', () => `{ type: embedded, path: "${mkdtempSync(join(tmpdir(), 'tributary-ctl-state-'))}" }`);
+  const { sql, cli, run, file } = await setUp('ctl_dlq', () => `{ type: embedded, path: "${mkdtempSync(join(tmpdir(), 'tributary-ctl-state-'))}" }`);
   const target = 'ctl_dlq_other';
-  let reject = true;
-  sink.respondWith((req) => (reject && req.lens === target && req.changes?.some((c) => c.id === '7') ? { status: 400, body: { error: 'Invalid record id 7' } } : undefined));
-  const daemon = run();
+  let answer: 'reject' | 'unavailable' | 'accept' = 'reject';
+  sink.respondWith((req) => {
+    if (req.lens !== target || !req.changes?.some((c) => c.id === '7')) return undefined;
+    if (answer === 'reject') return { status: 400, body: { error: 'Invalid record id 7' } };
+    if (answer === 'unavailable') return { status: 503, body: { error: 'try later' } };
+    return undefined;
+  });
+  let daemon = run();
   try {
     await eventually(() => sink.lastAction(target).has('1'), 'row 1 polled', 30_000);
     await sql(`INSERT INTO items (id, name) VALUES (7, 'seven')`);
     await eventually(async () => /ids=7 .*Invalid record id 7/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the rejected batch is a dead letter');
     assert.equal(sink.lastAction(target).has('7'), false);
 
-    reject = false;
+    // A restart counts the letters it finds.
+    await stopDaemon(daemon);
+    daemon = run();
+    await eventually(async () => new RegExp(`^${target}\\s.*dlq=1$`, 'm').test((await cli(['status', '--lens', target])).output), 'status counts the stored letter after a restart', 30_000);
+
+    // A replay the daemon cannot finish before it stops keeps its letter, and says so.
+    answer = 'unavailable';
+    const replaying = spawnCli(['dlq', 'replay', '--lens', target, '--config', file], { TRIBUTARY_CONTROL_WAIT_MS: '20000' });
+    await eventually(() => sink.requests.some((r) => r.lens === target && r.status === 503), 'the replay reaches the unavailable sink');
+    await stopDaemon(daemon);
+    assert.equal(await replaying.exited, 1, replaying.output());
+    assert.match(replaying.output(), /stopped before the replayed changes were delivered/);
+    assert.match((await cli(['dlq', 'list', '--lens', target])).output, /ids=7/, 'the letter is kept');
+
+    daemon = run();
+    answer = 'accept';
     const replayed = await cli(['dlq', 'replay', '--lens', target]);
     assert.equal(replayed.code, 0, replayed.output);
-    await eventually(() => sink.lastAction(target).get('7') === 'upsert', 'the replayed change delivered');
-    await eventually(async () => /empty/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the replayed letter removed');
+    assert.match(replayed.output, /delivered 1 dead letter\(s\) of lens ctl_dlq_other again/);
+    assert.equal(sink.lastAction(target).get('7'), 'upsert', 'delivered before the CLI said so');
+    assert.match((await cli(['dlq', 'list', '--lens', target])).output, /empty/, 'the replayed letter removed');
 
-    reject = true;
+    answer = 'reject';
     await sql(`UPDATE items SET name = 'seven again', updated_at = now() WHERE id = 7`);
     await eventually(async () => /ids=7/.test((await cli(['dlq', 'list', '--lens', target])).output), 'rejected again');
     const dropped = await cli(['dlq', 'drop', '--lens', target]);
     assert.equal(dropped.code, 0, dropped.output);
-    await eventually(async () => /empty/.test((await cli(['dlq', 'list', '--lens', target])).output), 'the dropped letter removed');
+    assert.match((await cli(['dlq', 'list', '--lens', target])).output, /empty/, 'the dropped letter removed');
   } finally {
     sink.respondWith(undefined);
     await stopDaemon(daemon);

@@ -87,6 +87,44 @@ pipeline: { drainTimeoutMs: 2000 }
     assert.equal(await daemons[1].exited, 0, daemons[1].output());
   });
 
+  test('operator requests: a standby leaves them to the replica that reads the lens, and the CLI reports only what took effect', async (t) => {
+    const name = databaseName(t.name);
+    const db = await pg.createDatabase(name);
+    await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY)`);
+    const port = await freePort();
+    // Another replica (this test) holds the source's lease: the daemon stands by.
+    const holder = await PostgresStateStore.open({ url: db, schema: 'tributary_state' });
+    const lease = await holder.lease('source/app');
+    const daemon = spawnDaemon(`sources:
+  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
+lenses:
+  items: { source: app, table: items, sink: hosted, initialSync: none }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: postgres, url: "${db}", schema: tributary_state }
+metrics: { listen: "127.0.0.1:${port}" }
+pipeline: { drainTimeoutMs: 1000 }
+`);
+    const configFile = daemon.child.spawnargs.at(-1)!;
+    try {
+      await eventually(async () => (await active(port)) === 0, 'the daemon stands by', 20_000);
+      const early = await runCli(['pause', '--config', configFile, '--lens', 'items'], { TRIBUTARY_CONTROL_WAIT_MS: '2500' });
+      assert.equal(early.code, 1, early.output);
+      assert.match(early.output, /no running daemon took the request/);
+
+      await lease.release();
+      await eventually(async () => (await active(port)) === 1, 'the daemon takes over', 20_000);
+      const paused = await runCli(['pause', '--config', configFile, '--lens', 'items']);
+      assert.equal(paused.code, 0, paused.output);
+      assert.match(paused.output, /^paused lens items$/m);
+      await eventually(async () => /^items\s+paused\s/m.test((await runCli(['status', '--config', configFile])).output), 'status shows the pause');
+    } finally {
+      await holder.close();
+      daemon.child.kill('SIGTERM');
+      await daemon.exited;
+    }
+  });
+
   test('the postgres lease: never held twice; freed when its holder closes', async (t) => {
     const db = await pg.createDatabase(databaseName(t.name));
     const stores = await Promise.all([0, 1, 2].map(() => PostgresStateStore.open({ url: db })));

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, Parser, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
 import type { SourceSpec } from '../plugins.js';
@@ -45,8 +45,16 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
-    // Only the first: the parser's later errors are mostly echoes of it.
+    // Only the first: the parser's later errors are mostly echoes of it. A bracket never
+    // closed is reported where it opened (the parser notices only where the file goes on).
     const [e] = doc.errors;
+    const open = unclosedFlow(text);
+    if (open) {
+      const at = lines.linePos(open.offset);
+      const close = open.source === '[' ? ']' : '}';
+      const message = `YAML syntax error: the "${open.source}" at line ${at.line}, column ${at.col} is never closed; add the matching "${close}"`;
+      throw new ConfigError(file, [{ path: '(yaml)', line: at.line, message }]);
+    }
     const message =
       e.code === 'MULTIPLE_DOCS'
         ? 'the file holds more than one YAML document (---); keep the whole configuration in one'
@@ -68,6 +76,25 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     throw new ConfigError(file, problems);
   }
   return toConfig(ctx.data as RawConfig, file);
+}
+
+/** The opening `[` or `{` of the first flow collection in `text` that has no closing bracket. */
+function unclosedFlow(text: string): { offset: number; source: string } | undefined {
+  const visit = (token: unknown): { offset: number; source: string } | undefined => {
+    if (!token || typeof token !== 'object') return undefined;
+    const t = token as { type?: string; start?: { offset: number; source: string }; end?: Array<{ type: string }> };
+    if (t.type === 'flow-collection' && t.start && !t.end?.some((e) => e.type === 'flow-seq-end' || e.type === 'flow-map-end')) return t.start;
+    for (const value of Object.values(token)) {
+      const found = Array.isArray(value) ? value.map(visit).find(Boolean) : visit(value);
+      if (found) return found;
+    }
+    return undefined;
+  };
+  for (const token of new Parser().parse(text)) {
+    const found = visit(token);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** What the problem finders share. */

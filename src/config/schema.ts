@@ -15,6 +15,7 @@
  */
 import { plannedSources, sourceSpecs } from '../../connectors/index.js';
 import { plannedSinks, sinkSpecs } from '../sinks/index.js';
+import { MAX_BATCH } from '../types.js';
 import { DEFAULT_METRICS_LISTEN, DURATION_PATTERN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
 
 const source = {
@@ -80,9 +81,9 @@ const lens = {
     maxBatch: {
       type: 'integer',
       minimum: 1,
-      maximum: 10000,
-      default: 10000,
-      description: 'Flush a batch at this many distinct ids (at most 10000, the sink API limit).',
+      maximum: MAX_BATCH,
+      default: MAX_BATCH,
+      description: `Flush a batch at this many distinct ids (at most ${MAX_BATCH}, the ingest APIs' limit).`,
     },
     maxWaitMs: {
       type: 'integer',
@@ -207,7 +208,7 @@ const worker = {
       },
     },
     maxQueuedChanges: { type: 'integer', minimum: 1, default: 100000, description: 'Per lens: beyond this many queued changes, ingest answers 429.' },
-    readBatch: { type: 'integer', minimum: 1, maximum: 10000, default: 500, description: 'Rows read, embedded and written per step.' },
+    readBatch: { type: 'integer', minimum: 1, maximum: MAX_BATCH, default: 500, description: 'Rows read, embedded and written per step.' },
   },
 } as const;
 

@@ -1,5 +1,5 @@
 /**
- * Row ids as DESIGN.md fixes them: a one-column key is its value as text (`42`, `p_7712`); a
+ * Row ids (docs/architecture.md, "Ids"): a one-column key is its value as text (`42`, `p_7712`); a
  * composite key is the JSON array of its values in key order (`[7,"eu"]`), numbers as
  * numbers, booleans as booleans, everything else as strings. Values come in Postgres's text
  * form, with the type OID of their column.

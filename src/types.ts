@@ -275,7 +275,7 @@ export const SNAPSHOT_BUCKETS = 256;
 /**
  * Reads a lens's rows from its source database: the worker re-reads rows by id, and the
  * scheduled paths (polling cursors, smart sync sweeps) page through the table. One
- * implementation per database, in src/readers/.
+ * implementation per database, `connectors/<source>/reader.ts`, opened through its spec.
  */
 export interface RowReader {
   /** The current rows of these ids (missing ids are rows that are gone). */

@@ -134,7 +134,7 @@ describe('postgres logical replication to a SemiLayer webhook', () => {
     await stop(s.daemon);
   });
 
-  test('composite and text keys are encoded as DESIGN.md says; key updates delete the old id', async (t) => {
+  test('composite and text keys are encoded as docs/architecture.md says; key updates delete the old id', async (t) => {
     const s = await scenario(
       t,
       `CREATE TABLE regional (tenant int, region text, flag boolean, PRIMARY KEY (tenant, region, flag));

@@ -1,6 +1,6 @@
 /**
- * The polling connector (`capture: poll`), for any source type with a RowReader
- * (src/readers/): every `syncInterval`, each lens reads the rows whose changeTrackingColumn
+ * The polling connector (`capture: poll`), for any source type with a RowReader (its
+ * `connectors/<source>/reader.ts`): every `syncInterval`, each lens reads the rows whose changeTrackingColumn
  * moved past its saved cursor, in (column, key) order, page by page, and reports them as
  * upserts. Deletes are invisible to polling: `smartSyncInterval` sweeps catch them.
  *

@@ -1,6 +1,7 @@
 /**
- * The bundled worker's HTTP API, compatible with SemiLayer's (DESIGN.md "Bundled worker HTTP
- * API", seeds 000 and 002), on plain node:http:
+ * The bundled worker's HTTP API, compatible with SemiLayer's (REST reference:
+ * https://semilayer.dev/reference/api; ingest: https://semilayer.dev/ingest/webhook), on plain
+ * node:http:
  *
  * - `POST /v1/ingest/:lens`  `{ mode, changes? }` → 202 `{ jobId, status, lens, mode, changesBuffered }`
  * - `GET  /v1/jobs/:jobId`   → JobView

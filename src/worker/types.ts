@@ -7,7 +7,7 @@
 
 /** A row as the worker indexes it. */
 export interface IndexRecord {
-  /** The source row id, encoded as in DESIGN.md (`42`, `[7,"eu"]`). */
+  /** The source row id, encoded as docs/architecture.md says (`42`, `[7,"eu"]`). */
   id: string;
   /** The text that was embedded. */
   content: string;

@@ -1,7 +1,7 @@
 /**
  * The SemiLayer sink: records-mode batches go to SemiLayer's ingest webhook,
- * `POST {url}/v1/ingest/{lens}` with an ingest (ik_) key. See the vendor docs in
- * ../shared/seeds (000: ingest overview, 002: REST reference).
+ * `POST {url}/v1/ingest/{lens}` with an ingest (ik_) key: https://semilayer.dev/ingest/webhook
+ * (records mode, up to 10,000 changes a request, 202 with a job id; 429 with Retry-After).
  *
  * Every failure is a SinkError classified by what the pipeline should do about it:
  *

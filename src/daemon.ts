@@ -16,7 +16,7 @@ import { startMetricsServer } from './http.js';
 import { SourceLeases } from './leases.js';
 import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
-import { Pipeline } from './pipeline.js';
+import { Pipeline, type PipelineOptions } from './pipeline.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
@@ -54,25 +54,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const sinks = await createSinks(config, state, metrics, log);
   const stopConnecting = new AbortController();
   const lensStore = new LensStore(state, writes);
-  const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
-    const lenses = Object.entries(config.lenses)
-      .filter(([, lens]) => lens.source === sourceName)
-      .map(([name, lens]) => ({ name, config: lens, sink: sinks.get(lens.sink)! }));
-    const sourceLog = log.child({ source: sourceName });
-    const connectorLenses = lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config }));
-    return new Pipeline({
-      sourceName,
-      connect: (report) => createConnector(sourceConfig, { sourceName, lenses: connectorLenses, log: sourceLog, report, signal: stopConnecting.signal }),
-      lenses,
-      settings: config.pipeline,
-      state,
-      lensStore,
-      deadLetters,
-      metrics,
-      log: sourceLog,
-      openReader: sourceSpec(sourceConfig.type).capabilities.readsTables ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
-    });
-  });
+  const pipelines = createPipelines(config, { sinks, state, lensStore, deadLetters, metrics, log, signal: stopConnecting.signal });
   const instance = `${hostname()}:${process.pid}`;
   await pruneStatus(state, log);
 
@@ -134,6 +116,30 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       return stopping;
     },
   };
+}
+
+/** One pipeline per source, with its lenses, their sinks, and the source's connector factory. */
+function createPipelines(
+  config: Config,
+  shared: Pick<PipelineOptions, 'state' | 'lensStore' | 'deadLetters' | 'metrics'> & { sinks: Map<string, Sink>; log: Logger; signal: AbortSignal },
+): Pipeline[] {
+  const { sinks, log: rootLog, signal, ...common } = shared;
+  return Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
+    const lenses = Object.entries(config.lenses)
+      .filter(([, lens]) => lens.source === sourceName)
+      .map(([name, lens]) => ({ name, config: lens, sink: sinks.get(lens.sink)! }));
+    const log = rootLog.child({ source: sourceName });
+    const connectorLenses = lenses.map((l) => ({ name: l.name, table: l.config.table, primaryKey: l.config.primaryKey, config: l.config }));
+    return new Pipeline({
+      ...common,
+      sourceName,
+      connect: (report) => createConnector(sourceConfig, { sourceName, lenses: connectorLenses, log, report, signal }),
+      lenses,
+      settings: config.pipeline,
+      log,
+      openReader: sourceSpec(sourceConfig.type).capabilities.readsTables ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
+    });
+  });
 }
 
 async function createSinks(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {

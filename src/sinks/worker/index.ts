@@ -6,7 +6,8 @@
  * worker sink (and its HTTP API, when `worker.listen` is set); the last one closed stops it.
  */
 import type { Config } from '../../config/types.js';
-import { QueueFullError, SinkError } from '../../errors.js';
+import { QueueFullError, SinkError, describeError } from '../../errors.js';
+import { isRetriable } from '../../retry.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
 import type { RunningWorker } from '../../worker/start.js';
@@ -27,10 +28,10 @@ export async function createWorkerSink(ctx: SinkContext): Promise<Sink> {
     try {
       await engine.submit(lens, request, committedAt);
     } catch (err) {
-      if (err instanceof QueueFullError) {
-        throw new SinkError(`worker sink, lens "${lens}": ${err.message}`, 'rate-limited', { status: 429, retryAfterMs: err.retryAfterSeconds * 1000 }, err);
-      }
-      throw new SinkError(`worker sink, lens "${lens}": ${(err as Error).message}`, 'transient', {}, err);
+      const where = `worker sink, lens "${lens}"`;
+      if (err instanceof QueueFullError) throw new SinkError(`${where}: ${err.message}`, 'rate-limited', { status: 429, retryAfterMs: err.retryAfterSeconds * 1000 }, err);
+      // Anything the queue cannot say is worth retrying soon (a full disk, a bug) holds the lens in error.
+      throw new SinkError(`${where}: ${describeError(err)}`, isRetriable(err) ? 'transient' : 'fatal', {}, err);
     }
   };
   let closed = false;

@@ -313,6 +313,16 @@ test('secrets never appear in errors', () => {
   leaked(problems(withLine(14, '    key: 12345678')), '12345678');
 });
 
+test('a worker section without a worker sink is an error that says what to add', () => {
+  assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  listen: 127.0.0.1:8080')), [
+    {
+      path: 'worker.listen',
+      line: 16,
+      message: 'the bundled worker serves only lenses whose sink has type: worker, and no sink has; add a sink { type: worker } or remove the worker section',
+    },
+  ]);
+});
+
 test('YAML syntax errors carry their line; an empty file says so', () => {
   assert.deepEqual(problems(yaml('sources:', '  app: { type: postgres', 'lenses: {}')), [
     { path: '(yaml)', line: 2, message: 'YAML syntax error: the "{" at line 2, column 8 is never closed; add the matching "}"' },

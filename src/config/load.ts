@@ -330,6 +330,14 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
       }
     }
   }
+  const worker = section(section(raw).worker);
+  if (worker.listen !== undefined && !Object.values(data.sinks).some((s) => section(s).type === 'worker')) {
+    problems.push({
+      path: 'worker.listen',
+      line: lineOf(ctx, ['worker', 'listen']),
+      message: 'the bundled worker serves only lenses whose sink has type: worker, and no sink has; add a sink { type: worker } or remove the worker section',
+    });
+  }
   for (const [name, lens] of lenses) {
     const source = section(data.sources[lens.source]);
     const spec = sourceSpecs.find((s) => s.type === source.type);
@@ -377,7 +385,7 @@ function toConfig(data: RawConfig, file: string): Config {
     sinks[name] = (sinkSpec(raw.type).resolve?.(raw, name) ?? raw) as SinkConfig;
   }
   const resolvePath = (path: string) => (isAbsolute(path) ? path : resolve(dirname(file), path));
-  const usesWorker = Object.values(sinks).some((s) => s.type === 'worker') || Boolean(data.worker?.listen);
+  const usesWorker = Object.values(sinks).some((s) => s.type === 'worker');
   const workerData = data.worker!; // the schema's default fills it in
   const worker: WorkerConfig | null = usesWorker
     ? {

@@ -16,7 +16,7 @@ export interface Config {
   metrics: { listen: string } | null;
   pipeline: PipelineConfig;
   log: { level: 'debug' | 'info' | 'warn' | 'error' };
-  /** The bundled ingest worker; null when the file has no `worker` section and no worker sink. */
+  /** The bundled ingest worker; null when no sink has type: worker. */
   worker: WorkerConfig | null;
 }
 

@@ -13,7 +13,7 @@
  *
  * Every answer is JSON; every error is `{ "error": "..." }`. Checks run in this order: route
  * (404), method (405), key (401), scope (403), lens (404), body size (413), body (400 / 413 for
- * more than 10,000 changes), then the engine (429 queue full, 502 embedding provider, 500).
+ * more than 10,000 changes), then the engine (429 queue full, 502 embedding provider unavailable or misconfigured, 500).
  *
  * Auth is `Authorization: Bearer KEY`. Keys are scoped: `ingest` keys may ingest, read jobs and
  * status; `search` keys may search, find similar and read status; `admin` keys may do all.
@@ -298,7 +298,7 @@ async function search(ctx: Context): Promise<void> {
   try {
     hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode });
   } catch (err) {
-    if (err instanceof EmbedError && err.kind === 'transient') {
+    if (err instanceof EmbedError && err.kind !== 'input') {
       throw new HttpError(502, `Embedding provider error: ${oneLine(err.message)}`);
     }
     if (err instanceof EmbedError && err.kind === 'input') {

@@ -90,9 +90,18 @@ export function sqlState(err: unknown): string | undefined {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-/** A database refused a value itself (SQLSTATE class 22, data exception), here or in a cause. */
-export function isDataError(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) if (sqlState(e)?.startsWith('22')) return true;
+/**
+ * An index refused a record for one of its values (a NUL character PostgreSQL text cannot
+ * hold): trying again cannot help, the record goes to the dead-letter store.
+ */
+export class RecordRejectedError extends TributaryError {}
+
+/**
+ * The values written were refused, not the connection or the server: a RecordRejectedError or a
+ * database data exception (SQLSTATE class 22), here or in a cause.
+ */
+export function isRecordRejection(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof RecordRejectedError || sqlState(e)?.startsWith('22')) return true;
   return false;
 }
 

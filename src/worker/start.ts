@@ -38,7 +38,8 @@ export async function startWorker({ config, state, metrics, log, openReader }: S
   });
   metrics.attachWorker(engine);
   await engine.start();
-  const refresh = setInterval(() => void engine.refresh().catch(() => {}), 1000);
+  // refresh() never rejects: it logs its failures (throttled) and shows persistent ones in status.
+  const refresh = setInterval(() => void engine.refresh(), 1000);
   refresh.unref();
   let server: Server | undefined;
   if (workerConfig.listen) {

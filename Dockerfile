@@ -1,12 +1,14 @@
 # syntax=docker/dockerfile:1
 # Tributary: a change-data-capture daemon. Build: docker build -t tributary .
 #
-#   docker run --rm -e DATABASE_URL=postgres://user:pass@db:5432/shop -p 8080:8080 -p 9464:9464 tributary
+#   docker run --rm -e DATABASE_URL=postgres://user:pass@db:5432/shop -e INGEST_KEY=... -e SEARCH_KEY=... -p 8080:8080 -p 9464:9464 tributary
 #   docker run --rm -v "$PWD/tributary.yaml:/etc/tributary/tributary.yaml:ro" -v tributary-data:/data --env-file .env tributary
 #
 # The configuration is /etc/tributary/tributary.yaml (TRIBUTARY_CONFIG), by default the bundled
 # quick start (config/quickstart.yaml: bundled worker on :8080, metrics on :9464, data in /data);
 # mount your own file over it, and pass secrets as environment variables (${VAR} in the file).
+# The worker API listens on 0.0.0.0 here: it refuses to start on the quick start's well-known
+# default keys, so pass INGEST_KEY and SEARCH_KEY (or mount a file with keys of your own).
 # On SIGTERM the daemon drains pending batches (pipeline.drainTimeoutMs, default 30 s) and exits
 # 0: give `docker stop -t 40` (or a Kubernetes termination grace) a little more than that.
 # test/deploy.test.ts performs the runtime stage's steps in a temporary directory.

@@ -62,12 +62,14 @@ export class SinkError extends TributaryError {
 /**
  * An embedding provider failed. `input`: it rejected the inputs themselves (context length,
  * invalid input: split the batch to isolate the bad one); `transient`: 429/5xx/network
- * failures outlasted the embedder's own retries.
+ * failures outlasted the embedder's own retries; `config`: the provider refuses every request
+ * until an operator fixes the key, the URL or model, or the dimensions setting (401, 403, 404,
+ * vectors of the wrong length or shape). Only `input` errors are about the inputs.
  */
 export class EmbedError extends TributaryError {
   constructor(
     message: string,
-    readonly kind: 'input' | 'transient',
+    readonly kind: 'input' | 'transient' | 'config',
     readonly details: { status?: number; body?: string } = {},
     cause?: unknown,
   ) {
@@ -80,6 +82,35 @@ export class QueueFullError extends TributaryError {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(message, { retriable: true });
   }
+}
+
+/** The SQLSTATE of a database error (`22021`), when it has one. */
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/**
+ * An index refused a record for one of its values (a NUL character PostgreSQL text cannot
+ * hold): trying again cannot help, the record goes to the dead-letter store.
+ */
+export class RecordRejectedError extends TributaryError {}
+
+/**
+ * The values written were refused, not the connection or the server: a RecordRejectedError or a
+ * database data exception (SQLSTATE class 22), here or in a cause.
+ */
+export function isRecordRejection(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof RecordRejectedError || sqlState(e)?.startsWith('22')) return true;
+  return false;
+}
+
+const CONNECTION_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+
+/** A raw network or database connection failure (errno, SQLSTATE class 08, server shutting down). */
+export function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (CONNECTION_ERRNOS.has(code) || /^(08|57P0)/.test(code));
 }
 
 /** Short one-line description of any thrown value, for logs and status. */

@@ -233,10 +233,12 @@ test('openai: 400 for one poisoned input → EmbedError input with the server me
   assert.equal((await embedder.embed(['fine', 'also fine'])).length, 2);
 });
 
-test('openai: a dimension mismatch names both numbers', async () => {
+test('openai: a dimension mismatch is a config error naming both numbers and the setting', async () => {
   server.dimensions = 8;
   const err = await rejection(openai({ dimensions: 16 }).embed(['hello']), EmbedError);
-  assert.equal(err.kind, 'input');
+  assert.equal(err.kind, 'config');
+  assert.equal(err.retriable, false);
+  assert.match(err.message, /set worker\.embedder\.dimensions to 8/);
   assert.match(err.message, /returned 8 dimensions but the config says 16/);
 });
 
@@ -251,19 +253,30 @@ test('openai: over-long input is truncated or rejected, per overLong', async () 
   assert.equal(server.requests.length, 1, 'nothing is sent when an input is rejected');
 });
 
-test('openai: 401 is a non-retriable TributaryError that never shows the key', async () => {
+test('openai: 401 is a non-retriable EmbedError config that never shows the key', async () => {
   const wrongKey = `${KEY}-wrong`;
-  const err = await rejection(openai({ key: wrongKey }).embed(['hi']), TributaryError);
-  assert.ok(!(err instanceof EmbedError));
+  const err = await rejection(openai({ key: wrongKey }).embed(['hi']), EmbedError);
+  assert.equal(err.kind, 'config');
   assert.equal(err.retriable, false);
   assert.match(err.message, /embedding key is missing or invalid/);
   assert.ok(!err.message.includes(wrongKey));
   assertNoKey(err);
   assert.equal(server.requests.length, 1);
 
-  const missing = await rejection(openai({ key: undefined }).embed(['hi']), TributaryError);
+  const missing = await rejection(openai({ key: undefined }).embed(['hi']), EmbedError);
   assert.match(missing.message, /HTTP 401: the embedding key is missing or invalid/);
   assert.equal(server.requests[1].headers.authorization, undefined);
+});
+
+test('openai: 403 and 404 are EmbedError config naming what to check; 400 stays input', async () => {
+  server.script(openAIError(403, 'You do not have access to this model'), openAIError(404, 'The model does not exist', 'model_not_found'));
+  const forbidden = await rejection(openai().embed(['hi']), EmbedError);
+  assert.equal(forbidden.kind, 'config');
+  assert.match(forbidden.message, /check worker\.embedder\.key/);
+  const unknown = await rejection(openai().embed(['hi']), EmbedError);
+  assert.equal(unknown.kind, 'config');
+  assert.match(unknown.message, /check worker\.embedder\.url .* and model/);
+  assert.equal(server.requests.length, 2, 'not retried');
 });
 
 test('openai: the key never appears in errors, even when a server echoes it', async () => {

@@ -9,7 +9,7 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { TributaryError } from '../src/errors.js';
+import { RecordRejectedError, TributaryError } from '../src/errors.js';
 import { PgvectorIndex, tableName } from '../src/worker/index/pgvector.js';
 import { startPgvector, type RunningPgvector } from './helpers/pgvector.js';
 import { randomRecords, record, unit, vectorIndexContract } from './helpers/vector-index-contract.js';
@@ -173,6 +173,7 @@ test('NUL characters, which PostgreSQL text cannot hold, are refused clearly', a
   const index = await openIndex(t);
   await index.upsert('p', [record('1', unit([1, 0]))]);
   await assert.rejects(index.upsert('p', [record('2', unit([1, 0]), 'a\0b')]), /"2" of lens p: its content holds a NUL character/);
+  await assert.rejects(index.upsert('p', [record('2', unit([1, 0]), 'a\0b')]), RecordRejectedError, 'the worker dead-letters such records');
   await assert.rejects(index.upsert('p', [record('3', unit([1, 0]), 'ok', { note: 'x\0' })]), /its metadata holds a NUL/);
   // A backslash followed by u0000 is just text.
   await index.upsert('p', [record('4', unit([1, 0]), 'ok', { note: '\\u0000' })]);

@@ -6,8 +6,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EmbedError, QueueFullError } from '../src/errors.js';
-import { embeddingId, startWorkerServer, type WorkerHandlerOptions } from '../src/worker/http.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, EmbedError, QueueFullError } from '../src/errors.js';
+import { checkExposure, embeddingId, startWorkerServer, type WorkerHandlerOptions } from '../src/worker/http.js';
+import { runCli } from './helpers/daemon.js';
 import type { IngestMode, JobView, LensWorkerStatus, SearchHit, SearchMode, WorkerEngine } from '../src/worker/types.js';
 
 const INGEST_KEY = 'ik_test_ingest_9f8e7d6c5b4a';
@@ -592,4 +596,27 @@ test('the extra handler serves its routes first, and the rest falls through', as
   assert.equal(metrics.status, 200);
   assert.equal(metrics.text, '# metrics\n');
   assertError(await call('GET', '/healthz'), 404, 'No such endpoint: GET /healthz');
+});
+
+test('no well-known key and no keyless API beyond loopback; loopback keeps the well-known keys', () => {
+  const wellKnown = [{ key: 'ik_local_ingest', scope: 'ingest' as const }, { key: 'sk_local_search', scope: 'search' as const }];
+  for (const listen of ['127.0.0.1:8080', '127.8.9.10:1', '[::1]:0', 'localhost:8080', '[::ffff:127.0.0.1]:80']) {
+    assert.doesNotThrow(() => checkExposure(listen, wellKnown), listen);
+    assert.doesNotThrow(() => checkExposure(listen, []), listen);
+  }
+  for (const listen of ['0.0.0.0:8080', ':8080', '[::]:8080', '10.1.2.3:8080']) {
+    assert.throws(() => checkExposure(listen, wellKnown), (err: unknown) => err instanceof ConfigError && /well-known ingest key "ik_local_ingest".*-e INGEST_KEY=/.test(err.message), listen);
+    assert.throws(() => checkExposure(listen, []), /has no keys/, listen);
+    assert.throws(() => checkExposure(listen, [{ key: 'ik_mine_0123456789', scope: 'ingest' }, { key: 'sk_change_me', scope: 'search' }]), /search key "sk_change_me"/);
+    assert.doesNotThrow(() => checkExposure(listen, [{ key: 'ik_mine_0123456789', scope: 'ingest' }, { key: 'sk_mine_0123456789', scope: 'search' }]));
+  }
+});
+
+test('the quick start refuses to serve its default keys on 0.0.0.0 and says how to set keys (exit code 2)', async () => {
+  const data = mkdtempSync(join(tmpdir(), 'tributary-exposure-'));
+  const env = { DATABASE_URL: 'postgres://127.0.0.1:1/none', TRIBUTARY_DATA: data, TRIBUTARY_LISTEN: '0.0.0.0:0', TRIBUTARY_METRICS: '127.0.0.1:0', INGEST_KEY: '', SEARCH_KEY: '' };
+  const { code, output } = await runCli(['run', '--config', 'config/quickstart.yaml'], env);
+  assert.equal(code, 2, output);
+  assert.match(output, /worker\.keys: the worker API listens on 0\.0\.0\.0:0 \(not loopback\) and uses the well-known ingest key "ik_local_ingest" and search key "sk_local_search"/);
+  assert.match(output, /-e INGEST_KEY=.* -e SEARCH_KEY=/);
 });

@@ -19,8 +19,8 @@ import { createPostgresReader } from '../connectors/postgres/reader.js';
 import { openStateStore } from '../src/state/index.js';
 import { createLogger } from '../src/log.js';
 import type { LensConfig } from '../src/config/types.js';
-import type { VectorIndex } from '../src/worker/types.js';
-import type { StateStore } from '../src/types.js';
+import type { Embedder, VectorIndex } from '../src/worker/types.js';
+import type { Logger, RowReader, StateStore } from '../src/types.js';
 
 let pg: TestPostgres;
 let openai: OpenAIServer;
@@ -57,8 +57,21 @@ interface Harness {
   close(): Promise<void>;
 }
 
+interface HarnessOptions {
+  embedder?: 'hash' | 'openai' | Embedder;
+  dir?: string;
+  db?: string;
+  lens?: Partial<LensConfig>;
+  readBatch?: number;
+  pgvectorUrl?: string;
+  /** Wraps the index or the reader the engine sees (to make them fail). */
+  wrapIndex?: (index: VectorIndex) => VectorIndex;
+  wrapReader?: (reader: RowReader) => RowReader;
+  log?: Logger;
+}
+
 /** An engine over one lens `products` of a fresh database, with the given embedder. */
-async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'openai'; dir?: string; db?: string; lens?: Partial<LensConfig>; readBatch?: number; pgvectorUrl?: string } = {}): Promise<Harness> {
+async function engineFor(t: { name: string }, options: HarnessOptions = {}): Promise<Harness> {
   const db = options.db ?? (await pg.createDatabase(databaseName(t.name)));
   if (!options.db) await pg.query(db, CATALOGUE);
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tributary-worker-'));
@@ -70,7 +83,9 @@ async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'op
   const state = await openStateStore({ type: 'embedded', path: join(dir, 'state') });
   const lens = lensConfig(options.lens);
   const embedder =
-    options.embedder === 'openai'
+    typeof options.embedder === 'object'
+      ? options.embedder
+      : options.embedder === 'openai'
       ? createEmbedder({
           type: 'openai', url: openai.url, model: 'test-embed', dimensions: 64, sendDimensions: false, maxInputs: 256,
           maxTokensPerRequest: 250000, maxInputTokens: 8191, overLong: 'reject', concurrency: 2, timeoutMs: 5000, maxRetries: 1,
@@ -78,20 +93,23 @@ async function engineFor(t: { name: string }, options: { embedder?: 'hash' | 'op
       : createEmbedder({ type: 'hash', dimensions: 384 });
   const engine = new Engine({
     lenses: { products: lens },
-    openReader: () => createPostgresReader(db, { lens: 'products', table: lens.table, columns: [...lens.fields, ...lens.metadata], changeTrackingColumn: lens.changeTrackingColumn }),
+    openReader: async () => {
+      const reader = await createPostgresReader(db, { lens: 'products', table: lens.table, columns: [...lens.fields, ...lens.metadata], changeTrackingColumn: lens.changeTrackingColumn });
+      return options.wrapReader ? options.wrapReader(reader) : reader;
+    },
     embedder,
-    index,
+    index: options.wrapIndex ? options.wrapIndex(index) : index,
     state,
     queueDir: join(dir, 'queue'),
     maxQueuedChanges: 1000,
     readBatch: options.readBatch,
-    log: createLogger({ level: 'fatal' }),
+    log: options.log ?? createLogger({ level: 'fatal' }),
   });
   await engine.start();
   return {
     db, engine, index, state, dir,
     async close() {
-      await engine.stop();
+      await engine.stop(2000);
       await index.close();
       await state.close();
     },
@@ -270,6 +288,176 @@ describe('bundled worker engine', () => {
     assert.equal(await again.index.count('products'), 6);
     assert.deepEqual(await again.engine.search('products', { query: 'chef knife', limit: 3, minScore: 0, mode: 'hybrid' }), hits);
     await again.close();
+  });
+
+  test('an incremental sync on an integer changeTrackingColumn starts from the first row', async (t) => {
+    const h = await engineFor(t, { lens: { changeTrackingColumn: 'version' }, readBatch: 4 });
+    t.after(() => h.close());
+    await pg.query(h.db, `ALTER TABLE products ADD COLUMN version bigint; UPDATE products SET version = id * 10`);
+    const first = await done(h.engine, (await h.engine.submit('products', { mode: 'incremental' })).jobId);
+    assert.equal(first.status, 'done', first.error);
+    assert.equal(first.indexed, 6);
+    assert.equal(h.engine.status('products')[0].cursor, '60');
+    await pg.query(h.db, `UPDATE products SET name = 'Trail Master 2', version = 70 WHERE id = 2`);
+    const second = await done(h.engine, (await h.engine.submit('products', { mode: 'incremental' })).jobId);
+    assert.equal(second.indexed, 1);
+    assert.equal((await h.index.get('products', '2'))!.metadata.name, 'Trail Master 2');
+  });
+
+  test('an explicit delete removes the id even though its row still exists (soft delete); an upsert re-reads', async (t) => {
+    const h = await engineFor(t);
+    t.after(() => h.close());
+    await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+    await pg.query(h.db, `UPDATE products SET name = 'Skillet XL' WHERE id = 3`);
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '2', action: 'delete' }, { id: '3', action: 'upsert' }] })).jobId);
+    assert.equal(job.deleted, 1);
+    assert.equal(await h.index.get('products', '2'), undefined, 'the delete wins although row 2 is still there');
+    assert.equal((await h.index.get('products', '3'))!.metadata.name, 'Skillet XL');
+    assert.equal(await h.index.count('products'), 5);
+  });
+
+  test('an embedding API refusing the key, then returning the wrong dimensions, holds the lens in error with no dead letters; everything is indexed once it accepts', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai' });
+    t.after(async () => {
+      openai.failOn(undefined);
+      openai.dimensions = 64;
+      await h.close();
+    });
+    openai.failOn(() => openAIError(401, 'Incorrect API key provided', 'invalid_api_key'));
+    const { jobId } = await h.engine.submit('products', { mode: 'full' });
+    await eventually(() => openai.requests.filter((r) => r.status === 401).length >= 2, 'the job retried');
+    const held = h.engine.status('products')[0];
+    assert.equal(held.state, 'error');
+    assert.match(held.lastError ?? '', /HTTP 401.*check worker\.embedder\.key/);
+    assert.equal(held.dlq, 0);
+    assert.equal((await h.state.listDeadLetters('products')).length, 0);
+    openai.failOn(undefined);
+    await eventually(() => h.engine.job(jobId)?.status === 'done', 'the job done once the key is accepted');
+    assert.equal(await h.index.count('products'), 6);
+    assert.equal(h.engine.status('products')[0].state, 'idle');
+
+    openai.dimensions = 32;
+    await pg.query(h.db, `UPDATE products SET description = description || ' (new)'`);
+    const second = await h.engine.submit('products', { mode: 'full' });
+    await eventually(() => /set worker\.embedder\.dimensions to 32/.test(h.engine.status('products')[0].lastError ?? ''), 'the dimensions error in status');
+    assert.equal(h.engine.status('products')[0].dlq, 0);
+    openai.dimensions = 64;
+    await eventually(() => h.engine.job(second.jobId)?.status === 'done', 'the second job done');
+    assert.equal((await h.state.listDeadLetters('products')).length, 0);
+    assert.match((await h.index.get('products', '1'))!.content, /\(new\)/);
+  });
+
+  test('stop() returns within its bound while a full sync waits on a slow embedding API; the sync finishes after a restart', async (t) => {
+    const h = await engineFor(t, { embedder: 'openai', readBatch: 2 });
+    t.after(() => (openai.delayMs = 0));
+    openai.delayMs = 3000;
+    const { jobId } = await h.engine.submit('products', { mode: 'full' });
+    await eventually(() => openai.inFlight > 0, 'an embedding request in flight');
+    const started = performance.now();
+    await h.engine.stop(1000);
+    assert.ok(performance.now() - started < 1000, `stop took ${Math.round(performance.now() - started)} ms`);
+    await h.close();
+    openai.delayMs = 0;
+    const again = await engineFor(t, { embedder: 'openai', dir: h.dir, db: h.db, readBatch: 2 });
+    t.after(() => again.close());
+    const job = await done(again.engine, jobId);
+    assert.equal(job.status, 'done');
+    assert.equal(await again.index.count('products'), 6);
+  });
+
+  test('stop() returns after its timeout even when a step hangs and ignores the abort', async (t) => {
+    let called = false;
+    const hanging: Embedder = { id: 'hang', dimensions: 8, tokensUsed: 0, embed: () => ((called = true), new Promise(() => {})) };
+    const h = await engineFor(t, { embedder: hanging });
+    await h.engine.submit('products', { mode: 'full' });
+    await eventually(() => called, 'the embedder called');
+    const started = performance.now();
+    await h.engine.stop(300);
+    const took = performance.now() - started;
+    assert.ok(took >= 250 && took < 1000, `stop took ${Math.round(took)} ms`);
+    await h.close();
+  });
+
+  test('a failing index count is logged once, shown in status once it persists, and cleared when it works again', async (t) => {
+    const logged: Array<{ level: string; msg?: string }> = [];
+    const log: Logger = {
+      debug: () => {},
+      info: (_, msg) => logged.push({ level: 'info', msg }),
+      warn: (_, msg) => logged.push({ level: 'warn', msg }),
+      error: (_, msg) => logged.push({ level: 'error', msg }),
+      child: () => log,
+    };
+    let failing = true;
+    const wrapIndex = (index: VectorIndex) =>
+      new Proxy(index, {
+        get(target, prop) {
+          if (prop === 'count' && failing) return async () => Promise.reject(new Error('disk on fire'));
+          const value = Reflect.get(target, prop, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+    const h = await engineFor(t, { wrapIndex, log });
+    t.after(() => h.close());
+    await h.engine.refresh();
+    assert.equal(h.engine.status('products')[0].lastError, undefined, 'one failure is not yet persistent');
+    await h.engine.refresh();
+    await h.engine.refresh();
+    assert.match(h.engine.status('products')[0].lastError ?? '', /cannot count the indexed records.*disk on fire/);
+    assert.equal(logged.filter((l) => l.level === 'warn').length, 1, 'logged once, not once a second');
+    failing = false;
+    await h.engine.refresh();
+    assert.equal(h.engine.status('products')[0].lastError, undefined);
+    assert.equal(logged.filter((l) => l.level === 'info').length, 1, 'the recovery is logged');
+  });
+
+  for (const kind of ['pgvector', 'embedded'] as const) {
+    test(`a record with a NUL character: ${kind === 'pgvector' ? 'pgvector refuses it, it alone is dead-lettered' : 'the embedded index stores it'}; the rest are indexed`, async (t) => {
+      const pgvector = kind === 'pgvector' ? await startPgvector() : undefined;
+      const h = await engineFor(t, { pgvectorUrl: pgvector?.url, lens: { fields: ['name', 'description', 'note'] } });
+      t.after(async () => {
+        await h.close();
+        await pgvector?.stop();
+      });
+      // Postgres text cannot hold NUL, but a json string can carry one (as \u0000).
+      await pg.query(h.db, `ALTER TABLE products ADD COLUMN note json; UPDATE products SET note = '"bad\\u0000note"' WHERE id = 4`);
+      const job = await done(h.engine, (await h.engine.submit('products', { mode: 'full' })).jobId);
+      assert.equal(job.status, 'done', job.error);
+      const letters = await h.state.listDeadLetters('products');
+      if (kind === 'embedded') {
+        assert.equal(letters.length, 0);
+        assert.equal(await h.index.count('products'), 6);
+        assert.match((await h.index.get('products', '4'))!.content, /bad\u0000note/);
+        return;
+      }
+      assert.equal(job.indexed, 5);
+      assert.equal(job.deadLettered, 1);
+      assert.equal(letters.length, 1);
+      assert.equal(letters[0].reason, 'index-rejected');
+      assert.deepEqual(letters[0].provenance.changes, [{ id: '4', action: 'upsert' }]);
+      assert.match(letters[0].error, /its content holds a NUL character/);
+      assert.equal(await h.index.count('products'), 5);
+      assert.equal(h.engine.status('products')[0].state, 'idle');
+    });
+  }
+
+  test('a read that fails with a non-retriable error is not retried: its ids are dead-lettered after one attempt', async (t) => {
+    let reads = 0;
+    const wrapReader = (reader: RowReader): RowReader => ({
+      ...reader,
+      readByIds: async (ids) => {
+        reads++;
+        if (ids.includes('5')) throw new TypeError('cannot read properties of undefined');
+        return reader.readByIds(ids);
+      },
+    });
+    const h = await engineFor(t, { wrapReader });
+    t.after(() => h.close());
+    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '5', action: 'upsert' }] })).jobId);
+    assert.equal(job.status, 'done');
+    assert.equal(reads, 1, 'a programmer error is not retried');
+    const letters = await h.state.listDeadLetters('products');
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0].attempts, 1);
   });
 });
 

@@ -8,8 +8,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { LensConfig } from '../config/types.js';
-import { EmbedError, QueueFullError, TributaryError, describeError } from '../errors.js';
-import { backoffDelay, retry } from '../retry.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EmbedError, QueueFullError, SourceUnavailableError, TributaryError, describeError, isConnectionError, isRecordRejection } from '../errors.js';
+import { isRetriable, retry } from '../retry.js';
 import type { Action, Logger, RowReader, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
 import { estimateTokens } from './embedders/openai.js';
@@ -58,6 +59,8 @@ interface LensRuntime {
   /** The index was written since `indexedTotal` was counted (at `countedAt`). */
   indexChanged?: boolean;
   countedAt?: number;
+  /** Counting the index keeps failing: the last message, how often in a row, when it was logged. */
+  countFailure?: { message: string; times: number; loggedAt: number };
   rate: { count: number; at: number; value: number };
   wake?: () => void;
 }
@@ -75,8 +78,16 @@ export interface WorkerCounters {
 
 const MAX_JOBS_KEPT = 1000;
 const TRANSIENT_ATTEMPTS = 4;
+/** The longest wait between two tries of a failing job. */
+const MAX_JOB_RETRY_MS = 60_000;
+/** How long `stop()` waits for the running jobs by default. */
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 /** How often a lens being written is counted again (a count on pgvector is a scan). */
 const COUNT_INTERVAL_MS = 5000;
+/** A failing count shows in the lens's status after this many failures in a row (refreshes). */
+const COUNT_FAILURES_SHOWN = 3;
+/** The same failure is logged again at most this often. */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 export function contentHash(embedderId: string, content: string): string {
   return createHash('sha256').update(embedderId).update('\0').update(content).digest('base64url').slice(0, 22);
@@ -87,6 +98,17 @@ export function buildContent(config: Pick<LensConfig, 'fields' | 'template'>, ro
   const text = (v: unknown) => (v === null || v === undefined ? '' : v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v));
   if (config.template) return config.template.replace(/\{\{\s*([\w.-]+)\s*\}\}/g, (_, name: string) => text(row[name]));
   return config.fields.map((f) => text(row[f])).filter((t) => t !== '').join('\n');
+}
+
+/** Dead-letter reason of an embedding error about the inputs themselves; undefined for any other error. */
+function embedInputReason(err: unknown): string | undefined {
+  if (!(err instanceof EmbedError && err.kind === 'input')) return undefined;
+  return /context|too long|maximum.*tokens|token limit/i.test(err.message) ? 'context-length' : 'embedding-input';
+}
+
+/** Dead-letter reason of an index write refused for its values; undefined for any other error. */
+function indexDataReason(err: unknown): string | undefined {
+  return isRecordRejection(err) ? 'index-rejected' : undefined;
 }
 
 function buildMetadata(config: LensConfig, row: Record<string, unknown>): Record<string, unknown> {
@@ -102,7 +124,7 @@ export class Engine implements WorkerEngine {
   private readonly lensMap = new Map<string, LensRuntime>();
   private readonly jobs = new Map<string, Job>();
   private jobCounter = 0;
-  private stopping = false;
+  private readonly stopController = new AbortController();
   private readonly loops: Promise<void>[] = [];
   private readonly lensCounters = new Map<string, WorkerCounters>();
 
@@ -150,6 +172,10 @@ export class Engine implements WorkerEngine {
     return changes.length;
   }
 
+  private get stopping(): boolean {
+    return this.stopController.signal.aborted;
+  }
+
   lenses(): string[] {
     return [...this.lensMap.keys()];
   }
@@ -160,12 +186,12 @@ export class Engine implements WorkerEngine {
     return c;
   }
 
-  /** Embeds texts for a lens, counting calls, tokens and time. */
+  /** Embeds texts for a lens (aborted when the engine stops), counting calls, tokens and time. */
   private async embed(lens: string, texts: string[]): Promise<Float32Array[]> {
     const { embedder } = this.options;
     const started = performance.now();
     const tokensBefore = embedder.tokensUsed;
-    const vectors = await embedder.embed(texts);
+    const vectors = await embedder.embed(texts, this.stopSignal);
     const c = this.counters(lens);
     c.embedCalls++;
     c.embeddedTexts += texts.length;
@@ -226,13 +252,15 @@ export class Engine implements WorkerEngine {
         cursor: l.cursor,
         indexed: l.indexedTotal,
         dlq: l.dlq,
-        lastError: l.lastError,
+        lastError: this.lastError(l),
       }));
   }
 
   /**
    * Refreshes the rates (called by the daemon once a second) and the indexed counts: those only
    * after the lens's index changed, at most every COUNT_INTERVAL_MS (a count on pgvector scans).
+   * Never rejects: a failed count is logged (on change, else once a minute), tried again on the
+   * next refresh, and shown as the lens's lastError once it persists.
    */
   async refresh(): Promise<void> {
     for (const l of this.lensMap.values()) {
@@ -240,11 +268,40 @@ export class Engine implements WorkerEngine {
       if (l.countedAt === undefined || (l.indexChanged && now - l.countedAt >= COUNT_INTERVAL_MS)) {
         l.indexChanged = false;
         l.countedAt = now;
-        l.indexedTotal = await this.options.index.count(l.name);
+        try {
+          l.indexedTotal = await this.options.index.count(l.name);
+          this.countRecovered(l);
+        } catch (err) {
+          l.countedAt = undefined;
+          l.indexChanged = true;
+          this.countFailed(l, err);
+        }
       }
       const instant = (l.rate.count * 1000) / Math.max(1, now - l.rate.at);
       l.rate = { count: 0, at: now, value: l.rate.value * 0.7 + instant * 0.3 };
     }
+  }
+
+  private countFailed(lens: LensRuntime, err: unknown): void {
+    const message = describeError(err);
+    const previous = lens.countFailure;
+    const now = Date.now();
+    const logNow = previous?.message !== message || now - previous.loggedAt >= FAILURE_LOG_INTERVAL_MS;
+    lens.countFailure = { message, times: (previous?.times ?? 0) + 1, loggedAt: logNow ? now : previous!.loggedAt };
+    if (logNow) this.options.log.warn({ lens: lens.name, err: message, failures: lens.countFailure.times }, 'cannot count the indexed records of a lens');
+  }
+
+  private countRecovered(lens: LensRuntime): void {
+    if (!lens.countFailure) return;
+    this.options.log.info({ lens: lens.name, failures: lens.countFailure.times }, 'counting the indexed records works again');
+    lens.countFailure = undefined;
+  }
+
+  /** The lens's error for its status: the running job's, else a count that keeps failing. */
+  private lastError(lens: LensRuntime): string | undefined {
+    const failure = lens.countFailure;
+    const persistent = failure && failure.times >= COUNT_FAILURES_SHOWN ? `cannot count the indexed records (status is stale): ${failure.message}` : undefined;
+    return lens.lastError ?? persistent;
   }
 
   async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid' }): Promise<SearchHit[]> {
@@ -282,92 +339,144 @@ export class Engine implements WorkerEngine {
 
   // ---- processing ----------------------------------------------------------------------
 
+  private get stopSignal(): AbortSignal {
+    return this.stopController.signal;
+  }
+
+  private get readBatch(): number {
+    return this.options.readBatch ?? 500;
+  }
+
   private async loop(lens: LensRuntime): Promise<void> {
-    while (!this.stopping) {
-      const next = lens.queue.take();
-      if (!next) {
-        await new Promise<void>((resolve) => (lens.wake = resolve));
-        lens.wake = undefined;
-        continue;
-      }
-      const job = this.register(lens, next.jobId, next.work.sweep ?? 'records', next.work.changes.size, next.lastSeq);
-      job.work = next.work;
-      job.startedAt = new Date().toISOString();
-      lens.running = job;
-      // A failed job is tried again (its work is in the journal too) until it succeeds or we stop.
-      for (let attempt = 0; !this.stopping; attempt++) {
-        job.status = 'running';
-        lens.state = 'indexing';
-        try {
-          await this.run(lens, job, next.work);
-          job.status = 'done';
-          this.options.observe?.freshnessSeconds(lens.name, (Date.now() - job.oldestAt) / 1000);
-          lens.state = 'idle';
-          lens.lastError = undefined;
-          break;
-        } catch (err) {
-          job.status = 'failed';
-          job.error = describeError(err);
-          lens.state = 'error';
-          lens.lastError = job.error;
-          const delayMs = backoffDelay(attempt, 1000, 60_000);
-          this.options.log.error({ lens: lens.name, jobId: job.jobId, err: job.error, retryInMs: Math.round(delayMs) }, 'ingest job failed; retrying');
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delayMs);
-            lens.wake = () => (clearTimeout(timer), resolve());
-          });
+    try {
+      while (!this.stopping) {
+        const next = lens.queue.take();
+        if (!next) {
+          await new Promise<void>((resolve) => (lens.wake = resolve));
           lens.wake = undefined;
+          continue;
         }
+        await this.runJob(lens, next);
       }
-      job.finishedAt = new Date().toISOString();
-      job.work = undefined;
-      lens.running = undefined;
-      if (job.status === 'done') lens.queue.done(next.lastSeq);
+    } catch (err) {
+      lens.state = 'error';
+      lens.lastError = `the worker loop of this lens failed; restart the daemon: ${describeError(err)}`;
+      this.options.log.error({ lens: lens.name, err: describeError(err) }, 'worker loop failed');
+    } finally {
+      lens.queue.close();
+      await lens.reader?.close().catch(() => {});
     }
   }
 
+  /**
+   * Runs a job until it succeeds: a failed job is tried again with backoff (its work is in the
+   * journal) until it succeeds or the engine stops; then its work stays queued for the next start.
+   */
+  private async runJob(lens: LensRuntime, next: { jobId: string; work: Work; lastSeq: number }): Promise<void> {
+    const job = this.register(lens, next.jobId, next.work.sweep ?? 'records', next.work.changes.size, next.lastSeq);
+    job.work = next.work;
+    job.startedAt = new Date().toISOString();
+    lens.running = job;
+    try {
+      await retry(
+        async () => {
+          job.status = 'running';
+          lens.state = 'indexing';
+          await this.run(lens, job, next.work);
+        },
+        { signal: this.stopSignal, retriable: () => true, initialMs: 1000, maxMs: MAX_JOB_RETRY_MS, onRetry: (err, _, delayMs) => this.jobFailed(lens, job, err, delayMs) },
+      );
+      job.status = 'done';
+      job.finishedAt = new Date().toISOString();
+      this.options.observe?.freshnessSeconds(lens.name, (Date.now() - job.oldestAt) / 1000);
+      lens.state = 'idle';
+      lens.lastError = undefined;
+      lens.queue.done(next.lastSeq);
+    } catch (err) {
+      if (!this.stopping) throw err;
+      job.status = 'queued'; // stopped: it runs again on the next start
+    } finally {
+      job.work = undefined;
+      lens.running = undefined;
+    }
+  }
+
+  private jobFailed(lens: LensRuntime, job: Job, err: unknown, delayMs: number): void {
+    job.status = 'failed';
+    job.error = describeError(err);
+    lens.state = 'error';
+    lens.lastError = job.error;
+    this.options.log.error({ lens: lens.name, jobId: job.jobId, err: job.error, retryInMs: Math.round(delayMs) }, 'ingest job failed; retrying');
+  }
 
   private async reader(lens: LensRuntime): Promise<RowReader> {
-    lens.reader ??= await retry(() => this.options.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS });
+    lens.reader ??= await retry(() => this.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
     return lens.reader;
   }
 
-  private async run(lens: LensRuntime, job: Job, work: Work): Promise<void> {
-    const batch = this.options.readBatch ?? 500;
-    const ids = [...work.changes.keys()];
-    for (let i = 0; i < ids.length; i += batch) {
-      const chunk = ids.slice(i, i + batch);
-      const reader = await this.reader(lens);
-      const rows = await this.withRetry(lens, job, chunk, 'source-read', () => reader.readByIds(chunk));
-      if (!rows) continue;
-      await this.indexRows(lens, job, chunk.filter((id) => rows.has(id)).map((id) => ({ id, row: rows.get(id)! })));
-      const gone = chunk.filter((id) => !rows.has(id));
-      if (gone.length) job.deleted += await this.options.index.delete(lens.name, gone);
-      lens.indexChanged ||= gone.length > 0;
+  /** Opens a lens's reader; a raw connection failure (not classified by the reader) is transient. */
+  private async openReader(lens: string): Promise<RowReader> {
+    try {
+      return await this.options.openReader(lens);
+    } catch (err) {
+      if (err instanceof TributaryError || !isConnectionError(err)) throw err;
+      throw new SourceUnavailableError(`lens "${lens}": cannot connect to the source: ${describeError(err)}`, { cause: err });
     }
+  }
+
+  private async run(lens: LensRuntime, job: Job, work: Work): Promise<void> {
+    await this.applyChanges(lens, job, work.changes);
     if (work.sweep === 'full') await this.fullSweep(lens, job);
     if (work.sweep === 'incremental') await this.incrementalSweep(lens, job);
   }
 
-  /** Every row in key order (resumable), then index entries whose rows are gone. */
+  /**
+   * A records job: an upsert re-reads its row (a row that is gone leaves the index); a delete
+   * removes the id even when its row still exists (a soft delete is still a delete).
+   */
+  private async applyChanges(lens: LensRuntime, job: Job, changes: Map<string, Action>): Promise<void> {
+    const ids = [...changes.keys()];
+    for (let i = 0; i < ids.length; i += this.readBatch) {
+      this.stopSignal.throwIfAborted();
+      const chunk = ids.slice(i, i + this.readBatch);
+      const upserts = chunk.filter((id) => changes.get(id) === 'upsert');
+      const rows = await this.readRows(lens, job, upserts);
+      if (rows) await this.indexRows(lens, job, upserts.filter((id) => rows.has(id)).map((id) => ({ id, row: rows.get(id)! })));
+      const removed = chunk.filter((id) => changes.get(id) === 'delete' || (rows !== undefined && !rows.has(id)));
+      if (removed.length) job.deleted += await this.options.index.delete(lens.name, removed);
+      lens.indexChanged ||= removed.length > 0;
+    }
+  }
+
+  /** The current rows of ids; undefined when reading failed and the ids were dead-lettered. */
+  private async readRows(lens: LensRuntime, job: Job, ids: string[]): Promise<Map<string, Record<string, unknown>> | undefined> {
+    if (ids.length === 0) return new Map();
+    const reader = await this.reader(lens);
+    return this.withRetry(lens, job, ids, 'source-read', () => reader.readByIds(ids));
+  }
+
+  /** Every row in key order, then index entries whose rows are gone; resumable, page by page. */
   private async fullSweep(lens: LensRuntime, job: Job): Promise<void> {
     const key = `worker/${lens.name}/full`;
-    const batch = this.options.readBatch ?? 500;
+    const batch = this.readBatch;
     let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
     const reader = await this.reader(lens);
+    const cannotRead = () => new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
     while (cursor.phase === 'rows') {
+      this.stopSignal.throwIfAborted();
       const page = await this.withRetry(lens, job, [], 'source-read', () => reader.page({ after: cursor.after, limit: batch }));
-      if (!page) throw new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
+      if (!page) throw cannotRead();
       await this.indexRows(lens, job, page);
       cursor = page.length < batch ? { phase: 'ghosts' } : { phase: 'rows', after: page[page.length - 1].id };
       lens.cursor = `full:${cursor.after ?? 'ghosts'}`;
       await this.options.state.put(key, cursor);
     }
     for (;;) {
+      this.stopSignal.throwIfAborted();
       const ids = await this.options.index.idsAfter(lens.name, cursor.after, 1000);
       if (ids.length === 0) break;
       const rows = await this.withRetry(lens, job, [], 'source-read', () => reader.readByIds(ids));
-      if (!rows) throw new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
+      if (!rows) throw cannotRead();
       const ghosts = ids.filter((id) => !rows.has(id));
       if (ghosts.length) job.deleted += await this.options.index.delete(lens.name, ghosts);
       lens.indexChanged ||= ghosts.length > 0;
@@ -378,16 +487,18 @@ export class Engine implements WorkerEngine {
     lens.cursor = undefined;
   }
 
-  /** Rows whose changeTrackingColumn moved past the saved cursor, keyset on (column, key). */
+  /**
+   * Rows whose changeTrackingColumn moved past the saved cursor, keyset on (column, key); the
+   * first sync starts from the first row (no typed sentinel: the column may be of any type).
+   */
   private async incrementalSweep(lens: LensRuntime, job: Job): Promise<void> {
     const key = `worker/${lens.name}/incremental`;
-    const batch = this.options.readBatch ?? 500;
+    const batch = this.readBatch;
     const reader = await this.reader(lens);
-    let since = await this.options.state.get<{ value: string; id?: string }>(key);
+    let since = (await this.options.state.get<{ value?: string; id?: string }>(key)) ?? {};
     for (;;) {
-      const page = await this.withRetry(lens, job, [], 'source-read', () =>
-        since ? reader.page({ limit: batch, changedSince: since }) : reader.page({ limit: batch, changedSince: { value: '-infinity' } }),
-      );
+      this.stopSignal.throwIfAborted();
+      const page = await this.withRetry(lens, job, [], 'source-read', () => reader.page({ limit: batch, changedSince: since }));
       if (!page) throw new TributaryError(`lens "${lens.name}": the incremental sync cannot read the table`);
       if (page.length === 0) break;
       await this.indexRows(lens, job, page);
@@ -425,47 +536,62 @@ export class Engine implements WorkerEngine {
       counters.skippedByHash++;
       counters.tokensSaved += estimateTokens(b.content);
     }
-    const vectors = await this.embedIsolating(lens, job, toEmbed);
+    const vectors = await this.isolating(lens, job, toEmbed, (items) => this.embedTransient(lens.name, items), embedInputReason);
     toEmbed.forEach((b, i) => vectors[i] && records.push({ ...b, vector: vectors[i]! }));
-    if (unchangedText.length) await index.updateMetadata(lens.name, unchangedText);
-    if (records.length) await index.upsert(lens.name, records);
-    const done = records.length + unchangedText.length;
+    const written = (ok: unknown[]) => ok.filter((x) => x !== undefined).length;
+    const updated = await this.isolating(lens, job, unchangedText, async (items) => (await index.updateMetadata(lens.name, items), items), indexDataReason);
+    const upserted = await this.isolating(lens, job, records, async (items) => (await index.upsert(lens.name, items), items), indexDataReason);
+    const done = written(updated) + written(upserted);
     job.indexed += done;
     lens.rate.count += done;
     lens.indexChanged ||= done > 0;
   }
 
-  /** Embeds texts; on an input error, halves the batch until the bad items are isolated. */
-  private async embedIsolating(lens: LensRuntime, job: Job, items: Array<{ id: string; content: string }>): Promise<(Float32Array | undefined)[]> {
+  /** Embeds texts, retrying transient failures a few times. */
+  private embedTransient(lens: string, items: Array<{ content: string }>): Promise<Float32Array[]> {
+    return retry(() => this.embed(lens, items.map((i) => i.content)), {
+      maxAttempts: TRANSIENT_ATTEMPTS,
+      signal: this.stopSignal,
+      retriable: (err) => err instanceof EmbedError && err.kind === 'transient',
+    });
+  }
+
+  /**
+   * Runs `step` on items (one result per item). When it fails with an error `blame` pins on the
+   * items themselves (it returns a dead-letter reason), halves them until each refused item is
+   * alone and dead-letters it (its result is undefined). Any other error propagates: the job
+   * fails and is retried, nothing is dead-lettered.
+   */
+  private async isolating<T extends { id: string }, R>(
+    lens: LensRuntime,
+    job: Job,
+    items: T[],
+    step: (items: T[]) => Promise<R[]>,
+    blame: (err: unknown) => string | undefined,
+  ): Promise<(R | undefined)[]> {
     if (items.length === 0) return [];
     try {
-      return await retry(() => this.embed(lens.name, items.map((i) => i.content)), {
-        maxAttempts: TRANSIENT_ATTEMPTS,
-        retriable: (err) => err instanceof EmbedError && err.kind === 'transient',
-      });
+      return await step(items);
     } catch (err) {
-      if (err instanceof EmbedError && err.kind === 'input' && items.length > 1) {
-        const half = Math.ceil(items.length / 2);
-        return [...(await this.embedIsolating(lens, job, items.slice(0, half))), ...(await this.embedIsolating(lens, job, items.slice(half)))];
+      const reason = blame(err);
+      if (reason === undefined) throw err;
+      if (items.length === 1) {
+        await this.deadLetter(lens, job, [items[0].id], reason, err, 1);
+        return [undefined];
       }
-      const reason =
-        err instanceof EmbedError
-          ? err.kind === 'input'
-            ? /context|too long|maximum.*tokens|token limit/i.test(err.message) ? 'context-length' : 'embedding-input'
-            : 'embedding-unavailable'
-          : 'embedding-error';
-      await this.deadLetter(lens, job, items.map((i) => i.id), reason, err, err instanceof EmbedError && err.kind === 'input' ? 1 : TRANSIENT_ATTEMPTS);
-      return items.map(() => undefined);
+      const half = Math.ceil(items.length / 2);
+      const first = await this.isolating(lens, job, items.slice(0, half), step, blame);
+      return [...first, ...(await this.isolating(lens, job, items.slice(half), step, blame))];
     }
   }
 
   /** Runs a source read with retries; after the last, dead-letters `ids` and returns undefined. */
   private async withRetry<T>(lens: LensRuntime, job: Job, ids: string[], reason: string, fn: () => Promise<T>): Promise<T | undefined> {
     try {
-      return await retry(fn, { maxAttempts: TRANSIENT_ATTEMPTS, retriable: () => !this.stopping });
+      return await retry(fn, { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
     } catch (err) {
-      if (ids.length === 0) throw err;
-      await this.deadLetter(lens, job, ids, reason, err, TRANSIENT_ATTEMPTS);
+      if (ids.length === 0 || this.stopping) throw err;
+      await this.deadLetter(lens, job, ids, reason, err, isRetriable(err) ? TRANSIENT_ATTEMPTS : 1);
       return undefined;
     }
   }
@@ -489,14 +615,15 @@ export class Engine implements WorkerEngine {
     this.options.log.warn({ lens: lens.name, ids: ids.slice(0, 10), count: ids.length, reason, err: describeError(err) }, 'items sent to the dead-letter queue');
   }
 
-  /** Waits for nothing new: stops the loops after their current job. */
-  async stop(): Promise<void> {
-    this.stopping = true;
+  /**
+   * Stops the loops: in-flight embedding requests are aborted and long jobs stop between pages;
+   * their work stays queued (the journal, the sweep cursors) and resumes on the next start.
+   * Resolves once the loops ended, or after `timeoutMs` even if a step hangs (a source query).
+   */
+  async stop(timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<void> {
+    this.stopController.abort(new TributaryError('the worker is stopping; the job resumes on the next start'));
     for (const lens of this.lensMap.values()) lens.wake?.();
-    await Promise.all(this.loops);
-    for (const lens of this.lensMap.values()) {
-      lens.queue.close();
-      await lens.reader?.close();
-    }
+    const ended = await Promise.race([Promise.all(this.loops).then(() => true), sleep(timeoutMs, false, { ref: false })]);
+    if (!ended) this.options.log.warn({ timeoutMs }, 'worker stop timed out: a job step still hangs; its work resumes on the next start');
   }
 }

@@ -14,16 +14,17 @@
  *
  * Every answer is JSON; every error is `{ "error": "..." }`. Checks run in this order: route
  * (404), method (405), key (401), scope (403), lens (404), body size (413), body (400 / 413 for
- * more than 10,000 changes), then the engine (429 queue full, 502 embedding provider, 500).
+ * more than 10,000 changes), then the engine (429 queue full, 502 embedding provider unavailable or misconfigured, 500).
  *
  * Auth is `Authorization: Bearer KEY`. Keys are scoped: `ingest` keys may ingest, read jobs and
  * status; `search` keys may search, find similar and read status; `admin` keys may do all.
  * With no keys configured auth is OFF and every request may do everything: for local
- * development only, never expose such a worker beyond loopback.
+ * development only. The worker refuses to start such an API, or one with a well-known key
+ * (WELL_KNOWN_KEYS), on an address other than loopback (checkExposure).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { EmbedError, QueueFullError, describeError } from '../errors.js';
+import { ConfigError, EmbedError, QueueFullError, describeError } from '../errors.js';
 import { parseListen } from '../http.js';
 import type { Logger } from '../types.js';
 import openapiDocument from './openapi.json' with { type: 'json' };
@@ -163,6 +164,39 @@ export function createWorkerHandler(options: WorkerHandlerOptions): (req: Incomi
   };
 }
 
+/** API keys published in this repository (quick start defaults, manifest placeholders): anyone may know them. */
+export const WELL_KNOWN_KEYS: readonly string[] = ['ik_local_ingest', 'sk_local_search', 'ik_change_me', 'sk_change_me'];
+
+/** Whether a listen host is a loopback address: 127.0.0.0/8, ::1 (also IPv4-mapped) or localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^::ffff:/, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/**
+ * Refuses (ConfigError, exit code 2) an API reachable beyond loopback that anyone could use:
+ * one with no keys (auth off) or with a well-known key. Loopback keeps the local demo working.
+ */
+export function checkExposure(listen: string, keys: ReadonlyArray<{ key: string; scope: KeyScope }>): void {
+  const { host } = parseListen(listen);
+  if (isLoopbackHost(host)) return;
+  const known = keys.filter((k) => WELL_KNOWN_KEYS.includes(k.key));
+  if (keys.length > 0 && known.length === 0) return;
+  const why =
+    keys.length === 0
+      ? 'has no keys, so anyone who can reach it may ingest, search and drop dead letters'
+      : `uses the well-known ${known.map((k) => `${k.scope} key "${k.key}"`).join(' and ')}, which anyone may know`;
+  throw new ConfigError('worker API', [
+    {
+      path: 'worker.keys',
+      message:
+        `the worker API listens on ${listen} (not loopback) and ${why}. Set keys of your own: with the bundled ` +
+        `quick start pass INGEST_KEY and SEARCH_KEY (docker run -e INGEST_KEY=$(openssl rand -hex 24) -e SEARCH_KEY=$(openssl rand -hex 24) ...), ` +
+        `otherwise list them under worker.keys; or listen on 127.0.0.1 (TRIBUTARY_LISTEN=127.0.0.1:8080).`,
+    },
+  ]);
+}
+
 /**
  * Starts the worker API on `listen` (`host:port`, e.g. `127.0.0.1:7420`, `[::1]:0`) and
  * resolves once it is listening.
@@ -299,7 +333,7 @@ async function search(ctx: Context): Promise<void> {
   try {
     hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode });
   } catch (err) {
-    if (err instanceof EmbedError && err.kind === 'transient') {
+    if (err instanceof EmbedError && err.kind !== 'input') {
       throw new HttpError(502, `Embedding provider error: ${oneLine(err.message)}`);
     }
     if (err instanceof EmbedError && err.kind === 'input') {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { SinkContext } from '../plugins.js';
 import { createEmbedder } from './embedders/index.js';
 import { Engine } from './engine.js';
-import { startWorkerServer } from './http.js';
+import { checkExposure, startWorkerServer } from './http.js';
 import { openVectorIndex } from './index/index.js';
 
 export interface RunningWorker {
@@ -19,6 +19,7 @@ export interface RunningWorker {
 /** Starts the worker of a configuration with worker sinks, for the lenses of all of them. */
 export async function startWorker({ config, state, metrics, log, openReader }: SinkContext): Promise<RunningWorker> {
   const workerConfig = config.worker!;
+  if (workerConfig.listen) checkExposure(workerConfig.listen, workerConfig.keys);
   const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
   const index = await openVectorIndex(workerConfig.index);
   const engine = new Engine({
@@ -38,7 +39,8 @@ export async function startWorker({ config, state, metrics, log, openReader }: S
   });
   metrics.attachWorker(engine);
   await engine.start();
-  const refresh = setInterval(() => void engine.refresh().catch(() => {}), 1000);
+  // refresh() never rejects: it logs its failures (throttled) and shows persistent ones in status.
+  const refresh = setInterval(() => void engine.refresh(), 1000);
   refresh.unref();
   let server: Server | undefined;
   if (workerConfig.listen) {

@@ -20,9 +20,12 @@
  * | 5xx, 408, network error, timeout, bad JSON | retried with backoff (src/retry.ts) |
  * | …still failing after `maxRetries`      | EmbedError `transient` |
  * | 400, 413, 422 and other 4xx            | EmbedError `input`, with the server's message |
- * | wrong count or length of vectors       | EmbedError `input` |
- * | 401, 403                               | TributaryError (not retried): the key is missing or invalid |
- * | 404, 3xx                               | TributaryError (not retried): check `url` and `model` |
+ * | 401, 403                               | EmbedError `config` (not retried): the key is missing or invalid |
+ * | 404, 3xx                               | EmbedError `config` (not retried): check `url` and `model` |
+ * | wrong count, length or shape of vectors | EmbedError `config` (not retried): check `dimensions`, `url` |
+ *
+ * `config` errors fail every request alike until an operator fixes the configuration or the
+ * provider's account: the worker holds the lens in `error` and retries, it never dead-letters.
  *
  * The key travels only in the Authorization header: it is never part of an error message or
  * details, even when a server echoes it back.
@@ -115,8 +118,10 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
 
     if (status === 401 || status === 403) {
       // Not even the server's text: OpenAI's 401 message quotes part of the key.
-      throw new TributaryError(
+      throw new EmbedError(
         `${where}: HTTP ${status}: the embedding key is missing or invalid, or lacks access to the model — check worker.embedder.key`,
+        'config',
+        { status },
       );
     }
     if (status === 429) {
@@ -129,8 +134,10 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
       throw new EmbedError(`${head}: the embedding API failed`, 'transient', details);
     }
     if (status === 404 || (status >= 300 && status < 400)) {
-      throw new TributaryError(
+      throw new EmbedError(
         `${head}: POST ${endpoint} is not an embeddings endpoint or the model is unknown — check worker.embedder.url (the base, e.g. https://api.openai.com/v1) and model`,
+        'config',
+        details,
       );
     }
     throw new EmbedError(`${head}: the embedding API rejected the input`, 'input', details);
@@ -140,10 +147,10 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
   function readVectors(body: unknown, expected: number): Float32Array[] {
     const data = (body as { data?: unknown } | null)?.data;
     if (!Array.isArray(data)) {
-      throw new EmbedError(`${where}: the response has no \`data\` array: not an OpenAI-compatible embeddings API?`, 'input');
+      throw new EmbedError(`${where}: the response has no \`data\` array: not an OpenAI-compatible embeddings API? — check worker.embedder.url`, 'config');
     }
     if (data.length !== expected) {
-      throw new EmbedError(`${where}: sent ${expected} inputs but the response has ${data.length} embeddings`, 'input');
+      throw new EmbedError(`${where}: sent ${expected} inputs but the response has ${data.length} embeddings: not an OpenAI-compatible embeddings API? — check worker.embedder.url`, 'config');
     }
     const vectors: Float32Array[] = new Array(expected);
     for (let i = 0; i < data.length; i++) {
@@ -151,16 +158,16 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
       const index = item?.index ?? i;
       const embedding = item?.embedding;
       if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= expected || vectors[index]) {
-        throw new EmbedError(`${where}: the response has a missing, duplicate or out-of-range index (${String(index)})`, 'input');
+        throw new EmbedError(`${where}: the response has a missing, duplicate or out-of-range index (${String(index)}): not an OpenAI-compatible embeddings API? — check worker.embedder.url`, 'config');
       }
       if (!Array.isArray(embedding) || !embedding.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-        throw new EmbedError(`${where}: embedding ${index} is not an array of numbers (is encoding_format "float" supported?)`, 'input');
+        throw new EmbedError(`${where}: embedding ${index} is not an array of numbers (is encoding_format "float" supported?)`, 'config');
       }
       if (embedding.length !== dimensions) {
         throw new EmbedError(
           `${where}: the model returned ${embedding.length} dimensions but the config says ${dimensions} — set worker.embedder.dimensions to ${embedding.length}` +
             (config.sendDimensions ? '' : ', or enable sendDimensions if the model can shorten its vectors'),
-          'input',
+          'config',
         );
       }
       vectors[index] = normalize(embedding as number[]);

@@ -37,7 +37,8 @@
  *   in the database's order) as long as the caller only feeds back ids the index returned.
  * - Writes of one lens apply one at a time, in call order, within this process; each upsert or
  *   delete is one transaction, durable when it resolves (with the server's synchronous_commit).
- * - PostgreSQL text cannot hold NUL (U+0000): a record with one is refused with an error.
+ * - PostgreSQL text cannot hold NUL (U+0000): a record with one is refused with a
+ *   RecordRejectedError (the worker dead-letters it).
  *   A primary key entry holds at most about 2,700 bytes, which bounds the length of an id.
  *
  * Database failures reject with a TributaryError, retriable when the connection was at fault.
@@ -45,7 +46,7 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { describeError, TributaryError } from '../../errors.js';
+import { describeError, RecordRejectedError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
@@ -699,7 +700,7 @@ function checkNul(lens: string, id: string, row: { id: string; content: string; 
           ? 'contentHash'
           : undefined;
   if (field) {
-    throw new TributaryError(`Record ${JSON.stringify(id)} of lens ${lens}: its ${field} holds a NUL character (U+0000), which PostgreSQL text cannot store`);
+    throw new RecordRejectedError(`Record ${JSON.stringify(id)} of lens ${lens}: its ${field} holds a NUL character (U+0000), which PostgreSQL text cannot store`);
   }
 }
 

@@ -17,6 +17,7 @@ import { SourceLeases } from './leases.js';
 import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type PipelineOptions } from './pipeline.js';
+import type { SinkContext } from './plugins.js';
 import { createSink } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
@@ -51,7 +52,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const writes = new StateWrites(log);
   const deadLetters = new DeadLetters(state, log);
   await deadLetters.load(Object.keys(config.lenses));
-  const sinks = await createSinks(config, state, metrics, log);
+  const sinks = await createSinks(config, { state, deadLetters, metrics, log });
   const stopConnecting = new AbortController();
   const lensStore = new LensStore(state, writes);
   const pipelines = createPipelines(config, { sinks, state, lensStore, deadLetters, metrics, log, signal: stopConnecting.signal });
@@ -142,12 +143,12 @@ function createPipelines(
   });
 }
 
-async function createSinks(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {
+async function createSinks(config: Config, shared: Pick<SinkContext, 'state' | 'deadLetters' | 'metrics' | 'log'>): Promise<Map<string, Sink>> {
   const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
   const sinks = new Map<string, Sink>();
   for (const [name, sinkConfig] of Object.entries(config.sinks)) {
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
-    sinks.set(name, await createSink(sinkConfig, { name, lenses, config, openReader, state, metrics, log: log.child({ sink: name }) }));
+    sinks.set(name, await createSink(sinkConfig, { ...shared, name, lenses, config, openReader, log: shared.log.child({ sink: name }) }));
   }
   return sinks;
 }

@@ -8,6 +8,7 @@
  * See docs/architecture.md, "Plugins".
  */
 import type { Config, LensConfig } from './config/types.js';
+import type { DeadLetters } from './dead-letters.js';
 import type { Metrics } from './metrics.js';
 import type { RowReaderOptions } from './rows.js';
 import type { ConnectorContext, Logger, RowReader, Sink, SourceConnector, StateStore } from './types.js';
@@ -93,6 +94,8 @@ export interface SinkContext {
   /** Opens the row reader of a lens, for sinks that need rows. */
   openReader(lens: string): Promise<RowReader>;
   state: StateStore;
+  /** The one dead-letter queue, for sinks that dead-letter records themselves. */
+  deadLetters: DeadLetters;
   metrics: Metrics;
   log: Logger;
 }

@@ -17,6 +17,7 @@ import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
 import { createPostgresReader } from '../connectors/postgres/reader.js';
 import { openStateStore } from '../src/state/index.js';
+import { DeadLetters } from '../src/dead-letters.js';
 import { createLogger } from '../src/log.js';
 import type { LensConfig } from '../src/config/types.js';
 import type { Embedder, VectorIndex } from '../src/worker/types.js';
@@ -91,6 +92,9 @@ async function engineFor(t: { name: string }, options: HarnessOptions = {}): Pro
           maxTokensPerRequest: 250000, maxInputTokens: 8191, overLong: 'reject', concurrency: 2, timeoutMs: 5000, maxRetries: 1,
         })
       : createEmbedder({ type: 'hash', dimensions: 384 });
+  const log = options.log ?? createLogger({ level: 'fatal' });
+  const deadLetters = new DeadLetters(state, log);
+  await deadLetters.load(['products']);
   const engine = new Engine({
     lenses: { products: lens },
     openReader: async () => {
@@ -100,10 +104,11 @@ async function engineFor(t: { name: string }, options: HarnessOptions = {}): Pro
     embedder,
     index: options.wrapIndex ? options.wrapIndex(index) : index,
     state,
+    deadLetters,
     queueDir: join(dir, 'queue'),
     maxQueuedChanges: 1000,
     readBatch: options.readBatch,
-    log: options.log ?? createLogger({ level: 'fatal' }),
+    log,
   });
   await engine.start();
   return {

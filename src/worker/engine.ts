@@ -11,7 +11,8 @@ import type { LensConfig } from '../config/types.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EmbedError, QueueFullError, SourceUnavailableError, TributaryError, describeError, isConnectionError, isRecordRejection } from '../errors.js';
 import { isRetriable, retry } from '../retry.js';
-import type { Action, Logger, RowReader, StateStore } from '../types.js';
+import type { DeadLetters } from '../dead-letters.js';
+import type { Action, DeadLetter, Logger, RowReader, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
 import { estimateTokens } from './embedders/openai.js';
 import type { Embedder, IndexRecord, JobView, LensWorkerStatus, SearchHit, VectorIndex, WorkerEngine } from './types.js';
@@ -23,6 +24,8 @@ export interface EngineOptions {
   embedder: Embedder;
   index: VectorIndex;
   state: StateStore;
+  /** The one dead-letter queue (counts loaded by the daemon). */
+  deadLetters: DeadLetters;
   /** Directory of the durable queues. */
   queueDir: string;
   /** Per lens: beyond this many queued changes, submit answers QueueFullError (429). */
@@ -54,7 +57,6 @@ interface LensRuntime {
   state: LensWorkerStatus['state'];
   lastError?: string;
   cursor?: string;
-  dlq: number;
   indexedTotal: number;
   /** The index was written since `indexedTotal` was counted (at `countedAt`). */
   indexChanged?: boolean;
@@ -131,45 +133,45 @@ export class Engine implements WorkerEngine {
   constructor(private readonly options: EngineOptions) {
     for (const [name, config] of Object.entries(options.lenses)) {
       const queue = new LensQueue(options.queueDir, name);
-      const lens: LensRuntime = { name, config, queue, state: 'idle', dlq: 0, indexedTotal: 0, rate: { count: 0, at: Date.now(), value: 0 } };
+      const lens: LensRuntime = { name, config, queue, state: 'idle', indexedTotal: 0, rate: { count: 0, at: Date.now(), value: 0 } };
       this.lensMap.set(name, lens);
       if (queue.queued) this.register(lens, queue.queued.jobId, queue.queued.work.sweep ?? 'records', queue.pendingChanges, queue.queued.lastSeq);
     }
   }
 
-  /** Counts the dead letters already stored, then starts the lens loops. */
+  /** Starts the lens loops. */
   async start(): Promise<void> {
-    for (const lens of this.lensMap.values()) {
-      lens.dlq = (await this.options.state.listDeadLetters(lens.name)).length;
-      this.loops.push(this.loop(lens));
-    }
+    for (const lens of this.lensMap.values()) this.loops.push(this.loop(lens));
   }
 
-  /**
-   * Queues the dead letters of a lens again (all, or those with the given ids) as a records
-   * job, and removes them from the dead-letter store. Returns how many changes were queued.
-   */
-  async deadLetters(lens: string) {
-    return this.options.state.listDeadLetters(lens);
+  /** The dead letters of a lens, oldest first. */
+  async deadLetters(lens: string): Promise<DeadLetter[]> {
+    const letters: DeadLetter[] = [];
+    for await (const page of this.options.deadLetters.pages(lens)) letters.push(...page);
+    return letters;
   }
 
   async dropDeadLetters(lensName: string, ids?: string[]): Promise<number> {
-    const lens = this.lensMap.get(lensName);
-    if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
-    const letters = (await this.options.state.listDeadLetters(lensName)).filter((l) => !ids || ids.includes(l.id));
-    const removed = await this.options.state.removeDeadLetters(letters.map((l) => l.id));
-    lens.dlq -= removed;
-    return removed;
+    this.lensOf(lensName);
+    return this.options.deadLetters.drop(lensName, ids);
   }
 
+  /** Queues dead letters again (all, or those ids), page by page, and removes them once queued; returns the changes queued. */
   async replayDeadLetters(lensName: string, ids?: string[]): Promise<number> {
-    const lens = this.lensMap.get(lensName);
-    if (!lens) throw new TributaryError(`lens not found: ${lensName}`);
-    const letters = (await this.options.state.listDeadLetters(lensName)).filter((l) => !ids || ids.includes(l.id));
-    const changes = letters.flatMap((l) => l.provenance.changes ?? []);
-    if (changes.length) await this.submit(lensName, { mode: 'records', changes });
-    lens.dlq -= await this.options.state.removeDeadLetters(letters.map((l) => l.id));
-    return changes.length;
+    this.lensOf(lensName);
+    let queued = 0;
+    await this.options.deadLetters.replay(lensName, ids, async (changes) => {
+      if (changes.length) await this.submit(lensName, { mode: 'records', changes });
+      queued += changes.length;
+      return true;
+    });
+    return queued;
+  }
+
+  private lensOf(name: string): LensRuntime {
+    const lens = this.lensMap.get(name);
+    if (!lens) throw new TributaryError(`lens not found: ${name}`);
+    return lens;
   }
 
   private get stopping(): boolean {
@@ -251,7 +253,7 @@ export class Engine implements WorkerEngine {
         rate: Math.round(l.rate.value * 10) / 10,
         cursor: l.cursor,
         indexed: l.indexedTotal,
-        dlq: l.dlq,
+        dlq: this.options.deadLetters.count(l.name),
         lastError: this.lastError(l),
       }));
   }
@@ -441,18 +443,29 @@ export class Engine implements WorkerEngine {
       const chunk = ids.slice(i, i + this.readBatch);
       const upserts = chunk.filter((id) => changes.get(id) === 'upsert');
       const rows = await this.readRows(lens, job, upserts);
-      if (rows) await this.indexRows(lens, job, upserts.filter((id) => rows.has(id)).map((id) => ({ id, row: rows.get(id)! })));
-      const removed = chunk.filter((id) => changes.get(id) === 'delete' || (rows !== undefined && !rows.has(id)));
+      await this.indexRows(lens, job, upserts.flatMap((id) => (rows.get(id) ? [{ id, row: rows.get(id)! }] : [])));
+      const removed = chunk.filter((id) => changes.get(id) === 'delete' || rows.get(id) === null);
       if (removed.length) job.deleted += await this.options.index.delete(lens.name, removed);
       lens.indexChanged ||= removed.length > 0;
     }
   }
 
-  /** The current rows of ids; undefined when reading failed and the ids were dead-lettered. */
-  private async readRows(lens: LensRuntime, job: Job, ids: string[]): Promise<Map<string, Record<string, unknown>> | undefined> {
-    if (ids.length === 0) return new Map();
+  /**
+   * The current rows of ids, null for a row that is gone. A read the source keeps failing for a
+   * reason worth retrying (it is down) fails the job, which is tried again later; ids whose read
+   * fails for good (a key the source refuses) are isolated, dead-lettered and left out.
+   */
+  private async readRows(lens: LensRuntime, job: Job, ids: string[]): Promise<Map<string, Record<string, unknown> | null>> {
+    const result = new Map<string, Record<string, unknown> | null>();
+    if (ids.length === 0) return result;
     const reader = await this.reader(lens);
-    return this.withRetry(lens, job, ids, 'source-read', () => reader.readByIds(ids));
+    const read = async (items: Array<{ id: string }>) => {
+      const found = await this.readWithRetry(() => reader.readByIds(items.map((i) => i.id)));
+      return items.map((i) => found.get(i.id) ?? null);
+    };
+    const rows = await this.isolating(lens, job, ids.map((id) => ({ id })), read, (err) => (this.stopping || isRetriable(err) ? undefined : 'source-read'));
+    ids.forEach((id, i) => rows[i] !== undefined && result.set(id, rows[i]!));
+    return result;
   }
 
   /** Every row in key order, then index entries whose rows are gone; resumable, page by page. */
@@ -461,11 +474,9 @@ export class Engine implements WorkerEngine {
     const batch = this.readBatch;
     let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
     const reader = await this.reader(lens);
-    const cannotRead = () => new TributaryError(`lens "${lens.name}": the full sync cannot read the table`);
     while (cursor.phase === 'rows') {
       this.stopSignal.throwIfAborted();
-      const page = await this.withRetry(lens, job, [], 'source-read', () => reader.page({ after: cursor.after, limit: batch }));
-      if (!page) throw cannotRead();
+      const page = await this.readWithRetry(() => reader.page({ after: cursor.after, limit: batch }));
       await this.indexRows(lens, job, page);
       cursor = page.length < batch ? { phase: 'ghosts' } : { phase: 'rows', after: page[page.length - 1].id };
       lens.cursor = `full:${cursor.after ?? 'ghosts'}`;
@@ -475,8 +486,7 @@ export class Engine implements WorkerEngine {
       this.stopSignal.throwIfAborted();
       const ids = await this.options.index.idsAfter(lens.name, cursor.after, 1000);
       if (ids.length === 0) break;
-      const rows = await this.withRetry(lens, job, [], 'source-read', () => reader.readByIds(ids));
-      if (!rows) throw cannotRead();
+      const rows = await this.readWithRetry(() => reader.readByIds(ids));
       const ghosts = ids.filter((id) => !rows.has(id));
       if (ghosts.length) job.deleted += await this.options.index.delete(lens.name, ghosts);
       lens.indexChanged ||= ghosts.length > 0;
@@ -498,8 +508,7 @@ export class Engine implements WorkerEngine {
     let since = (await this.options.state.get<{ value?: string; id?: string }>(key)) ?? {};
     for (;;) {
       this.stopSignal.throwIfAborted();
-      const page = await this.withRetry(lens, job, [], 'source-read', () => reader.page({ limit: batch, changedSince: since }));
-      if (!page) throw new TributaryError(`lens "${lens.name}": the incremental sync cannot read the table`);
+      const page = await this.readWithRetry(() => reader.page({ limit: batch, changedSince: since }));
       if (page.length === 0) break;
       await this.indexRows(lens, job, page);
       const last = page[page.length - 1];
@@ -585,32 +594,17 @@ export class Engine implements WorkerEngine {
     }
   }
 
-  /** Runs a source read with retries; after the last, dead-letters `ids` and returns undefined. */
-  private async withRetry<T>(lens: LensRuntime, job: Job, ids: string[], reason: string, fn: () => Promise<T>): Promise<T | undefined> {
-    try {
-      return await retry(fn, { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
-    } catch (err) {
-      if (ids.length === 0 || this.stopping) throw err;
-      await this.deadLetter(lens, job, ids, reason, err, isRetriable(err) ? TRANSIENT_ATTEMPTS : 1);
-      return undefined;
-    }
+  /** A source read, retried a few times when its error is worth retrying. */
+  private readWithRetry<T>(fn: () => Promise<T>): Promise<T> {
+    return retry(fn, { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
   }
 
   private async deadLetter(lens: LensRuntime, job: Job, ids: string[], reason: string, err: unknown, attempts: number): Promise<void> {
-    const at = new Date().toISOString();
     const actions = job.work?.changes;
     for (const id of ids) {
-      await this.options.state.addDeadLetter({
-        lens: lens.name,
-        reason,
-        error: describeError(err),
-        attempts,
-        firstSeen: at,
-        lastSeen: at,
-        provenance: { changes: [{ id, action: actions?.get(id) ?? 'upsert' }], response: `job ${job.jobId}` },
-      });
+      const provenance = { changes: [{ id, action: actions?.get(id) ?? ('upsert' as const) }], response: `job ${job.jobId}` };
+      await this.options.deadLetters.add({ lens: lens.name, reason, error: describeError(err), attempts, provenance });
     }
-    lens.dlq += ids.length;
     job.deadLettered += ids.length;
     this.options.log.warn({ lens: lens.name, ids: ids.slice(0, 10), count: ids.length, reason, err: describeError(err) }, 'items sent to the dead-letter queue');
   }

@@ -17,7 +17,7 @@ export interface RunningWorker {
 }
 
 /** Starts the worker of a configuration with worker sinks, for the lenses of all of them. */
-export async function startWorker({ config, state, metrics, log, openReader }: SinkContext): Promise<RunningWorker> {
+export async function startWorker({ config, state, deadLetters, metrics, log, openReader }: SinkContext): Promise<RunningWorker> {
   const workerConfig = config.worker!;
   if (workerConfig.listen) checkExposure(workerConfig.listen, workerConfig.keys);
   const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => config.sinks[lens.sink]?.type === 'worker'));
@@ -28,6 +28,7 @@ export async function startWorker({ config, state, metrics, log, openReader }: S
     embedder: createEmbedder(workerConfig.embedder),
     index,
     state,
+    deadLetters,
     queueDir: join(workerConfig.index.path, 'queue'),
     maxQueuedChanges: workerConfig.maxQueuedChanges,
     readBatch: workerConfig.readBatch,

@@ -344,7 +344,10 @@ describe('compose trial', () => {
 
     const mounts = new Map<string, string>(tributary.volumes.map((v: string) => [v.split(':')[1], v.split(':')[0]]));
     const file = join(dir, mounts.get('/etc/tributary/tributary.yaml')!);
-    const config = parseConfig(readFileSync(file, 'utf8'), '/etc/tributary/tributary.yaml', tributary.environment);
+    // No key is committed: compose refuses to start until the user sets their own.
+    for (const key of ['INGEST_KEY', 'SEARCH_KEY']) assert.match(tributary.environment[key], new RegExp(`^\\$\\{${key}:\\?`));
+    const env = { ...tributary.environment, INGEST_KEY: 'ik_0123456789abcdef', SEARCH_KEY: 'sk_0123456789abcdef' };
+    const config = parseConfig(readFileSync(file, 'utf8'), '/etc/tributary/tributary.yaml', env);
     assert.equal(new URL(config.sources.shop.url).hostname, 'postgres');
     assert.ok(mounts.has('/data') && config.state.type === 'embedded' && config.state.path === '/data');
     const published = tributary.ports.map((p: string) => Number(p.split(':')[1]));

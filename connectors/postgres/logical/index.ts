@@ -12,7 +12,7 @@ import type { PostgresSourceConfig } from '../spec.js';
 import { describeError } from '../../../src/errors.js';
 import { backoffDelay } from '../../../src/retry.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { classifyPgError } from './errors.js';
+import { classifyPgError } from '../../../src/postgres.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { LeanPgoutputPlugin } from './pgoutput.js';
 import { setUpSource } from './setup.js';

@@ -22,8 +22,7 @@ import { SourceSetupError, describeError, type TributaryError } from '../../../s
 import { encodeId } from '../../../src/ids.js';
 import { backoffDelay, retry } from '../../../src/retry.js';
 import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { classifyPgError } from '../logical/errors.js';
-import { quoteIdent } from '../logical/setup.js';
+import { classifyPgError, quoteIdent } from '../../../src/postgres.js';
 import { channelName, checkTriggers, installTriggers, resolveTables, sleepLock, type CaptureTable } from './setup.js';
 
 /** Changelog rows per read: bounds memory on a backlog. */

@@ -24,7 +24,7 @@
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PostgresSourceConfig } from '../spec.js';
-import { SourceSetupError, SourceUnavailableError, describeError } from '../../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../../src/errors.js';
 import { encodeId } from '../../../src/ids.js';
 import { SQLSTATE } from '../../../src/postgres.js';
 import { supervise, type Supervisor } from '../../../src/supervisor.js';
@@ -75,7 +75,8 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   };
 
   /** A failure as a TributaryError; on a connection that reported an error or its end, a retriable one. */
-  function classify(err: unknown) {
+  function classify(err: unknown): TributaryError {
+    if (err instanceof TributaryError) return err;
     const error = classifyPgError(err, where);
     return broken && !error.retriable ? new SourceUnavailableError(error.message, { cause: err }) : error;
   }
@@ -239,9 +240,10 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
             streaming();
             await readLoop(c, signal);
           } catch (err) {
+            const error = classify(err); // before our own end() marks the connection broken
             client = undefined;
             await c.end().catch(() => {});
-            throw err;
+            throw error;
           } finally {
             signal.removeEventListener('abort', wake);
           }

@@ -52,6 +52,9 @@ test('MySQL errors are classified by errno, code and the fatal flag', () => {
   assert.ok(c(withCode('Server shutdown in progress', { errno: 1053 })).retriable);
   assert.ok(c(withCode('Could not find first log file name in binary log index file', { errno: 1236 })) instanceof PurgedPositionError);
   assert.match(c(withCode('A slave with the same server_uuid/server_id as this slave has connected to the master', { errno: 1236 })).message, /serverId/);
+  const mariadbClash = c(withCode('A slave with the same server_uuid/server_id is already connected', { errno: 4052, code: 'ER_INVALID_MFA_PLUGIN_SPECIFIED', fatal: true }));
+  assert.equal(mariadbClash.retriable, false, 'MariaDB: errno 4052, although mysql2 marks it fatal');
+  assert.match(mariadbClash.message, /set serverId:/);
   assert.equal(c(withCode("Table 'app.items' doesn't exist", { errno: 1146 })).retriable, false);
   assert.equal(c(withCode('Connection lost', {})).retriable, false, 'no code, no fatal flag: the text alone decides nothing');
 });

@@ -16,8 +16,10 @@ const ER = {
   specificAccessDenied: 1227,
   tableAccessDenied: 1142,
   columnAccessDenied: 1143,
-  /** ER_MASTER_FATAL_ERROR_READING_BINLOG: the server stopped the dump (purged position, server_id clash, …). */
+  /** ER_MASTER_FATAL_ERROR_READING_BINLOG: the server stopped the dump (purged position, MySQL's server_id clash, …). */
   fatalReadingBinlog: 1236,
+  /** MariaDB's ER_SLAVE_SAME_ID: another replica connected with our server_id (mysql2 names it after an unrelated MySQL code). */
+  mariadbSameServerId: 4052,
 } as const;
 
 /** Errnos worth retrying: too many connections, shutdown, connection killed, lock conflicts, and the client's lost/gone-away. */
@@ -28,13 +30,14 @@ const RETRIABLE_ERRNOS = new Set([1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006
  * tells them apart (the server sends no sub-code), so these two checks read the text.
  */
 const PURGED = /purged|could not find first log file|could not find GTID state|binary log .* not found|log event entry exceeded/i;
-/** MariaDB: "A slave with the same server_uuid/server_id is already connected"; MySQL: "…same server_uuid/server_id as this slave has connected". */
+/** MySQL: "A slave with the same server_uuid/server_id as this slave has connected to the master" (MariaDB has its own errno). */
 const CLASH = /same server_uuid\/server_id|slave with the same server/i;
 
 export function classifyMysqlError(err: unknown, where: string, serverId: number): TributaryError {
   if (err instanceof TributaryError) return err;
   const { errno, code, fatal } = (err ?? {}) as { errno?: number; code?: string; fatal?: boolean };
   const message = describeError(err);
+  // Checked before `fatal` below: the server's errno says more than the driver's flag.
   switch (errno) {
     case ER.accessDenied:
       return new SourceSetupError(`${where}: authentication failed (${message}). Check the user and password in the source url.`, { cause: err });
@@ -49,6 +52,8 @@ export function classifyMysqlError(err: unknown, where: string, serverId: number
           'SELECT ON *.* TO the user (MariaDB 10.5+: GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ...).',
         { cause: err },
       );
+    case ER.mariadbSameServerId:
+      return serverIdClash(where, serverId, message, err);
     case ER.fatalReadingBinlog:
       if (PURGED.test(message)) return new PurgedPositionError(`${where}: ${message}`, { cause: err });
       if (CLASH.test(message)) return serverIdClash(where, serverId, message, err);

@@ -30,7 +30,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from './errors.js';
-import { backoffDelay } from './retry.js';
+import { retry } from './retry.js';
 import { SNAPSHOT_BUCKETS, type Logger, type RecordChange, type RowReader, type SnapshotEntry, type StateStore } from './types.js';
 
 /** Rows read per page of the scan. */
@@ -45,6 +45,10 @@ const EMITS_IN_FLIGHT = 2;
 const JOURNAL_FLUSH = 100_000;
 /** The hash of a journaled id in the merge: the sink has it, its content is unknown. */
 const JOURNALED = '';
+/** A failed sweep is tried again after a jittered delay from this... */
+const RETRY_INITIAL_MS = 1000;
+/** ...up to this (or smartSyncInterval when shorter). */
+const RETRY_MAX_MS = 300_000;
 
 /** A lens's sweeps, for status and metrics. */
 export interface SweepProgress {
@@ -88,7 +92,8 @@ export class Sweeper {
   private again = false;
   private paused = false;
   private stopping = false;
-  private failures = 0;
+  /** Aborted by `stop()`: ends the wait before a failed sweep is tried again. */
+  private readonly stopSignal = new AbortController();
   /** How long the last sweep's scan took (the rest is the merge), for the log. */
   private scanMs = 0;
   private unpaused: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -183,6 +188,7 @@ export class Sweeper {
   /** Stops sweeping; a sweep in progress ends at its next step, without committing. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.stopSignal.abort();
     clearTimeout(this.timer);
     this.unpaused?.resolve();
     await this.running;
@@ -205,34 +211,45 @@ export class Sweeper {
     }, delayMs);
   }
 
+  /** Sweeps, trying a failed sweep again (with backoff) until it completes or the sweeper stops. */
   private async sweep(): Promise<void> {
     const { lens, log } = this.options;
     const progress = this.progress;
     try {
-      this.reader ??= await this.options.openReader();
       const started = Date.now();
-      Object.assign(progress, { state: 'scanning', rows: 0, upserts: 0, deletes: 0, lastError: undefined, nextAt: undefined });
-      log.info({ lens }, 'smart sync sweep started');
-      const done = await this.sweepOnce(this.reader);
+      const done = await retry(() => this.attempt(), {
+        initialMs: RETRY_INITIAL_MS,
+        maxMs: Math.min(this.options.intervalMs, RETRY_MAX_MS),
+        retriable: () => !this.stopping, // a sweep is safe to repeat, whatever failed
+        signal: this.stopSignal.signal,
+        onRetry: (err, _attempt, delayMs) => {
+          Object.assign(progress, { state: 'error', lastError: describeError(err), nextAt: new Date(Date.now() + delayMs).toISOString() });
+          log.warn({ lens, err: progress.lastError, retryInMs: Math.round(delayMs) }, 'smart sync sweep failed; trying again');
+        },
+      });
       if (done) {
         const finishedAt = new Date().toISOString();
         await this.save({ finishedAt, rows: progress.rows });
         Object.assign(progress, { state: 'waiting', total: progress.rows, lastFinishedAt: finishedAt });
         progress.completed++;
-        this.failures = 0;
         log.info({ lens, rows: progress.rows, upserts: progress.upserts, deletes: progress.deletes, ms: Date.now() - started, scanMs: this.scanMs }, 'smart sync sweep finished');
       }
       this.schedule(this.again ? 0 : this.options.intervalMs);
     } catch (err) {
-      progress.state = 'error';
-      progress.lastError = describeError(err);
-      const delay = Math.min(this.options.intervalMs, backoffDelay(this.failures++, 1000, 300_000));
-      log.warn({ lens, err: progress.lastError, retryInMs: Math.round(delay) }, 'smart sync sweep failed; trying again');
-      this.schedule(delay);
+      // Only when stopping: the sweep (or its retry) ended without committing.
+      Object.assign(progress, { state: 'error', lastError: describeError(err) });
     } finally {
       this.again = false;
       if (this.paused && progress.state !== 'error') progress.state = 'paused';
     }
+  }
+
+  /** One attempt at a sweep; false when stopped before the end. */
+  private async attempt(): Promise<boolean> {
+    this.reader ??= await this.options.openReader();
+    Object.assign(this.progress, { state: 'scanning', rows: 0, upserts: 0, deletes: 0, lastError: undefined, nextAt: undefined });
+    this.options.log.info({ lens: this.options.lens }, 'smart sync sweep started');
+    return this.sweepOnce(this.reader);
   }
 
   /** One sweep; false when stopped before the end (the old snapshot stays). */

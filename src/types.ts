@@ -89,6 +89,13 @@ export interface SourceConnector {
   lag?(): Promise<{ lagBytes?: number; retainedBytes?: number }>;
   /** Connectors that read on a schedule (polling) have this capability; streams do not. */
   readonly scheduled?: ScheduledReading;
+  /**
+   * Resolves once the connector stopped reading for good after `start` resolved: with the
+   * permanent error (already reported as state `error` with its message), or with undefined
+   * after `stop()`. Never rejects. The daemon may await it to fail /healthz or exit; connectors
+   * that run through the supervisor (src/supervisor.ts) pass on `Supervisor.stopped`.
+   */
+  readonly stopped?: Promise<Error | undefined>;
   stop(): Promise<void>;
 }
 

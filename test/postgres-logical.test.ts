@@ -178,6 +178,30 @@ describe('postgres logical replication to a SemiLayer webhook', () => {
     await stop(s.daemon);
   });
 
+  test('renaming a lens\'s key column puts that lens in error with what to do; the daemon and the other lens go on', async (t) => {
+    const s = await scenario(t, `CREATE TABLE renamed (id int PRIMARY KEY, name text); CREATE TABLE steady (id int PRIMARY KEY)`, {
+      renamed: { table: 'renamed', initialSync: 'none' },
+      steady: { table: 'steady', initialSync: 'none' },
+    });
+    await s.sql(`INSERT INTO renamed VALUES (1, 'a'); INSERT INTO steady VALUES (1)`);
+    await eventually(() => sink.lastAction('renamed').get('1') === 'upsert' && sink.lastAction('steady').get('1') === 'upsert', 'both lenses flowing');
+    await s.sql(`ALTER TABLE renamed RENAME COLUMN id TO renamed_id`);
+    await s.sql(`INSERT INTO renamed VALUES (2, 'b'); INSERT INTO steady VALUES (2)`);
+    await s.sql(`UPDATE renamed SET name = 'c' WHERE renamed_id = 1; INSERT INTO steady VALUES (3)`);
+    await eventually(() => sink.lastAction('steady').get('3') === 'upsert', 'the other lens still flowing');
+    const status = s.daemon.status().lenses.find((l) => l.lens === 'renamed')!;
+    assert.equal(status.state, 'error');
+    assert.equal(
+      status.lastError,
+      'column "id" (the key of lens renamed) is gone from public.renamed (renamed or dropped): set primaryKey on the lens to the new key column(s), ' +
+        'restart, then run tributary ingest renamed --mode full',
+    );
+    assert.equal(sink.lastAction('renamed').get('2'), undefined, 'changes that cannot be keyed are skipped');
+    const inside = await s.insideTransaction(`INSERT INTO renamed VALUES (4, 'd'); INSERT INTO steady VALUES (4)`);
+    await eventually(async () => !(await s.slotBefore(inside)), 'positions still acknowledged past the unkeyed changes');
+    await stop(s.daemon);
+  });
+
   test('TRUNCATE asks the sink for a full sync and says so in status', async (t) => {
     const s = await scenario(t, `CREATE TABLE wiped (id int PRIMARY KEY)`, { wiped: { table: 'wiped', initialSync: 'none' } });
     await s.sql(`INSERT INTO wiped VALUES (1)`);

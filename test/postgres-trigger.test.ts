@@ -9,6 +9,11 @@ import { startPostgres, databaseName, type TestPostgres } from './helpers/postgr
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, killChildren, runCli, spawnDaemon, startError, startTestDaemon, testConfig } from './helpers/daemon.js';
 import type { PostgresSourceConfig } from '../connectors/postgres/spec.js';
+import { createConnector } from '../connectors/index.js';
+import { MAX_UNACKED, READ_LIMIT } from '../connectors/postgres/trigger/index.js';
+import { createLogger } from '../src/log.js';
+import { Recorder, lensConfig } from './helpers/connector-contract.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config, LensConfig } from '../src/config/types.js';
 
 let server: TestPostgres;
@@ -106,6 +111,29 @@ describe('postgres trigger capture', () => {
     await eventually(async () => (await s.changelogRows()) === 0, 'every row deleted');
     assert.deepEqual(sink.received(s.lens('late')).map((c) => c.id).sort(), ['1', '2', '3'], 'each change delivered once');
     assert.equal(await daemon.stop(), 0);
+  });
+
+  test('each read sends at most MAX_UNACKED read seqs: the reader waits for acknowledgements, and a late committer is still read', async (t) => {
+    const s = await setUp(t, `CREATE TABLE bounded (id int PRIMARY KEY)`, {});
+    const rec = new Recorder();
+    const lens = { name: 'bounded', table: 'public.bounded', config: lensConfig('app', 'public.bounded') };
+    const connector = await createConnector(s.config.sources.app, { sourceName: 'app', lenses: [lens], log: createLogger({ level: 'fatal' }), report: rec });
+    await connector.start(rec);
+    const late = new pg.Client({ connectionString: s.db });
+    await late.connect();
+    await late.query('BEGIN');
+    await late.query('INSERT INTO bounded VALUES (0)'); // the lowest seq, committed last
+    await s.sql(`INSERT INTO bounded SELECT generate_series(1, ${MAX_UNACKED + READ_LIMIT})`);
+    await eventually(() => rec.ids().length === MAX_UNACKED, 'reads up to MAX_UNACKED unacknowledged rows', 30_000);
+    await sleep(1000);
+    assert.equal(rec.ids().length, MAX_UNACKED, 'no read while MAX_UNACKED seqs wait for acknowledgement');
+    await late.query('COMMIT');
+    await late.end();
+    connector.acknowledge(rec.covering()!);
+    await eventually(() => rec.ids().length === MAX_UNACKED + READ_LIMIT + 1, 'the rest and the late committer', 30_000);
+    assert.ok(rec.ids().includes('0'), 'the late committer is read');
+    assert.equal(new Set(rec.ids()).size, rec.ids().length, 'each change once');
+    await connector.stop();
   });
 
   test('a late committer whose xid is newer than every finished one (not listed in snapshots) is not lost', async (t) => {

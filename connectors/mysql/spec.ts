@@ -5,6 +5,7 @@
 import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
 import { createPollConnector, pollLensProblems } from '../poll/index.js';
 import { createMysqlBinlogConnector } from './binlog/index.js';
+import { classifyMysqlError } from './binlog/errors.js';
 import { createMysqlReader } from './reader.js';
 
 /** A MySQL or MariaDB server, tailed through its row-based binary log. */
@@ -99,7 +100,9 @@ export const mysqlSpec: SourceSpec<MysqlSourceConfig> = {
   resolve: (raw, name) => ({ serverId: defaultServerId(name), ...raw }) as MysqlSourceConfig,
   qualifyTable: (table, config) => (table.includes('.') ? table : `${mysqlDatabase(config.url)}.${table}`),
   create: (config, ctx) =>
-    config.capture === 'poll' ? createPollConnector(ctx, (lens) => createMysqlReader(config.url, lens)) : createMysqlBinlogConnector(config, ctx),
+    config.capture === 'poll'
+      ? createPollConnector(ctx, (lens) => createMysqlReader(config.url, lens), (err) => classifyMysqlError(err, `source "${ctx.sourceName}"`, config.serverId))
+      : createMysqlBinlogConnector(config, ctx),
   openReader: (config, options) => createMysqlReader(config.url, options),
 };
 

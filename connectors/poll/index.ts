@@ -15,14 +15,19 @@
  */
 import { parseDuration } from '../../src/config/fragments.js';
 import type { LensConfig } from '../../src/config/types.js';
-import { SourceSetupError, describeError } from '../../src/errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SourceSetupError, TributaryError } from '../../src/errors.js';
 import type { PluginProblem } from '../../src/plugins.js';
 import { readerOptions, type RowReaderOptions } from '../../src/rows.js';
-import { backoffDelay, isRetriable, retry } from '../../src/retry.js';
+import { supervise, type Supervisor } from '../../src/supervisor.js';
 import type { ConnectorContext, Position, RowReader, ScheduledReading, SourceConnector, SourceHandler } from '../../src/types.js';
 
 /** Rows read per query. */
 export const PAGE_SIZE = 1000;
+/** A failed poll is tried again after a jittered delay from this... */
+const RETRY_INITIAL_MS = 1000;
+/** ...up to this (or the lens's syncInterval when shorter). */
+const RETRY_MAX_MS = 60_000;
 
 interface Cursor {
   value: string;
@@ -36,20 +41,25 @@ interface PolledLens {
   intervalMs: number;
   overlapMs: number;
   cursor?: Cursor;
-  timer?: NodeJS.Timeout;
-  /** The poll in progress. */
-  running?: Promise<void>;
-  /** Poll again as soon as the running one ends (`runNow` during a poll). */
+  /** Runs the lens's polls: one session opens the reader and polls on schedule until it fails. */
+  supervisor?: Supervisor;
+  /** Ends the wait for the next poll (`runNow`, resume of a paused lens). */
+  wake?: AbortController;
+  /** Poll again as soon as possible (`runNow`, also during a poll). */
   again: boolean;
   paused: boolean;
-  failures: number;
 }
 
 /**
  * A polling connector over `openReader`, the source's own row reader: every source that reads
- * tables can be polled.
+ * tables can be polled. `classify` turns the source's errors into TributaryErrors (retriable
+ * ones are tried again, with backoff; see src/supervisor.ts).
  */
-export function createPollConnector(ctx: ConnectorContext, openReader: (options: RowReaderOptions) => Promise<RowReader>): SourceConnector {
+export function createPollConnector(
+  ctx: ConnectorContext,
+  openReader: (options: RowReaderOptions) => Promise<RowReader>,
+  classify: (err: unknown) => TributaryError,
+): SourceConnector {
   const log = ctx.log;
   const lenses = new Map<string, PolledLens>(
     ctx.lenses.map((l) => [
@@ -61,7 +71,6 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
         overlapMs: parseDuration(l.config.syncOverlap ?? '30s'),
         again: false,
         paused: false,
-        failures: 0,
       },
     ]),
   );
@@ -109,36 +118,44 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
     }
   }
 
-  function schedule(lens: PolledLens, delayMs: number): void {
-    clearTimeout(lens.timer);
-    if (stopping) return;
-    lens.timer = setTimeout(() => run(lens), delayMs);
+  /** Waits until the lens is due (its interval passed, or `runNow`) and not paused; false once stopped. */
+  async function nextTurn(lens: PolledLens, signal: AbortSignal): Promise<boolean> {
+    const dueAt = Date.now() + lens.intervalMs;
+    while (!signal.aborted) {
+      if (!lens.paused && (lens.again || Date.now() >= dueAt)) {
+        lens.again = false;
+        return true;
+      }
+      lens.wake = new AbortController();
+      const ms = lens.paused ? 2 ** 31 - 1 : dueAt - Date.now();
+      await sleep(ms, undefined, { signal: AbortSignal.any([signal, lens.wake.signal]) }).catch(() => {});
+    }
+    return false;
   }
 
-  function run(lens: PolledLens): void {
-    if (stopping || lens.paused) return;
-    if (lens.running) {
-      lens.again = true;
-      return;
-    }
-    clearTimeout(lens.timer);
-    lens.running = (async () => {
-      try {
+  function wake(lens: PolledLens): void {
+    lens.wake?.abort();
+  }
+
+  /** Polls `lens` on schedule through a supervisor: a failed poll is retried with backoff. */
+  function superviseLens(lens: PolledLens): Supervisor {
+    return supervise({
+      state: (state, detail) => handler.state(state, detail),
+      log: log.child({ lens: lens.name }),
+      classify,
+      initialDelayMs: RETRY_INITIAL_MS,
+      maxDelayMs: Math.min(lens.intervalMs, RETRY_MAX_MS),
+      reportConnecting: false,
+      session: async ({ signal, streaming }) => {
+        // Setup errors (missing table or column) stop the start; an unreachable database is retried.
         lens.reader ??= await openLensReader(lens);
-        await poll(lens);
-        if (lens.failures > 0) handler.state('streaming');
-        lens.failures = 0;
-        schedule(lens, lens.again ? 0 : lens.intervalMs);
-      } catch (err) {
-        const delay = Math.min(lens.intervalMs, backoffDelay(lens.failures++, 1000, 60_000));
-        handler.state(err instanceof SourceSetupError ? 'error' : 'reconnecting', describeError(err));
-        log.warn({ lens: lens.name, err: describeError(err), retryInMs: Math.round(delay) }, 'poll failed; trying again');
-        schedule(lens, delay);
-      } finally {
-        lens.again = false;
-        lens.running = undefined;
-      }
-    })();
+        streaming();
+        do {
+          await poll(lens);
+          streaming();
+        } while (await nextTurn(lens, signal));
+      },
+    });
   }
 
   const scheduled: ScheduledReading = {
@@ -146,8 +163,10 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
       const lens = lenses.get(name);
       if (!lens || lens.paused === paused) return;
       lens.paused = paused;
-      if (paused) clearTimeout(lens.timer);
-      else run(lens);
+      if (!paused) {
+        lens.again = true; // a resumed lens polls at once
+        wake(lens);
+      }
     },
     lensPosition(saved, name) {
       const cursor = parseSaved(saved)?.[name];
@@ -156,7 +175,8 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
     runNow(name) {
       const lens = lenses.get(name);
       if (!lens) return false;
-      run(lens);
+      lens.again = true;
+      wake(lens);
       return true;
     },
   };
@@ -168,20 +188,22 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
       handler.state('connecting');
       const cursors = parseSaved(saved);
       if (cursors === undefined) log.warn({}, 'the saved position is not a polling cursor (the capture mode changed?): every lens polls from its first row');
-      for (const lens of lenses.values()) {
-        lens.cursor = cursors?.[lens.name];
-        // Setup errors (missing table or column) stop the start; an unreachable database is retried.
-        lens.reader = await retry(() => openLensReader(lens), {
-          retriable: (err) => !(err instanceof SourceSetupError) && (isRetriable(err) || !(err instanceof TypeError)),
-          maxMs: 10_000,
-          maxAttempts: 8,
-          onRetry: (err) => handler.state('reconnecting', describeError(err)),
-        });
+      for (const lens of lenses.values()) lens.cursor = cursors?.[lens.name];
+      const supervisors = [...lenses.values()].map((lens) => (lens.supervisor = superviseLens(lens)));
+      try {
+        await Promise.all(supervisors.map((s) => s.started));
+      } catch (err) {
+        await this.stop();
+        throw err;
       }
-      handler.state('streaming');
-      for (const lens of lenses.values()) run(lens);
       // The cursors cover everything: a lens without one starts from its first row.
       return { fresh: false };
+    },
+    get stopped() {
+      const supervisors = [...lenses.values()].flatMap((l) => (l.supervisor ? [l.supervisor] : []));
+      if (supervisors.length === 0) return undefined;
+      // Each lens polls on its own: the connector stopped for good when every lens did.
+      return Promise.all(supervisors.map((s) => s.stopped)).then((errors) => errors.find((e) => e !== undefined));
     },
     acknowledge() {
       // Nothing to release: the pipeline saves the acknowledged cursors.
@@ -200,8 +222,7 @@ export function createPollConnector(ctx: ConnectorContext, openReader: (options:
     async stop() {
       stopping = true;
       resumed?.resolve();
-      for (const lens of lenses.values()) clearTimeout(lens.timer);
-      await Promise.all([...lenses.values()].map((l) => l.running?.catch(() => {})));
+      await Promise.all([...lenses.values()].map((l) => l.supervisor?.stop()));
       await Promise.all([...lenses.values()].map((l) => l.reader?.close().catch(() => {})));
     },
   };

@@ -6,11 +6,10 @@
 import pg from 'pg';
 import { SourceSetupError, TributaryError } from '../../src/errors.js';
 import { decodeId, encodeId } from '../../src/ids.js';
+import { quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 
-const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
-const quoteTable = (table: string) => table.split('.').map(quote).join('.');
 
 interface KeyColumn {
   name: string;

@@ -4,6 +4,7 @@
  */
 import { IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN } from '../../src/config/fragments.js';
 import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
+import { classifyPgError } from '../../src/postgres.js';
 import type { ConnectorContext, SourceConnector } from '../../src/types.js';
 import { pollLensProblems, createPollConnector } from '../poll/index.js';
 import { chooseCaptureWhenReachable } from './auto/index.js';
@@ -130,7 +131,7 @@ function createConnector(config: PostgresSourceConfig, capture: Exclude<Postgres
     case 'trigger':
       return createPostgresTriggerConnector(config, ctx);
     case 'poll':
-      return createPollConnector(ctx, (lens) => createPostgresReader(config.url, lens));
+      return createPollConnector(ctx, (lens) => createPostgresReader(config.url, lens), (err) => classifyPgError(err, `source "${ctx.sourceName}"`));
   }
 }
 

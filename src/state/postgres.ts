@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
+import { isRetriablePgError } from '../postgres.js';
 
 /** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
 const LEASE_RETRY_MS = 1000;
@@ -24,8 +25,6 @@ interface LeaseSession {
 }
 import type { ControlRequest, DeadLetter, Lease, SnapshotEntry, SnapshotStore, SnapshotWriter, StateStore } from '../types.js';
 
-/** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
-const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
 
 /**
  * State in PostgreSQL (`state: { type: postgres, url, schema }`), for deployments where the
@@ -367,9 +366,8 @@ export class PostgresStateStore implements StateStore {
 
   private wrap(err: unknown): TributaryError {
     if (err instanceof TributaryError) return err;
-    const { code, message } = err as { code?: string; message?: string };
-    const sqlstate = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
-    const retriable = !sqlstate || RETRIABLE_SQLSTATE.test(code);
+    const { message } = err as { message?: string };
+    const retriable = isRetriablePgError(err);
     return new TributaryError(
       `PostgreSQL state store at ${this.where} (schema ${this.schema}): ${redactUrl(message ?? String(err))}`,
       { retriable, cause: err },

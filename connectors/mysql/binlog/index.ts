@@ -10,12 +10,11 @@
  */
 import ZongJi from '@vlasky/zongji';
 import mysql from 'mysql2/promise';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { MysqlSourceConfig } from '../spec.js';
-import { SourceUnavailableError, describeError } from '../../../src/errors.js';
+import { SourceUnavailableError } from '../../../src/errors.js';
 import { encodeMysqlId, mysqlKeyText } from '../ids.js';
 import { MYSQL_VALUE_OPTIONS } from '../reader.js';
-import { backoffDelay } from '../../../src/retry.js';
+import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { PurgedPositionError, classifyMysqlError } from './errors.js';
 import { comparePositions, describePosition, formatPosition, parsePosition, type BinlogPosition } from './position.js';
@@ -38,13 +37,12 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   let handler: SourceHandler;
   let info: SourceInfo;
   let zongji: ZongJi | undefined;
-  let stopping = false;
+  let supervisor: Supervisor | undefined;
   let paused = false;
   /** Where the next connection starts: the last checkpoint handed to the pipeline. */
   let resumeFrom: BinlogPosition;
   let acked: BinlogPosition | undefined;
   let inTransaction = false;
-  let loop: Promise<void> | undefined;
   let lagConn: mysql.Connection | undefined;
 
   const useGtid = () => config.gtid && info.hasGtids;
@@ -110,13 +108,15 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
     return (z?.connection as unknown as { stream?: { pause(): void; resume(): void } } | undefined)?.stream;
   }
 
-  /** One binlog connection, from connect to its end. Calls `onStart` once the dump is running. */
-  async function streamOnce(onStart: () => void): Promise<void> {
+  /** One binlog connection, from connect to its end (until `session.signal` aborts). */
+  async function streamOnce(session: Session): Promise<void> {
     const z = new ZongJi({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
     zongji = z;
     let lastEventAt = Date.now();
     let started = false;
     const from = resumeFrom;
+    const end = () => z.stop();
+    session.signal.addEventListener('abort', end);
     try {
       await new Promise<void>((resolve, reject) => {
         const watchdog = setInterval(() => {
@@ -132,7 +132,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
           else resolve();
         };
         z.on('error', (err: unknown) => done(err));
-        z.on('stopped', () => done(stopping ? undefined : new SourceUnavailableError(`${where}: the binlog stream ended`)));
+        z.on('stopped', () => done(session.signal.aborted ? undefined : new SourceUnavailableError(`${where}: the binlog stream ended`)));
         z.on('ready', () => {
           // Queued on the binlog connection ahead of the dump command: idle heartbeats.
           z.connection?.query(`SET @master_heartbeat_period = ${config.heartbeatMs * 1_000_000}`);
@@ -146,7 +146,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
             // The starting place is safe to save at once: a first start then resumes from it
             // even if it stops before the first transaction or heartbeat.
             handler.checkpoint(formatPosition(from));
-            onStart();
+            session.streaming();
           }
           switch (e.getEventName()) {
             case 'writerows':
@@ -184,10 +184,25 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
         });
       });
     } finally {
+      session.signal.removeEventListener('abort', end);
       zongji = undefined;
       z.removeAllListeners('binlog');
       z.on('error', () => {});
       z.stop();
+    }
+  }
+
+  /** Streams from `resumeFrom`; a purged position is handled (./purged) and streaming goes on from the server's current one. */
+  async function streamFromHere(session: Session): Promise<void> {
+    for (;;) {
+      try {
+        await checkFileStillThere();
+        return await streamOnce(session);
+      } catch (err) {
+        const error = classifyMysqlError(err, where, config.serverId);
+        if (!(error instanceof PurgedPositionError) || session.signal.aborted) throw error;
+        await purged(error);
+      }
     }
   }
 
@@ -224,64 +239,30 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   return {
     async start(h, saved) {
       handler = h;
-      handler.state('connecting');
-      for (let attempt = 0; ; attempt++) {
-        try {
-          info = await withConnection((conn) => checkSource(conn, where, config, ctx.lenses));
-          break;
-        } catch (err) {
-          const error = classifyMysqlError(err, where, config.serverId);
-          if (!error.retriable || stopping) throw error;
-          handler.state('reconnecting', error.message);
-          log.warn({ err: error.message, attempt }, 'cannot reach the source yet; retrying');
-          await sleep(backoffDelay(attempt, 500, 10_000));
-        }
-      }
       const fresh = saved === undefined;
-      resumeFrom = fresh ? await withConnection((conn) => position(conn, where, info.mariadb, useGtid())) : parsePosition(saved);
-      acked = fresh ? undefined : resumeFrom;
-      log.info({ tables: [...info.lensesByTable.keys()], mariadb: info.mariadb, gtid: useGtid(), fresh, from: describePosition(resumeFrom) }, 'source ready');
-
-      await new Promise<void>((resolve, reject) => {
-        let started = false;
-        loop = (async () => {
-          for (let attempt = 0; !stopping; ) {
-            try {
-              await checkFileStillThere();
-              await streamOnce(() => {
-                attempt = 0;
-                handler.state('streaming');
-                if (!started) {
-                  started = true;
-                  resolve();
-                }
-              });
-            } catch (err) {
-              if (stopping) break;
-              const error = classifyMysqlError(err, where, config.serverId);
-              if (error instanceof PurgedPositionError) {
-                try {
-                  await purged(error);
-                } catch (posErr) {
-                  handler.state('reconnecting', describeError(posErr));
-                  await sleep(backoffDelay(attempt++, 500, 10_000));
-                }
-                continue;
-              }
-              if (!error.retriable) {
-                handler.state('error', error.message);
-                log.error({ err: error.message }, 'binlog stream stopped');
-                if (!started) reject(error);
-                return;
-              }
-              handler.state('reconnecting', error.message);
-              log.warn({ err: error.message, attempt }, 'binlog stream interrupted; reconnecting');
-              await sleep(backoffDelay(attempt++, 500, 10_000));
-            }
+      let ready = false;
+      supervisor = supervise({
+        state: (state, detail) => handler.state(state, detail),
+        log,
+        classify: (err) => classifyMysqlError(err, where, config.serverId),
+        // Checks (first session only) and streaming are retried alike; a setup problem rejects `started`.
+        session: async (session) => {
+          if (!ready) {
+            info = await withConnection((conn) => checkSource(conn, where, config, ctx.lenses));
+            resumeFrom = fresh ? await withConnection((conn) => position(conn, where, info.mariadb, useGtid())) : parsePosition(saved);
+            acked = fresh ? undefined : resumeFrom;
+            log.info({ tables: [...info.lensesByTable.keys()], mariadb: info.mariadb, gtid: useGtid(), fresh, from: describePosition(resumeFrom) }, 'source ready');
+            ready = true;
           }
-        })();
+          await streamFromHere(session);
+        },
       });
+      await supervisor.started;
       return { fresh };
+    },
+
+    get stopped() {
+      return supervisor?.stopped;
     },
 
     acknowledge(text) {
@@ -318,9 +299,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
     },
 
     async stop() {
-      stopping = true;
-      zongji?.stop();
-      await loop;
+      await supervisor?.stop();
       await lagConn?.end().catch(() => {});
     },
   };

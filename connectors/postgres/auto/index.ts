@@ -17,8 +17,8 @@ import type { PostgresSourceConfig } from '../spec.js';
 import { SourceSetupError, describeError } from '../../../src/errors.js';
 import { retry } from '../../../src/retry.js';
 import type { ConnectorContext } from '../../../src/types.js';
-import { classifyPgError } from '../logical/errors.js';
-import { quoteTable, replicationRole } from '../logical/setup.js';
+import { classifyPgError, quoteTable } from '../../../src/postgres.js';
+import { replicationRole } from '../logical/setup.js';
 import { checkTriggers, installProblems, resolveTables } from '../trigger/setup.js';
 
 export type CaptureMode = 'logical' | 'trigger' | 'poll';

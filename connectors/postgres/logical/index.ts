@@ -6,13 +6,12 @@
  * record starts at or after the confirmed position is sent again after a restart.
  */
 import pg from 'pg';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { PostgresSourceConfig } from '../spec.js';
-import { describeError } from '../../../src/errors.js';
-import { backoffDelay } from '../../../src/retry.js';
+import { SourceUnavailableError, describeError } from '../../../src/errors.js';
+import { classifyPgError } from '../../../src/postgres.js';
+import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { classifyPgError } from './errors.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { LeanPgoutputPlugin } from './pgoutput.js';
 import { setUpSource } from './setup.js';
@@ -22,14 +21,15 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
   const log = ctx.log;
   let handler: SourceHandler;
   let service: LogicalReplicationService | undefined;
-  let stopping = false;
+  let supervisor: Supervisor | undefined;
   let paused = false;
+  /** Lenses whose key column is gone (reported as owing a full sync once). */
+  const keyless = new Set<string>();
   /** The highest position acknowledged to us (what the slot may confirm). */
   let acked = 0n;
   let inTransaction = false;
   let commitTime = 0;
   let statusTimer: NodeJS.Timeout | undefined;
-  let loop: Promise<void> | undefined;
   let lagPool: pg.Pool | undefined;
 
   /** Sends a standby status update confirming `acked` (the library adds 1 to what it is given). */
@@ -62,6 +62,18 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
         log.error({ lens, table }, 'a change arrived without a readable key (unchanged TOASTed key column); resyncing the lens');
         handler.resync(lens, `a change in ${table} arrived without a readable key`);
       },
+      keyGone(lens: string, table: string, column: string) {
+        if (keyless.has(lens)) return;
+        keyless.add(lens);
+        const reason =
+          `column "${column}" (the key of lens ${lens}) is gone from ${table} (renamed or dropped): set primaryKey on the lens ` +
+          `to the new key column(s), restart, then run tributary ingest ${lens} --mode full`;
+        log.error({ lens, table, column }, reason);
+        handler.fullSyncOwed(lens, reason);
+      },
+      skippedUnkeyed(lens: string) {
+        log.warn({ lens }, 'skipping the changes of this lens: its key column is gone (counted, not logged per row)');
+      },
     };
   }
 
@@ -76,8 +88,8 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     }
   }
 
-  /** One replication connection, from connect to its end. Resolves `onStart` once streaming. */
-  async function streamOnce(plugin: LeanPgoutputPlugin, onStart: () => void): Promise<void> {
+  /** One replication connection, from connect to its end (a supervisor session). */
+  async function streamOnce(plugin: LeanPgoutputPlugin, session: Session): Promise<void> {
     const readConfirmed = () =>
       withClient(async (client) => {
         const row = (await client.query('SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1', [config.slot])).rows[0];
@@ -108,15 +120,17 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
       service = svc;
       if (paused) socket()?.pause();
       sendStatus();
-      handler.state('streaming');
-      onStart();
+      session.streaming();
     });
+    const end = () => void svc.stop().catch((err) => log.warn({ err: describeError(err) }, 'error closing replication'));
+    session.signal.addEventListener('abort', end);
     inTransaction = false;
     try {
       // 0/0: start at the slot's confirmed position, never at something merely received.
       await svc.subscribe(plugin, config.slot, '0/0');
-      if (!stopping) throw failure ?? new Error('the server ended the replication stream');
+      if (!session.signal.aborted) throw failure ?? new SourceUnavailableError(`${where}: the server ended the replication stream`);
     } finally {
+      session.signal.removeEventListener('abort', end);
       service = undefined;
       await svc.stop().catch(() => {});
     }
@@ -125,54 +139,36 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
   return {
     async start(h) {
       handler = h;
-      handler.state('connecting');
-      let setup;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          setup = await withClient((client) => setUpSource(client, ctx.sourceName, config, ctx.lenses));
-          break;
-        } catch (err) {
-          const error = classifyPgError(err, where);
-          if (!error.retriable || stopping) throw error;
-          handler.state('reconnecting', error.message);
-          log.warn({ err: error.message, attempt }, 'cannot reach the source yet; retrying');
-          await sleep(backoffDelay(attempt, 500, 10_000));
-        }
-      }
-      const { lensesByTable, slotCreated } = setup;
-      log.info({ slot: config.slot, publication: config.publication, slotCreated }, 'source ready');
-      const plugin = new LeanPgoutputPlugin([config.publication], lensesByTable, decodeHandler());
+      let fresh = false;
+      let plugin: LeanPgoutputPlugin | undefined;
+      supervisor = supervise({
+        state: (state, detail) => handler.state(state, detail),
+        log,
+        classify: (err) => classifyPgError(err, where),
+        // Setup (first session only) and streaming are retried alike; a setup problem rejects `started`.
+        session: async (session) => {
+          if (!plugin) {
+            const setup = await withClient((client) => setUpSource(client, ctx.sourceName, config, ctx.lenses));
+            log.info({ slot: config.slot, publication: config.publication, slotCreated: setup.slotCreated }, 'source ready');
+            fresh = setup.slotCreated;
+            plugin = new LeanPgoutputPlugin([config.publication], setup.lensesByTable, decodeHandler());
+          }
+          await streamOnce(plugin, session);
+        },
+      });
       statusTimer = setInterval(sendStatus, config.statusIntervalMs);
       statusTimer.unref();
+      try {
+        await supervisor.started;
+      } catch (err) {
+        clearInterval(statusTimer);
+        throw err;
+      }
+      return { fresh };
+    },
 
-      await new Promise<void>((resolve, reject) => {
-        let started = false;
-        loop = (async () => {
-          for (let attempt = 0; !stopping; ) {
-            try {
-              await streamOnce(plugin, () => {
-                started = true;
-                attempt = 0;
-                resolve();
-              });
-            } catch (err) {
-              if (stopping) break;
-              const error = classifyPgError(err, where);
-              if (!error.retriable) {
-                handler.state('error', error.message);
-                log.error({ err: error.message }, 'replication stopped');
-                if (!started) reject(error);
-                return;
-              }
-              const standby = 'standby' in error && error.standby;
-              handler.state(standby ? 'standby' : 'reconnecting', error.message);
-              log.warn({ err: error.message, attempt }, standby ? 'slot is in use elsewhere; standing by' : 'replication interrupted; reconnecting');
-              await sleep(standby ? 2000 : backoffDelay(attempt++, 500, 10_000));
-            }
-          }
-        })();
-      });
-      return { fresh: slotCreated };
+    get stopped() {
+      return supervisor?.stopped;
     },
 
     acknowledge(position) {
@@ -210,13 +206,11 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     },
 
     async stop() {
-      stopping = true;
       if (statusTimer) clearInterval(statusTimer);
       sendStatus();
       // A paused socket never reports the server's end of the connection: let it flow to close.
       socket()?.resume();
-      await service?.stop().catch((err) => log.warn({ err: describeError(err) }, 'error closing replication'));
-      await loop;
+      await supervisor?.stop();
       await lagPool?.end().catch(() => {});
     },
   };

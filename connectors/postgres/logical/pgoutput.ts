@@ -24,12 +24,19 @@ export interface DecodeHandler {
   truncate(lens: string): void;
   /** A row whose key could not be read (an unchanged TOASTed key column). */
   unreadableKey(lens: string, table: string): void;
+  /**
+   * The table's new definition lacks key column `column` of `lens` (renamed or dropped): the
+   * lens's changes cannot be keyed until it is back. Reported once per Relation message.
+   */
+  keyGone(lens: string, table: string, column: string): void;
+  /** The first change of `lens` skipped because its key is gone (later ones are only counted). */
+  skippedUnkeyed(lens: string): void;
 }
 
 interface LensDecoder {
   lens: string;
-  /** Column positions of the key, in key order. */
-  positions: number[];
+  /** Column positions of the key, in key order; undefined when a key column is gone from the table. */
+  positions?: number[];
 }
 
 interface Relation {
@@ -50,6 +57,8 @@ export class LeanPgoutputPlugin {
   /** Decoded key column values of the tuple just read, by column position. */
   private values: (string | undefined)[] = [];
   private offset = 0;
+  /** Changes skipped per lens because its key column is gone. */
+  readonly skipped = new Map<string, number>();
 
   constructor(
     publicationNames: string[],
@@ -124,13 +133,14 @@ export class LeanPgoutputPlugin {
     const table = `${schema}.${name}`;
     const lensKeys = this.lensesByTable.get(table);
     const wanted = new Array<boolean>(ncols).fill(false);
-    const lenses = lensKeys?.map(({ lens, keyColumns }) => {
-      const positions = keyColumns.map((col) => {
-        const at = names.indexOf(col);
-        if (at < 0) throw new Error(`key column "${col}" of lens "${lens}" is not in table ${table} any more`);
-        wanted[at] = true;
-        return at;
-      });
+    const lenses = lensKeys?.map(({ lens, keyColumns }): LensDecoder => {
+      const gone = keyColumns.find((col) => !names.includes(col));
+      if (gone !== undefined) {
+        this.handler.keyGone(lens, table, gone);
+        return { lens };
+      }
+      const positions = keyColumns.map((col) => names.indexOf(col));
+      for (const at of positions) wanted[at] = true;
       return { lens, positions };
     });
     this.relations.set(relId, { table, lenses, types, wanted });
@@ -159,6 +169,7 @@ export class LeanPgoutputPlugin {
 
   private idOf(rel: Relation, lens: LensDecoder): string | undefined {
     const positions = lens.positions;
+    if (!positions) return undefined;
     if (positions.length === 1) return this.values[positions[0]];
     const keyValues: string[] = [];
     const keyTypes: number[] = [];
@@ -175,12 +186,23 @@ export class LeanPgoutputPlugin {
   private emit(rel: Relation, action: 'upsert' | 'delete', oldIds?: (string | undefined)[]): void {
     const lenses = rel.lenses!;
     for (let i = 0; i < lenses.length; i++) {
+      if (!lenses[i].positions) {
+        this.skip(lenses[i].lens);
+        continue;
+      }
       const oldId = oldIds?.[i];
       // An unchanged TOASTed key is absent from the new tuple but present in the old one.
       const id = this.idOf(rel, lenses[i]) ?? oldId;
       if (id === undefined) this.handler.unreadableKey(lenses[i].lens, rel.table);
       else this.handler.row(lenses[i].lens, action, id, oldId !== undefined && oldId !== id ? oldId : undefined);
     }
+  }
+
+  /** Counts a change of a lens whose key is gone; reports the first. */
+  private skip(lens: string): void {
+    const n = (this.skipped.get(lens) ?? 0) + 1;
+    this.skipped.set(lens, n);
+    if (n === 1) this.handler.skippedUnkeyed(lens);
   }
 
   private insert(buf: Buffer): void {

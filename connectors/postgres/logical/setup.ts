@@ -5,6 +5,7 @@
  */
 import pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
+import { quoteIdent, quoteTable } from '../../../src/postgres.js';
 import type { PostgresSourceConfig } from '../spec.js';
 import type { LensKey } from './pgoutput.js';
 
@@ -14,15 +15,6 @@ export interface SetupResult {
   lensesByTable: Map<string, LensKey[]>;
   /** True when the slot did not exist and was created now. */
   slotCreated: boolean;
-}
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-export function quoteTable(table: string): string {
-  const [schema, name] = table.split('.');
-  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
 
 export async function setUpSource(

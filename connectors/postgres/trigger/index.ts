@@ -12,22 +12,30 @@
  * one's commit, so a read that sees the later change sees the earlier one too, and reads it
  * first: the last action wins.
  *
+ * Bounded work: the seqs a read skips (read, not yet deleted) travel with every read, so the
+ * reader holds at most MAX_UNACKED of them: with that many read and not yet acknowledged, it
+ * waits for acknowledgements before reading on. Acknowledged seqs are deleted before the next
+ * read, so the parameter never exceeds MAX_UNACKED, and a late committer below every read seq
+ * is still read on the next read: nothing is excluded by range.
+ *
  * Position: `<read number>:<highest seq read so far>`. Each read is one checkpoint;
  * acknowledging it deletes the seqs of that read and of every earlier one.
  */
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PostgresSourceConfig } from '../spec.js';
-import { SourceSetupError, describeError, type TributaryError } from '../../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, describeError } from '../../../src/errors.js';
 import { encodeId } from '../../../src/ids.js';
-import { backoffDelay, retry } from '../../../src/retry.js';
+import { SQLSTATE } from '../../../src/postgres.js';
+import { supervise, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { classifyPgError } from '../logical/errors.js';
-import { quoteIdent } from '../logical/setup.js';
+import { classifyPgError, quoteIdent } from '../../../src/postgres.js';
 import { channelName, checkTriggers, installTriggers, resolveTables, sleepLock, type CaptureTable } from './setup.js';
 
 /** Changelog rows per read: bounds memory on a backlog. */
-const READ_LIMIT = 5000;
+export const READ_LIMIT = 5000;
+/** Seqs read and not yet acknowledged at most: bounds what each read sends (see the file comment). */
+export const MAX_UNACKED = 4 * READ_LIMIT;
 /** Read even without a notification this often (a NOTIFY is lost if the connection drops). */
 const FALLBACK_POLL_MS = 2000;
 /** While writers are in progress the reader cannot sleep on NOTIFY: it polls, backing off between these. */
@@ -41,9 +49,8 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   let handler: SourceHandler;
   let tables = new Map<string, CaptureTable>();
   let client: pg.Client | undefined;
-  let stopping = false;
+  let supervisor: Supervisor | undefined;
   let paused = false;
-  let loop: Promise<void> | undefined;
   let wakeUp: (() => void) | undefined;
   /** The connection failed (the next query on it throws "not queryable"): reconnect. */
   let broken = false;
@@ -67,6 +74,13 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     wakeUp?.();
   };
 
+  /** A failure as a TributaryError; on a connection that reported an error or its end, a retriable one. */
+  function classify(err: unknown): TributaryError {
+    if (err instanceof TributaryError) return err;
+    const error = classifyPgError(err, where);
+    return broken && !error.retriable ? new SourceUnavailableError(error.message, { cause: err }) : error;
+  }
+
   async function connect(): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
     c.on('error', () => (broken = true)); // surfaced by the next query
@@ -80,12 +94,26 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
       return c;
     } catch (err) {
       await c.end().catch(() => {});
-      throw classifyPgError(err, where);
+      throw err;
     }
   }
 
   /** Sets up the changelog and triggers (or checks them). Returns true when triggers were created now. */
   async function setUp(c: pg.Client): Promise<boolean> {
+    try {
+      return await setUpOrThrow(c);
+    } catch (err) {
+      if ((err as { code?: string }).code !== SQLSTATE.insufficientPrivilege) throw err;
+      throw new SourceSetupError(
+        `${where}: permission denied setting up trigger capture (${describeError(err)}). The role needs CREATE on schema ` +
+          `${config.triggerSchema} (or on the database), TRIGGER on the lens tables, and to own what is in ${config.triggerSchema} ` +
+          '(an install by another role must be run by that role: tributary triggers install).',
+        { cause: err },
+      );
+    }
+  }
+
+  async function setUpOrThrow(c: pg.Client): Promise<boolean> {
     const resolved = await resolveTables(c, where, ctx.lenses);
     tables = new Map(resolved.map((t) => [t.table, t]));
     if (!config.installTriggers) {
@@ -100,9 +128,11 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   /** Reads one batch of the changelog and reports it. Returns the number of rows read. */
   async function readOnce(c: pg.Client): Promise<number> {
+    const limit = Math.min(READ_LIMIT, MAX_UNACKED - readSeqs.size);
+    if (limit <= 0) return 0; // waiting for acknowledgements
     const { rows } = await c.query<{ seq: number; tbl: string; key: string[] | null; action: string; at: number }>(
       `SELECT seq::float8 AS seq, tbl, key, action, extract(epoch FROM at)::float8 * 1000 AS at
-         FROM ${changelog} WHERE source = $1 AND NOT (seq = ANY($2::int8[])) ORDER BY seq LIMIT ${READ_LIMIT}`,
+         FROM ${changelog} WHERE source = $1 AND NOT (seq = ANY($2::int8[])) ORDER BY seq LIMIT ${limit}`,
       [ctx.sourceName, [...readSeqs]],
     );
     if (rows.length === 0) return 0;
@@ -161,62 +191,30 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     woken = false;
   }
 
-  /** Runs `fn` until it succeeds or fails for good, reporting `reconnecting` between attempts. */
-  function withRetry<T>(fn: () => Promise<T>): Promise<T> {
-    return retry(fn, {
-      initialMs: 500,
-      maxMs: 10_000,
-      retriable: (err) => !stopping && (err as TributaryError).retriable === true,
-      onRetry: (err, attempt) => {
-        handler.state('reconnecting', describeError(err));
-        log.warn({ err: describeError(err), attempt }, 'cannot reach the source; retrying');
-      },
-    });
-  }
-
-  async function run(): Promise<void> {
+  /** Reads until `signal` aborts or the connection fails (a supervisor session's loop). */
+  async function readLoop(c: pg.Client, signal: AbortSignal): Promise<void> {
     let pollMs = MIN_POLL_MS;
-    for (let attempt = 0; !stopping; ) {
-      try {
-        if (!client) {
-          client = await withRetry(connect);
-          handler.state('streaming');
-          attempt = 0;
+    while (!signal.aborted) {
+      await deleteAcknowledged(c);
+      if (paused || readSeqs.size >= MAX_UNACKED) {
+        await idle(FALLBACK_POLL_MS);
+        continue;
+      }
+      const n = await readOnce(c);
+      if (n > 0) pollMs = MIN_POLL_MS;
+      if (holding) {
+        // Awake (rows, or a notification, an ack, resume): writers need not notify while we read.
+        if (n === 0) await idle(FALLBACK_POLL_MS);
+        await c.query('SELECT pg_advisory_unlock($1)', [lockKey]);
+        holding = false;
+      } else if (n < READ_LIMIT) {
+        // Caught up. With the lock, read once more (every writer that did not notify has
+        // committed by now), then sleep; without it, writers are in progress: poll.
+        holding = (await c.query('SELECT pg_try_advisory_lock($1) AS ok', [lockKey])).rows[0].ok;
+        if (!holding) {
+          await idle(pollMs);
+          pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
         }
-        await deleteAcknowledged(client);
-        if (paused) {
-          await idle(FALLBACK_POLL_MS);
-          continue;
-        }
-        const n = await readOnce(client);
-        if (n > 0) pollMs = MIN_POLL_MS;
-        if (holding) {
-          // Awake (rows, or a notification, an ack, resume): writers need not notify while we read.
-          if (n === 0) await idle(FALLBACK_POLL_MS);
-          await client.query('SELECT pg_advisory_unlock($1)', [lockKey]);
-          holding = false;
-        } else if (n < READ_LIMIT) {
-          // Caught up. With the lock, read once more (every writer that did not notify has
-          // committed by now), then sleep; without it, writers are in progress: poll.
-          holding = (await client.query('SELECT pg_try_advisory_lock($1) AS ok', [lockKey])).rows[0].ok;
-          if (!holding) {
-            await idle(pollMs);
-            pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
-          }
-        }
-      } catch (err) {
-        if (stopping) break;
-        const error = classifyPgError(err, where);
-        await client?.end().catch(() => {});
-        client = undefined;
-        if (!error.retriable && !broken) {
-          handler.state('error', error.message);
-          log.error({ err: error.message }, 'trigger capture stopped');
-          return;
-        }
-        handler.state('reconnecting', error.message);
-        log.warn({ err: error.message, attempt: attempt++ }, 'changelog read interrupted; reconnecting');
-        await idle(backoffDelay(attempt, 500, 10_000));
       }
     }
   }
@@ -224,30 +222,39 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   return {
     async start(h) {
       handler = h;
-      handler.state('connecting');
-      // Connection losses during setup are retried like those while reading.
-      const fresh = await withRetry(async () => {
-        client ??= await connect();
-        try {
-          return await setUp(client);
-        } catch (err) {
-          await client.end().catch(() => {});
-          client = undefined;
-          if ((err as { code?: string }).code === '42501') {
-            throw new SourceSetupError(
-              `${where}: permission denied setting up trigger capture (${describeError(err)}). The role needs CREATE on schema ` +
-                `${config.triggerSchema} (or on the database), TRIGGER on the lens tables, and to own what is in ${config.triggerSchema} ` +
-                '(an install by another role must be run by that role: tributary triggers install).',
-              { cause: err },
-            );
+      let fresh: boolean | undefined;
+      supervisor = supervise({
+        state: (state, detail) => handler.state(state, detail),
+        log,
+        classify,
+        // Setup (first session only) and reading are retried alike; a setup problem rejects `started`.
+        session: async ({ signal, streaming }) => {
+          const c = await connect();
+          signal.addEventListener('abort', wake);
+          try {
+            if (fresh === undefined) {
+              fresh = await setUp(c);
+              log.info({ schema: config.triggerSchema, tables: [...tables.keys()], fresh }, 'trigger capture ready');
+            }
+            client = c;
+            streaming();
+            await readLoop(c, signal);
+          } catch (err) {
+            const error = classify(err); // before our own end() marks the connection broken
+            client = undefined;
+            await c.end().catch(() => {});
+            throw error;
+          } finally {
+            signal.removeEventListener('abort', wake);
           }
-          throw classifyPgError(err, where);
-        }
+        },
       });
-      log.info({ schema: config.triggerSchema, tables: [...tables.keys()], fresh }, 'trigger capture ready');
-      handler.state('streaming');
-      loop = run();
-      return { fresh };
+      await supervisor.started;
+      return { fresh: fresh ?? false };
+    },
+
+    get stopped() {
+      return supervisor?.stopped;
     },
 
     acknowledge(position) {
@@ -267,9 +274,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     },
 
     async stop() {
-      stopping = true;
-      wake();
-      await loop;
+      await supervisor?.stop();
       if (client) await deleteAcknowledged(client).catch((err) => log.warn({ err: describeError(err) }, 'cannot delete acknowledged changelog rows; they replay on the next start'));
       await client?.end().catch(() => {});
       client = undefined;

@@ -2,7 +2,7 @@
 import pg from 'pg';
 import type { Config } from '../../../src/config/types.js';
 import { TributaryError } from '../../../src/errors.js';
-import { classifyPgError } from '../logical/errors.js';
+import { classifyPgError } from '../../../src/postgres.js';
 import { installTriggers, resolveTables, uninstallTriggers } from './setup.js';
 
 /** Installs or removes the capture of lens `lensName`'s table; returns lines for the user. */

@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
-import { quoteIdent, quoteTable } from '../logical/setup.js';
+import { quoteIdent, quoteTable } from '../../../src/postgres.js';
 
 const BOOL = 16;
 

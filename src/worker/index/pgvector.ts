@@ -48,12 +48,11 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describeError, RecordRejectedError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
+import { isRetriablePgError, sqlState } from '../../postgres.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 
-/** SQLSTATE classes worth retrying: connection exceptions, resources, operator intervention. */
-const RETRIABLE_SQLSTATE = /^(08|53|57|58)|^40001$|^40P01$/;
 const UNDEFINED_TABLE = '42P01';
 const TABLE_PREFIX = 'lens_';
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1 bytes). */
@@ -599,8 +598,7 @@ async function connectAndSetUp(pool: pg.Pool, where: string, schema: string): Pr
     try {
       await pool.query('CREATE EXTENSION IF NOT EXISTS vector');
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== undefined && /^[0-9A-Z]{5}$/.test(code) && !RETRIABLE_SQLSTATE.test(code)) {
+      if (sqlState(err) !== undefined && !isRetriablePgError(err)) {
         throw new TributaryError(
           `${context}: could not create the pgvector extension (${describeError(err)}). The index type pgvector needs ` +
             `the pgvector extension (https://github.com/pgvector/pgvector, 0.5.0 or later) installed on the PostgreSQL server ` +
@@ -631,9 +629,8 @@ async function connectAndSetUp(pool: pg.Pool, where: string, schema: string): Pr
 
 function wrapError(err: unknown, context: string): TributaryError {
   if (err instanceof TributaryError) return err;
-  const { code, message } = err as { code?: string; message?: string };
-  const sqlstate = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
-  const retriable = !sqlstate || RETRIABLE_SQLSTATE.test(code);
+  const { message } = err as { message?: string };
+  const retriable = isRetriablePgError(err);
   return new TributaryError(`${context}: ${redactUrl(message ?? String(err))}`, { retriable, cause: err });
 }
 

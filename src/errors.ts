@@ -84,33 +84,17 @@ export class QueueFullError extends TributaryError {
   }
 }
 
-/** The SQLSTATE of a database error (`22021`), when it has one. */
-export function sqlState(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
-}
-
 /**
- * An index refused a record for one of its values (a NUL character PostgreSQL text cannot
- * hold): trying again cannot help, the record goes to the dead-letter store.
+ * A record was refused for one of its values (a NUL character PostgreSQL text cannot hold, a
+ * value of the wrong type, a malformed id): trying again cannot help, the record goes to the
+ * dead-letter store.
  */
 export class RecordRejectedError extends TributaryError {}
 
-/**
- * The values written were refused, not the connection or the server: a RecordRejectedError or a
- * database data exception (SQLSTATE class 22), here or in a cause.
- */
+/** A RecordRejectedError, here or in a cause: the values were refused, not the connection or the server. */
 export function isRecordRejection(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof RecordRejectedError || sqlState(e)?.startsWith('22')) return true;
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof RecordRejectedError) return true;
   return false;
-}
-
-const CONNECTION_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
-
-/** A raw network or database connection failure (errno, SQLSTATE class 08, server shutting down). */
-export function isConnectionError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (CONNECTION_ERRNOS.has(code) || /^(08|57P0)/.test(code));
 }
 
 /** Short one-line description of any thrown value, for logs and status. */

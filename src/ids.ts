@@ -5,6 +5,8 @@
  * form, with the type OID of their column.
  */
 
+import { RecordRejectedError } from './errors.js';
+
 /** Types whose text form is already a JSON number (when it looks like one: not NaN, Infinity). */
 const NUMERIC_TYPES = new Set([20, 21, 23, 26, 700, 701, 1700]);
 const BOOL_TYPE = 16;
@@ -26,12 +28,12 @@ export function encodeId(values: string[], types: number[]): string {
 
 /**
  * The key values of an id, as text Postgres can cast to the column types (`true`/`false` for
- * booleans; numbers keep every digit). Throws a RangeError when a composite id is not a JSON
+ * booleans; numbers keep every digit). Throws a RecordRejectedError when a composite id is not a JSON
  * array of `keyLength` scalar values.
  */
 export function decodeId(id: string, keyLength: number): string[] {
   if (keyLength === 1) return [id];
-  const bad = () => new RangeError(`id ${JSON.stringify(id)} is not a JSON array of ${keyLength} key values`);
+  const bad = () => new RecordRejectedError(`id ${JSON.stringify(id)} is not a JSON array of ${keyLength} key values`);
   if (id[0] !== '[' || id[id.length - 1] !== ']') throw bad();
   const values: string[] = [];
   let i = 1;

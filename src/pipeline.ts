@@ -66,6 +66,8 @@ export class Pipeline implements SourceHandler {
   captureMode: { mode: string; reason: string } | undefined;
   /** The newest acknowledged position. */
   position: Position | undefined;
+  /** Why the connector stopped reading for good (it will not reconnect by itself), if it did. */
+  stoppedWith: Error | undefined;
 
   private readonly options: PipelineOptions;
   private readonly settings: PipelineConfig;
@@ -108,6 +110,7 @@ export class Pipeline implements SourceHandler {
     this.connector = await this.options.connect(this);
     for (const lens of this.lenses.values()) if (lens.paused) this.applyPause(lens, true);
     const { fresh } = await this.connector.start(this, this.savedPosition);
+    void this.connector.stopped?.then((err) => (this.stoppedWith = err));
     for (const lens of this.lenses.values()) {
       const saved = stored.get(lens.name);
       if (!saved) {

@@ -97,6 +97,11 @@ export function classifyPgError(err: unknown, where: string): TributaryError {
   return new SourceSetupError(`${where}: ${message}`, { cause: err });
 }
 
+/** A data exception (SQLSTATE class 22): the values were refused, not the statement or the connection. */
+export function isDataError(err: unknown): boolean {
+  return sqlState(err)?.startsWith('22') ?? false;
+}
+
 /**
  * For stores and indexes that own their retries: is this database error worth another try?
  * Everything but a permanent server error is (lost connections, transient SQLSTATEs, and

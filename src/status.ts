@@ -91,10 +91,10 @@ export function readiness(lenses: LensStatus[], started: boolean, stateProblems:
 }
 
 /**
- * Alive unless a source stopped for good (a connector reported `error`: it will not
- * reconnect by itself), so an orchestrator restarts a daemon that is doing nothing.
+ * Alive unless a source's connector stopped for good (it will not reconnect by itself), so an
+ * orchestrator restarts a daemon that is doing nothing.
  */
 export function liveness(pipelines: Pipeline[]): Readiness {
-  const reasons = pipelines.filter((p) => p.sourceState === 'error').map((p) => `source ${p.sourceName} stopped: ${p.sourceDetail ?? 'error'}`);
+  const reasons = pipelines.filter((p) => p.stoppedWith).map((p) => `source ${p.sourceName} stopped: ${p.stoppedWith!.message}`);
   return { ready: reasons.length === 0, reasons };
 }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { PurgedPositionError, classifyMysqlError } from '../connectors/mysql/binlog/errors.js';
+import { PurgedPositionError, classifyMysqlError } from '../connectors/mysql/errors.js';
 import { SourceSetupError, SourceUnavailableError } from '../src/errors.js';
 import { classifyPgError, isRetriablePgError, pgErrorKind, quoteIdent, quoteTable } from '../src/postgres.js';
 

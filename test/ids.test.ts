@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { RecordRejectedError } from '../src/errors.js';
 import { decodeId, encodeId } from '../src/ids.js';
 
 test('one-column ids are the value as text', () => {
@@ -23,5 +24,5 @@ test('composite ids are JSON arrays in key order and decode back exactly', () =>
     );
   }
   assert.throws(() => decodeId('[1,2]', 3), /not a JSON array of 3 key values/);
-  assert.throws(() => decodeId('7', 2), RangeError);
+  assert.throws(() => decodeId('7', 2), RecordRejectedError);
 });

@@ -12,7 +12,7 @@ import { startOpenAIServer, openAIError, type OpenAIServer } from './helpers/ope
 import { startPgvector } from './helpers/pgvector.js';
 import { eventually, runCli, spawnCli, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { Engine } from '../src/worker/engine.js';
-import { QueueFullError } from '../src/errors.js';
+import { QueueFullError, RecordRejectedError } from '../src/errors.js';
 import { createEmbedder } from '../src/worker/embedders/index.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
 import { createPostgresReader } from '../connectors/postgres/reader.js';
@@ -445,24 +445,35 @@ describe('bundled worker engine', () => {
     });
   }
 
-  test('a read that fails with a non-retriable error is not retried: its ids are dead-lettered after one attempt', async (t) => {
+  test('a read refused for one id dead-letters that id alone; any other read failure holds the lens in error, without dead letters', async (t) => {
     let reads = 0;
+    let broken = true;
     const wrapReader = (reader: RowReader): RowReader => ({
       ...reader,
       readByIds: async (ids) => {
         reads++;
-        if (ids.includes('5')) throw new TypeError('cannot read properties of undefined');
+        if (ids.includes('5')) throw new RecordRejectedError('lens "products": invalid input syntax for type integer');
+        if (broken && ids.includes('6')) throw new TypeError('cannot read properties of undefined');
         return reader.readByIds(ids);
       },
     });
     const h = await engineFor(t, { wrapReader });
     t.after(() => h.close());
-    const job = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '5', action: 'upsert' }] })).jobId);
-    assert.equal(job.status, 'done');
-    assert.equal(reads, 1, 'a programmer error is not retried');
+    const rejected = await done(h.engine, (await h.engine.submit('products', { mode: 'records', changes: [{ id: '5', action: 'upsert' }, { id: '1', action: 'upsert' }] })).jobId);
+    assert.equal(rejected.status, 'done');
     const letters = await h.state.listDeadLetters('products');
-    assert.equal(letters.length, 1);
-    assert.equal(letters[0].attempts, 1);
+    assert.deepEqual(letters.map((l) => [l.provenance.changes, l.attempts, l.reason]), [[[{ id: '5', action: 'upsert' }], 1, 'source-read']]);
+    assert.ok(await h.index.get('products', '1'), 'the other id of the batch is indexed');
+
+    reads = 0;
+    const { jobId } = await h.engine.submit('products', { mode: 'records', changes: [{ id: '6', action: 'upsert' }] });
+    await eventually(() => h.engine.status('products')[0].state === 'error', 'the lens in error');
+    assert.match(h.engine.status('products')[0].lastError ?? '', /cannot read properties of undefined/);
+    assert.equal(reads, 1, 'a programmer error is not retried within the job');
+    assert.equal((await h.state.listDeadLetters('products')).length, 1, 'and dead-letters nothing');
+    broken = false;
+    await eventually(() => h.engine.job(jobId)?.status === 'done', 'the job runs again and succeeds once the read works', 20_000);
+    assert.ok(await h.index.get('products', '6'));
   });
 });
 

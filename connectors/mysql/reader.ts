@@ -5,7 +5,8 @@
  * connector turns its row images into ids, so both sides agree on every id.
  */
 import mysql from 'mysql2/promise';
-import { SourceSetupError, TributaryError } from '../../src/errors.js';
+import { RecordRejectedError, SourceSetupError, TributaryError, describeError } from '../../src/errors.js';
+import { classifyMysqlError, isMysqlDataError } from './errors.js';
 import { decodeId } from '../../src/ids.js';
 import { encodeMysqlId, isMysqlNumericType, mysqlKeyText } from './ids.js';
 import type { RowReader } from '../../src/types.js';
@@ -77,7 +78,7 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
     cols = await mysqlColumns(run, options.table);
   } catch (err) {
     await pool.end();
-    throw new SourceSetupError(`${where}: cannot read the columns of ${options.table}: ${(err as Error).message}`, { cause: err });
+    throw classifyMysqlError(err, `${where}: cannot read the columns of ${options.table}`);
   }
   const byName = new Map(cols.map((c) => [c.name, c]));
   const keyNames = options.primaryKey ?? primaryKeyOf(cols);
@@ -125,7 +126,8 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
     try {
       return ((await pool.query(sql, params))[0] as Array<Record<string, unknown>>).map(toRow);
     } catch (err) {
-      throw new TributaryError(`${where}: reading ${options.table} failed: ${(err as Error).message}`, { retriable: true, cause: err });
+      if (isMysqlDataError(err)) throw new RecordRejectedError(`${where}: reading ${options.table} failed: ${describeError(err)}`, { cause: err });
+      throw classifyMysqlError(err, `${where}: reading ${options.table} failed`);
     }
   }
 

@@ -5,7 +5,7 @@
 import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
 import { createPollConnector, pollLensProblems } from '../poll/index.js';
 import { createMysqlBinlogConnector } from './binlog/index.js';
-import { classifyMysqlError } from './binlog/errors.js';
+import { classifyMysqlError } from './errors.js';
 import { createMysqlReader } from './reader.js';
 
 /** A MySQL or MariaDB server, tailed through its row-based binary log. */

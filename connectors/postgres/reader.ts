@@ -4,9 +4,9 @@
  * the logical connector encodes them, so both sides agree on every id.
  */
 import pg from 'pg';
-import { SourceSetupError, TributaryError } from '../../src/errors.js';
+import { RecordRejectedError, SourceSetupError, describeError } from '../../src/errors.js';
 import { decodeId, encodeId } from '../../src/ids.js';
-import { quoteIdent as quote, quoteTable } from '../../src/postgres.js';
+import { classifyPgError, isDataError, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 
@@ -22,13 +22,21 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const pool = new pg.Pool({ connectionString: url, max: 2, application_name: `tributary:reader:${options.lens}` });
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;
-  const { rows: cols } = await pool.query(
-    `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS oid,
-            COALESCE(a.attnum = ANY(i.indkey), false) AS in_pk, array_position(i.indkey::int2[], a.attnum) AS pk_pos
-       FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
-    [quoteTable(options.table)],
-  );
+  const cols = await pool
+    .query(
+      `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS oid,
+              COALESCE(a.attnum = ANY(i.indkey), false) AS in_pk, array_position(i.indkey::int2[], a.attnum) AS pk_pos
+         FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
+      [quoteTable(options.table)],
+    )
+    .then(
+      (r) => r.rows,
+      async (err) => {
+        await pool.end();
+        throw classifyPgError(err, where);
+      },
+    );
   if (cols.length === 0) {
     await pool.end();
     throw new SourceSetupError(`${where}: table ${options.table} does not exist (or the worker's role cannot see it)`);
@@ -68,7 +76,8 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     try {
       return (await pool.query(text, values)).rows;
     } catch (err) {
-      throw new TributaryError(`${where}: reading ${options.table} failed: ${(err as Error).message}`, { retriable: true, cause: err });
+      if (isDataError(err)) throw new RecordRejectedError(`${where}: reading ${options.table} failed: ${describeError(err)}`, { cause: err });
+      throw classifyPgError(err, `${where}: reading ${options.table} failed`);
     }
   }
 

@@ -9,8 +9,8 @@
 import { createHash } from 'node:crypto';
 import type { LensConfig } from '../config/types.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EmbedError, QueueFullError, SourceUnavailableError, TributaryError, describeError, isConnectionError, isRecordRejection } from '../errors.js';
-import { isRetriable, retry } from '../retry.js';
+import { EmbedError, QueueFullError, TributaryError, describeError, isRecordRejection } from '../errors.js';
+import { retry } from '../retry.js';
 import type { DeadLetters } from '../dead-letters.js';
 import type { Action, DeadLetter, Logger, RowReader, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
@@ -412,18 +412,8 @@ export class Engine implements WorkerEngine {
   }
 
   private async reader(lens: LensRuntime): Promise<RowReader> {
-    lens.reader ??= await retry(() => this.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
+    lens.reader ??= await retry(() => this.options.openReader(lens.name), { maxAttempts: TRANSIENT_ATTEMPTS, signal: this.stopSignal });
     return lens.reader;
-  }
-
-  /** Opens a lens's reader; a raw connection failure (not classified by the reader) is transient. */
-  private async openReader(lens: string): Promise<RowReader> {
-    try {
-      return await this.options.openReader(lens);
-    } catch (err) {
-      if (err instanceof TributaryError || !isConnectionError(err)) throw err;
-      throw new SourceUnavailableError(`lens "${lens}": cannot connect to the source: ${describeError(err)}`, { cause: err });
-    }
   }
 
   private async run(lens: LensRuntime, job: Job, work: Work): Promise<void> {
@@ -451,9 +441,10 @@ export class Engine implements WorkerEngine {
   }
 
   /**
-   * The current rows of ids, null for a row that is gone. A read the source keeps failing for a
-   * reason worth retrying (it is down) fails the job, which is tried again later; ids whose read
-   * fails for good (a key the source refuses) are isolated, dead-lettered and left out.
+   * The current rows of ids, null for a row that is gone. A read the source refuses for an id's
+   * value (a malformed id, a key of the wrong type) is isolated to that id, which is
+   * dead-lettered and left out; any other failure (the source is down, a column was dropped)
+   * fails the job, which holds the lens in error and is tried again later.
    */
   private async readRows(lens: LensRuntime, job: Job, ids: string[]): Promise<Map<string, Record<string, unknown> | null>> {
     const result = new Map<string, Record<string, unknown> | null>();
@@ -463,7 +454,7 @@ export class Engine implements WorkerEngine {
       const found = await this.readWithRetry(() => reader.readByIds(items.map((i) => i.id)));
       return items.map((i) => found.get(i.id) ?? null);
     };
-    const rows = await this.isolating(lens, job, ids.map((id) => ({ id })), read, (err) => (this.stopping || isRetriable(err) ? undefined : 'source-read'));
+    const rows = await this.isolating(lens, job, ids.map((id) => ({ id })), read, (err) => (isRecordRejection(err) ? 'source-read' : undefined));
     ids.forEach((id, i) => rows[i] !== undefined && result.set(id, rows[i]!));
     return result;
   }

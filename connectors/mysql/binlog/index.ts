@@ -16,7 +16,7 @@ import { encodeMysqlId, mysqlKeyText } from '../ids.js';
 import { MYSQL_VALUE_OPTIONS } from '../reader.js';
 import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { PurgedPositionError, classifyMysqlError } from './errors.js';
+import { PurgedPositionError, classifyMysqlError } from '../errors.js';
 import { comparePositions, describePosition, formatPosition, parsePosition, type BinlogPosition } from './position.js';
 import { binlogFiles, checkSource, position, type LensKey, type SourceInfo } from './setup.js';
 

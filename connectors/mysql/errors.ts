@@ -1,9 +1,9 @@
 /**
- * How the binlog connector classifies what MySQL, MariaDB and the network throw at it: by the
+ * How the MySQL connectors and the row reader classify what MySQL, MariaDB and the network throw at them: by the
  * server's errno, mysql2's `code`/`fatal` and Node's network codes, never by the message, except
  * where the server gives no other signal (errno 1236, below).
  */
-import { SourceSetupError, SourceUnavailableError, TributaryError, describeError, isNetworkError } from '../../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, describeError, isNetworkError } from '../../src/errors.js';
 
 /** The saved position is no longer in the server's binlogs. */
 export class PurgedPositionError extends TributaryError {}
@@ -33,7 +33,16 @@ const PURGED = /purged|could not find first log file|could not find GTID state|b
 /** MySQL: "A slave with the same server_uuid/server_id as this slave has connected to the master" (MariaDB has its own errno). */
 const CLASH = /same server_uuid\/server_id|slave with the same server/i;
 
-export function classifyMysqlError(err: unknown, where: string, serverId: number): TributaryError {
+/** Errnos of values the server refused (wrong type, out of range, too long): the record, not the connection. */
+const DATA_ERRNOS = new Set([1264, 1292, 1366, 1406]);
+
+export function isMysqlDataError(err: unknown): boolean {
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === 'number' && DATA_ERRNOS.has(errno);
+}
+
+/** `serverId`: the binlog connector's replica id, named when another replica uses it too. */
+export function classifyMysqlError(err: unknown, where: string, serverId?: number): TributaryError {
   if (err instanceof TributaryError) return err;
   const { errno, code, fatal } = (err ?? {}) as { errno?: number; code?: string; fatal?: boolean };
   const message = describeError(err);
@@ -66,7 +75,7 @@ export function classifyMysqlError(err: unknown, where: string, serverId: number
   return new SourceSetupError(`${where}: ${message}`, { cause: err });
 }
 
-function serverIdClash(where: string, serverId: number, detail: string, cause?: unknown): SourceSetupError {
+function serverIdClash(where: string, serverId: number | undefined, detail: string, cause?: unknown): SourceSetupError {
   return new SourceSetupError(
     `${where}: another replica connected with the same server_id ${serverId} and the server disconnected this one (${detail}). ` +
       'Each connection to the binlog needs its own id: set serverId: on this source to a number no other replica ' +

@@ -31,22 +31,27 @@ async function active(port: number): Promise<number | undefined> {
   return m ? Number(m[1]) : undefined;
 }
 
+/** A daemon's config: logical capture of `items` in `db` to the loopback sink, state in `db`'s `schema`. */
+function itemsConfig(db: string, name: string, port: number, schema: string, drainTimeoutMs: number): string {
+  return `sources:
+  app: { type: postgres, url: "${db}", capture: logical, slot: ${name}, publication: ${name} }
+lenses:
+  items: { source: app, table: items, sink: hosted, initialSync: none, maxWaitMs: 10 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: postgres, url: "${db}", schema: ${schema} }
+metrics: { listen: "127.0.0.1:${port}" }
+pipeline: { drainTimeoutMs: ${drainTimeoutMs} }
+`;
+}
+
 describe('replicas: 2', () => {
   test('one replica reads, the other stands by and takes over after kill -9 with nothing lost', async (t) => {
     const name = databaseName(t.name);
     const db = await pg.createDatabase(name);
     await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY, note text)`);
     const ports = [await freePort(), await freePort()];
-    const yaml = (port: number) => `sources:
-  app: { type: postgres, url: "${db}", capture: logical, slot: ${name}, publication: ${name} }
-lenses:
-  items: { source: app, table: items, sink: hosted, initialSync: none, maxWaitMs: 10 }
-sinks:
-  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
-state: { type: postgres, url: "${db}", schema: tributary_state }
-metrics: { listen: "127.0.0.1:${port}" }
-pipeline: { drainTimeoutMs: 2000 }
-`;
+    const yaml = (port: number) => itemsConfig(db, name, port, 'tributary_state', 2000);
     const daemons: ChildDaemon[] = [spawnDaemon(yaml(ports[0]))];
     await eventually(async () => (await active(ports[0])) === 1, 'the first replica reads the source', 20_000);
     daemons.push(spawnDaemon(yaml(ports[1])));
@@ -95,16 +100,7 @@ pipeline: { drainTimeoutMs: 2000 }
     // Another replica (this test) holds the source's lease: the daemon stands by.
     const holder = await PostgresStateStore.open({ url: db, schema: 'tributary_state' });
     const lease = await holder.lease('source/app');
-    const daemon = spawnDaemon(`sources:
-  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
-lenses:
-  items: { source: app, table: items, sink: hosted, initialSync: none }
-sinks:
-  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
-state: { type: postgres, url: "${db}", schema: tributary_state }
-metrics: { listen: "127.0.0.1:${port}" }
-pipeline: { drainTimeoutMs: 1000 }
-`);
+    const daemon = spawnDaemon(itemsConfig(db, name, port, 'tributary_state', 1000));
     const configFile = daemon.child.spawnargs.at(-1)!;
     try {
       await eventually(async () => (await active(port)) === 0, 'the daemon stands by', 20_000);
@@ -180,16 +176,7 @@ pipeline: { drainTimeoutMs: 1000 }
     const db = await pg.createDatabase(name);
     await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY)`);
     const port = await freePort();
-    const daemon = spawnDaemon(`sources:
-  app: { type: postgres, url: "${db}", slot: ${name}, publication: ${name} }
-lenses:
-  items: { source: app, table: items, sink: hosted, initialSync: none }
-sinks:
-  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
-state: { type: postgres, url: "${db}" }
-metrics: { listen: "127.0.0.1:${port}" }
-pipeline: { drainTimeoutMs: 1000 }
-`);
+    const daemon = spawnDaemon(itemsConfig(db, name, port, 'tributary', 1000));
     await eventually(async () => (await active(port)) === 1, 'the daemon reads the source', 20_000);
     await pg.query(db, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tributary:lease'`);
     assert.equal(await daemon.exited, 1, daemon.output());

@@ -56,7 +56,8 @@ async function throughput(cluster: TestPostgres, version: string): Promise<{ rat
     await cluster.query(db, `SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')`);
     await cluster.query(
       db,
-      `INSERT INTO items SELECT g, 'item ' || g, md5(g::text) || ' ' || md5((g + 1)::text), (g % 1000) / 10.0
+      // Flushed at commit: walsenders and the SQL decoding functions read only flushed WAL.
+      `SET synchronous_commit = on; INSERT INTO items SELECT g, 'item ' || g, md5(g::text) || ' ' || md5((g + 1)::text), (g % 1000) / 10.0
          FROM generate_series(1, ${ROWS}) g`,
     );
     const endpos = (await cluster.query(db, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0].lsn as string;

@@ -63,6 +63,7 @@ test('a minimal file gets every default', () => {
         statusIntervalMs: 10000,
         installTriggers: true,
         triggerSchema: 'tributary',
+        failoverSlot: false,
       },
     },
     lenses: {

@@ -234,7 +234,7 @@ export function createKinesisConnector(config: KinesisSourceConfig, ctx: Connect
     },
 
     partLag() {
-      return Object.fromEntries(lagByShard);
+      return Object.fromEntries([...lagByShard].sort(([a], [b]) => a.localeCompare(b)));
     },
 
     async stop() {

@@ -181,6 +181,21 @@ test('Debezium: envelopes with and without schema, flattened rows, key changes, 
   await connector.stop();
 });
 
+test('startAt latest: a first start skips what is already in the stream, and its restart resumes from that start', async () => {
+  await kinesis.createStream('dms-latest', 2);
+  await kinesis.put('dms-latest', range(1, 20).map((id) => dmsRecord('public.items', 'insert', { id })));
+  await new Promise((resolve) => setTimeout(resolve, 1100)); // AT_TIMESTAMP has a resolution of a second or so
+  const lenses: Lenses = { items: { table: 'public.items', primaryKey: ['id'] } };
+  let { rec, connector } = await startConnector(kinesis.sourceConfig('dms-latest', { startAt: 'latest' }), lenses);
+  const first = rec.covering()!;
+  await connector.stop();
+  await kinesis.put('dms-latest', range(21, 30).map((id) => dmsRecord('public.items', 'insert', { id })));
+  ({ rec, connector } = await startConnector(kinesis.sourceConfig('dms-latest', { startAt: 'latest' }), lenses, first));
+  await eventually(() => last(rec, 'items').size === 10, 'the records written after the first start');
+  assert.deepEqual([...last(rec, 'items').keys()].map(Number).sort((a, b) => a - b), range(21, 30));
+  await connector.stop();
+});
+
 test('a daemon killed with -9 resumes after its last delivered records; records written while it was down arrive; a malformed record is dead-lettered', async () => {
   await kinesis.createStream('dms-crash', 2);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-kinesis-'));

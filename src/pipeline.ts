@@ -24,7 +24,7 @@ import type { LensStore } from './lens-store.js';
 import type { Metrics } from './metrics.js';
 import { backoffDelay } from './retry.js';
 import { Sweeper } from './sweep.js';
-import type { Logger, Position, RecordChange, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
+import type { Logger, Position, RecordChange, RejectedRecord, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
 
 /** How long a drain waits for the source connection to close. */
 const CONNECTOR_STOP_TIMEOUT_MS = 5000;
@@ -203,6 +203,14 @@ export class Pipeline implements SourceHandler {
     this.log.error({ lens: lensName, reason }, 'changes were lost: the lens needs a full sync');
     lens.owed = reason;
     void this.options.lensStore.save(lens.name, { fullSync: 'owed', reason });
+  }
+
+  /** An undecodable record: a dead letter of its lens, or of the pseudo-lens named after the source when no lens can be told. */
+  reject(record: RejectedRecord): void {
+    const lens = record.lens ?? this.sourceName;
+    this.metrics.deadLetters.inc({ lens });
+    this.log.error({ lens, where: record.where, reason: record.reason }, 'a source record cannot be understood; it is in the dead-letter store');
+    void this.options.deadLetters.add({ lens, reason: record.reason, error: record.reason, attempts: 1, provenance: { source: this.sourceName, position: record.where, record: record.raw } });
   }
 
   state(state: SourceState, detail?: string): void {

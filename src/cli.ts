@@ -140,6 +140,11 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
+    if (l.sink?.fullSync?.state === 'running') line += `  full-sync-rows=${l.sink.fullSync.rows}`;
+    if (l.sink?.lastIngestionId !== undefined) line += `  ingestion=${l.sink.lastIngestionId}`;
+    if (l.sink?.resyncAt) line += `  soft-replace-at=${l.sink.resyncAt}`;
+    if (l.sink?.resyncError) line += `  sink-error="${l.sink.resyncError}"`;
+    if (l.sink?.skippedDeletes) line += `  skipped-deletes=${l.sink.skippedDeletes}`;
     if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;

@@ -17,10 +17,10 @@ import { SourceLeases } from './leases.js';
 import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
 import { Pipeline } from './pipeline.js';
-import { createSink } from './sinks/index.js';
+import { createSink, sinkSpec } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
-import { Rates, liveness, pipelineStatus, readiness, type StatusSnapshot } from './status.js';
+import { Rates, liveness, pipelineStatus, readiness, type SinkLensStatus, type StatusSnapshot } from './status.js';
 import type { Logger, Sink, StateStore } from './types.js';
 import type { LensWorkerStatus } from './worker/types.js';
 
@@ -51,7 +51,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const writes = new StateWrites(log);
   const deadLetters = new DeadLetters(state, log);
   await deadLetters.load(Object.keys(config.lenses));
-  const sinks = await createSinks(config, state, metrics, log);
+  const sinks = await createSinks(config, state, deadLetters, metrics, log);
   const stopConnecting = new AbortController();
   const lensStore = new LensStore(state, writes);
   const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
@@ -84,8 +84,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     pid: process.pid,
     updatedAt: new Date().toISOString(),
     lenses: pipelines.flatMap((p) => pipelineStatus(p, deadLetters)).map((s) => {
-      const worker = sinks.get(config.lenses[s.lens].sink)?.lensStatus?.(s.lens) as LensWorkerStatus | undefined;
-      return { ...s, rate: rates.rate(s.lens, s.delivered), worker };
+      const sinkName = config.lenses[s.lens].sink;
+      const known = sinks.get(sinkName)?.lensStatus?.(s.lens);
+      const rate = rates.rate(s.lens, s.delivered);
+      if (config.sinks[sinkName].type === 'worker') return { ...s, rate, worker: known as LensWorkerStatus | undefined };
+      return { ...s, rate, sink: known as SinkLensStatus | undefined };
     }),
   });
 
@@ -136,12 +139,14 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   };
 }
 
-async function createSinks(config: Config, state: StateStore, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {
-  const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
+async function createSinks(config: Config, state: StateStore, deadLetters: DeadLetters, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {
   const sinks = new Map<string, Sink>();
   for (const [name, sinkConfig] of Object.entries(config.sinks)) {
+    const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
+    const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens], forPayload);
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
-    sinks.set(name, await createSink(sinkConfig, { name, lenses, config, openReader, state, metrics, log: log.child({ sink: name }) }));
+    const ctx = { name, lenses, config, openReader, state, deadLetters, metrics, log: log.child({ sink: name }) };
+    sinks.set(name, await createSink(sinkConfig, ctx));
   }
   return sinks;
 }

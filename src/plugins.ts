@@ -8,6 +8,7 @@
  * See docs/architecture.md, "Plugins".
  */
 import type { Config, LensConfig } from './config/types.js';
+import type { DeadLetters } from './dead-letters.js';
 import type { Metrics } from './metrics.js';
 import type { RowReaderOptions } from './rows.js';
 import type { ConnectorContext, Logger, RowReader, Sink, SourceConnector, StateStore } from './types.js';
@@ -93,6 +94,13 @@ export interface SinkContext {
   /** Opens the row reader of a lens, for sinks that need rows. */
   openReader(lens: string): Promise<RowReader>;
   state: StateStore;
+  /**
+   * The dead-letter queue, for sinks whose API rejects single records of an accepted request
+   * (seyn's `rejected`): each such record becomes a letter whose `provenance.changes` holds its
+   * change, so `tributary dlq replay` delivers it again. A whole batch the API refuses is still
+   * the pipeline's to dead-letter (a `rejected` SinkError).
+   */
+  deadLetters: DeadLetters;
   metrics: Metrics;
   log: Logger;
 }

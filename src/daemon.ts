@@ -51,7 +51,10 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const writes = new StateWrites(log);
   const deadLetters = new DeadLetters(state, log);
   await deadLetters.load(Object.keys(config.lenses));
-  const sinks = await createSinks(config, state, deadLetters, metrics, log);
+  const sinks = await createSinks(config, state, deadLetters, metrics, log).catch(async (err: unknown) => {
+    await state.close().catch(() => undefined); // a sink that cannot start (a missing column) leaves nothing open
+    throw err;
+  });
   const stopConnecting = new AbortController();
   const lensStore = new LensStore(state, writes);
   const pipelines = Object.entries(config.sources).map(([sourceName, sourceConfig]) => {
@@ -141,14 +144,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
 
 async function createSinks(config: Config, state: StateStore, deadLetters: DeadLetters, metrics: Metrics, log: Logger): Promise<Map<string, Sink>> {
   const sinks = new Map<string, Sink>();
-  for (const [name, sinkConfig] of Object.entries(config.sinks)) {
+  try {
+    for (const [name, sinkConfig] of Object.entries(config.sinks)) await createOne(name, sinkConfig);
+  } catch (err) {
+    await closeSinks(sinks, 1000, log);
+    throw err;
+  }
+  return sinks;
+
+  async function createOne(name: string, sinkConfig: Config['sinks'][string]): Promise<void> {
     const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
     const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens], forPayload);
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
     const ctx = { name, lenses, config, openReader, state, deadLetters, metrics, log: log.child({ sink: name }) };
     sinks.set(name, await createSink(sinkConfig, ctx));
   }
-  return sinks;
 }
 
 /** Closes the sinks, waiting at most `timeoutMs` (a sink that hangs is left to the process exit). */

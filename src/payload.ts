@@ -20,6 +20,7 @@
  *   lens and any payload column that does not exist.
  */
 import type { LensConfig } from './config/types.js';
+import { SinkError } from './errors.js';
 import type { SinkContext } from './plugins.js';
 import type { RecordChange, RowReader } from './types.js';
 
@@ -97,12 +98,18 @@ export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Re
 export class PayloadStage {
   private readonly readers = new Map<string, Promise<RowReader>>();
   private readonly progress = new Map<string, FullSyncProgress>();
+  private closed = false;
 
   constructor(private readonly ctx: Pick<SinkContext, 'name' | 'lenses' | 'openReader' | 'state' | 'log'>) {}
 
   /** Opens every lens's reader: a table or column that does not exist fails here, at start. */
   async open(): Promise<void> {
-    for (const lens of Object.keys(this.ctx.lenses)) await this.reader(lens);
+    try {
+      for (const lens of Object.keys(this.ctx.lenses)) await this.reader(lens);
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
   }
 
   /**
@@ -192,12 +199,14 @@ export class PayloadStage {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const readers = [...this.readers.values()];
     this.readers.clear();
     await Promise.all(readers.map(async (r) => (await r.catch(() => undefined))?.close()));
   }
 
   private reader(lens: string): Promise<RowReader> {
+    if (this.closed) return Promise.reject(new SinkError(`sink "${this.ctx.name}", lens "${lens}": the sink is closed`, 'fatal'));
     let reader = this.readers.get(lens);
     if (!reader) {
       reader = this.ctx.openReader(lens);

@@ -24,6 +24,7 @@ interface KeyColumn {
 const PAYLOAD_PARSERS: Record<number, (text: string) => unknown> = {
   20: exactNumber, // int8
   1700: exactNumber, // numeric
+  1082: (text) => text, // date: YYYY-MM-DD as it is (no time, no zone)
   1114: (text) => {
     // timestamp without time zone: read as UTC (the default parser reads it as local time)
     const at = new Date(`${text.replace(' ', 'T')}Z`);

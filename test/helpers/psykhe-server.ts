@@ -39,6 +39,8 @@ export interface PsykheRequest {
   bytes: number;
   receivedAt: number;
   status?: number;
+  /** The ingestion_id this request got (whatever the answer). */
+  ingestionId: number;
   /** soft_replace: the products it marked inactive. */
   deactivated?: string[];
 }
@@ -59,6 +61,8 @@ export interface PsykheServer {
   catalog(key: string): Map<string, Product>;
   respondWith(fn: ((req: PsykheRequest) => Answer | undefined) | undefined): void;
   setMaxBodyBytes(bytes: number): void;
+  /** Answer every request this much later (a slow API; the request is applied at once). */
+  setDelay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -70,6 +74,7 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
   const catalogs = new Map<string, Map<string, Product>>();
   let ingestionId = 477000;
   let responder: ((req: PsykheRequest) => Answer | undefined) | undefined;
+  let delayMs = 0;
 
   function catalog(key: string): Map<string, Product> {
     let c = catalogs.get(key);
@@ -88,12 +93,12 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
     if (encoding !== undefined) {
       if (encoding !== 'gzip') return error(400, 'invalid_encoding', 'Content-Encoding must be gzip', id);
       try {
-        body = gunzipSync(raw, { maxOutputLength: maxBody + 1 });
-      } catch (err) {
-        if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return error(413, 'payload_too_large', 'Payload is too large', id);
+        body = gunzipSync(raw);
+      } catch {
         return error(400, 'invalid_encoding', 'Body is not valid gzip', id);
       }
     }
+    if (options.keepIds !== false) req.ids = lenientIds(body);
     if (body.length > maxBody) return error(413, 'payload_too_large', 'Payload is too large', id);
     const lines = body.toString('utf8').split('\n');
     if (lines[lines.length - 1] === '') lines.pop();
@@ -131,12 +136,12 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
       key: String(headers['x-psykhe-api-key'] ?? ''),
       mode: String(headers['x-psykhe-processing-mode'] ?? 'insert'),
       ids: [],
+      ingestionId: id,
       bytes: raw.length,
       receivedAt: Date.now(),
     };
     requests.push(req);
     const checked = validate(req, raw, id);
-    if (Array.isArray(checked) && options.keepIds !== false) req.ids = checked.map(([pid]) => pid);
     let answer = responder?.(req);
     if (!answer) {
       if (!Array.isArray(checked)) answer = checked;
@@ -145,6 +150,8 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
         answer = { status: 200, body: { errors: null, meta: null, data: { ingestion_id: id } } };
       }
     }
+    // A slow API answers late; what it got it applied on receipt (a request cut short meanwhile still counts).
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     req.status = answer.status;
     send(res, answer);
   }
@@ -160,8 +167,23 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
     setMaxBodyBytes(bytes) {
       maxBody = bytes;
     },
+    setDelay(ms) {
+      delayMs = ms;
+    },
     close: server.close,
   };
+}
+
+/** The product identifiers of a feed, whatever else is wrong with it (what a request carried). */
+function lenientIds(body: Buffer): string[] {
+  return body
+    .toString('utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      const product = lineProduct(line);
+      return typeof product === 'string' ? '' : product[0];
+    });
 }
 
 /** A line's product (identifier and data), or what is wrong with it. */

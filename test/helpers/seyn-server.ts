@@ -68,6 +68,8 @@ export interface SeynServer {
   respondWith(fn: ((req: SeynRequest) => Answer | undefined) | undefined): void;
   /** List records for which `fn` returns a code and message in `rejected`. */
   rejectRecord(fn: ((record: SeynRecord) => { code: string; message: string } | undefined) | undefined): void;
+  /** Answer every request this much later (a slow API). */
+  setDelay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -81,6 +83,7 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
   const byIdempotencyKey = new Map<string, Answer>();
   let responder: ((req: SeynRequest) => Answer | undefined) | undefined;
   let rejector: ((record: SeynRecord) => { code: string; message: string } | undefined) | undefined;
+  let delayMs = 0;
 
   function validate(req: SeynRequest, raw: Buffer): Answer | SeynRecord[] {
     if (req.method !== 'POST' || req.path !== '/v1/ingest') return error(404, 'NOT_FOUND', `No route ${req.method} ${req.path}`);
@@ -151,6 +154,7 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
       }
     }
     requests.push(req);
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     let answer = responder?.(req);
     if (!answer) {
       const checked = validate(req, raw);
@@ -177,6 +181,9 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
     },
     rejectRecord(fn) {
       rejector = fn;
+    },
+    setDelay(ms) {
+      delayMs = ms;
     },
     close: server.close,
   };

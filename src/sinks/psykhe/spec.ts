@@ -50,6 +50,17 @@ export const psykheSpec: SinkSpec<PsykheSinkConfig> = {
   type: 'psykhe',
   schema,
   capabilities: { takes: 'rows' },
+  problems: ({ name, lenses }) =>
+    lenses.length > 1
+      ? [
+          {
+            path: ['sinks', name],
+            message:
+              `a psykhe sink feeds one catalog, but lenses ${lenses.map(([l]) => l).join(', ')} use sink "${name}": ` +
+              "one lens's soft_replace would deactivate the other's products — give each lens its own psykhe sink (and key)",
+          },
+        ]
+      : [],
   resolve: (raw) => ({ ...raw, url: String(raw.url).replace(/\/+$/, '') }) as PsykheSinkConfig,
   create: (config, ctx) => createPsykheSink(config, ctx),
 };

@@ -10,6 +10,8 @@
  * 5. The bundled worker (bench/worker.ts): rows/s indexed by a full sync, search latency,
  *    embeddings saved by hash skips, and commit→searchable at 1,000 inserts/s.
  * 6. Failover (bench/failover.ts): two replicas, kill -9 of the active one; time to takeover.
+ * 7. Payload sinks (bench/payload.ts): rows/s to seyn and psykhe from a 200,000-row backlog, as
+ *    a ratio to the semilayer id path; peak RSS of a 1,000,000-row psykhe full sync.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -25,6 +27,7 @@ import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semi
 import { triggerCapture } from './trigger.js';
 import { failover } from './failover.js';
 import { mysqlBinlog } from './mysql.js';
+import { payloadSinks } from './payload.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
@@ -376,6 +379,7 @@ async function main(): Promise<void> {
     ['failover', () => failover(cluster, rows)],
     ['smart sync', () => smartSync(cluster, sink, rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],
+    ['payload sinks', () => payloadSinks(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

@@ -52,6 +52,8 @@ export interface PsykheServerOptions {
   maxBodyBytes?: number;
   /** Keep per-request ids (default true). */
   keepIds?: boolean;
+  /** Keep each product's data in the catalog (default true); false keeps `{}` (benchmarks). */
+  keepData?: boolean;
 }
 
 export interface PsykheServer {
@@ -114,7 +116,7 @@ export async function startPsykheServer(options: PsykheServerOptions = {}): Prom
 
   function apply(req: PsykheRequest, products: Array<[string, Record<string, unknown>]>): void {
     const c = catalog(req.key);
-    for (const [pid, data] of products) c.set(pid, { data, active: true });
+    for (const [pid, data] of products) c.set(pid, { data: options.keepData === false ? {} : data, active: true });
     if (req.mode === 'soft_replace') {
       const inFeed = new Set(products.map(([pid]) => pid));
       req.deactivated = [];

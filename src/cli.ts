@@ -59,6 +59,8 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
 Lenses indexed by the bundled worker add: worker=indexing queued=12 indexed=48211
+Payload sinks add what applies: full-sync-rows=N (a full sync running), skipped-deletes=N (seyn),
+ingestion=ID and soft-replace-at=TIME (psykhe).
 With several replicas (state: postgres) each running one prints its lines, marked replica=HOST:PID;
 a standby's lenses show the state standby.
 --json prints the whole snapshot (an array of snapshots when several replicas run).`,

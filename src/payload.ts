@@ -8,9 +8,10 @@
  *   numbers when exact (else their text), times as ISO 8601 UTC, json/jsonb as JSON, bytea as
  *   base64 (`encodeValue`; the reader, opened with `payloadValues`, does the database side).
  * - **Where rows come from.** From the change when the source carried one (`RecordChange.row`),
- *   else read through the lens's row reader, one query per slice of at most `READ_SLICE` ids,
- *   so the rows in flight stay bounded in bytes as well as in count. An id whose row is gone
- *   is the sink's delete.
+ *   else read through the lens's row reader, one query per slice of at most `READ_SLICE` ids.
+ *   Slices shrink when rows are wide (about `SLICE_BYTES` of values a slice), so the rows in
+ *   flight stay bounded in bytes as well as in count. An id whose row is gone is the sink's
+ *   delete.
  * - **Full syncs.** A payload sink's first start (and a truncate) is a full sync Tributary runs
  *   itself: the table in key order, a page at a time (`scan`). `fullSync` saves its cursor in
  *   the state store (`fullsync/<sink>/<lens>`) after every page the sink accepted, so a crash
@@ -26,6 +27,10 @@ import type { RecordChange, RowReader } from './types.js';
 
 /** Ids read with one query; also the rows of one full sync page. */
 export const READ_SLICE = 1000;
+/** About this many bytes of row values per slice (or page): wide rows make smaller slices. */
+export const SLICE_BYTES = 8 * 1024 * 1024;
+/** A lens's first slice, before its rows' width is known. */
+const FIRST_SLICE = 100;
 /** How often a running full sync logs its progress. */
 const PROGRESS_LOG_MS = 10_000;
 
@@ -94,10 +99,28 @@ export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Re
   return out;
 }
 
+/** The next slice's size: READ_SLICE, or fewer when these rows were wide (≈ SLICE_BYTES a slice). */
+function nextSliceSize(records: PayloadRecord[]): number {
+  let bytes = 0;
+  for (const r of records) if (r.row) for (const v of Object.values(r.row)) bytes += approxBytes(v);
+  const perRow = bytes / Math.max(1, records.length);
+  return Math.max(1, Math.min(READ_SLICE, Math.floor(SLICE_BYTES / Math.max(1, perRow))));
+}
+
+/** Roughly what a value weighs once encoded (strings and bytes by length, objects as JSON). */
+function approxBytes(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (value instanceof Uint8Array) return Math.ceil(value.byteLength * 1.34);
+  if (value !== null && typeof value === 'object' && !(value instanceof Date)) return JSON.stringify(value).length;
+  return 8;
+}
+
 /** The rows-for-ids stage of one payload sink (every lens of it). */
 export class PayloadStage {
   private readonly readers = new Map<string, Promise<RowReader>>();
   private readonly progress = new Map<string, FullSyncProgress>();
+  /** Each lens's slice size, from the width of its last rows. */
+  private readonly sliceSize = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly ctx: Pick<SinkContext, 'name' | 'lenses' | 'openReader' | 'state' | 'log'>) {}
@@ -113,34 +136,39 @@ export class PayloadStage {
   }
 
   /**
-   * The records of a batch, a slice at a time (at most READ_SLICE ids read by one query),
+   * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
+   * for wide rows),
    * in the batch's order. A delete, or an upsert whose row is gone, has no payload.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
     const config = this.ctx.lenses[lens];
-    for (let i = 0; i < changes.length; i += READ_SLICE) {
-      const slice = changes.slice(i, i + READ_SLICE);
+    for (let i = 0; i < changes.length; ) {
+      const slice = changes.slice(i, (i += this.sliceSize.get(lens) ?? FIRST_SLICE));
       const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
       const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
-      yield slice.map((change) => {
+      const records = slice.map((change): PayloadRecord => {
         const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
         return row ? { change, row, payload: shapePayload(config, row) } : { change };
       });
+      if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
+      yield records;
     }
   }
 
   /**
-   * The whole table in key order after `after`, a page (READ_SLICE rows) at a time, as upserts
+   * The whole table in key order after `after`, a page (≤ READ_SLICE rows) at a time, as upserts
    * committed now. Counts into the lens's full sync progress.
    */
   async *scan(lens: string, after?: string): AsyncGenerator<PayloadRecord[]> {
     const config = this.ctx.lenses[lens];
     const reader = await this.reader(lens);
     for (;;) {
-      const page = await reader.page({ after, limit: READ_SLICE });
+      const page = await reader.page({ after, limit: this.sliceSize.get(lens) ?? FIRST_SLICE });
       if (page.length === 0) return;
       const committedAt = Date.now();
-      yield page.map(({ id, row }) => ({ change: { id, action: 'upsert', committedAt }, row, payload: shapePayload(config, row) }));
+      const records = page.map(({ id, row }): PayloadRecord => ({ change: { id, action: 'upsert', committedAt }, row, payload: shapePayload(config, row) }));
+      this.sliceSize.set(lens, nextSliceSize(records));
+      yield records;
       after = page[page.length - 1].id;
     }
   }

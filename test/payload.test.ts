@@ -49,12 +49,21 @@ test('rows for ids: carried rows are used, the rest read in one query per slice;
   ];
   const slices = [];
   for await (const slice of stage.records('l', changes)) slices.push(slice);
-  assert.deepEqual(slices.map((s) => s.length), [1000, 504]);
-  assert.equal(queries.length, 2, 'one query per slice');
+  assert.deepEqual(slices.map((s) => s.length), [100, 1000, 404], 'a first slice of 100 rows, then as many as narrow rows allow');
+  assert.equal(queries.length, 3, 'one query per slice');
   assert.deepEqual(queries[0].slice(0, 2), ['1', '3'], 'carried rows and deletes are not read');
   const [one, two, three, four] = slices[0];
   assert.deepEqual(one.payload, { name: 'n1' });
   assert.deepEqual(two.payload, { name: 'carried' });
   assert.equal(three.payload, undefined, 'a row gone when read');
   assert.equal(four.payload, undefined, 'a delete');
+});
+
+test('wide rows make small slices: about 8 MB of values at a time', async () => {
+  const wide = 'x'.repeat(1024 * 1024);
+  const reader = { readByIds: async (ids: string[]) => new Map(ids.map((id) => [id, { body: wide }])) } as unknown as RowReader;
+  const stage = new PayloadStage({ name: 's', lenses: { l: {} as LensConfig }, openReader: async () => reader, state: undefined as never, log: undefined as never });
+  const sizes = [];
+  for await (const slice of stage.records('l', Array.from({ length: 120 }, (_, i) => ({ id: String(i), action: 'upsert' as const })))) sizes.push(slice.length);
+  assert.deepEqual(sizes.slice(0, 3), [100, 7, 7]);
 });

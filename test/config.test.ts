@@ -138,7 +138,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       path: 'lenses.products.feilds',
       line: 10,
       message:
-        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
+        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, payload, entityType, changeTrackingColumn, ' +
         'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
     },
   ]);
@@ -157,11 +157,11 @@ test('enums list the allowed values; planned ones are "not available in this ver
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
     { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: seyn')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
+  assert.deepEqual(problems(withLine(12, '    type: kafka')), [
+    { path: 'sinks.hosted.type', line: 12, message: '"kafka" is not available in this version yet; expected one of: semilayer, worker, seyn, psykhe' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
     { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },

@@ -161,7 +161,10 @@ async function createSinks(config: Config, shared: Pick<SinkContext, 'state' | '
 
   async function createOne(name: string, sinkConfig: Config['sinks'][string]): Promise<void> {
     const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
-    const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens], forPayload);
+    const openReader = (lens: string) => {
+      const source = config.sources[config.lenses[lens].source];
+      return sourceSpec(source.type).capabilities.readsTables ? openRowReader(source, lens, config.lenses[lens], forPayload) : undefined;
+    };
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
     const ctx = { ...shared, name, lenses, config, openReader, log: shared.log.child({ sink: name }) };
     sinks.set(name, await createSink(sinkConfig, ctx));

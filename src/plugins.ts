@@ -91,8 +91,11 @@ export interface SinkContext {
   lenses: Record<string, LensConfig>;
   /** The whole configuration (the worker sink reads the `worker` section). */
   config: Config;
-  /** Opens the row reader of a lens, for sinks that need rows. */
-  openReader(lens: string): Promise<RowReader>;
+  /**
+   * Opens the row reader of a lens, for sinks that need rows; undefined when the lens's source
+   * reads no tables (a stream: its changes carry their rows).
+   */
+  openReader(lens: string): Promise<RowReader> | undefined;
   state: StateStore;
   /**
    * The dead-letter queue, for sinks whose API rejects single records of an accepted request
@@ -109,6 +112,14 @@ export interface SinkContext {
 export interface SinkCapabilities {
   /** `ids`: `{ id, action }` only (it re-reads rows itself); `rows`: each id's current row. */
   takes: 'ids' | 'rows';
+  /**
+   * When the sink reads the lens's table through its row reader: `always` (the worker re-reads
+   * every id; psykhe soft-replaces the catalog from the table), `for full syncs` (seyn: changes
+   * carry their rows from stream sources), `never` (the far side reads the source itself). A
+   * lens whose source reads no tables (a stream) cannot use an `always` sink, and needs
+   * `initialSync: none` with a `for full syncs` one.
+   */
+  readsTable: 'always' | 'for full syncs' | 'never';
 }
 
 export interface SinkSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {

@@ -341,6 +341,19 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   for (const [name, lens] of lenses) {
     const source = section(data.sources[lens.source]);
     const spec = sourceSpecs.find((s) => s.type === source.type);
+    const sinkType = section(data.sinks[lens.sink]).type;
+    const readsTable = sinkSpecs.find((s) => s.type === sinkType)?.capabilities.readsTable;
+    if (spec && !spec.capabilities.readsTables && (readsTable === 'always' || (readsTable === 'for full syncs' && lens.initialSync !== 'none'))) {
+      const at = ['lenses', name, readsTable === 'always' ? 'sink' : 'initialSync'];
+      problems.push({
+        path: dotted(at),
+        line: lineOf(ctx, at),
+        message:
+          readsTable === 'always'
+            ? `sink "${lens.sink}" (${sinkType}) reads the lens's table, and source "${lens.source}" is a ${source.type} stream with no table to read; use a sink that takes what the stream carries (semilayer, seyn)`
+            : `a ${sinkType} sink's initial full sync reads the lens's table, and source "${lens.source}" is a ${source.type} stream; set initialSync: none (the stream's own full-load or snapshot records serve as the full sync)`,
+      });
+    }
     if (spec?.capabilities.requiresPrimaryKey && lens.primaryKey === undefined) {
       problems.push({
         path: dotted(['lenses', name, 'primaryKey']),

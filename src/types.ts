@@ -52,6 +52,14 @@ export interface SourceHandler {
    * --mode full`). Streaming goes on meanwhile.
    */
   fullSyncOwed(lens: string, reason: string): void;
+  /**
+   * A row change of `table` that no lens claims although the table could belong to one (a
+   * partition or inheritance child of a lens table, a table in the lens's publication): the
+   * pipeline counts it (`tributary_changes_unmatched_total{source,table}`) and warns once per
+   * table with `advice`, what the user should do. Never call it for tables that merely share a
+   * database with the lenses.
+   */
+  unmatched(table: string, advice: string): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
   /**

@@ -21,6 +21,7 @@ export class Recorder implements SourceHandler {
   readonly resyncs: Array<{ lens: string; reason: string }> = [];
   readonly owed: Array<{ lens: string; reason: string }> = [];
   readonly captures: Array<{ mode: string; reason: string }> = [];
+  readonly unmatchedTables: Array<{ table: string; advice: string }> = [];
 
   change(change: SourceChange): void {
     this.events.push({ change });
@@ -33,6 +34,9 @@ export class Recorder implements SourceHandler {
   }
   fullSyncOwed(lens: string, reason: string): void {
     this.owed.push({ lens, reason });
+  }
+  unmatched(table: string, advice: string): void {
+    this.unmatchedTables.push({ table, advice });
   }
   state(state: SourceState, detail?: string): void {
     this.states.push({ state, detail });

@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
-import { quoteIdent, quoteTable } from '../../../src/postgres.js';
+import { pgTableName, quoteIdent, quoteTable } from '../../../src/postgres.js';
 import type { PostgresSourceConfig } from '../spec.js';
 import type { LensKey } from './pgoutput.js';
 
@@ -41,13 +41,15 @@ export async function setUpSource(
   }
 
   const lensesByTable = new Map<string, LensKey[]>();
+  const partitioned = new Set<string>();
   for (const lens of lenses) {
-    const keyColumns = await checkTable(client, where, lens);
+    const { keyColumns, isPartitioned } = await checkTable(client, where, lens);
     const list = lensesByTable.get(lens.table) ?? [];
     list.push({ lens: lens.name, keyColumns });
     lensesByTable.set(lens.table, list);
+    if (isPartitioned) partitioned.add(lens.table);
   }
-  await ensurePublication(client, where, config.publication, [...lensesByTable.keys()]);
+  await ensurePublication(client, where, config.publication, [...lensesByTable.keys()], partitioned);
   const slotCreated = await ensureSlot(client, where, config.slot);
   return { lensesByTable, slotCreated };
 }
@@ -64,15 +66,15 @@ export async function replicationRole(client: pg.Client): Promise<{ name: string
   ).rows[0];
 }
 
-/** Checks a lens table and returns its key columns. */
+/** Checks a lens table and returns its key columns, and whether it is a partitioned table. */
 async function checkTable(
   client: pg.Client,
   where: string,
   lens: { name: string; table: string; primaryKey?: string[] },
-): Promise<string[]> {
+): Promise<{ keyColumns: string[]; isPartitioned: boolean }> {
   const rel = (
     await client.query(
-      `SELECT c.oid, c.relreplident,
+      `SELECT c.oid, c.relreplident, c.relkind = 'p' AS partitioned,
               ARRAY(SELECT a.attname::text FROM pg_attribute a
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
               ARRAY(SELECT a.attname::text FROM pg_index i
@@ -112,47 +114,98 @@ async function checkTable(
         '(or USING INDEX on a unique index of the key).',
     );
   }
-  return keyColumns;
+  return { keyColumns, isPartitioned: rel.partitioned };
 }
 
-async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[]): Promise<void> {
+/**
+ * Creates the publication, or keeps a Tributary-owned one in step with the lens tables, or
+ * checks a user's one covers them. On PostgreSQL 13+ Tributary's publications publish via the
+ * partition root, so a partitioned lens table's changes arrive under its own name; a user's
+ * publication may publish the leaves instead, which the decoder routes to their root's lens.
+ */
+async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[], partitioned: Set<string>): Promise<void> {
+  const viaRootSupported = Number((await client.query('SHOW server_version_num')).rows[0].server_version_num) >= 130000;
   const pub = (
     await client.query(
       `SELECT obj_description(p.oid, 'pg_publication') AS comment, p.puballtables,
-              ARRAY(SELECT schemaname || '.' || tablename FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables
+              ${viaRootSupported ? 'p.pubviaroot' : 'false'} AS via_root,
+              ARRAY(SELECT json_build_array(schemaname, tablename)::text FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables
          FROM pg_publication p WHERE p.pubname = $1`,
       [name],
     )
   ).rows[0];
   const tableList = tables.map(quoteTable).join(', ');
+  const viaRoot = viaRootSupported ? ' WITH (publish_via_partition_root = true)' : '';
   try {
     if (!pub) {
-      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}`);
+      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}${viaRoot}`);
       await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED}'`);
       return;
     }
-    const missing = tables.filter((t) => !pub.tables.includes(t));
+    const published = new Set((pub.tables as string[]).map((t) => pgTableName(...(JSON.parse(t) as [string, string]))));
     if (pub.comment === MANAGED) {
-      const extra = (pub.tables as string[]).filter((t) => !tables.includes(t));
+      if (viaRootSupported && !pub.via_root) {
+        await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`);
+        await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
+        return;
+      }
+      const missing = tables.filter((t) => !published.has(t));
+      const extra = [...published].filter((t) => !tables.includes(t));
       if (missing.length || extra.length) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
       return;
     }
-    if (missing.length && !pub.puballtables) {
-      throw new SourceSetupError(
-        `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
-          `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(quoteTable).join(', ')}.`,
-      );
-    }
+    if (!pub.puballtables) await checkUserPublication(client, where, name, tables, partitioned, published);
   } catch (err) {
     if ((err as { code?: string }).code === '42501') {
       throw new SourceSetupError(
         `${where}: not allowed to create or change publication "${name}" (${(err as Error).message}). Ask the table owner ` +
-          `or a superuser to run CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}, then restart.`,
+          `or a superuser to run CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}${viaRoot}, then restart.`,
         { cause: err },
       );
     }
     throw err;
   }
+}
+
+/**
+ * A publication not created by Tributary must publish every lens table: the table itself, or
+ * for a partitioned table either its root or every one of its leaf partitions (their changes
+ * are routed to the root's lens). Anything else would be a silent gap: a SourceSetupError.
+ */
+async function checkUserPublication(
+  client: pg.Client,
+  where: string,
+  name: string,
+  tables: string[],
+  partitioned: Set<string>,
+  published: Set<string>,
+): Promise<void> {
+  const missing: string[] = [];
+  for (const table of tables.filter((t) => !published.has(t))) {
+    const leaves = partitioned.has(table) ? await leafPartitions(client, table) : [];
+    const unpublished = leaves.filter((leaf) => !published.has(leaf));
+    if (leaves.length === 0 || unpublished.length) missing.push(leaves.length ? `${table} (partitions ${unpublished.join(', ')} are not published)` : table);
+  }
+  if (!missing.length) return;
+  const roots = tables.filter((t) => missing.some((m) => m === t || m.startsWith(`${t} (`)));
+  throw new SourceSetupError(
+    `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
+      `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${roots.map(quoteTable).join(', ')}` +
+      (partitioned.size ? ' (for a partitioned table, PostgreSQL 13+: also ALTER PUBLICATION … SET (publish_via_partition_root = true))' : '') +
+      ', or leave publication: unset so Tributary manages its own.',
+  );
+}
+
+/** The leaf partitions of a partitioned table, at any depth (canonical names). */
+async function leafPartitions(client: pg.Client, table: string): Promise<string[]> {
+  const rows = (
+    await client.query(
+      `SELECT n.nspname AS schema, c.relname AS name FROM pg_partition_tree(to_regclass($1)) t
+         JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf`,
+      [quoteTable(table)],
+    )
+  ).rows;
+  return rows.map((r) => pgTableName(r.schema, r.name));
 }
 
 async function ensureSlot(client: pg.Client, where: string, slot: string): Promise<boolean> {

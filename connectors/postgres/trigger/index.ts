@@ -148,7 +148,15 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   function report(row: { tbl: string; key: string[] | null; action: string; at: number }): void {
     const table = tables.get(row.tbl);
-    if (!table) return; // a table no lens reads any more: its rows are deleted with the rest
+    if (!table) {
+      // Triggers of this source on a table no lens reads (any more): its rows are deleted with the rest.
+      handler.unmatched(
+        row.tbl,
+        `capture triggers of source "${ctx.sourceName}" are installed on it but no lens reads it: add the lens back, ` +
+          `or drop its triggers tributary_${ctx.sourceName}_row and tributary_${ctx.sourceName}_stmt`,
+      );
+      return;
+    }
     for (const lens of table.lenses) {
       if (row.action === 't') {
         handler.resync(lens.lens, `TRUNCATE of ${row.tbl} (at ${new Date(row.at).toISOString()})`);

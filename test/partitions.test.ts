@@ -1,0 +1,265 @@
+/**
+ * Partitioned tables as lens tables: logical capture through a publication Tributary creates
+ * (kill -9 included) and through existing ones with and without publish_via_partition_root,
+ * partitions created while streaming or attached while the daemon is down, rows moved across
+ * partitions, trigger capture, polling with smart sync, and the worker's reads of the root.
+ * Every touched id's last delivered action is checked against the table.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
+import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
+import { eventually, killChildren, spawnDaemon, startError, startTestDaemon, stopDaemon, testConfig } from './helpers/daemon.js';
+import { encodeId } from '../src/ids.js';
+import { createPostgresReader } from '../connectors/postgres/reader.js';
+import type { LensConfig } from '../src/config/types.js';
+
+let cluster: TestPostgres;
+let sink: SemilayerServer;
+
+before(async () => {
+  [cluster, sink] = await Promise.all([startPostgres(), startSemilayerServer()]);
+});
+after(async () => {
+  killChildren();
+  await sink?.close();
+  await cluster?.stop();
+});
+
+/** The issue's table: range-partitioned by month, January and February to start with. */
+const EVENTS = `
+  CREATE TABLE events (id bigint, at date, kind text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                       PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+  CREATE TABLE events_jan PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+  CREATE TABLE events_feb PARTITION OF events FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+  CREATE TABLE audit (id int PRIMARY KEY);`;
+
+const month = (m: number) => `2024-${String(m).padStart(2, '0')}-01`;
+const idOf = (id: string | number, at: string) => encodeId([String(id), at], [20, 1082]);
+
+/** Writes to `events` and remembers every id it touched. */
+class Workload {
+  readonly touched = new Set<string>();
+  private next = 1;
+  constructor(private readonly sql: (text: string, params?: unknown[]) => Promise<any[]>) {}
+
+  /** `n` new rows spread over `months`. */
+  async insert(n: number, months: number[]): Promise<void> {
+    const rows: string[] = [];
+    for (let i = 0; i < n; i++, this.next++) {
+      const at = `2024-${String(months[i % months.length]).padStart(2, '0')}-${String((this.next % 28) + 1).padStart(2, '0')}`;
+      rows.push(`(${this.next}, '${at}', 'k${this.next % 5}')`);
+      this.touched.add(idOf(this.next, at));
+    }
+    await this.sql(`INSERT INTO events (id, at, kind) VALUES ${rows.join(', ')}`);
+  }
+
+  /** Moves `n` rows of month `from` to month `to` (another partition): the key changes. */
+  async move(n: number, from: number, to: number): Promise<void> {
+    const moved = await this.sql(
+      `WITH old AS (SELECT id, at FROM events WHERE at >= $1 AND at < $1::date + interval '1 month' ORDER BY id LIMIT ${n})
+       UPDATE events e SET at = make_date(2024, ${to}, extract(day FROM e.at)::int), updated_at = clock_timestamp()
+         FROM old WHERE e.id = old.id AND e.at = old.at RETURNING e.id::text, old.at::text AS old_at, e.at::text AS new_at`,
+      [month(from)],
+    );
+    assert.equal(moved.length, n, `${n} rows moved from month ${from}`);
+    for (const r of moved) this.touched.add(idOf(r.id, r.old_at)).add(idOf(r.id, r.new_at));
+  }
+
+  async delete(n: number): Promise<void> {
+    const gone = await this.sql(`DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id DESC LIMIT ${n}) RETURNING id::text, at::text`);
+    for (const r of gone) this.touched.add(idOf(r.id, r.at));
+  }
+
+  /** Waits until the sink's last action of every touched id matches the table, and nothing else arrived. */
+  async delivered(lens: string, timeoutMs = 30_000): Promise<void> {
+    const present = new Set((await this.sql('SELECT id::text, at::text FROM events')).map((r) => idOf(r.id, r.at)));
+    const wrong = () => [...this.touched].filter((id) => sink.lastAction(lens).get(id) !== (present.has(id) ? 'upsert' : 'delete'));
+    await eventually(() => wrong().length === 0, `every id's last action for ${lens} (wrong: ${wrong().slice(0, 5).join(' ')})`, timeoutMs).catch(() => {
+      throw new Error(`lens ${lens}: ${wrong().length} ids with a wrong last action, e.g. ${wrong().slice(0, 5).map((id) => `${id}=${sink.lastAction(lens).get(id)}`).join(' ')}`);
+    });
+    assert.deepEqual([...sink.lastAction(lens).keys()].filter((id) => !this.touched.has(id)), [], 'only touched ids were delivered');
+  }
+}
+
+async function database(t: { name: string }) {
+  const name = databaseName(t.name);
+  const db = await cluster.createDatabase(name);
+  await cluster.query(db, EVENTS);
+  const sql = (text: string, params?: unknown[]) => cluster.query(db, text, params);
+  return { name, db, sql, work: new Workload(sql), lens: `${name}_events` };
+}
+
+function config(db: string, name: string, lens: string, overrides: Partial<LensConfig> = {}, dataDir?: string) {
+  return testConfig({ dbUrl: db, sinkUrl: sink.url, slot: name, dataDir, lenses: { [lens]: { table: 'events', initialSync: 'none', ...overrides } } });
+}
+
+/** The unmatched-changes counter of a daemon, as text. */
+const unmatchedMetric = async (daemon: { metrics: { registry: { getSingleMetricAsString(name: string): Promise<string> } } }) =>
+  daemon.metrics.registry.getSingleMetricAsString('tributary_changes_unmatched_total');
+
+describe('partitioned tables', () => {
+  test('logical, a publication Tributary creates: partitions created while streaming and attached while down, moves, deletes, kill -9', async (t) => {
+    const s = await database(t);
+    const state = mkdtempSync(join(tmpdir(), 'tributary-partitions-'));
+    const yaml = `
+sources:
+  app: { type: postgres, url: "${s.db}", slot: ${s.name}, publication: ${s.name} }
+lenses:
+  ${s.lens}: { source: app, table: events, sink: hosted, initialSync: none, maxWaitMs: 20 }
+sinks:
+  hosted: { type: semilayer, url: "${sink.url}", key: ik_test }
+state: { type: embedded, path: "${state}" }
+metrics: false
+pipeline: { errorRetryMs: 300, drainTimeoutMs: 10000 }
+log: { level: info }
+`;
+    const streaming = async (d: ReturnType<typeof spawnDaemon>) =>
+      eventually(async () => /streaming/.test(d.output()) && (await s.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = '${s.name}' AND active`)).length > 0, 'the daemon streaming', 20_000);
+    let daemon = spawnDaemon(yaml);
+    await streaming(daemon);
+    const [pub] = await s.sql(`SELECT pubviaroot FROM pg_publication WHERE pubname = '${s.name}'`);
+    assert.equal(pub.pubviaroot, true, 'the publication publishes via the partition root');
+
+    await s.work.insert(300, [1, 2]);
+    await s.work.move(10, 1, 2);
+    await s.sql(`CREATE TABLE events_mar PARTITION OF events FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')`);
+    await s.work.insert(60, [3]);
+    await eventually(() => sink.received(s.lens).length > 0, 'some deliveries before the kill');
+    daemon.child.kill('SIGKILL');
+    await daemon.exited;
+
+    // While the daemon is down: a table attached as a partition, written before and after.
+    await s.sql(`CREATE TABLE events_apr (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
+    await s.sql(`ALTER TABLE events_apr ADD PRIMARY KEY (id, at)`);
+    await s.sql(`ALTER TABLE events ATTACH PARTITION events_apr FOR VALUES FROM ('2024-04-01') TO ('2024-05-01')`);
+    await s.work.insert(40, [4]);
+    await s.work.move(10, 2, 4);
+    await s.work.delete(10);
+
+    daemon = spawnDaemon(yaml);
+    await streaming(daemon);
+    await s.work.insert(200, [1, 2, 3, 4]);
+    await s.work.move(10, 3, 1);
+    await s.work.delete(10);
+    await s.work.delivered(s.lens);
+    assert.doesNotMatch(daemon.output(), /match no lens/, 'no change went unmatched');
+    await stopDaemon(daemon);
+  });
+
+  for (const viaRoot of [false, true]) {
+    test(`logical, an existing FOR ALL TABLES publication ${viaRoot ? 'with' : 'without'} publish_via_partition_root: leaves routed to the root's lens, other tables counted`, async (t) => {
+      const s = await database(t);
+      await s.sql(`CREATE PUBLICATION userpub_${viaRoot} FOR ALL TABLES WITH (publish_via_partition_root = ${viaRoot})`);
+      const cfg = config(s.db, s.name, s.lens);
+      cfg.sources.app = { ...cfg.sources.app, publication: `userpub_${viaRoot}` } as typeof cfg.sources.app;
+      let daemon = await startTestDaemon(cfg);
+      await s.work.insert(200, [1, 2]);
+      await s.sql(`CREATE TABLE events_mar PARTITION OF events FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')`);
+      await s.work.insert(30, [3]);
+      await s.work.move(10, 1, 3);
+      await s.work.delete(10);
+      await s.sql(`INSERT INTO audit VALUES (1), (2)`);
+      await s.work.delivered(s.lens);
+      await eventually(async () => /table="public.audit"} 2/.test(await unmatchedMetric(daemon)), 'the audit changes counted as unmatched');
+      assert.equal(await daemon.stop(), 0);
+
+      await s.sql(`CREATE TABLE events_apr (LIKE events INCLUDING DEFAULTS)`);
+      await s.sql(`ALTER TABLE events ATTACH PARTITION events_apr FOR VALUES FROM ('2024-04-01') TO ('2024-05-01')`);
+      await s.work.insert(20, [4]);
+      await s.work.move(5, 2, 4);
+      daemon = await startTestDaemon(cfg);
+      await s.work.insert(20, [1, 4]);
+      await s.work.delivered(s.lens);
+      assert.doesNotMatch(await unmatchedMetric(daemon), /events/, 'no partition change went unmatched');
+      assert.equal(await daemon.stop(), 0);
+    });
+  }
+
+  test('logical, an existing publication of only some partitions is a setup error saying what to run; the root added, it streams', async (t) => {
+    const s = await database(t);
+    await s.sql(`CREATE PUBLICATION leafpub FOR TABLE events_jan`);
+    const cfg = config(s.db, s.name, s.lens);
+    cfg.sources.app = { ...cfg.sources.app, publication: 'leafpub' } as typeof cfg.sources.app;
+    const message = await startError(cfg);
+    assert.match(message, /publication "leafpub".*does not include public\.events \(partitions public\.events_feb are not published\)/);
+    assert.match(message, /ALTER PUBLICATION "leafpub" ADD TABLE "public"."events"/);
+    await s.sql(`ALTER PUBLICATION leafpub ADD TABLE events_feb`);
+    const daemon = await startTestDaemon(cfg);
+    await s.work.insert(20, [1, 2]);
+    await s.work.move(3, 1, 2);
+    await s.work.delivered(s.lens);
+    assert.equal(await daemon.stop(), 0);
+  });
+
+  test('logical, a Tributary publication made before publish_via_partition_root is altered to use it', async (t) => {
+    const s = await database(t);
+    await s.sql(`CREATE PUBLICATION ${s.name} FOR TABLE events; COMMENT ON PUBLICATION ${s.name} IS 'managed by tributary'`);
+    const cfg = config(s.db, s.name, s.lens);
+    cfg.sources.app = { ...cfg.sources.app, publication: s.name } as typeof cfg.sources.app;
+    const daemon = await startTestDaemon(cfg);
+    assert.equal((await s.sql(`SELECT pubviaroot FROM pg_publication WHERE pubname = '${s.name}'`))[0].pubviaroot, true);
+    await s.work.insert(20, [1, 2]);
+    await s.work.move(3, 2, 1);
+    await s.work.delete(3);
+    await s.work.delivered(s.lens);
+    assert.equal(await daemon.stop(), 0);
+  });
+
+  test('trigger capture on the root: every partition, one created later, moves and deletes', async (t) => {
+    const s = await database(t);
+    const cfg = config(s.db, s.name, s.lens);
+    cfg.sources.app = { ...cfg.sources.app, capture: 'trigger', triggerSchema: s.name } as typeof cfg.sources.app;
+    const daemon = await startTestDaemon(cfg);
+    await s.work.insert(100, [1, 2]);
+    await s.sql(`CREATE TABLE events_mar PARTITION OF events FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')`);
+    await s.work.insert(20, [3]);
+    await s.work.move(10, 1, 3);
+    await s.work.delete(10);
+    await s.work.delivered(s.lens);
+    assert.equal(await daemon.stop(), 0);
+  });
+
+  test('polling the root with smart sync: rows of every partition, moves (old ids deleted by the sweep), deletes', async (t) => {
+    const s = await database(t);
+    await s.sql(`CREATE INDEX ON events (updated_at, id, at)`);
+    const cfg = config(s.db, s.name, s.lens, { changeTrackingColumn: 'updated_at', syncInterval: '1s', syncOverlap: '1s', smartSyncInterval: '2s' });
+    cfg.sources.app = { ...cfg.sources.app, capture: 'poll' } as typeof cfg.sources.app;
+    const daemon = await startTestDaemon(cfg);
+    await s.work.insert(60, [1, 2]);
+    await eventually(() => sink.lastAction(s.lens).size >= 60, 'the first poll', 15_000);
+    await s.work.move(5, 1, 2);
+    await s.work.delete(5);
+    await s.work.delivered(s.lens, 20_000);
+    assert.equal(await daemon.stop(), 0);
+  });
+
+  test("the worker's reader on the root: pages across partitions in key order and re-reads moved ids", async (t) => {
+    const s = await database(t);
+    await s.work.insert(30, [1, 2]);
+    const reader = await createPostgresReader(s.db, { lens: s.lens, table: 'public.events', columns: ['kind'], changeTrackingColumn: 'updated_at' });
+    try {
+      const ids: string[] = [];
+      for (let after: string | undefined; ; ) {
+        const page = await reader.page({ after, limit: 7 });
+        if (!page.length) break;
+        ids.push(...page.map((r) => r.id));
+        after = page[page.length - 1].id;
+      }
+      assert.equal(ids.length, 30);
+      assert.equal(new Set(ids).size, 30);
+      const before = (await s.sql(`SELECT id::text, at::text FROM events WHERE id = 1`))[0];
+      assert.equal(before.at, '2024-01-02');
+      await s.work.move(1, 1, 2);
+      const after = (await s.sql(`SELECT id::text, at::text FROM events WHERE id = 1`))[0];
+      const rows = await reader.readByIds([idOf(1, before.at), idOf(1, after.at)]);
+      assert.equal(rows.has(idOf(1, before.at)), false, 'the old id is gone');
+      assert.equal(rows.get(idOf(1, after.at))?.kind, 'k1');
+    } finally {
+      await reader.close();
+    }
+  });
+});

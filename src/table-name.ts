@@ -25,8 +25,8 @@ export interface TableName {
 /** JSON Schema pattern of a table name in either quoting (the source's parser decides). */
 export const TABLE_NAME_PATTERN = '^(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[^.\\s"`]+)(?:\\.(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[^.\\s"`]+))?$';
 export const TABLE_NAME_EXPECTED =
-  'a table name: table or schema.table, with a part that has spaces, dots, quotes or must keep its case in double quotes ' +
-  '(Postgres: \'"Sales"."Order Items"\') or backticks (MySQL: \'shop.`Order Items`\'), a quote inside doubled';
+  'a table name: table or schema.table, a part with spaces, dots or quotes in double quotes for Postgres ("Sales"."Order Items") ' +
+  'or backticks for MySQL, a quote inside doubled';
 
 const plain = (quote: Quote) => (quote === '"' ? /^[^.\s"]+$/ : /^[^.\s`]+$/);
 
@@ -98,4 +98,18 @@ export function tableNameProblems(lenses: Array<[string, Record<string, unknown>
       path: ['lenses', name, 'table'],
       message: `"${String(lens.table)}" is not a table name of this source: quote a part with ${quote === '"' ? 'double quotes' : 'backticks'}, not ${other}`,
     }));
+}
+
+/**
+ * A column name from the configuration (`primaryKey`, `fields`, `metadata`,
+ * `changeTrackingColumn`): taken as written, except that one layer of double quotes or
+ * backticks around the whole name is removed (`'"Order Id"'` is the column `Order Id`, a
+ * doubled quote inside is one). Tributary always quotes column names in SQL.
+ */
+export function columnName(text: string): string {
+  for (const quote of ['"', '`'] as const) {
+    const quoted = new RegExp(`^${quote}((?:[^${quote}]|${quote}${quote})+)${quote}$`).exec(text);
+    if (quoted) return quoted[1].split(quote + quote).join(quote);
+  }
+  return text;
 }

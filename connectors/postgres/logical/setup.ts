@@ -97,7 +97,7 @@ async function checkTable(
   if (keyColumns.length === 0) {
     throw new SourceSetupError(
       `${where}: table ${lens.table} of lens "${lens.name}" has no primary key. Add one, or set primaryKey: [...] ` +
-        `on the lens and ALTER TABLE ${lens.table} REPLICA IDENTITY FULL so deletes carry the key.`,
+        `on the lens and ALTER TABLE ${quoteTable(lens.table)} REPLICA IDENTITY FULL so deletes carry the key.`,
     );
   }
   const missing = keyColumns.filter((c) => !columns.includes(c));
@@ -110,7 +110,7 @@ async function checkTable(
   if (uncovered.length) {
     throw new SourceSetupError(
       `${where}: the replica identity of ${lens.table} does not include key column(s) ${uncovered.join(', ')} of lens ` +
-        `"${lens.name}", so deletes could not be matched. Run ALTER TABLE ${lens.table} REPLICA IDENTITY FULL ` +
+        `"${lens.name}", so deletes could not be matched. Run ALTER TABLE ${quoteTable(lens.table)} REPLICA IDENTITY FULL ` +
         '(or USING INDEX on a unique index of the key).',
     );
   }

@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
 import { quoteIdent, quoteTable } from '../../../src/postgres.js';
+import { splitTableName } from '../../../src/table-name.js';
 
 const BOOL = 16;
 
@@ -124,14 +125,15 @@ export async function installProblems(client: pg.Client, schema: string, tables:
     );
   }
   for (const table of tables) {
+    const { schema: tableSchema } = splitTableName(table, '"');
     const t = (
       await client.query(
         `SELECT has_schema_privilege($2, 'USAGE') AS usage,
                 CASE WHEN to_regclass($1) IS NOT NULL THEN has_table_privilege($1, 'TRIGGER') END AS trig`,
-        [quoteTable(table), table.split('.')[0]],
+        [quoteTable(table), tableSchema],
       )
     ).rows[0];
-    if (!t.usage) problems.push(`role ${r.role} may not use schema ${table.split('.')[0]}: GRANT USAGE ON SCHEMA ${quoteIdent(table.split('.')[0])} TO ${role}`);
+    if (!t.usage) problems.push(`role ${r.role} may not use schema ${tableSchema}: GRANT USAGE ON SCHEMA ${quoteIdent(tableSchema)} TO ${role}`);
     else if (t.trig === false) problems.push(`role ${r.role} may not create triggers on ${table}: GRANT TRIGGER ON ${quoteTable(table)} TO ${role}`);
   }
   return problems;

@@ -237,6 +237,21 @@ log: { level: info }
     assert.equal(await daemon.stop(), 0);
   });
 
+  test('inheritance: logical capture routes a child\'s changes to the parent\'s lens; trigger capture refuses with what to do', async (t) => {
+    const s = await database(t);
+    await s.sql(`CREATE TABLE notes (id int PRIMARY KEY, body text); CREATE TABLE notes_2024 (PRIMARY KEY (id)) INHERITS (notes)`);
+    const lens = `${s.name}_notes`;
+    const cfg = testConfig({ dbUrl: s.db, sinkUrl: sink.url, slot: s.name, lenses: { [lens]: { table: 'notes', initialSync: 'none' } } });
+    const daemon = await startTestDaemon(cfg);
+    await s.sql(`INSERT INTO notes VALUES (1, 'parent'); INSERT INTO notes_2024 VALUES (2, 'child'); DELETE FROM notes_2024 WHERE id = 2; INSERT INTO notes_2024 VALUES (3, 'child')`);
+    await eventually(() => sink.lastAction(lens).get('1') === 'upsert' && sink.lastAction(lens).get('2') === 'delete' && sink.lastAction(lens).get('3') === 'upsert', 'the child changes on the parent lens');
+    assert.equal(await daemon.stop(), 0);
+
+    const triggers = testConfig({ dbUrl: s.db, sinkUrl: sink.url, slot: s.name, lenses: { [lens]: { table: 'notes', initialSync: 'none' } } });
+    triggers.sources.app = { ...triggers.sources.app, capture: 'trigger', triggerSchema: s.name } as typeof triggers.sources.app;
+    assert.match(await startError(triggers), /has inheritance children \(notes_2024\).*Use capture: logical/);
+  });
+
   test("the worker's reader on the root: pages across partitions in key order and re-reads moved ids", async (t) => {
     const s = await database(t);
     await s.work.insert(30, [1, 2]);

@@ -74,12 +74,21 @@ export async function resolveTables(client: pg.Client, where: string, lenses: Le
                 ARRAY(SELECT a.attname::text FROM pg_index i
                         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                       WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk
+                       WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk,
+                ARRAY(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = c.oid AND c.relkind = 'r') AS children
            FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
         [quoteTable(lens.table)],
       )
     ).rows[0];
     if (!rel) throw new SourceSetupError(`${where}: table ${lens.table} of lens "${lens.name}" does not exist (or this role cannot see it).`);
+    if (rel.children.length) {
+      // Row triggers of an inheritance parent do not fire for its children's rows: a silent gap.
+      throw new SourceSetupError(
+        `${where}: table ${lens.table} of lens "${lens.name}" has inheritance children (${rel.children.join(', ')}) whose changes ` +
+          'its triggers would not see. Use capture: logical (a child\'s changes go to its parent\'s lens) or capture: poll ' +
+          '(a declaratively partitioned table is captured whole by triggers).',
+      );
+    }
     const keyColumns: string[] = lens.primaryKey ?? rel.pk;
     if (keyColumns.length === 0) {
       throw new SourceSetupError(`${where}: table ${lens.table} of lens "${lens.name}" has no primary key. Add one, or set primaryKey: [...] on the lens.`);

@@ -122,7 +122,7 @@ log: { level: info }
     let daemon = spawnDaemon(yaml);
     await streaming(daemon);
     const [pub] = await s.sql(`SELECT pubviaroot FROM pg_publication WHERE pubname = '${s.name}'`);
-    assert.equal(pub.pubviaroot, true, 'the publication publishes via the partition root');
+    assert.equal(pub.pubviaroot, false, 'the publication publishes the partitions (a TRUNCATE of one is published)');
 
     await s.work.insert(300, [1, 2]);
     await s.work.move(10, 1, 2);
@@ -195,13 +195,13 @@ log: { level: info }
     assert.equal(await daemon.stop(), 0);
   });
 
-  test('logical, a Tributary publication made before publish_via_partition_root is altered to use it', async (t) => {
+  test('logical, a Tributary publication publishing via the partition root is altered to publish the partitions', async (t) => {
     const s = await database(t);
-    await s.sql(`CREATE PUBLICATION ${s.name} FOR TABLE events; COMMENT ON PUBLICATION ${s.name} IS 'managed by tributary'`);
+    await s.sql(`CREATE PUBLICATION ${s.name} FOR TABLE events WITH (publish_via_partition_root = true); COMMENT ON PUBLICATION ${s.name} IS 'managed by tributary'`);
     const cfg = config(s.db, s.name, s.lens);
     cfg.sources.app = { ...cfg.sources.app, publication: s.name } as typeof cfg.sources.app;
     const daemon = await startTestDaemon(cfg);
-    assert.equal((await s.sql(`SELECT pubviaroot FROM pg_publication WHERE pubname = '${s.name}'`))[0].pubviaroot, true);
+    assert.equal((await s.sql(`SELECT pubviaroot FROM pg_publication WHERE pubname = '${s.name}'`))[0].pubviaroot, false);
     await s.work.insert(20, [1, 2]);
     await s.work.move(3, 2, 1);
     await s.work.delete(3);
@@ -250,6 +250,17 @@ log: { level: info }
     const triggers = testConfig({ dbUrl: s.db, sinkUrl: sink.url, slot: s.name, lenses: { [lens]: { table: 'notes', initialSync: 'none' } } });
     triggers.sources.app = { ...triggers.sources.app, capture: 'trigger', triggerSchema: s.name } as typeof triggers.sources.app;
     assert.match(await startError(triggers), /has inheritance children \(notes_2024\).*Use capture: logical/);
+  });
+
+  test('logical: a TRUNCATE of one partition asks for a full sync of the root\'s lens', async (t) => {
+      const s = await database(t);
+      const cfg = config(s.db, s.name, s.lens);
+      const daemon = await startTestDaemon(cfg);
+      await s.work.insert(10, [1, 2]);
+      await s.work.delivered(s.lens);
+      await s.sql(`TRUNCATE events_jan`);
+      await eventually(() => sink.requests.some((r) => r.lens === s.lens && r.mode === 'full'), 'a full sync of the lens');
+      assert.equal(await daemon.stop(), 0);
   });
 
   test("the worker's reader on the root: pages across partitions in key order and re-reads moved ids", async (t) => {

@@ -178,6 +178,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
           if (!plugin) {
             const setup = await withClient((client) => setUpSource(client, ctx.sourceName, config, ctx.lenses));
             log.info({ slot: config.slot, publication: config.publication, slotCreated: setup.slotCreated }, 'source ready');
+            for (const warning of setup.warnings) log.warn({ publication: config.publication }, warning);
             fresh = setup.slotCreated;
             const router = relationRouter(routePool!, new Set(setup.lensesByTable.keys()));
             plugin = new LeanPgoutputPlugin([config.publication], setup.lensesByTable, decodeHandler(), router);

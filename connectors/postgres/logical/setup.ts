@@ -15,6 +15,8 @@ export interface SetupResult {
   lensesByTable: Map<string, LensKey[]>;
   /** True when the slot did not exist and was created now. */
   slotCreated: boolean;
+  /** What the user should know (and may fix) but does not stop streaming. */
+  warnings: string[];
 }
 
 export async function setUpSource(
@@ -49,9 +51,9 @@ export async function setUpSource(
     lensesByTable.set(lens.table, list);
     if (isPartitioned) partitioned.add(lens.table);
   }
-  await ensurePublication(client, where, config.publication, [...lensesByTable.keys()], partitioned);
+  const warnings = await ensurePublication(client, where, config.publication, [...lensesByTable.keys()], partitioned);
   const slotCreated = await ensureSlot(client, where, config.slot);
-  return { lensesByTable, slotCreated };
+  return { lensesByTable, slotCreated, warnings };
 }
 
 /** The current role and whether it may use replication (superuser, REPLICATION, or RDS's rds_replication). */
@@ -119,47 +121,54 @@ async function checkTable(
 
 /**
  * Creates the publication, or keeps a Tributary-owned one in step with the lens tables, or
- * checks a user's one covers them. On PostgreSQL 13+ Tributary's publications publish via the
- * partition root, so a partitioned lens table's changes arrive under its own name; a user's
- * publication may publish the leaves instead, which the decoder routes to their root's lens.
+ * checks a user's one covers them; returns warnings for the log. Tributary's publications name
+ * the lens tables and publish a partitioned one's leaf partitions under their own names (not
+ * via the root: PostgreSQL does not publish a TRUNCATE of a single partition through the root),
+ * which the decoder routes to the root's lens (./routes.ts).
  */
-async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[], partitioned: Set<string>): Promise<void> {
+async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[], partitioned: Set<string>): Promise<string[]> {
   const viaRootSupported = Number((await client.query('SHOW server_version_num')).rows[0].server_version_num) >= 130000;
   const pub = (
     await client.query(
       `SELECT obj_description(p.oid, 'pg_publication') AS comment, p.puballtables,
               ${viaRootSupported ? 'p.pubviaroot' : 'false'} AS via_root,
-              ARRAY(SELECT json_build_array(schemaname, tablename)::text FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables
+              ARRAY(SELECT json_build_array(schemaname, tablename)::text FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables,
+              ARRAY(SELECT json_build_array(n.nspname, c.relname)::text FROM pg_publication_rel r
+                      JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE r.prpubid = p.oid) AS members
          FROM pg_publication p WHERE p.pubname = $1`,
       [name],
     )
   ).rows[0];
   const tableList = tables.map(quoteTable).join(', ');
-  const viaRoot = viaRootSupported ? ' WITH (publish_via_partition_root = true)' : '';
+  const names = (rows: string[]) => new Set(rows.map((t) => pgTableName(...(JSON.parse(t) as [string, string]))));
   try {
     if (!pub) {
-      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}${viaRoot}`);
+      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}`);
       await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED}'`);
-      return;
+      return [];
     }
-    const published = new Set((pub.tables as string[]).map((t) => pgTableName(...(JSON.parse(t) as [string, string]))));
     if (pub.comment === MANAGED) {
-      if (viaRootSupported && !pub.via_root) {
-        await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`);
-        await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
-        return;
-      }
-      const missing = tables.filter((t) => !published.has(t));
-      const extra = [...published].filter((t) => !tables.includes(t));
+      if (pub.via_root) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = false)`);
+      const members = names(pub.members);
+      const missing = tables.filter((t) => !members.has(t));
+      const extra = [...members].filter((t) => !tables.includes(t));
       if (missing.length || extra.length) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
-      return;
+      return [];
     }
-    if (!pub.puballtables) await checkUserPublication(client, where, name, tables, partitioned, published);
+    if (!pub.puballtables) await checkUserPublication(client, where, name, tables, partitioned, names(pub.tables));
+    return pub.via_root && partitioned.size
+      ? [
+          `publication "${name}" publishes via the partition root: PostgreSQL does not publish a TRUNCATE of a single partition ` +
+            `of ${[...partitioned].join(', ')} through it, so Tributary cannot see one. Run ALTER PUBLICATION ${quoteIdent(name)} ` +
+            'SET (publish_via_partition_root = false), or after such a TRUNCATE run tributary ingest LENS --mode full (or set smartSyncInterval).',
+        ]
+      : [];
   } catch (err) {
     if ((err as { code?: string }).code === '42501') {
       throw new SourceSetupError(
         `${where}: not allowed to create or change publication "${name}" (${(err as Error).message}). Ask the table owner ` +
-          `or a superuser to run CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}${viaRoot}, then restart.`,
+          `or a superuser to run CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}, then restart.`,
         { cause: err },
       );
     }
@@ -191,7 +200,6 @@ async function checkUserPublication(
   throw new SourceSetupError(
     `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
       `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${roots.map(quoteTable).join(', ')}` +
-      (partitioned.size ? ' (for a partitioned table, PostgreSQL 13+: also ALTER PUBLICATION … SET (publish_via_partition_root = true))' : '') +
       ', or leave publication: unset so Tributary manages its own.',
   );
 }

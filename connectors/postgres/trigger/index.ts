@@ -116,6 +116,14 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   async function setUpOrThrow(c: pg.Client): Promise<boolean> {
     const resolved = await resolveTables(c, where, ctx.lenses);
     tables = new Map(resolved.map((t) => [t.table, t]));
+    const partitioned = resolved.filter((t) => t.partitioned).map((t) => t.table);
+    if (partitioned.length) {
+      log.warn(
+        { tables: partitioned },
+        'a TRUNCATE of a single partition, and DROP or DETACH PARTITION, remove rows without firing the capture triggers: ' +
+          'set smartSyncInterval on these lenses, or run tributary ingest LENS --mode full after one',
+      );
+    }
     if (!config.installTriggers) {
       const lensOf = (table: string) => ctx.lenses.find((l) => l.table === table)!.name;
       await checkTriggers(c, where, config.triggerSchema, ctx.sourceName, resolved, lensOf);

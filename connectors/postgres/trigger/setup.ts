@@ -25,8 +25,10 @@ const BOOL = 16;
 
 /** A lens table and the key columns every lens of the source reading it needs. */
 export interface CaptureTable {
-  /** `schema.table` */
+  /** Canonical `schema.table` (src/table-name.ts). */
   table: string;
+  /** A partitioned table: its row triggers are cloned to every partition, its TRUNCATE trigger is not. */
+  partitioned?: boolean;
   /** Union of the lenses' key columns: what the trigger records, in this order. */
   columns: string[];
   /** Type OID of each of `columns`. */
@@ -75,7 +77,8 @@ export async function resolveTables(client: pg.Client, where: string, lenses: Le
                         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
                        WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk,
-                ARRAY(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = c.oid AND c.relkind = 'r') AS children
+                ARRAY(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = c.oid AND c.relkind = 'r') AS children,
+                c.relkind = 'p' AS partitioned
            FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
         [quoteTable(lens.table)],
       )
@@ -95,7 +98,7 @@ export async function resolveTables(client: pg.Client, where: string, lenses: Le
     }
     const missing = keyColumns.filter((c) => !rel.columns.includes(c));
     if (missing.length) throw new SourceSetupError(`${where}: lens "${lens.name}": primaryKey column(s) ${missing.join(', ')} not in table ${lens.table}.`);
-    const entry = tables.get(lens.table) ?? { table: lens.table, columns: [], types: [], lenses: [] };
+    const entry: CaptureTable = tables.get(lens.table) ?? { table: lens.table, partitioned: rel.partitioned, columns: [], types: [], lenses: [] };
     for (const column of keyColumns) {
       if (entry.columns.includes(column)) continue;
       entry.columns.push(column);

@@ -3,26 +3,19 @@
  * was written in: the partitioned root when the publication publishes via the root, otherwise
  * the leaf partition; an inheritance child always under its own name. A relation's lens table
  * is the relation itself or its nearest ancestor (pg_inherits, which holds partitions at every
- * depth and inheritance parents) that a lens reads. Answers are cached by relation OID for the
- * connector's life, so a partition created or attached later costs one query when its first
- * change arrives, and one attached while the daemon was down is routed when it is replayed.
+ * depth and inheritance parents) that a lens reads. pgoutput sends a relation's Relation message
+ * before its first change in each stream and again after its definition changes (ATTACH and
+ * DETACH PARTITION included), so asking the server on each one costs a query per relation per
+ * stream and always answers with the relation's current place: a partition created or attached
+ * later, or while the daemon was down, is routed to its root's lens, a detached one no more.
  */
 import pg from 'pg';
 import { pgTableName } from '../../../src/postgres.js';
 import type { RelationRouter } from './pgoutput.js';
 
-/** A RelationRouter over `lensTables`, asking the server through `pool` for relations it does not know. */
+/** A RelationRouter over `lensTables`, asking the server through `pool` about any other relation. */
 export function relationRouter(pool: pg.Pool, lensTables: ReadonlySet<string>): RelationRouter {
-  const cache = new Map<number, string | null>();
-  return (relId, table) => {
-    if (lensTables.has(table)) return table;
-    const known = cache.get(relId);
-    if (known !== undefined) return known;
-    return lensTableOf(pool, relId, lensTables).then((root) => {
-      cache.set(relId, root);
-      return root;
-    });
-  };
+  return (relId, table) => (lensTables.has(table) ? table : lensTableOf(pool, relId, lensTables));
 }
 
 /** The nearest ancestor of relation `relId` (itself included) that is a lens table, or null. */

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startPostgres, databaseName, type TestPostgres } from './helpers/postgres.js';
+import { startPostgres, databaseName, freePort, type TestPostgres } from './helpers/postgres.js';
+import { parseConfig } from '../src/config/load.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, killChildren, spawnDaemon, startError, startTestDaemon, stopDaemon, testConfig } from './helpers/daemon.js';
 import { encodeId } from '../src/ids.js';
@@ -267,6 +268,48 @@ log: { level: info }
       await s.sql(`TRUNCATE events_jan`);
       await eventually(() => sink.requests.some((r) => r.lens === s.lens && r.mode === 'full'), 'a full sync of the lens');
       assert.equal(await daemon.stop(), 0);
+  });
+
+  test('the bundled worker on the root: a full sync across partitions, then a moved row re-read under its new id', async (t) => {
+    const s = await database(t);
+    await s.sql(`INSERT INTO events (id, at, kind) VALUES (1, '2024-01-10', 'blue ceramic teapot'), (2, '2024-02-10', 'green glass vase')`);
+    const port = await freePort();
+    const cfg = parseConfig(
+      `
+sources:
+  app: { type: postgres, url: "${s.db}", slot: ${s.name}, publication: ${s.name} }
+lenses:
+  ${s.lens}: { source: app, table: events, sink: local, fields: [kind], metadata: [at], maxWaitMs: 10 }
+sinks:
+  local: { type: worker }
+worker:
+  listen: 127.0.0.1:${port}
+  keys: [{ key: sk_search, scope: search }]
+state: { type: embedded, path: ./state }
+metrics: false
+`,
+      join(mkdtempSync(join(tmpdir(), 'tributary-partitions-worker-')), 'tributary.yaml'),
+      {},
+    );
+    const daemon = await startTestDaemon(cfg);
+    const search = async (query: string) =>
+      ((await (
+        await fetch(`http://127.0.0.1:${port}/v1/search/${s.lens}`, {
+          method: 'POST',
+          headers: { authorization: 'Bearer sk_search', 'content-type': 'application/json' },
+          body: JSON.stringify({ query, limit: 3 }),
+        })
+      ).json()) as { results?: Array<{ sourceRowId: string }> }).results?.map((r) => r.sourceRowId) ?? [];
+    try {
+      await eventually(async () => (await search('teapot'))[0] === idOf(1, '2024-01-10') && (await search('glass vase'))[0] === idOf(2, '2024-02-10'), 'both partitions indexed by the full sync');
+      await s.sql(`UPDATE events SET at = '2024-02-11', kind = 'blue ceramic teapot, chipped' WHERE id = 1`);
+      await eventually(async () => {
+        const hits = await search('teapot');
+        return hits.includes(idOf(1, '2024-02-11')) && !hits.includes(idOf(1, '2024-01-10'));
+      }, 'the moved row under its new id, the old id gone');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
   });
 
   test("the worker's reader on the root: pages across partitions in key order and re-reads moved ids", async (t) => {

@@ -10,6 +10,12 @@
  * 5. The bundled worker (bench/worker.ts): rows/s indexed by a full sync, search latency,
  *    embeddings saved by hash skips, and commit→searchable at 1,000 inserts/s.
  * 6. Failover (bench/failover.ts): two replicas, kill -9 of the active one; time to takeover.
+ * 7. PostgreSQL versions (bench/pg-versions.ts): throughput and commit→delivered p99 on 15 and
+ *    17, each against that version's own server-side decoding rate.
+ * 8. Kinesis (bench/kinesis.ts): a 200,000-record DMS backlog over 4 shards in kinesalite, against
+ *    bare GetRecords calls; peak RSS.
+ * 9. Payload sinks (bench/payload.ts): rows/s to seyn and psykhe from a 200,000-row backlog, as
+ *    a ratio to the semilayer id path; peak RSS of a 1,000,000-row psykhe full sync.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -24,7 +30,10 @@ import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from '../test/helpers/semilayer-server.js';
 import { triggerCapture } from './trigger.js';
 import { failover } from './failover.js';
+import { postgresVersions } from './pg-versions.js';
 import { mysqlBinlog } from './mysql.js';
+import { kinesisBacklog } from './kinesis.js';
+import { payloadSinks } from './payload.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
@@ -375,7 +384,10 @@ async function main(): Promise<void> {
     ['trigger capture', () => triggerCapture(cluster, sink, rows)],
     ['failover', () => failover(cluster, rows)],
     ['smart sync', () => smartSync(cluster, sink, rows)],
+    ['postgres versions', () => postgresVersions(rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],
+    ['kinesis: backlog', () => kinesisBacklog(rows)],
+    ['payload sinks', () => payloadSinks(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {
@@ -391,7 +403,7 @@ async function main(): Promise<void> {
   const md = [
     '# Tributary benchmark (`npm run bench`)',
     '',
-    `${new Date().toISOString()}, ${os.cpus().length} CPUs, Node ${process.version}, PostgreSQL from ${PG_BIN}.`,
+    `${new Date().toISOString()}, ${os.cpus().length} CPUs, Node ${process.version}, PostgreSQL ${cluster.server.version} from ${cluster.server.bin} (client tools from ${PG_BIN}).`,
     '',
     table(),
     '',
@@ -409,6 +421,10 @@ async function main(): Promise<void> {
     'row (a gauge refreshed once a second). Search: sequential HTTP round trips, limit 10. Hash skips: deltas of the',
     'worker counters on /metrics. Commit→searchable: 1 in 10 rows carries a unique token polled by keyword search every',
     '20 ms; found time (response received) minus `pg_xact_commit_timestamp(xmin)`, after a 2 s warm-up.',
+    'PostgreSQL versions: a cluster per version (15 and 17), a backlog of BENCH_VERSION_ROWS inserts delivered from spawn,',
+    'against `pg_logical_slot_peek_binary_changes` decoding the same WAL server-side (pgoutput v1); commit→delivered p99 at',
+    "2,000 single-row transactions/s for 5 s (first second dropped), also shown as the number of changes that version's server",
+    'decodes in that time.',
     '',
   ].join('\n');
   console.log(`\n${table()}\n`);

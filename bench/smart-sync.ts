@@ -14,7 +14,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { runCli } from '../test/helpers/daemon.js';
+import { runCli } from '../test/helpers/cli.js';
 import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
 import type { SemilayerServer } from '../test/helpers/semilayer-server.js';
 import { MB, fmt, progress, spawnDaemonYaml, tempDir, until, type Row } from './lib.js';

@@ -1,22 +1,22 @@
 /**
  * `npm run demo`: runs the real `tributary run --config config/quickstart.yaml` (embedded
  * defaults: the bundled worker with the offline hash embedder and the embedded index) against
- * a throwaway Postgres started from the installed binaries with wal_level=logical. It makes a
- * few changes, searches through the worker's SemiLayer-compatible API, shows what
- * `tributary status` says, then drains and stops. Needs nothing but this repository and the
- * PostgreSQL server binaries.
+ * a throwaway Postgres with wal_level=logical: the system's PostgreSQL 15 when installed, else the
+ * npm package's PostgreSQL 17 (devDependency pg17; TRIBUTARY_PG_VERSION picks another). It makes
+ * a few changes, searches through the worker's SemiLayer-compatible API, shows what
+ * `tributary status` says, then drains and stops. Needs nothing but this repository after npm ci.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startPostgres, freePort } from '../test/helpers/postgres.js';
-import { eventually, runCli, spawnCli } from '../test/helpers/daemon.js';
+import { eventually, runCli, spawnCli } from '../test/helpers/cli.js';
 
 const config = resolve(import.meta.dirname, '../../config/quickstart.yaml');
 
 async function main() {
-  console.log('starting a throwaway PostgreSQL (wal_level=logical)…');
   const pg = await startPostgres();
+  console.log(`started a throwaway PostgreSQL ${pg.server.version} (${pg.server.from === 'npm' ? 'from npm' : pg.server.bin}, wal_level=logical)`);
   const shop = await pg.createDatabase('shop');
   await pg.query(shop, `CREATE TABLE products (id text PRIMARY KEY, name text, description text, price numeric);
     INSERT INTO products VALUES

@@ -24,7 +24,7 @@ import type { LensStore } from './lens-store.js';
 import type { Metrics } from './metrics.js';
 import { backoffDelay } from './retry.js';
 import { Sweeper } from './sweep.js';
-import type { Logger, Position, RecordChange, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
+import type { Logger, Position, RecordChange, RejectedRecord, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
 
 /** How long a drain waits for the source connection to close. */
 const CONNECTOR_STOP_TIMEOUT_MS = 5000;
@@ -212,6 +212,14 @@ export class Pipeline implements SourceHandler {
     if (this.unmatchedTables.has(table)) return;
     this.unmatchedTables.add(table);
     this.log.warn({ table, advice }, `changes of table ${table} match no lens and are not delivered (counted in tributary_changes_unmatched_total): ${advice}`);
+  }
+
+  /** An undecodable record: a dead letter of its lens, or of the pseudo-lens named after the source when no lens can be told. */
+  reject(record: RejectedRecord): void {
+    const lens = record.lens ?? this.sourceName;
+    this.metrics.deadLetters.inc({ lens });
+    this.log.error({ lens, where: record.where, reason: record.reason }, 'a source record cannot be understood; it is in the dead-letter store');
+    void this.options.deadLetters.add({ lens, reason: record.reason, error: record.reason, attempts: 1, provenance: { source: this.sourceName, position: record.where, record: record.raw } });
   }
 
   state(state: SourceState, detail?: string): void {

@@ -27,6 +27,8 @@ export interface LensStatus {
   capture?: { mode: string; reason: string };
   /** Paused by an operator (`tributary pause`). */
   paused: boolean;
+  /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms. */
+  partLagMs?: Record<string, number>;
   /** Smart sync sweeps of the lens, when it has smartSyncInterval. */
   sweep?: SweepProgress;
 }
@@ -37,7 +39,19 @@ export interface StatusSnapshot {
   instance: string;
   pid: number;
   updatedAt: string;
-  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus }>;
+  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus; sink?: SinkLensStatus }>;
+}
+
+/** What a payload sink reports of a lens (`Sink.lensStatus`, src/payload.ts and the sinks). */
+export interface SinkLensStatus {
+  fullSync?: { state: 'running' | 'done'; rows: number; startedAt: string; finishedAt?: string };
+  /** seyn: deletes counted and not sent (`onDelete: skip`); its last batchId. */
+  skippedDeletes?: number;
+  lastBatchId?: string;
+  /** psykhe: the last ingestion_id, and the soft_replace deletes scheduled. */
+  lastIngestionId?: number | string;
+  resyncAt?: string;
+  resyncError?: string;
 }
 
 /** States in which a lens is doing its job (or standing by for another replica). */
@@ -64,6 +78,7 @@ export function pipelineStatus(pipeline: Pipeline, deadLetters: DeadLetters): Le
       fullSync: lens.sync?.reason ?? (lens.inFlight?.kind === 'sync' ? lens.inFlight.reason : undefined),
       capture: pipeline.captureMode,
       paused: lens.paused,
+      partLagMs: pipeline.connector?.partLag?.(),
       sweep: lens.sweeper && { ...lens.sweeper.progress },
     };
   });

@@ -63,6 +63,7 @@ test('a minimal file gets every default', () => {
         statusIntervalMs: 10000,
         installTriggers: true,
         triggerSchema: 'tributary',
+        failoverSlot: false,
       },
     },
     lenses: {
@@ -137,7 +138,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       path: 'lenses.products.feilds',
       line: 10,
       message:
-        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
+        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, payload, entityType, changeTrackingColumn, ' +
         'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
     },
   ]);
@@ -156,11 +157,11 @@ test('enums list the allowed values; planned ones are "not available in this ver
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
     { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: seyn')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
+  assert.deepEqual(problems(withLine(12, '    type: kafka')), [
+    { path: 'sinks.hosted.type', line: 12, message: '"kafka" is not available in this version yet; expected one of: semilayer, worker, seyn, psykhe' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
     { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },
@@ -263,7 +264,7 @@ test('${VAR} and ${VAR:-default} are interpolated in values; $${ is a literal', 
     // (a replacer function: in a replacement string, `$$` would mean `$`)
     .replace('    sink: hosted', () => '    sink: hosted\n    maxBatch: ${BATCH:-500}\n    changeTrackingColumn: "$${not_a_var}"');
   const config = parseConfig(text, FILE, { PGPASSWORD: 'pw', INGEST_KEY: 'ik_env', PGHOST: '' });
-  assert.equal(config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
   assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.key, 'ik_env');
   assert.equal(config.lenses.products.maxBatch, 500); // unquoted: re-typed as a number
   assert.equal(config.lenses.products.changeTrackingColumn, '${not_a_var}');
@@ -360,7 +361,7 @@ test('config/example.yaml is valid', () => {
     DATABASE_URL: 'postgres://tributary:secret@db:5432/shop',
     SEMILAYER_INGEST_KEY: 'ik_example',
   });
-  assert.equal(config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
   assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.url, 'https://api.semilayer.com');
   assert.equal(config.lenses.products.table, 'public.products');
   assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
@@ -380,6 +381,21 @@ test('the quick start files are valid: the worker on embedded defaults, the host
   assert.equal(mysql.sources.shop.type === 'mysql' && mysql.sources.shop.capture, 'binlog');
   assert.equal(mysql.lenses.products.table, 'shop.products');
   assert.equal(mysql.lenses.products.smartSyncInterval, '24h');
+  const kinesis = loadConfig(join(root, 'config/kinesis.yaml'), { SEMILAYER_INGEST_KEY: 'ik_x' });
+  const stream = kinesis.sources['orders-stream'];
+  assert.deepEqual(stream.type === 'kinesis' && [stream.stream, stream.region, stream.format, stream.startAt, stream.pollIntervalMs], ['dms-shop', 'eu-west-1', 'dms', 'trim_horizon', 1000]);
+  assert.deepEqual(kinesis.lenses['order-lines'].primaryKey, ['order_id', 'line_no']);
+});
+
+test('lenses of a kinesis source need primaryKey, and read no tables (no polling, no sweeps)', () => {
+  const source = 'sources:\n  app: { type: kinesis, stream: s, region: eu-west-1 }\n';
+  const sinks = 'sinks:\n  hosted: { type: semilayer, url: https://api.semilayer.com, key: ik_x }\n';
+  const bare = `${source}lenses:\n  products: { source: app, table: products, sink: hosted }\n${sinks}`;
+  assert.throws(() => parseConfig(bare, FILE, {}), (err: ConfigError) => /lenses\.products\.primaryKey.*kinesis stream.*set primaryKey/.test(err.message));
+  const swept = `${source}lenses:\n  products: { source: app, table: products, primaryKey: [id], smartSyncInterval: 1h, sink: hosted }\n${sinks}`;
+  assert.throws(() => parseConfig(swept, FILE, {}), (err: ConfigError) => /lenses\.products\.smartSyncInterval.*reads no tables/.test(err.message));
+  const good = parseConfig(`${source}lenses:\n  products: { source: app, table: products, primaryKey: [id], sink: hosted }\n${sinks}`, FILE, {});
+  assert.equal(good.lenses.products.table, 'public.products');
 });
 
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
@@ -411,6 +427,6 @@ test('lenses of a capture: poll source need changeTrackingColumn and syncInterva
     { path: 'lenses.products.syncInterval', line: 7, message: 'source "app" has capture: poll, so this lens needs syncInterval (how often to poll, e.g. 5m)' },
   ]);
   const config = parseConfig(withLine(9, '    sink: hosted', '    changeTrackingColumn: updated_at', '    syncInterval: 5m').replace('    url: postgres://tributary:pgsecret@db:5432/shop', '    url: postgres://db/shop\n    capture: poll'), FILE, {});
-  assert.equal(config.sources.app.capture, 'poll');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.capture, 'poll');
   assert.equal(config.lenses.products.syncOverlap, '30s', 'the overlap default');
 });

@@ -95,3 +95,39 @@ describe('postgres logical recovery', () => {
     assert.equal(await standby.stop(), 0);
   });
 });
+
+describe('failoverSlot', () => {
+  /** A config on `url` whose source creates its slot with failover. */
+  function failoverConfig(url: string) {
+    const config = testConfig({ dbUrl: url, sinkUrl: sink.url, slot: 'failover_slot', lenses: { fo: { table: 't', initialSync: 'none' } } });
+    Object.assign(config.sources.app, { failoverSlot: true });
+    return config;
+  }
+
+  test('on PostgreSQL 17 the slot is created with failover', async () => {
+    const pg17 = await startPostgres({ version: '17' });
+    try {
+      await pg17.query(pg17.url(), 'CREATE TABLE t (id int PRIMARY KEY)');
+      const daemon = await startTestDaemon(failoverConfig(pg17.url()));
+      const [slot] = await pg17.query(pg17.url(), `SELECT failover FROM pg_replication_slots WHERE slot_name = 'failover_slot'`);
+      assert.equal(slot.failover, true);
+      assert.equal(await daemon.stop(), 0);
+    } finally {
+      await pg17.stop();
+    }
+  });
+
+  test('on PostgreSQL 15 it is a setup error that says what to do', async () => {
+    const pg15 = await startPostgres({ version: '15' });
+    try {
+      await pg15.query(pg15.url(), 'CREATE TABLE t (id int PRIMARY KEY)');
+      const message = await startError(failoverConfig(pg15.url()));
+      assert.match(message, /failoverSlot: true needs PostgreSQL 17 or later \(this server is 15\)/);
+      assert.match(message, /set it to false/);
+      const slots = await pg15.query(pg15.url(), 'SELECT slot_name FROM pg_replication_slots');
+      assert.deepEqual(slots, []);
+    } finally {
+      await pg15.stop();
+    }
+  });
+});

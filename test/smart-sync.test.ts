@@ -35,7 +35,7 @@ async function scenario(lens: string, state: 'embedded' | 'postgres') {
   const sql = (text: string) => cluster.query(db, text);
   await sql(`CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, ${ROWS}) g`);
-  const config: Config = testConfig({
+  const config = testConfig({
     dbUrl: db,
     sinkUrl: sink.url,
     lenses: { [lens]: { table: 'items', fields: ['name'], changeTrackingColumn: 'updated_at', syncInterval: '1h', smartSyncInterval: '1s', initialSync: 'none' } },

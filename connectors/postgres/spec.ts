@@ -38,6 +38,8 @@ export interface PostgresSourceConfig {
   installTriggers: boolean;
   /** capture: trigger: schema of the changelog table and trigger functions (default `tributary`). */
   triggerSchema: string;
+  /** capture: logical: create the slot with `failover` (PostgreSQL 17+), default false. */
+  failoverSlot?: boolean;
 }
 
 const schema = {
@@ -100,6 +102,14 @@ const schema = {
         'Publication name. Default: `tributary_<source name>`, created if missing and kept in step ' +
         'with the lens tables. A publication that exists and was not created by Tributary is used ' +
         'as-is (it must include every lens table).',
+    },
+    failoverSlot: {
+      type: 'boolean',
+      default: false,
+      description:
+        'capture: logical: create the replication slot with failover = true (PostgreSQL 17 or later; an error on ' +
+        'older servers), so a standby with sync_replication_slots = on keeps a copy and streaming resumes from the ' +
+        'promoted standby after a failover. See the README for what the primary and the standby need.',
     },
     statusIntervalMs: {
       type: 'integer',

@@ -386,6 +386,11 @@ function toConfig(data: RawConfig, file: string): Config {
       ...(l.fields && { fields: l.fields.map(columnName) }),
       ...(l.metadata && { metadata: l.metadata.map(columnName) }),
       ...(l.changeTrackingColumn && { changeTrackingColumn: columnName(l.changeTrackingColumn) }),
+      ...(l.payload && {
+        payload: Array.isArray(l.payload)
+          ? l.payload.map(columnName)
+          : Object.fromEntries(Object.entries(l.payload).map(([field, column]) => [field, columnName(column)])),
+      }),
     };
   }
   const sinks: Record<string, SinkConfig> = {};

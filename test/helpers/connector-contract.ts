@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnector } from '../../connectors/index.js';
 import type { LensConfig, SourceConfig } from '../../src/config/types.js';
 import { createLogger } from '../../src/log.js';
-import type { ConnectorContext, Position, SourceChange, SourceConnector, SourceHandler, SourceState } from '../../src/types.js';
+import type { ConnectorContext, Position, RejectedRecord, SourceChange, SourceConnector, SourceHandler, SourceState } from '../../src/types.js';
 import { eventually } from './daemon.js';
 
 const log = createLogger({ level: process.env.TRIBUTARY_TEST_LOG ?? 'fatal' });
@@ -22,6 +22,7 @@ export class Recorder implements SourceHandler {
   readonly owed: Array<{ lens: string; reason: string }> = [];
   readonly captures: Array<{ mode: string; reason: string }> = [];
   readonly unmatchedTables: Array<{ table: string; advice: string }> = [];
+  readonly rejected: RejectedRecord[] = [];
 
   change(change: SourceChange): void {
     this.events.push({ change });
@@ -37,6 +38,9 @@ export class Recorder implements SourceHandler {
   }
   unmatched(table: string, advice: string): void {
     this.unmatchedTables.push({ table, advice });
+  }
+  reject(record: RejectedRecord): void {
+    this.rejected.push(record);
   }
   state(state: SourceState, detail?: string): void {
     this.states.push({ state, detail });

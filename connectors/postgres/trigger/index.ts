@@ -120,8 +120,8 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
     if (partitioned.length) {
       log.warn(
         { tables: partitioned },
-        'a TRUNCATE of a single partition, and DROP or DETACH PARTITION, remove rows without firing the capture triggers: ' +
-          'set smartSyncInterval on these lenses, or run tributary ingest LENS --mode full after one',
+        'DROP or DETACH PARTITION, and a TRUNCATE of a partition created after this start (until the next one), remove rows ' +
+          'without firing the capture triggers: set smartSyncInterval on these lenses, or run tributary ingest LENS --mode full after one',
       );
     }
     if (!config.installTriggers) {

@@ -213,6 +213,7 @@ export async function installTriggers(client: pg.Client, where: string, schema: 
       const fn = `${quoteIdent(schema)}.${quoteIdent(functionName(source, t.table))}`;
       await client.query(functionSql(schema, source, t));
       await client.query(`COMMENT ON FUNCTION ${fn}() IS ${quoteLiteral(functionComment(source, t))}`);
+      if (t.partitioned) await installOnPartitions(client, t.table, names.stmt, fn);
       const existing = (
         await client.query(
           `SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = ANY($2) AND tgfoid = $3::regprocedure AND tgenabled <> 'D'`,
@@ -235,6 +236,26 @@ export async function installTriggers(client: pg.Client, where: string, schema: 
     throw err;
   }
   return created;
+}
+
+/**
+ * A partitioned table's row trigger is cloned to every partition, its statement trigger is
+ * not: a TRUNCATE of one partition, and the wake-up after a statement that writes a partition
+ * directly, need the statement trigger on each partition. Partitions created later get it at
+ * the next start (until then their rows are still captured, read by the fallback poll).
+ */
+async function installOnPartitions(client: pg.Client, table: string, name: string, fn: string): Promise<void> {
+  const missing = (
+    await client.query(
+      `SELECT t.relid::regclass::text AS part FROM pg_partition_tree(to_regclass($1)) t
+        WHERE t.level > 0 AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = $2 AND g.tgfoid = $3::regprocedure)`,
+      [quoteTable(table), name, `${fn}()`],
+    )
+  ).rows as Array<{ part: string }>;
+  for (const { part } of missing) {
+    await client.query(`DROP TRIGGER IF EXISTS ${quoteIdent(name)} ON ${part}`);
+    await client.query(`CREATE TRIGGER ${quoteIdent(name)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${part} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`);
+  }
 }
 
 /**
@@ -299,7 +320,8 @@ export async function uninstallTriggers(client: pg.Client, schema: string, sourc
       }
     }
     if ((await client.query('SELECT to_regprocedure($1) AS f', [`${s}.${quoteIdent(fn)}()`])).rows[0].f) {
-      await client.query(`DROP FUNCTION ${s}.${quoteIdent(fn)}()`);
+      // CASCADE: the statement triggers on a partitioned table's partitions (installOnPartitions).
+      await client.query(`DROP FUNCTION ${s}.${quoteIdent(fn)}() CASCADE`);
       done.push(`function ${schema}.${fn}`);
     }
     if ((await client.query('SELECT to_regclass($1) AS t', [`${s}.changelog`])).rows[0].t) {

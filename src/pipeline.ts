@@ -92,6 +92,8 @@ export class Pipeline implements SourceHandler {
   /** Deliveries in progress, so drain can wait for them. */
   private readonly deliveries = new Set<Promise<void>>();
   private lagTimer: NodeJS.Timeout | undefined;
+  /** Tables whose unmatched changes were warned about (once each). */
+  private readonly unmatchedTables = new Set<string>();
 
   constructor(options: PipelineOptions) {
     this.options = options;
@@ -209,6 +211,13 @@ export class Pipeline implements SourceHandler {
     this.log.error({ lens: lensName, reason }, 'changes were lost: the lens needs a full sync');
     lens.owed = reason;
     void this.options.lensStore.save(lens.name, { fullSync: 'owed', reason });
+  }
+
+  unmatched(table: string, advice: string): void {
+    this.metrics.unmatched.inc({ source: this.sourceName, table });
+    if (this.unmatchedTables.has(table)) return;
+    this.unmatchedTables.add(table);
+    this.log.warn({ table, advice }, `changes of table ${table} match no lens and are not delivered (counted in tributary_changes_unmatched_total): ${advice}`);
   }
 
   /** An undecodable record: a dead letter of its lens, or of the pseudo-lens named after the source when no lens can be told. */

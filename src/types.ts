@@ -75,6 +75,14 @@ export interface SourceHandler {
    */
   fullSyncOwed(lens: string, reason: string): void;
   /**
+   * A row change of `table` that no lens claims although the table could belong to one (a
+   * partition or inheritance child of a lens table, a table in the lens's publication): the
+   * pipeline counts it (`tributary_changes_unmatched_total{source,table}`) and warns once per
+   * table with `advice`, what the user should do. Never call it for tables that merely share a
+   * database with the lenses.
+   */
+  unmatched(table: string, advice: string): void;
+  /**
    * A record the connector cannot understand (not JSON, no table, no key): it goes to the
    * dead-letter queue with its raw text and place, and reading goes on. Belongs to no checkpoint.
    */

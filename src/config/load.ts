@@ -6,6 +6,7 @@
  * validate against the JSON Schema (./schema.ts), which also fills in defaults → check what a
  * schema cannot (lens → source/sink references, derived names) → build the Config.
  */
+import { columnName } from '../table-name.js';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
@@ -391,7 +392,19 @@ function toConfig(data: RawConfig, file: string): Config {
   const lenses: Record<string, LensConfig> = {};
   for (const [name, l] of Object.entries(data.lenses)) {
     const source = sources[l.source];
-    lenses[name] = { ...l, table: sourceSpec(source.type).qualifyTable(l.table, source) };
+    lenses[name] = {
+      ...l,
+      table: sourceSpec(source.type).qualifyTable(l.table, source),
+      ...(l.primaryKey && { primaryKey: l.primaryKey.map(columnName) }),
+      ...(l.fields && { fields: l.fields.map(columnName) }),
+      ...(l.metadata && { metadata: l.metadata.map(columnName) }),
+      ...(l.changeTrackingColumn && { changeTrackingColumn: columnName(l.changeTrackingColumn) }),
+      ...(l.payload && {
+        payload: Array.isArray(l.payload)
+          ? l.payload.map(columnName)
+          : Object.fromEntries(Object.entries(l.payload).map(([field, column]) => [field, columnName(column)])),
+      }),
+    };
   }
   const sinks: Record<string, SinkConfig> = {};
   for (const [name, raw] of Object.entries(data.sinks)) {

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { SourceSetupError, SourceUnavailableError, TributaryError, describeError, isNetworkError } from './errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, certificateProblem, describeError, isNetworkError } from './errors.js';
 import { PgSocket, PgTlsRefusedError, authMethodAsked, type PgTlsPlan, type SslMode } from './pg-socket.js';
 
 export type { SslMode } from './pg-socket.js';
@@ -148,7 +148,8 @@ export function sqlState(err: unknown): string | undefined {
  * - `connection`: the connection failed or was lost (Node network codes; or the driver's own
  *   connection errors, see below): try again later;
  * - `retriable`: a server error whose SQLSTATE class is transient (see RETRIABLE_CLASSES);
- * - `permanent`: any other server error (syntax, privileges, missing objects);
+ * - `permanent`: any other server error (syntax, privileges, missing objects), and a TLS
+ *   failure no retry fixes (an untrusted certificate, a server that refuses TLS);
  * - `unknown`: anything else (a programmer error, or a thrown non-Error).
  *
  * node-postgres raises the losses it detects itself ("Connection terminated unexpectedly",
@@ -162,6 +163,7 @@ export function pgErrorKind(err: unknown): 'connection' | 'retriable' | 'permane
   if (state !== undefined) {
     return RETRIABLE_CLASSES.includes(state.slice(0, 2)) || RETRIABLE_CODES.includes(state) ? 'retriable' : 'permanent';
   }
+  if (err instanceof PgTlsRefusedError || certificateProblem(err)) return 'permanent';
   if (isNetworkError(err)) return 'connection';
   if (err instanceof Error && Object.getPrototypeOf(err) === Error.prototype && (err as { code?: unknown }).code === undefined) return 'connection';
   return 'unknown';
@@ -204,17 +206,6 @@ export function classifyPgError(err: unknown, where: string): TributaryError {
   return new SourceSetupError(`${where}: ${message}`, { cause: err });
 }
 
-/** Node's codes for a certificate chain that does not lead to a trusted CA. */
-const UNTRUSTED_CERT_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-  'CERT_SIGNATURE_FAILURE',
-]);
-
 /** A TLS failure (by its code) as a SourceSetupError saying what to do, or undefined. */
 function classifyTlsError(err: unknown, where: string): SourceSetupError | undefined {
   const { code, host } = (err ?? {}) as { code?: unknown; host?: unknown };
@@ -226,23 +217,23 @@ function classifyTlsError(err: unknown, where: string): SourceSetupError | undef
       { cause: err },
     );
   }
-  if (typeof code !== 'string') return undefined;
-  if (UNTRUSTED_CERT_CODES.has(code)) {
+  const problem = certificateProblem(err);
+  if (problem === 'untrusted') {
     return new SourceSetupError(
-      `${where}: the server's TLS certificate is not trusted (${code}: ${message}). Add sslrootcert=/path/to/ca.pem ` +
+      `${where}: the server's TLS certificate is not trusted (${String(code)}: ${message}). Add sslrootcert=/path/to/ca.pem ` +
         "(the CA that signed it, e.g. your provider's CA bundle) to the url, or use sslmode=require to encrypt without verifying the server.",
       { cause: err },
     );
   }
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+  if (problem === 'host') {
     return new SourceSetupError(
       `${where}: the server's TLS certificate is not valid for host "${String(host)}" (${message}). Connect with a host name ` +
         'the certificate lists, or use sslmode=verify-ca to verify the certificate chain but not the host name.',
       { cause: err },
     );
   }
-  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') {
-    return new SourceSetupError(`${where}: the server's TLS certificate is not valid now (${code}: ${message}). Renew the server's certificate.`, { cause: err });
+  if (problem === 'expired') {
+    return new SourceSetupError(`${where}: the server's TLS certificate is not valid now (${String(code)}: ${message}). Renew the server's certificate.`, { cause: err });
   }
   return undefined;
 }

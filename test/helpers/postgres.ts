@@ -198,8 +198,8 @@ export interface PostgresOptions {
   hba?: string[];
 }
 
-/** A throwaway CA and a server certificate for DNS:localhost it signed, made once per process. */
-function testCertificates(): { ca: string; cert: string; key: string } {
+/** A throwaway CA and a server certificate for DNS:localhost it signed, made once per process (also for MariaDB). */
+export function testCertificates(): { ca: string; cert: string; key: string } {
   const dir = join(tmpdir(), `tributary-pg-tls-${process.pid}`);
   const files = { ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
   if (existsSync(files.cert)) return files;

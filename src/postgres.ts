@@ -177,21 +177,12 @@ export function pgErrorKind(err: unknown): 'connection' | 'retriable' | 'permane
  */
 export function classifyPgError(err: unknown, where: string): TributaryError {
   if (err instanceof TributaryError) return err;
-  const tls = classifyTlsError(err, where);
-  if (tls) return tls;
+  const refused = connectionRefusal(err, where);
+  if (refused) return refused;
   const message = describeError(err);
   switch (sqlState(err)) {
     case SQLSTATE.objectInUse:
       return new SourceUnavailableError(`${where}: ${message}; another Tributary replica is streaming it, standing by`, { cause: err, standby: true });
-    case SQLSTATE.invalidPassword:
-      return passwordFailed(err as pg.DatabaseError, where);
-    case SQLSTATE.invalidAuthorization:
-      return new SourceSetupError(
-        `${where}: the server refused the connection (${message}). If pg_hba.conf only accepts encrypted connections ` +
-          '(hostssl), connect with sslmode=require (or verify-full); otherwise its pg_hba.conf needs an entry for this host, ' +
-          'user and database (a replication connection needs one for "replication").',
-        { cause: err },
-      );
     case SQLSTATE.invalidCatalogName:
       return new SourceSetupError(`${where}: ${message}. Check the database name in the source url.`, { cause: err });
     case SQLSTATE.insufficientPrivilege:
@@ -204,6 +195,27 @@ export function classifyPgError(err: unknown, where: string): TributaryError {
   const kind = pgErrorKind(err);
   if (kind === 'connection' || kind === 'retriable') return new SourceUnavailableError(`${where}: ${message}`, { cause: err });
   return new SourceSetupError(`${where}: ${message}`, { cause: err });
+}
+
+/**
+ * A connection the server or the TLS layer refused for good, as a SourceSetupError saying what
+ * to do: TLS failures (below), a pg_hba.conf rejection (28000) and a failed password (28P01);
+ * undefined for any other error. classifyPgError starts with it; the Postgres state store and
+ * the pgvector index use it for the same advice.
+ */
+export function connectionRefusal(err: unknown, where: string): SourceSetupError | undefined {
+  switch (sqlState(err)) {
+    case SQLSTATE.invalidPassword:
+      return passwordFailed(err as pg.DatabaseError, where);
+    case SQLSTATE.invalidAuthorization:
+      return new SourceSetupError(
+        `${where}: the server refused the connection (${describeError(err)}). If pg_hba.conf only accepts encrypted connections ` +
+          '(hostssl), connect with sslmode=require (or verify-full); otherwise its pg_hba.conf needs an entry for this host, ' +
+          'user and database (a replication connection needs one for "replication").',
+        { cause: err },
+      );
+  }
+  return classifyTlsError(err, where);
 }
 
 /** A TLS failure (by its code) as a SourceSetupError saying what to do, or undefined. */

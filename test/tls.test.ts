@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { classifyPgError, pgConnection } from '../src/postgres.js';
+import { PostgresStateStore } from '../src/state/postgres.js';
 import { eventually, runCli, spawnCli, stopDaemon } from './helpers/cli.js';
 import { freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
@@ -96,9 +97,15 @@ async function withEnv<T>(env: Record<string, string | undefined>, fn: () => Pro
 
 describe('a server that only accepts TLS', () => {
   test('prefer (the default), allow and require encrypt without verifying', async () => {
-    for (const params of ['', 'sslmode=prefer', 'sslmode=allow', 'sslmode=require']) {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.message);
+    process.on('warning', onWarning);
+    for (const params of ['', 'sslmode=prefer', 'sslmode=allow', 'sslmode=require', 'sslmode=require&uselibpqcompat=true']) {
       assert.equal(await encrypted(url(tlsOnly, params)), true, params);
     }
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    assert.deepEqual(warnings, [], "node-postgres's own sslmode warning is not printed: it never sees sslmode");
   });
 
   test('disable is refused by pg_hba.conf, and the message names sslmode=require', async () => {
@@ -177,6 +184,27 @@ describe('a server that refuses TLS', () => {
           'Turn ssl on in the server, or connect with sslmode=prefer (TLS when the server offers it) or sslmode=disable.',
       );
     }
+  });
+});
+
+describe('the Postgres state store over TLS', () => {
+  test('opens and leases over verify-full; an untrusted certificate and a wrong password are explained', async () => {
+    await tlsOnly.query(tlsOnly.url(), 'CREATE DATABASE state OWNER app_scram');
+    const base = (password: string) => `postgres://app_scram:${password}@localhost:${tlsOnly.port}/state`;
+    const store = await PostgresStateStore.open({ url: `${base(ENCODED)}?sslmode=verify-full&sslrootcert=${tlsOnly.caFile}` });
+    await store.put('k', { v: 1 });
+    assert.deepEqual(await store.get('k'), { v: 1 });
+    const lease = await store.lease('source/app');
+    await lease.release();
+    await store.close();
+    await assert.rejects(PostgresStateStore.open({ url: `${base(ENCODED)}?sslrootcert=system` }), (err: Error) => {
+      assert.match(err.message, /^PostgreSQL state store at postgres:\/\/app_scram:\*\*\*@localhost:\d+\/state\?sslrootcert=system: the server's TLS certificate is not trusted .*Add sslrootcert=/);
+      return true;
+    });
+    await assert.rejects(PostgresStateStore.open({ url: `${base('nope')}?sslmode=require` }), (err: Error) => {
+      assert.match(err.message, /^PostgreSQL state store at postgres:\/\/app_scram:\*\*\*@.*: password authentication failed for role "app_scram" \(the server asked for SCRAM-SHA-256\)/);
+      return true;
+    });
   });
 });
 

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
-import { isRetriablePgError, pgConnection } from '../postgres.js';
+import { connectionRefusal, isRetriablePgError, pgConnection } from '../postgres.js';
 
 /** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
 const LEASE_RETRY_MS = 1000;
@@ -366,6 +366,8 @@ export class PostgresStateStore implements StateStore {
 
   private wrap(err: unknown): TributaryError {
     if (err instanceof TributaryError) return err;
+    const refused = connectionRefusal(err, `PostgreSQL state store at ${this.where}`);
+    if (refused) return refused;
     const { message } = err as { message?: string };
     const retriable = isRetriablePgError(err);
     return new TributaryError(

@@ -48,7 +48,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describeError, RecordRejectedError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
-import { isDataError, isRetriablePgError, pgConnection, sqlState } from '../../postgres.js';
+import { connectionRefusal, isDataError, isRetriablePgError, pgConnection, sqlState } from '../../postgres.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
@@ -629,6 +629,8 @@ async function connectAndSetUp(pool: pg.Pool, where: string, schema: string): Pr
 
 function wrapError(err: unknown, context: string): TributaryError {
   if (err instanceof TributaryError) return err;
+  const refused = connectionRefusal(err, context);
+  if (refused) return refused;
   const { message } = err as { message?: string };
   if (isDataError(err)) return new RecordRejectedError(`${context}: ${message}`, { cause: err });
   const retriable = isRetriablePgError(err);

@@ -173,6 +173,8 @@ describe('a server that refuses TLS', () => {
       assert.equal(await encrypted(url(plainOnly, params)), false, params);
     }
     assert.equal(await encrypted(url(plainOnly, '', { role: 'app_md5' })), false);
+    const socket = `postgres://postgres@localhost/postgres?host=${encodeURIComponent(plainOnly.dataDir)}&port=${plainOnly.port}&sslmode=prefer`;
+    assert.equal(await encrypted(socket), false, 'a Unix-domain socket, never TLS');
   });
 
   test('require and the verify modes fail, naming sslmode=prefer and disable', async () => {

@@ -61,6 +61,8 @@ export class PgSocket extends Duplex {
   constructor(private readonly plan: PgTlsPlan) {
     super();
     this.raw.on('error', (err) => this.destroy(err));
+    // Closed before or after the negotiation: node-postgres sees the end (and, while connecting, reports it).
+    this.raw.on('close', () => this.destroy());
   }
 
   /** As net.Socket#connect: `(port, host)` over TCP, `(path)` for a Unix-domain socket. */

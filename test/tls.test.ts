@@ -3,7 +3,8 @@
  * a throwaway server that only accepts TLS (hostssl, a certificate for `localhost` signed by a
  * throwaway CA) and one that refuses it (ssl off, hostnossl); every sslmode against both, the
  * verify modes with and without the CA and with the wrong host name, scram and md5 roles whose
- * password is full of URL-special characters, and a daemon whose replication connection and
+ * password is full of URL-special characters, sslnegotiation=direct on PostgreSQL 17, the state
+ * store, and a daemon whose replication connection and
  * worker reader run over TLS without a secret in its output. Every failure's message is checked.
  */
 import { after, before, describe, test } from 'node:test';
@@ -164,6 +165,22 @@ describe('a server that only accepts TLS', () => {
     assert.match(scram, /^source "app": password authentication failed for role "app_scram" \(the server asked for SCRAM-SHA-256\)\. Check the user and password in the url; percent-encode special characters in the password \(@ as %40/);
     const md5 = await failure(url(tlsOnly, 'sslmode=require', { role: 'app_md5', password: 'wrong' }));
     assert.match(md5, /^source "app": password authentication failed for role "app_md5" \(the server asked for md5\)\./);
+  });
+});
+
+describe('direct TLS negotiation', () => {
+  test('sslnegotiation=direct on PostgreSQL 17; it needs sslmode=require or stronger', async () => {
+    const pg17 = await startPostgres({ version: '17', tls: true, hba: ['hostssl all all 127.0.0.1/32 scram-sha-256'] });
+    try {
+      await pg17.query(pg17.url(), `CREATE ROLE app_scram LOGIN PASSWORD ${sqlString(PASSWORD)}`);
+      assert.equal(await encrypted(url(pg17, `sslmode=verify-full&sslnegotiation=direct&sslrootcert=${pg17.caFile}`, { host: 'localhost' })), true);
+      assert.equal(
+        await failure(url(pg17, 'sslnegotiation=direct')),
+        'sslnegotiation=direct in the Postgres url needs sslmode=require, verify-ca or verify-full (it is prefer)',
+      );
+    } finally {
+      await pg17.stop();
+    }
   });
 });
 

@@ -4,8 +4,8 @@
  * throwaway CA) and one that refuses it (ssl off, hostnossl); every sslmode against both, the
  * verify modes with and without the CA and with the wrong host name, scram and md5 roles whose
  * password is full of URL-special characters, sslnegotiation=direct on PostgreSQL 17, the state
- * store, and a daemon whose replication connection and
- * worker reader run over TLS without a secret in its output. Every failure's message is checked.
+ * store, and a daemon whose replication connection and worker reader run over TLS without a
+ * secret in its output. Every failure's message is checked.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -17,7 +17,7 @@ export type { SslMode } from './pg-socket.js';
 const SSL_MODES: readonly SslMode[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 
 /** URL parameters Tributary reads itself and removes before node-postgres sees the URL. */
-const TLS_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiation', 'ssl', 'uselibpqcompat'];
+const TLS_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslpassword', 'sslnegotiation', 'ssl', 'uselibpqcompat'];
 
 /**
  * The node-postgres configuration of `url` (plus `extra`: application_name, pool size, …) with
@@ -28,7 +28,7 @@ const TLS_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiati
  *   `verify-ca` verifies the chain, `verify-full` also the host name;
  * - `sslrootcert` (PGSSLROOTCERT): the CA file; `system` trusts Node's bundled roots and implies
  *   `verify-full`; the verify modes default to ~/.postgresql/root.crt and fail without one;
- * - `sslcert`, `sslkey` (PGSSLCERT, PGSSLKEY): a client certificate;
+ * - `sslcert`, `sslkey` (PGSSLCERT, PGSSLKEY): a client certificate; `sslpassword`: its key's passphrase;
  * - `sslnegotiation=direct`: TLS from the first byte (PostgreSQL 17+).
  * Files are read here: a missing one is a SourceSetupError naming the parameter (never its content).
  */
@@ -72,6 +72,7 @@ function tlsPlan(params: Map<string, string>): PgTlsPlan {
   const key = setting('sslkey');
   if (cert) options.cert = readTlsFile('sslcert', cert);
   if (key) options.key = readTlsFile('sslkey', key);
+  if (params.get('sslpassword')) options.passphrase = params.get('sslpassword');
   if (mode === 'disable' || mode === 'allow' || mode === 'prefer') return { mode, direct, options };
   const ca = rootCertificate(mode, rootcert);
   if (ca === undefined) return { mode, direct, options }; // require without a root certificate: encrypt only

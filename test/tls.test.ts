@@ -16,7 +16,7 @@ import pg from 'pg';
 import { classifyPgError, pgConnection } from '../src/postgres.js';
 import { PostgresStateStore } from '../src/state/postgres.js';
 import { eventually, runCli, spawnCli, stopDaemon } from './helpers/cli.js';
-import { freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { freePort, startPostgres, testCertificates, type TestPostgres } from './helpers/postgres.js';
 
 const PASSWORD = "p@ss:w/o#rd%?&='x";
 const ENCODED = encodeURIComponent(PASSWORD);
@@ -29,7 +29,12 @@ before(async () => {
   [tlsOnly, plainOnly] = await Promise.all([
     startPostgres({
       tls: true,
-      hba: ['hostssl all app_md5 127.0.0.1/32 md5', 'hostssl all all 127.0.0.1/32 scram-sha-256', 'hostssl replication all 127.0.0.1/32 scram-sha-256'],
+      hba: [
+        'hostssl all app_md5 127.0.0.1/32 md5',
+        'hostssl all app_cert 127.0.0.1/32 cert',
+        'hostssl all all 127.0.0.1/32 scram-sha-256',
+        'hostssl replication all 127.0.0.1/32 scram-sha-256',
+      ],
     }),
     startPostgres({ hba: ['hostnossl all app_md5 127.0.0.1/32 md5', 'hostnossl all all 127.0.0.1/32 scram-sha-256'] }),
   ]);
@@ -37,7 +42,7 @@ before(async () => {
     await server.query(
       server.url(),
       `SET password_encryption = 'scram-sha-256'; CREATE ROLE app_scram LOGIN REPLICATION PASSWORD ${sqlString(PASSWORD)};
-       SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD ${sqlString(PASSWORD)};`,
+       SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD ${sqlString(PASSWORD)}; CREATE ROLE app_cert LOGIN;`,
     );
   }
 });
@@ -128,13 +133,13 @@ describe('a server that only accepts TLS', () => {
     const system = '/etc/ssl/certs/ca-certificates.crt';
     if (existsSync(system)) {
       const message = await failure(url(tlsOnly, `sslmode=require&sslrootcert=${system}`));
-      assert.match(message, /^source "app": the server's TLS certificate is not trusted \(UNABLE_TO_VERIFY_LEAF_SIGNATURE: .*\)\. Add sslrootcert=\/path\/to\/ca\.pem .* or use sslmode=require to encrypt without verifying/);
+      assert.match(message, /^source "app": the server's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]*\)\. Add sslrootcert=\/path\/to\/ca\.pem .* or use sslmode=require to encrypt without verifying/);
     }
   });
 
   test('an untrusted certificate names sslrootcert and sslmode=require', async () => {
     const message = await failure(url(tlsOnly, 'sslrootcert=system', { host: 'localhost' }));
-    assert.match(message, /the server's TLS certificate is not trusted \(UNABLE_TO_VERIFY_LEAF_SIGNATURE: unable to verify the first certificate\)\. Add sslrootcert=.*sslmode=require/);
+    assert.match(message, /the server's TLS certificate is not trusted \(SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain\)\. Add sslrootcert=.*sslmode=require/);
   });
 
   test('the verify modes need a CA file: none given, none at ~/.postgresql/root.crt, or an unreadable one', async () => {
@@ -149,6 +154,16 @@ describe('a server that only accepts TLS', () => {
     assert.equal(missing, 'sslrootcert=/nonexistent/ca.pem in the Postgres url: cannot read the file (ENOENT)');
     assert.equal(await failure(url(tlsOnly, 'sslmode=sometimes')), 'sslmode=sometimes in the Postgres url: expected one of disable, allow, prefer, require, verify-ca, verify-full');
     assert.match(await failure(url(tlsOnly, 'sslmode=require&sslrootcert=system')), /^sslrootcert=system in the Postgres url needs sslmode=verify-full \(it is require\)/);
+  });
+
+  test('a client certificate: sslcert and sslkey, an encrypted key with sslpassword', async () => {
+    const files = testCertificates();
+    const base = `sslmode=verify-full&sslrootcert=${files.ca}&sslcert=${files.clientCert}`;
+    assert.equal(await encrypted(url(tlsOnly, `${base}&sslkey=${files.clientKey}`, { role: 'app_cert', password: '', host: 'localhost' })), true);
+    assert.equal(await encrypted(url(tlsOnly, `${base}&sslkey=${files.clientKeyEncrypted}&sslpassword=clientpass`, { role: 'app_cert', password: '', host: 'localhost' })), true);
+    const noCert = await failure(url(tlsOnly, `sslmode=verify-full&sslrootcert=${files.ca}`, { role: 'app_cert', password: '', host: 'localhost' }));
+    assert.match(noCert, /^source "app": the server refused the connection \(connection requires a valid client certificate\)/);
+    assert.equal(await failure(url(tlsOnly, `${base}&sslkey=/nonexistent/client.key`, { role: 'app_cert', password: '' })), 'sslkey=/nonexistent/client.key in the Postgres url: cannot read the file (ENOENT)');
   });
 
   test('PGSSLMODE and PGSSLROOTCERT apply when the url has no sslmode', async () => {

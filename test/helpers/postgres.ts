@@ -11,7 +11,8 @@
  * the `postgres` user (created when missing), as initdb demands.
  *
  * TLS tests: `tls: true` serves TLS with a server certificate for `localhost` (not 127.0.0.1)
- * signed by a throwaway CA (`caFile`), made with openssl once per process; `hba` replaces the TCP
+ * signed by a throwaway CA (`caFile`), made with openssl once per process, which also signed a
+ * client certificate for role `app_cert` (testCertificates); `hba` replaces the TCP
  * lines of pg_hba.conf (the `postgres` superuser keeps trust over TCP and the Unix socket).
  */
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
@@ -192,17 +193,35 @@ export interface PostgresOptions {
   settings?: Record<string, string | number>;
   /** Major version (default: defaultPgVersion()). */
   version?: PgVersion;
-  /** Serve TLS (ssl = on) with a certificate for `localhost` signed by `caFile`. */
+  /** Serve TLS (ssl = on) with a certificate for `localhost` signed by `caFile`, trusting client certificates it signed. */
   tls?: boolean;
   /** pg_hba.conf lines for everyone but `postgres`, e.g. `hostssl all all 127.0.0.1/32 scram-sha-256`. */
   hba?: string[];
 }
 
-/** A throwaway CA and a server certificate for DNS:localhost it signed, made once per process (also for MariaDB). */
-export function testCertificates(): { ca: string; cert: string; key: string } {
+export interface TestCertificates {
+  ca: string;
+  /** The server's certificate (DNS:localhost) and key. */
+  cert: string;
+  key: string;
+  /** A client certificate for the role `app_cert` (CN), its key, and the key encrypted with passphrase `clientpass`. */
+  clientCert: string;
+  clientKey: string;
+  clientKeyEncrypted: string;
+}
+
+/** A throwaway CA, a server certificate for DNS:localhost and a client certificate it signed, made once per process (also for MariaDB). */
+export function testCertificates(): TestCertificates {
   const dir = join(tmpdir(), `tributary-pg-tls-${process.pid}`);
-  const files = { ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
-  if (existsSync(files.cert)) return files;
+  const files = {
+    ca: join(dir, 'ca.crt'),
+    cert: join(dir, 'server.crt'),
+    key: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+    clientKeyEncrypted: join(dir, 'client-encrypted.key'),
+  };
+  if (existsSync(files.clientKeyEncrypted)) return files;
   rmSync(dir, { recursive: true, force: true });
   execFileSync('mkdir', ['-p', dir]);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -211,6 +230,9 @@ export function testCertificates(): { ca: string; cert: string; key: string } {
   openssl(['req', ...ec, '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr']);
   writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
   openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt']);
+  openssl(['req', ...ec, '-subj', '/CN=app_cert', '-keyout', 'client.key', '-out', 'client.csr']);
+  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt']);
+  openssl(['pkey', '-in', 'client.key', '-aes256', '-passout', 'pass:clientpass', '-out', 'client-encrypted.key']);
   return files;
 }
 
@@ -225,7 +247,8 @@ function configureAccess(dataDir: string, options: PostgresOptions, settings: Re
   copyFileSync(files.cert, join(dataDir, 'server.crt'));
   copyFileSync(files.key, join(dataDir, 'server.key'));
   execFileSync('chmod', ['600', join(dataDir, 'server.key')]);
-  Object.assign(settings, { ssl: 'on', ssl_cert_file: "'server.crt'", ssl_key_file: "'server.key'" });
+  copyFileSync(files.ca, join(dataDir, 'ca.crt'));
+  Object.assign(settings, { ssl: 'on', ssl_cert_file: "'server.crt'", ssl_key_file: "'server.key'", ssl_ca_file: "'ca.crt'" });
   return files.ca;
 }
 

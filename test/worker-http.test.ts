@@ -446,7 +446,8 @@ test('search bodies are validated', async () => {
     [{ query: 'q', minScore: -0.1 }, 'minScore: expected a number from 0 to 1, got -0.1'],
     [{ query: 'q', minScore: null }, 'minScore: expected a number from 0 to 1, got null'],
     [{ query: 'q', mode: 'fuzzy' }, 'mode: expected "semantic", "keyword" or "hybrid", got "fuzzy"'],
-    [{ query: 'q', filter: {} }, 'filter: unknown field; expected query, limit, minScore, mode'],
+    [{ query: 'q', exact: 'yes' }, 'exact: expected true or false, got "yes"'],
+    [{ query: 'q', filter: {} }, 'filter: unknown field; expected query, limit, minScore, mode, exact'],
     ['not json', 'Request body must be valid JSON'],
   ];
   for (const [body, message] of cases) {

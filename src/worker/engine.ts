@@ -306,11 +306,11 @@ export class Engine implements WorkerEngine {
     return lens.lastError ?? persistent;
   }
 
-  async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid' }): Promise<SearchHit[]> {
+  async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid'; exact?: boolean }): Promise<SearchHit[]> {
     const { index } = this.options;
     const semantic = async (limit: number) => {
       const [vector] = await this.embed(lens, [request.query]);
-      return index.searchVector(lens, vector, { limit, minScore: 0 });
+      return index.searchVector(lens, vector, { limit, minScore: 0, ...(request.exact ? { exact: true } : {}) });
     };
     if (request.mode === 'semantic') return (await semantic(request.limit)).filter((h) => h.score >= request.minScore);
     if (request.mode === 'keyword') return index.searchKeyword(lens, request.query, { limit: request.limit, minScore: request.minScore });

@@ -6,7 +6,7 @@
  * - `POST /v1/ingest/:lens`  `{ mode, changes? }` → 202 `{ jobId, status, lens, mode, changesBuffered }`
  * - `GET  /v1/jobs/:jobId`   → JobView
  * - `GET  /v1/status`        → `{ lenses: LensWorkerStatus[] }`; `GET /v1/status/:lens` → one of them
- * - `POST /v1/search/:lens`  `{ query, limit=10, minScore=0, mode='semantic' }`
+ * - `POST /v1/search/:lens`  `{ query, limit=10, minScore=0, mode='semantic', exact=false }`
  * - `POST /v1/similar/:lens` `{ id, limit=10, minScore=0 }`
  *   → `{ results: [{ id, sourceRowId, content, metadata, score }], meta: { lens, query, mode, count, durationMs } }`
  * - `GET  /v1/dlq/:lens`, `POST /v1/dlq/:lens` `{ action: replay|drop, ids? }`
@@ -321,17 +321,18 @@ function statusOne(ctx: Context): void {
 }
 
 async function search(ctx: Context): Promise<void> {
-  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['query', 'limit', 'minScore', 'mode']);
+  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['query', 'limit', 'minScore', 'mode', 'exact']);
   if (typeof body.query !== 'string' || body.query.trim() === '') throw badRequest('query', 'a non-empty string', body.query);
   const limit = validateLimit(body.limit);
   const minScore = validateMinScore(body.minScore);
   const mode = body.mode ?? 'semantic';
   if (!SEARCH_MODES.includes(mode as SearchMode)) throw badRequest('mode', '"semantic", "keyword" or "hybrid"', mode);
+  if (body.exact !== undefined && typeof body.exact !== 'boolean') throw badRequest('exact', 'true or false', body.exact);
 
   const started = performance.now();
   let hits: SearchHit[];
   try {
-    hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode });
+    hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode, ...(body.exact ? { exact: true } : {}) });
   } catch (err) {
     if (err instanceof EmbedError && err.kind !== 'input') {
       throw new HttpError(502, `Embedding provider error: ${oneLine(err.message)}`);

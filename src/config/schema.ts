@@ -92,6 +92,19 @@ const lens = {
       default: 200,
       description: 'Flush a batch this long after its first change, in milliseconds.',
     },
+    rules: {
+      type: 'object',
+      additionalProperties: false,
+      description: "What the bundled worker's API may do with the lens besides search.",
+      properties: {
+        query: {
+          type: 'boolean',
+          default: false,
+          description:
+            'Serve `POST /v1/query/:lens`: rows of the table read live, filtered by equality on the key, fields and metadata columns, ordered and paged (search and admin keys).',
+        },
+      },
+    },
   },
 } as const;
 

@@ -105,6 +105,8 @@ export interface LensConfig {
   maxBatch: number;
   /** Flush a batch this long after its first change, ms (default 200). */
   maxWaitMs: number;
+  /** What the worker's API may do with the lens: `query` opens `POST /v1/query/:lens` (seed 002's Bridge). */
+  rules?: { query?: boolean };
 }
 
 /** Every sink type's config, from the sink specs (src/sinks/index.ts). */

@@ -77,6 +77,7 @@ export interface Embedder {
 
 
 import type { DeadLetter } from '../types.js';
+import type { QueryAnswer, QueryRequest } from './query.js';
 
 export type IngestMode = 'records' | 'full' | 'incremental';
 export type SearchMode = 'semantic' | 'keyword' | 'hybrid';
@@ -129,6 +130,16 @@ export interface WorkerEngine {
   status(lens?: string): LensWorkerStatus[];
   /** `exact`: semantic search scans every vector instead of asking the HNSW graph (slower, the true top k). */
   search(lens: string, request: { query: string; limit: number; minScore: number; mode: SearchMode; exact?: boolean }): Promise<SearchHit[]>;
+  /**
+   * The output fields a Query of the lens may name (its key, fields, metadata and template
+   * columns); undefined when the lens does not serve queries (no `rules: { query: true }`).
+   */
+  queryFields(lens: string): string[] | undefined;
+  /**
+   * One page of rows read live from the lens's table (./query.ts). Throws QueryUnsupportedError
+   * when its source cannot serve queries, RecordRejectedError when a value does not fit its column.
+   */
+  query(lens: string, request: QueryRequest): Promise<QueryAnswer>;
   /** Records similar to a stored one, by its stored vector; undefined when `id` is not indexed. */
   similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined>;
   /** The dead letters of a lens, oldest first. */

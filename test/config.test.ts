@@ -138,7 +138,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       line: 10,
       message:
         'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
-        'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
+        'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs, rules',
     },
   ]);
 });

@@ -27,6 +27,7 @@ import { failover } from './failover.js';
 import { mysqlBinlog } from './mysql.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
+import { workerAnn } from './ann.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 500_000);
@@ -372,6 +373,7 @@ async function main(): Promise<void> {
     ['worker: search latency', () => workerSearch(cluster, rows)],
     ['worker: hash skips', () => workerHashSkips(cluster, rows)],
     ['worker: commit→searchable', () => workerFreshness(cluster, rows)],
+    ['worker: ANN index', () => workerAnn(rows)],
     ['trigger capture', () => triggerCapture(cluster, sink, rows)],
     ['failover', () => failover(cluster, rows)],
     ['smart sync', () => smartSync(cluster, sink, rows)],
@@ -409,6 +411,9 @@ async function main(): Promise<void> {
     'row (a gauge refreshed once a second). Search: sequential HTTP round trips, limit 10. Hash skips: deltas of the',
     'worker counters on /metrics. Commit→searchable: 1 in 10 rows carries a unique token polled by keyword search every',
     '20 ms; found time (response received) minus `pg_xact_commit_timestamp(xmin)`, after a 2 s warm-up.',
+    'Worker index (bench/ann.ts): the embedded index alone in a process of its own, clustered unit vectors written',
+    'in upserts of 5,000, closed, reopened, then 200 queries of limit 10 through the graph (exactBelow 0) and',
+    'up to 100 exact ones; brute force: the same queries scanned over every vector in one Float32Array.',
     '',
   ].join('\n');
   console.log(`\n${table()}\n`);

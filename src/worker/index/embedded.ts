@@ -25,7 +25,7 @@ import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 import { graphName, lensFiles, logName, readCheckpoint, removeOthers, writeCheckpoint, type LensFiles } from './checkpoint.js';
 import { scanMatrix, score, TopK, unitLength } from './exact.js';
-import { encodeFrames, OP_DELETE, OP_UPSERT, readFrameSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
+import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
 import { DEFAULT_HNSW, type HnswSettings } from './hnsw.js';
 import { LensData } from './lens-data.js';
 
@@ -242,7 +242,8 @@ export class EmbeddedVectorIndex implements VectorIndex {
   /** The graph's candidates for `query`, scored again exactly from the log's vectors. */
   private graphCandidates(l: Lens, query: Float32Array, fetch: number, exclude: number): Array<[number, number]> {
     const data = l.data;
-    const want = Math.max(fetch, Math.min(2 * fetch, this.hnsw.expansionSearch));
+    // A quantized graph ranks roughly: rescoring a wider candidate list restores the order.
+    const want = this.hnsw.quantization === 'f32' ? fetch : Math.max(2 * fetch, this.hnsw.expansionSearch);
     const out: Array<[number, number]> = [];
     for (const key of data.graph?.search(query, want) ?? []) {
       const slot = data.slotOfKey.get(key);
@@ -258,16 +259,18 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const file = await open(join(this.dir, logName(l.data.name, gen)), 'r');
     const found: Array<{ frame: UpsertFrame; score: number }> = [];
     const top = new TopK(limit);
+    const vector = new Float32Array(l.data.dims);
     try {
-      await scanFrames(file, 0, (frame, offset) => {
-        if (frame.op !== OP_UPSERT || frame.id === excludeId) return;
+      await scanFrames(file, 0, (payload, offset) => {
+        if (payload[0] !== OP_UPSERT) return;
         // Only the id's live frame counts (not older versions, not deleted ids).
-        const slot = l.data.slotOf.get(frame.id);
-        if (slot === undefined || l.data.offsets[slot] !== offset || l.gen !== gen) return;
-        const s = score(frame.vector, 0, query, l.data.dims);
+        const id = payloadId(payload);
+        const slot = l.data.slotOf.get(id);
+        if (id === excludeId || slot === undefined || l.data.offsets[slot] !== offset || l.gen !== gen) return;
+        const s = score(payloadVector(payload, vector), 0, query, l.data.dims);
         if (s < minScore || s <= top.floor) return;
         top.offer(found.length, s);
-        found.push({ frame, score: s });
+        found.push({ frame: decodePayload(payload) as UpsertFrame, score: s });
       });
     } finally {
       await file.close();
@@ -435,7 +438,8 @@ export class EmbeddedVectorIndex implements VectorIndex {
   /** Applies the log after the checkpoint; cuts off a write torn by a crash. */
   private async replay(l: Lens, rebuild: boolean): Promise<void> {
     const file = await this.logFile(l);
-    const end = await scanFrames(file, l.logBytes, (frame, offset) => {
+    const end = await scanFrames(file, l.logBytes, (payload, offset) => {
+      const frame = decodePayload(payload);
       l.data.apply(frame, offset, !rebuild);
       l.nextSeq = Math.max(l.nextSeq, frame.seq + 1);
       l.sinceCheckpoint++;

@@ -114,12 +114,24 @@ function payloadAt(buf: Buffer, at: number): Buffer | 'short' | 'damaged' {
   return crc32(payload) === buf.readUInt32LE(at + 4) ? payload : 'damaged';
 }
 
+/** The id of an encoded frame, without decoding the rest. */
+export function payloadId(payload: Buffer): string {
+  return payload.toString('utf8', 21, 21 + payload.readUInt32LE(17));
+}
+
+/** Copies the vector of an encoded upsert frame (the payload's last `dims` floats) into `out`. */
+export function payloadVector(payload: Buffer, out: Float32Array): Float32Array {
+  const bytes = out.length * 4;
+  new Uint8Array(out.buffer, out.byteOffset, bytes).set(payload.subarray(payload.length - bytes));
+  return out;
+}
+
 /**
- * Reads the frames of `file` from byte `from`, calling `onFrame` with each frame and its
- * offset. Returns the offset just past the last intact frame: the file's end, or where a
+ * Reads the frames of `file` from byte `from`, calling `onFrame` with each frame's payload
+ * (decode it with `decodePayload`, or only what is needed) and its offset. Returns the offset just past the last intact frame: the file's end, or where a
  * write torn by a crash starts. A damaged frame with more bytes after it is `damaged` (thrown).
  */
-export async function scanFrames(file: FileHandle, from: number, onFrame: (frame: Frame, offset: number) => void): Promise<number> {
+export async function scanFrames(file: FileHandle, from: number, onFrame: (payload: Buffer, offset: number) => void): Promise<number> {
   const size = (await file.stat()).size;
   let pos = from; // File offset of buf[0].
   let buf = Buffer.alloc(0);
@@ -127,7 +139,7 @@ export async function scanFrames(file: FileHandle, from: number, onFrame: (frame
     let at = 0;
     let next = payloadAt(buf, at);
     for (; next instanceof Buffer; next = payloadAt(buf, at)) {
-      onFrame(decodePayload(next), pos + at);
+      onFrame(next, pos + at);
       at += HEADER + next.length;
     }
     pos += at;

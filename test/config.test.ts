@@ -394,7 +394,7 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
   assert.deepEqual(config.sinks.hosted, { type: 'worker' });
   assert.deepEqual(config.worker, {
     embedder: { type: 'hash', dimensions: 384 },
-    index: { type: 'embedded', path: '/etc/tributary/data/index', quantization: 'f32', connectivity: 16, expansionAdd: 64, expansionSearch: 64, exactBelow: 10000 },
+    index: { type: 'embedded', path: '/etc/tributary/data/index', quantization: 'i8', connectivity: 16, expansionAdd: 64, expansionSearch: 64, exactBelow: 10000 },
     keys: [],
     maxQueuedChanges: 100000,
     readBatch: 500,

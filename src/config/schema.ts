@@ -187,9 +187,9 @@ const worker = {
             quantization: {
               type: 'string',
               enum: ['f32', 'f16', 'i8'],
-              default: 'f32',
+              default: 'i8',
               description:
-                'How the HNSW graph holds vectors in memory: f32 (4 bytes a dimension), f16 (2) or i8 (1). Results are scored again from the full-precision vectors on disk, so scores stay exact; a change rebuilds the graph on the next start.',
+                'How the HNSW graph holds vectors in memory: i8 (1 byte a dimension), f16 (2) or f32 (4). Candidates are scored again from the full-precision vectors on disk, so scores stay exact; f16 and f32 cost memory and insert time for a little recall. A change rebuilds the graph on the next start.',
             },
             connectivity: { type: 'integer', minimum: 4, maximum: 64, default: 16, description: "Links per node of the HNSW graph (HNSW's M): more is better recall, more memory." },
             expansionAdd: { type: 'integer', minimum: 8, maximum: 1024, default: 64, description: "Candidates kept while inserting (HNSW's ef_construction): more is a better graph, slower indexing." },

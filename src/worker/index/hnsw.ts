@@ -20,7 +20,12 @@ export interface HnswSettings {
   expansionSearch: number;
 }
 
-export const DEFAULT_HNSW: HnswSettings = { quantization: 'f32', connectivity: 16, expansionAdd: 64, expansionSearch: 64 };
+/**
+ * i8 by default: a quarter of f32's memory and several times faster to insert into, and, since
+ * results are scored again from the f32 vectors in the record log, the same scores (recall@10
+ * 0.98–1.00 on clustered vectors in bench/ann.ts).
+ */
+export const DEFAULT_HNSW: HnswSettings = { quantization: 'i8', connectivity: 16, expansionAdd: 64, expansionSearch: 64 };
 
 /** Threads usearch may use for a batch insert (the machine's cores are shared with the daemon). */
 const ADD_THREADS = 2;

@@ -46,6 +46,9 @@ for (const quantization of ['f32', 'f16', 'i8'] as Quantization[]) {
     for (let from = 0; from < N; from += 2000) {
       await index.upsert('p', Array.from({ length: 2000 }, (_, i) => record(`r${from + i}`, vectors.slice((from + i) * DIMS, (from + i + 1) * DIMS))));
     }
+    // Written vectors are searched exactly until the background insertion puts them in the graph: measure the graph.
+    await index.graphBuilt();
+    assert.equal(index.graphBacklog('p'), 0);
     let found = 0;
     for (let q = 0; q < QUERIES; q++) {
       const query = all.slice((N + q) * DIMS, (N + q + 1) * DIMS);
@@ -65,6 +68,7 @@ test('through the graph, updates and deletes are seen by the next search', async
   const index = await openIndex(t, tempDir(), { exactBelow: 0 });
   const vectors = clusteredVectors(5000, DIMS, { seed: 9 });
   await index.upsert('p', Array.from({ length: 5000 }, (_, i) => record(`r${i}`, vectors.slice(i * DIMS, (i + 1) * DIMS))));
+  await index.graphBuilt();
   const query = vectors.slice(42 * DIMS, 43 * DIMS);
   assert.equal((await index.searchVector('p', query, { limit: 1, minScore: 0 }))[0].id, 'r42');
   await index.delete('p', ['r42']);
@@ -76,9 +80,34 @@ test('through the graph, updates and deletes are seen by the next search', async
   const moved = await index.searchVector('p', query, { limit: 1, minScore: 0 });
   assert.deepEqual([moved[0].id, moved[0].content], ['r7', 'moved']);
   assert.ok((await index.searchVector('p', old, { limit: 1, minScore: 0 }))[0].id !== 'r7');
+  // The same once the new vector is in the graph rather than waiting for it.
+  await index.graphBuilt();
+  assert.equal((await index.searchVector('p', query, { limit: 1, minScore: 0 }))[0].id, 'r7');
+  assert.ok((await index.searchVector('p', old, { limit: 1, minScore: 0 }))[0].id !== 'r7');
   // A metadata update keeps the record where it is.
   await index.updateMetadata('p', [{ id: 'r7', metadata: { tag: 'new' } }]);
   assert.deepEqual((await index.searchVector('p', query, { limit: 1, minScore: 0 }))[0].metadata, { tag: 'new' });
+});
+
+test('written records are searchable at once; a graph backlog left at close is kept and built after reopen', async (t) => {
+  const dir = tempDir();
+  const n = 20_000;
+  const vectors = clusteredVectors(n, DIMS, { seed: 11 });
+  const first = await EmbeddedVectorIndex.open(dir, { exactBelow: 0 });
+  await first.upsert('p', Array.from({ length: n }, (_, i) => record(`r${i}`, vectors.slice(i * DIMS, (i + 1) * DIMS))));
+  assert.ok(first.graphBacklog('p') > 0, 'the graph takes the vectors in the background');
+  const last = vectors.slice((n - 1) * DIMS);
+  assert.equal((await first.searchVector('p', last, { limit: 1, minScore: 0 }))[0].id, `r${n - 1}`);
+  await first.close();
+
+  const second = await openIndex(t, dir, { exactBelow: 0 });
+  const backlog = second.graphBacklog('p');
+  t.diagnostic(`backlog after reopen: ${backlog}`);
+  assert.ok(backlog > 0, 'the checkpoint kept the records not yet in the graph');
+  assert.equal((await second.searchVector('p', last, { limit: 1, minScore: 0 }))[0].id, `r${n - 1}`);
+  await second.graphBuilt();
+  assert.equal(second.graphBacklog('p'), 0);
+  for (const i of [0, 7777, n - 1]) assert.equal((await second.searchVector('p', vectors.slice(i * DIMS, (i + 1) * DIMS), { limit: 1, minScore: 0 }))[0].id, `r${i}`);
 });
 
 /** The last step the writer acknowledged, or -1. */

@@ -34,6 +34,8 @@ const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'T
 const COMPACT_MIN_FRAMES = 1_000;
 /** Searches for more results than this are exact (a graph search that wide costs as much). */
 const EXACT_LIMIT = 1_000;
+/** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
+const GRAPH_SLICE = 256;
 
 export interface EmbeddedIndexOptions {
   /** Where compaction and checkpoint failures are reported (they are retried later; writes carry on). */
@@ -61,6 +63,8 @@ interface Lens {
   compactAfter: number;
   /** Writes of this lens, one at a time, in call order. */
   queue: Promise<unknown>;
+  /** The background insertion of pending vectors into the graph, while it runs. */
+  building?: Promise<void>;
 }
 
 export class EmbeddedVectorIndex implements VectorIndex {
@@ -227,19 +231,34 @@ export class EmbeddedVectorIndex implements VectorIndex {
     return data.idsAfter(after, limit);
   }
 
+  /** Records of a lens written but not yet in its graph (searched exactly meanwhile). */
+  graphBacklog(lens: string): number {
+    return this.peek(lens)?.data.pending.size ?? 0;
+  }
+
+  /** Resolves once every written vector is in its lens's graph (for tests and benchmarks). */
+  async graphBuilt(): Promise<void> {
+    for (const l of this.lenses.values()) {
+      await l.queue;
+      this.buildSoon(l);
+      await l.building;
+    }
+  }
+
   /** Waits for writes in progress, checkpoints lenses written since their last, closes files, releases the lock. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const l of this.lenses.values()) {
       await l.queue;
+      await l.building;
       if (l.sinceCheckpoint > 0) await this.checkpoint(l).catch((err) => this.warn(l, 'checkpoint', err));
     }
     await this.closeFiles();
     await this.unlock();
   }
 
-  /** The graph's candidates for `query`, scored again exactly from the log's vectors. */
+  /** The graph's candidates for `query`, scored again exactly from the log's vectors, and the best pending records. */
   private graphCandidates(l: Lens, query: Float32Array, fetch: number, exclude: number): Array<[number, number]> {
     const data = l.data;
     // A quantized graph ranks roughly: rescoring a wider candidate list restores the order.
@@ -250,7 +269,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
       if (slot === undefined || slot === exclude) continue;
       out.push([slot, score((readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector, 0, query, data.dims)]);
     }
-    return out;
+    return out.concat(data.searchPending(query, fetch, exclude));
   }
 
   /** Exact search over a large lens: one pass over its log, keeping each id's live frame only. */
@@ -299,12 +318,32 @@ export class EmbeddedVectorIndex implements VectorIndex {
     return l.log!.fd;
   }
 
+  /**
+   * Inserts the lens's pending vectors into its graph in slices, yielding to the event loop
+   * between them, until none are left (or the index closes): writes do not wait for the graph.
+   */
+  private buildSoon(l: Lens): void {
+    if (l.building || l.data.pending.size === 0) return;
+    l.building = (async () => {
+      try {
+        while (!this.closed && l.data.pending.size > 0) {
+          l.data.flushGraph(GRAPH_SLICE);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      } catch (err) {
+        this.warn(l, 'insert into the graph of', err);
+      } finally {
+        l.building = undefined;
+      }
+    })();
+  }
+
   /** Logs frames (one write, fsynced), applies them, then compacts or checkpoints if due; runs on the lens's queue. */
   private async write(l: Lens, frames: Frame[]): Promise<void> {
     const { bytes, offsets } = encodeFrames(frames);
     const base = await this.append(l, bytes);
     frames.forEach((frame, i) => l.data.apply(frame, base + offsets[i]));
-    l.data.flushGraph();
+    this.buildSoon(l);
     l.frames += frames.length;
     l.sinceCheckpoint += frames.length;
     await this.maintain(l);
@@ -425,6 +464,10 @@ export class EmbeddedVectorIndex implements VectorIndex {
       if (state.dims > 0 && !rebuild) l.data.newGraph().load(join(this.dir, graphName(lens, seq)));
     }
     if (!files.logs.has(l.gen) && l.logBytes > 0) throw new Error(`its log ${logName(lens, l.gen)} is missing`);
+    if (checkpoint && !rebuild) {
+      await this.logFile(l);
+      this.restorePending(l, checkpoint.state.pending ?? []);
+    }
     await this.replay(l, rebuild).catch(async (err: unknown) => {
       await l.log?.close();
       throw err;
@@ -432,7 +475,17 @@ export class EmbeddedVectorIndex implements VectorIndex {
     await removeOthers(this.dir, files, l.gen, checkpoint?.seq);
     if (rebuild) this.rebuildGraph(l);
     if (l.data.count <= this.exactBelow) this.fillMatrix(l);
+    this.buildSoon(l);
     return l;
+  }
+
+  /** The checkpoint's records not yet in its graph: pending again, their vectors from the log. */
+  private restorePending(l: Lens, keys: number[]): void {
+    const data = l.data;
+    for (const key of keys) {
+      const slot = data.slotOfKey.get(key);
+      if (slot !== undefined) data.pending.set(key, (readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector);
+    }
   }
 
   /** Applies the log after the checkpoint; cuts off a write torn by a crash. */
@@ -445,7 +498,6 @@ export class EmbeddedVectorIndex implements VectorIndex {
       l.sinceCheckpoint++;
       l.frames++;
     });
-    l.data.flushGraph();
     const size = (await file.stat()).size;
     if (end < size) {
       await file.truncate(end);

@@ -4,14 +4,14 @@
  * and for small lenses a matrix of the vectors for exact search. Texts, metadata and full
  * vectors stay in the record log (./frames.ts) and are read back by position.
  *
- * Every change goes through `apply(frame, offset)`, for a write and for a replay alike.
+ * Every change goes through `apply(frame, offset)`, for a write and for a replay alike. A new
+ * vector waits in `pending` until `flushGraph` inserts it into the graph (the index does that
+ * in the background, so writes go at the log's pace); searches scan `pending` exactly.
  */
 import { Bm25Index } from './bm25.js';
 import { OP_DELETE, type Frame, type UpsertFrame } from './frames.js';
 import { HnswGraph, type HnswSettings } from './hnsw.js';
-
-/** Graph inserts gathered before one batch insert into usearch. */
-const FLUSH_AT = 10_000;
+import { TopK, score } from './exact.js';
 
 /** The text keyword search sees: the content and the metadata's string values. */
 export function keywordText(content: string, metadataJson: string): string {
@@ -27,6 +27,8 @@ export interface SlotTable {
   offsets: number[];
   keys: number[];
   bm25: Array<Array<string | number>>;
+  /** Graph keys of records not yet in the saved graph. */
+  pending: number[];
 }
 
 export class LensData {
@@ -44,8 +46,8 @@ export class LensData {
   keyword = new Bm25Index();
   /** Row-major unit vectors by slot, kept while the lens has at most `exactBelow` records. */
   matrix: Float32Array | undefined;
-  /** Graph inserts not yet given to usearch, by key. */
-  private readonly pending = new Map<number, Float32Array>();
+  /** Vectors not yet in the graph, by key, in insertion order. */
+  readonly pending = new Map<number, Float32Array>();
 
   /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
   private sorted: string[] = [];
@@ -69,14 +71,33 @@ export class LensData {
     else this.put(frame, offset, withGraph);
   }
 
-  /** Gives the gathered inserts to the graph. Call after a batch of `apply`s. */
-  flushGraph(): void {
-    if (this.pending.size === 0) return;
-    const keys = [...this.pending.keys()];
+  /** Inserts up to `max` pending vectors into the graph, oldest first; returns how many are left. */
+  flushGraph(max = Infinity): number {
+    const keys: number[] = [];
+    for (const key of this.pending.keys()) {
+      if (keys.length >= max) break;
+      keys.push(key);
+    }
+    if (keys.length === 0) return 0;
     const vectors = new Float32Array(keys.length * this.dims);
-    keys.forEach((key, i) => vectors.set(this.pending.get(key)!, i * this.dims));
-    this.pending.clear();
+    keys.forEach((key, i) => {
+      vectors.set(this.pending.get(key)!, i * this.dims);
+      this.pending.delete(key);
+    });
     this.graph!.add(keys, vectors);
+    return this.pending.size;
+  }
+
+  /** The best `k` pending records for a unit `query` (exact scores), `excludeSlot` left out, as [slot, score]. */
+  searchPending(query: Float32Array, k: number, excludeSlot: number): Array<[number, number]> {
+    const top = new TopK(k);
+    for (const [key, vector] of this.pending) {
+      const slot = this.slotOfKey.get(key);
+      if (slot === undefined || slot === excludeSlot) continue;
+      const s = score(vector, 0, query, this.dims);
+      if (s > top.floor) top.offer(slot, s);
+    }
+    return top.entries();
   }
 
   /** A new, empty graph for this lens's dimensions (filled by the caller). */
@@ -151,7 +172,6 @@ export class LensData {
 
   private graphAdd(key: number, vector: Float32Array): void {
     this.pending.set(key, vector);
-    if (this.pending.size >= FLUSH_AT) this.flushGraph();
   }
 
   private graphRemove(key: number): void {
@@ -176,7 +196,8 @@ export class LensData {
 
   /** The slot table for a checkpoint. */
   table(): SlotTable {
-    return { dims: this.dims, ids: this.ids, hashes: this.hashes, offsets: this.offsets, keys: this.keys, bm25: this.keyword.snapshot() };
+    const { dims, ids, hashes, offsets, keys } = this;
+    return { dims, ids, hashes, offsets, keys, bm25: this.keyword.snapshot(), pending: [...this.pending.keys()] };
   }
 
   /** Takes a checkpoint's slot table (the graph is loaded by the caller). */

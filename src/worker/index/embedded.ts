@@ -10,7 +10,8 @@
  *   survives a crash at any instant (docs/architecture.md, delivery guarantee 1).
  * - Semantic search is exact (a scan of every vector) for lenses of at most `exactBelow`
  *   records, for more than `EXACT_LIMIT` results, and when asked; otherwise the graph proposes
- *   candidates, which are scored again exactly from the full-precision vectors in the log.
+ *   candidates, which are scored again exactly from the full-precision vectors in the log, and
+ *   the vectors not yet in the graph (`buildSoon` inserts them in the background) are scanned.
  * - Texts, metadata and vectors are read back from the log by position (page-cached reads), so
  *   memory holds per record only its id, hash, place and its quantized vector in the graph.
  * - `index.lock` holds the pid of the one process allowed to write the directory.

@@ -7,7 +7,7 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -112,6 +112,7 @@ test('written records are searchable at once; a graph backlog left at close is k
 
 /** The last step the writer acknowledged, or -1. */
 function lastAcked(ackPath: string): number {
+  if (!existsSync(ackPath)) return -1;
   const lines = readFileSync(ackPath, 'utf8').split('\n').filter((l) => l !== '');
   return lines.length ? Number(lines[lines.length - 1]) : -1;
 }
@@ -126,7 +127,9 @@ test('kill -9 at any instant of indexing: reopened and replayed, no lost and no 
     const child = spawn(process.execPath, [writer, dir, ackPath, String(first)], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await sleep(700 + (delays() + 0.5) * 1500);
+    // Once the writer has acknowledged a step (a loaded machine starts it slowly), kill it at a random instant.
+    for (const deadline = Date.now() + 30_000; lastAcked(ackPath) < first && Date.now() < deadline; ) await sleep(20);
+    await sleep((delays() + 0.5) * 1500);
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
     assert.equal(stderr, '', 'the writer failed on its own');

@@ -19,6 +19,7 @@
 import { endianness } from 'node:os';
 import { mkdir, open, readdir, realpath, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError, TributaryError } from '../../errors.js';
 import { lockDirectory, syncDirectory } from '../../files.js';
 import type { Logger } from '../../types.js';
@@ -36,7 +37,14 @@ const COMPACT_MIN_FRAMES = 1_000;
 /** Searches for more results than this are exact (a graph search that wide costs as much). */
 const EXACT_LIMIT = 1_000;
 /** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
-const GRAPH_SLICE = 256;
+const GRAPH_SLICE = 128;
+/**
+ * Graph insertion waits while the lens is being written (a write in the last GRAPH_IDLE_MS), so
+ * a full sync goes at the log's pace, unless more than GRAPH_BACKLOG_MAX vectors wait: those
+ * are held in memory and scanned by every search, so past that the graph takes them regardless.
+ */
+const GRAPH_IDLE_MS = 50;
+const GRAPH_BACKLOG_MAX = 100_000;
 
 export interface EmbeddedIndexOptions {
   /** Where compaction and checkpoint failures are reported (they are retried later; writes carry on). */
@@ -66,11 +74,17 @@ interface Lens {
   queue: Promise<unknown>;
   /** The background insertion of pending vectors into the graph, while it runs. */
   building?: Promise<void>;
+  /** When the lens was last written (performance.now()). */
+  writtenAt: number;
+  /** Vectors moved from pending into the graph since the last checkpoint. */
+  graphedSinceCheckpoint: number;
 }
 
 export class EmbeddedVectorIndex implements VectorIndex {
   private readonly lenses = new Map<string, Lens>();
   private closed = false;
+  /** graphBuilt is waiting: insert without waiting for writes to pause. */
+  private draining = false;
   private readonly hnsw: HnswSettings;
   private readonly exactBelow: number;
   /** Releases the directory lock. */
@@ -237,12 +251,17 @@ export class EmbeddedVectorIndex implements VectorIndex {
     return this.peek(lens)?.data.pending.size ?? 0;
   }
 
-  /** Resolves once every written vector is in its lens's graph (for tests and benchmarks). */
+  /** Resolves once every written vector is in its lens's graph, without waiting for writes to pause (for tests and benchmarks). */
   async graphBuilt(): Promise<void> {
-    for (const l of this.lenses.values()) {
-      await l.queue;
-      this.buildSoon(l);
-      await l.building;
+    this.draining = true;
+    try {
+      for (const l of this.lenses.values()) {
+        await l.queue;
+        this.buildSoon(l);
+        await l.building;
+      }
+    } finally {
+      this.draining = false;
     }
   }
 
@@ -253,7 +272,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     for (const l of this.lenses.values()) {
       await l.queue;
       await l.building;
-      if (l.sinceCheckpoint > 0) await this.checkpoint(l).catch((err) => this.warn(l, 'checkpoint', err));
+      if (l.sinceCheckpoint > 0 || l.graphedSinceCheckpoint > 0) await this.checkpoint(l).catch((err) => this.warn(l, 'checkpoint', err));
     }
     await this.closeFiles();
     await this.unlock();
@@ -328,8 +347,17 @@ export class EmbeddedVectorIndex implements VectorIndex {
     l.building = (async () => {
       try {
         while (!this.closed && l.data.pending.size > 0) {
-          l.data.flushGraph(GRAPH_SLICE);
+          const busy = performance.now() - l.writtenAt < GRAPH_IDLE_MS;
+          if (busy && l.data.pending.size <= GRAPH_BACKLOG_MAX && !this.draining) {
+            await sleep(GRAPH_IDLE_MS);
+            continue;
+          }
+          l.graphedSinceCheckpoint += l.data.pending.size - l.data.flushGraph(GRAPH_SLICE);
           await new Promise((resolve) => setImmediate(resolve));
+        }
+        // A large backlog went into the graph: save it, so a restart does not insert it again.
+        if (!this.closed && l.graphedSinceCheckpoint >= this.checkpointFrames(l)) {
+          await this.onLens(l, () => this.checkpoint(l)).catch((err) => this.warn(l, 'checkpoint', err));
         }
       } catch (err) {
         this.warn(l, 'insert into the graph of', err);
@@ -344,6 +372,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const { bytes, offsets } = encodeFrames(frames);
     const base = await this.append(l, bytes);
     frames.forEach((frame, i) => l.data.apply(frame, base + offsets[i]));
+    l.writtenAt = performance.now();
     this.buildSoon(l);
     l.frames += frames.length;
     l.sinceCheckpoint += frames.length;
@@ -379,7 +408,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
       if (l.frames > l.compactAfter && l.frames > 2 * l.data.count) {
         await this.compact(l);
         l.compactAfter = COMPACT_MIN_FRAMES;
-      } else if (l.sinceCheckpoint >= Math.max(this.options.checkpointFrames ?? 20_000, l.data.count / 10)) {
+      } else if (l.sinceCheckpoint >= this.checkpointFrames(l)) {
         await this.checkpoint(l);
       }
     } catch (err) {
@@ -390,6 +419,11 @@ export class EmbeddedVectorIndex implements VectorIndex {
     }
   }
 
+  /** Frames written (or vectors put into the graph) after which a checkpoint is due. */
+  private checkpointFrames(l: Lens): number {
+    return Math.max(this.options.checkpointFrames ?? 20_000, l.data.count / 10);
+  }
+
   /** Commits a checkpoint of the lens as it is now, then deletes the older files. */
   private async checkpoint(l: Lens): Promise<void> {
     const seq = l.nextSeq - 1;
@@ -397,6 +431,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const state = { version: 1 as const, gen: l.gen, logBytes: l.logBytes, frames: l.frames, nextSeq: l.nextSeq, hnsw: this.hnsw, ...data.table() };
     await writeCheckpoint(this.dir, data.name, seq, state, data.graph && ((path) => data.graph!.save(path)));
     l.sinceCheckpoint = 0;
+    l.graphedSinceCheckpoint = 0;
     await removeOthers(this.dir, await this.filesOf(data.name), l.gen, seq);
   }
 
@@ -539,6 +574,8 @@ export class EmbeddedVectorIndex implements VectorIndex {
       nextSeq: 1,
       compactAfter: COMPACT_MIN_FRAMES,
       queue: Promise.resolve(),
+      writtenAt: 0,
+      graphedSinceCheckpoint: 0,
     };
   }
 

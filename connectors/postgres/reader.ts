@@ -98,7 +98,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     for (const c of columns) row[c] = r[c];
     return { id, row, cursor };
   };
-  const toRow = (r: Record<string, unknown>) => toRowOf(r, options.columns);
+  const toRow = (r: Record<string, unknown>) => toRowOf(r, columns);
 
   async function query(text: string, values: unknown[]) {
     try {

@@ -245,7 +245,14 @@ export function vectorIndexContract(fixture: IndexFixture): void {
     assert.equal(await second.get('a', 'r5'), undefined);
     assert.deepEqual(await second.get('a', 'r7'), before.r7);
     assert.deepEqual(await second.get('a', 'r100'), records[100]);
-    assert.deepEqual(await second.searchVector('a', query, { limit: 20, minScore: 0 }), before.semantic);
+    const after = await second.searchVector('a', query, { limit: 20, minScore: 0 });
+    if (fixture.exactSearch) {
+      assert.deepEqual(after, before.semantic);
+    } else {
+      // An approximate graph may walk differently once reopened (its build state differs): the same hits, nearly.
+      const same = after.filter((h) => before.semantic.some((b) => b.id === h.id && Math.abs(b.score - h.score) < 1e-6)).length;
+      assert.ok(same >= 18, `${same} of 20 hits the same after reopening`);
+    }
     assert.deepEqual(await second.searchKeyword('a', 'zebra', { limit: 5, minScore: 0 }), before.keyword);
     assert.deepEqual(await second.idsAfter('a', undefined, 1000), before.ids);
     assert.equal(before.keyword[0].id, 'r0');

@@ -1,0 +1,58 @@
+/**
+ * The Kafka sink: each batch is one produce request of the idempotent producer with
+ * `acks: all` (https://kafka.apache.org/documentation/#producerconfigs_enable.idempotence),
+ * so a batch counts as delivered only once every in-sync replica has it, and a retried send
+ * does not duplicate. Messages are in the bus format (src/bus.ts); sync requests travel as
+ * messages too, for the consumers to act on.
+ *
+ * Failures are SinkErrors (docs/architecture.md, "Stages"): retriable kafkajs errors (a broker
+ * down, a leader moving) `transient`; records the broker refuses (too large, invalid)
+ * `rejected`; anything else (authorization, SASL) `fatal`. See src/kafka.ts.
+ */
+import { Partitioners, type Producer } from 'kafkajs';
+import { encodeChange, encodeSync } from '../../bus.js';
+import { SinkError, describeError } from '../../errors.js';
+import { kafkaClient, kafkaRecordRefused, kafkaRetriable } from '../../kafka.js';
+import type { Logger, RecordChange, Sink } from '../../types.js';
+import type { KafkaSinkConfig } from './spec.js';
+
+export function createKafkaSink(config: KafkaSinkConfig, log: Logger): Sink {
+  const client = kafkaClient(config);
+  let producer: Promise<Producer> | undefined;
+  let closed = false;
+
+  /** The connected producer; a failed connect is forgotten so the next batch tries again. */
+  function connected(): Promise<Producer> {
+    producer ??= (async () => {
+      const p = client.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+      await p.connect();
+      return p;
+    })();
+    producer.catch(() => (producer = undefined));
+    return producer;
+  }
+
+  async function send(lens: string, messages: Array<{ key: string; value: string }>): Promise<void> {
+    const where = `kafka sink, lens "${lens}", topic ${config.topic}`;
+    if (closed) throw new SinkError(`${where}: the sink is closed`, 'fatal');
+    try {
+      await (await connected()).send({ topic: config.topic, acks: -1, timeout: config.timeoutMs, messages });
+    } catch (err) {
+      const kind = kafkaRetriable(err) ? 'transient' : kafkaRecordRefused(err) ? 'rejected' : 'fatal';
+      log.debug({ lens, kind, err: describeError(err) }, 'kafka send failed');
+      throw new SinkError(`${where}: ${describeError(err)}`, kind, {}, err);
+    }
+  }
+
+  return {
+    write: (lens, changes: Array<RecordChange & { row?: Record<string, unknown> }>) => send(lens, changes.map((c) => encodeChange(lens, c))),
+    requestFullSync: (lens) => send(lens, [encodeSync(lens, 'full')]),
+    requestIncrementalSync: (lens) => send(lens, [encodeSync(lens, 'incremental')]),
+    async close() {
+      if (closed) return;
+      closed = true;
+      const p = await producer?.catch(() => undefined);
+      await p?.disconnect().catch(() => undefined);
+    },
+  };
+}

@@ -34,6 +34,17 @@ export interface SourceChange {
   committedAt: number;
 }
 
+/** A source record no change could be read from (see `SourceHandler.reject`). */
+export interface SourceRejection {
+  lens: string;
+  /** Why, in the user's words: `undecodable Debezium event: no "payload"`. */
+  reason: string;
+  /** Where it was read, e.g. `kafka topic app.public.items partition 2 offset 1187`. */
+  record: string;
+  /** Its key and value as text (cut to a few KB), when it had any. */
+  content?: string;
+}
+
 /** What a connector calls as it reads. All calls are synchronous and cheap. */
 export interface SourceHandler {
   /** A row change. Belongs to the next checkpoint. */
@@ -52,6 +63,12 @@ export interface SourceHandler {
    * --mode full`). Streaming goes on meanwhile.
    */
   fullSyncOwed(lens: string, reason: string): void;
+  /**
+   * A source record the connector cannot turn into changes (undecodable, malformed): it goes
+   * to the lens's dead-letter queue with where it was read and what it held, and reading goes
+   * on. Belongs to the next checkpoint, which is not acknowledged before the letter is stored.
+   */
+  reject(rejection: SourceRejection): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
   /**
@@ -159,7 +176,7 @@ export interface DeadLetter {
   firstSeen: string;
   lastSeen: string;
   /** Where it came from: source name, position, and the changes themselves. */
-  provenance: { source?: string; position?: Position; changes?: RecordChange[]; response?: string };
+  provenance: { source?: string; position?: Position; changes?: RecordChange[]; response?: string; record?: { where: string; content?: string } };
 }
 
 /**

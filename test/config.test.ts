@@ -264,7 +264,7 @@ test('${VAR} and ${VAR:-default} are interpolated in values; $${ is a literal', 
     // (a replacer function: in a replacement string, `$$` would mean `$`)
     .replace('    sink: hosted', () => '    sink: hosted\n    maxBatch: ${BATCH:-500}\n    changeTrackingColumn: "$${not_a_var}"');
   const config = parseConfig(text, FILE, { PGPASSWORD: 'pw', INGEST_KEY: 'ik_env', PGHOST: '' });
-  assert.equal(config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.url, 'postgres://tributary:pw@localhost:5432/shop');
   assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.key, 'ik_env');
   assert.equal(config.lenses.products.maxBatch, 500); // unquoted: re-typed as a number
   assert.equal(config.lenses.products.changeTrackingColumn, '${not_a_var}');
@@ -361,7 +361,7 @@ test('config/example.yaml is valid', () => {
     DATABASE_URL: 'postgres://tributary:secret@db:5432/shop',
     SEMILAYER_INGEST_KEY: 'ik_example',
   });
-  assert.equal(config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.url, 'postgres://tributary:secret@db:5432/shop');
   assert.equal(config.sinks.hosted.type === 'semilayer' && config.sinks.hosted.url, 'https://api.semilayer.com');
   assert.equal(config.lenses.products.table, 'public.products');
   assert.equal(config.state.type === 'embedded' && config.state.path, join(root, 'config/data'));
@@ -412,6 +412,6 @@ test('lenses of a capture: poll source need changeTrackingColumn and syncInterva
     { path: 'lenses.products.syncInterval', line: 7, message: 'source "app" has capture: poll, so this lens needs syncInterval (how often to poll, e.g. 5m)' },
   ]);
   const config = parseConfig(withLine(9, '    sink: hosted', '    changeTrackingColumn: updated_at', '    syncInterval: 5m').replace('    url: postgres://tributary:pgsecret@db:5432/shop', '    url: postgres://db/shop\n    capture: poll'), FILE, {});
-  assert.equal(config.sources.app.capture, 'poll');
+  assert.equal(config.sources.app.type === 'postgres' && config.sources.app.capture, 'poll');
   assert.equal(config.lenses.products.syncOverlap, '30s', 'the overlap default');
 });

@@ -40,7 +40,7 @@ async function scenario(lens: string, state: 'embedded' | 'postgres') {
     sinkUrl: sink.url,
     lenses: { [lens]: { table: 'items', fields: ['name'], changeTrackingColumn: 'updated_at', syncInterval: '1h', smartSyncInterval: '1s', initialSync: 'none' } },
   });
-  config.sources.app.capture = 'poll';
+  Object.assign(config.sources.app, { capture: 'poll' });
   if (state === 'postgres') config.state = { type: 'postgres', url: db, schema: 'tributary_state' };
   return { sql, config };
 }
@@ -98,7 +98,7 @@ test('a row polled after one sweep and deleted before the next is deleted by the
   const path = (config.state as { path: string }).path;
   writeFileSync(
     file,
-    `sources: { app: { type: postgres, url: "${config.sources.app.url}", capture: poll } }
+    `sources: { app: { type: postgres, url: "${(config.sources.app as { url: string }).url}", capture: poll } }
 lenses: { ${lens}: { source: app, table: items, changeTrackingColumn: updated_at, syncInterval: 1s, sink: hosted } }
 sinks: { hosted: { type: semilayer, url: "${sink.url}", key: ik_test } }
 state: { type: embedded, path: "${path}" }

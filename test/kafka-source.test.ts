@@ -1,0 +1,104 @@
+/**
+ * The kafka source with `format: tributary` against a real Kafka 3.9 broker
+ * (test/helpers/kafka.ts): the connector contract, a poison message, and the bus round trip:
+ * Postgres → kafka sink → topic → kafka source → worker sink → a search hit.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Partitioners, type Producer } from 'kafkajs';
+import { createConnector } from '../connectors/index.js';
+import { encodeChange } from '../src/bus.js';
+import type { SourceConfig } from '../src/config/types.js';
+import { createLogger } from '../src/log.js';
+import { Recorder, connectorContract, lensConfig } from './helpers/connector-contract.js';
+import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { startKafka, type TestKafka } from './helpers/kafka.js';
+import { databaseName, freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
+
+let kafka: TestKafka;
+let pg: TestPostgres;
+let producer: Producer;
+before(async () => {
+  [kafka, pg] = await Promise.all([startKafka(), startPostgres()]);
+  producer = kafka.client.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+});
+after(async () => {
+  await producer?.disconnect();
+  await Promise.all([kafka?.stop(), pg?.stop()]);
+});
+
+const log = createLogger({ level: process.env.TRIBUTARY_TEST_LOG ?? 'fatal' });
+
+function sourceConfig(topic: string, group: string, extra: Record<string, unknown> = {}): SourceConfig {
+  return { type: 'kafka', brokers: [kafka.broker], clientId: 'tributary', topics: [topic], groupId: group, format: 'tributary', fromBeginning: true, sessionTimeoutMs: 6000, ...extra };
+}
+
+connectorContract({
+  name: 'kafka tributary',
+  resumesFromSaved: false,
+  async source(testName) {
+    const name = databaseName(`kafka source ${testName}`);
+    const topic = `bus-${name}`;
+    await kafka.createTopic(topic, 2);
+    return {
+      config: sourceConfig(topic, name),
+      lens: { name: 'items', table: 'public.items', config: lensConfig('app', 'public.items') },
+      async insert(ids) {
+        await producer.send({ topic, acks: -1, messages: ids.map((id) => encodeChange('items', { id: String(id), action: 'upsert', committedAt: Date.now() })) });
+      },
+    };
+  },
+});
+
+test('a poison message is dead-lettered with its topic, partition and offset, and the partition goes on', async () => {
+  const topic = 'bus-poison';
+  await kafka.createTopic(topic, 1);
+  await producer.send({ topic, acks: -1, messages: [{ key: 'items/5', value: '{not json' }, encodeChange('items', { id: '6', action: 'delete', committedAt: 1 })] });
+  const rec = new Recorder();
+  const lens = { name: 'items', table: 'public.items', config: lensConfig('app', 'public.items') };
+  const connector = await createConnector(sourceConfig(topic, 'poison'), { sourceName: 'app', lenses: [lens], log, report: rec });
+  await connector.start(rec);
+  await eventually(() => rec.events.some((e) => 'change' in e && e.change.id === '6'), 'the message after the poison');
+  assert.equal(rec.rejections.length, 1);
+  assert.deepEqual({ ...rec.rejections[0], reason: undefined, content: undefined }, { lens: 'items', reason: undefined, record: `kafka topic ${topic} partition 0 offset 0`, content: undefined });
+  assert.match(rec.rejections[0].reason, /not a Tributary bus message/);
+  assert.match(rec.rejections[0].content!, /\{not json/);
+  assert.ok(rec.events.some((e) => 'change' in e && e.change.action === 'delete' && e.change.committedAt === 1));
+  await connector.stop();
+});
+
+test('the bus round trip: Postgres → kafka sink → kafka source → worker → a search hit', async (t) => {
+  const name = databaseName(t.name);
+  const db = await pg.createDatabase(name);
+  await pg.query(db, `CREATE TABLE products (id int PRIMARY KEY, name text, description text)`);
+  await pg.query(db, `INSERT INTO products VALUES (1, 'Cast Iron Skillet', 'Heavy pan for searing')`);
+  const topic = `bus-${name}`;
+  await kafka.createTopic(topic, 3);
+  const capture = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { products: { table: 'products', initialSync: 'none' } } });
+  capture.sinks.hosted = { type: 'kafka', brokers: [kafka.broker], clientId: 'tributary', topic, timeoutMs: 5000 };
+  const captureDaemon = await startTestDaemon(capture);
+
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bus-'));
+  const worker = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', lenses: { products: { table: 'products', initialSync: 'none', fields: ['name', 'description'], metadata: ['id'] } }, dataDir: join(dir, 'state') });
+  worker.sources.app = sourceConfig(topic, `workers-${name}`, { rowsFrom: db });
+  worker.sinks = { local: { type: 'worker' } };
+  worker.lenses.products.sink = 'local';
+  worker.worker = { listen: `127.0.0.1:${port}`, embedder: { type: 'hash', dimensions: 128 }, index: { type: 'embedded', path: join(dir, 'index') }, keys: [{ key: 'sk_search', scope: 'search' }], maxQueuedChanges: 100_000, readBatch: 500 };
+  const workerDaemon = await startTestDaemon(worker);
+  const search = async (query: string) => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/search/products`, { method: 'POST', headers: { authorization: 'Bearer sk_search', 'content-type': 'application/json' }, body: JSON.stringify({ query, limit: 3 }) });
+    return ((await res.json()) as { results?: Array<{ sourceRowId: string }> }).results ?? [];
+  };
+
+  await pg.query(db, `INSERT INTO products VALUES (42, 'Espresso Grinder', 'Conical burr grinder for espresso')`);
+  await eventually(async () => (await search('burr grinder espresso'))[0]?.sourceRowId === '42', 'the new row searchable through the bus', 30_000);
+  await pg.query(db, `DELETE FROM products WHERE id = 42`);
+  await eventually(async () => !(await search('burr grinder espresso')).some((r) => r.sourceRowId === '42'), 'the deleted row gone from search', 30_000);
+  assert.equal(await captureDaemon.stop(), 0);
+  assert.equal(await workerDaemon.stop(), 0);
+});

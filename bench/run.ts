@@ -12,6 +12,8 @@
  * 6. Failover (bench/failover.ts): two replicas, kill -9 of the active one; time to takeover.
  * 7. PostgreSQL versions (bench/pg-versions.ts): throughput and commit→delivered p99 on 15 and
  *    17, each against that version's own server-side decoding rate.
+ * 8. Kinesis (bench/kinesis.ts): a 200,000-record DMS backlog over 4 shards in kinesalite, against
+ *    bare GetRecords calls; peak RSS.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -28,6 +30,7 @@ import { triggerCapture } from './trigger.js';
 import { failover } from './failover.js';
 import { postgresVersions } from './pg-versions.js';
 import { mysqlBinlog } from './mysql.js';
+import { kinesisBacklog } from './kinesis.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
@@ -380,6 +383,7 @@ async function main(): Promise<void> {
     ['smart sync', () => smartSync(cluster, sink, rows)],
     ['postgres versions', () => postgresVersions(rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],
+    ['kinesis: backlog', () => kinesisBacklog(rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

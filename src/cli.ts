@@ -142,6 +142,7 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
     if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
+    if (l.partLagMs) line += `  lag=${Object.entries(l.partLagMs).map(([part, ms]) => `${part}:${ms}ms`).join(',') || '-'}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
     if (snapshots.length > 1) line += `  replica=${l.instance}`;

@@ -26,6 +26,10 @@ export interface SweepGauges {
 export interface SourceGauges {
   lagBytes?: number;
   retainedBytes?: number;
+  /** Streams: how far the slowest shard is behind the stream's tip, ms. */
+  lagMs?: number;
+  /** Streams: records of tables no lens reads, skipped since the connector started. */
+  skippedRecords?: number;
   paused: boolean;
   /** This process reads the source (holds its lease); false while it stands by. */
   active: boolean;
@@ -98,6 +102,8 @@ export class Metrics {
     const fromSources = (read: (g: SourceGauges) => number | undefined) => () => [...sources].map(([source, g]): Row => [source, read(g)]);
     this.collected('Gauge', 'source', 'tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', fromSources((g) => g.lagBytes));
     this.collected('Gauge', 'source', 'tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', fromSources((g) => g.retainedBytes));
+    this.collected('Gauge', 'source', 'tributary_stream_lag_seconds', 'Streams (Kinesis): how far the slowest shard is behind the tip (MillisBehindLatest)', fromSources((g) => (g.lagMs === undefined ? undefined : g.lagMs / 1000)));
+    this.collected('Counter', 'source', 'tributary_stream_skipped_records_total', 'Streams (Kinesis): records of tables no lens reads, skipped', fromSources((g) => g.skippedRecords));
     this.collected('Gauge', 'source', 'tributary_source_paused', '1 while a source is paused by backpressure', fromSources((g) => (g.paused ? 1 : 0)));
     this.collected('Gauge', 'source', 'tributary_source_active', '1 while this replica reads the source, 0 while it stands by (another replica holds the source)', fromSources((g) => (g.active ? 1 : 0)));
     client.collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });

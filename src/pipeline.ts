@@ -24,7 +24,7 @@ import type { LensStore } from './lens-store.js';
 import type { Metrics } from './metrics.js';
 import { backoffDelay } from './retry.js';
 import { Sweeper } from './sweep.js';
-import type { Logger, Position, RecordChange, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceRejection, SourceState, StateStore } from './types.js';
+import type { Logger, Position, RecordChange, RejectedRecord, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
 
 /** How long a drain waits for the source connection to close. */
 const CONNECTOR_STOP_TIMEOUT_MS = 5000;
@@ -86,8 +86,6 @@ export class Pipeline implements SourceHandler {
   /** Deliveries in progress, so drain can wait for them. */
   private readonly deliveries = new Set<Promise<void>>();
   private lagTimer: NodeJS.Timeout | undefined;
-  /** Ticks of rejected source records whose dead letters are not yet stored (tick → how many). */
-  private readonly rejecting = new Map<number, number>();
 
   constructor(options: PipelineOptions) {
     this.options = options;
@@ -207,20 +205,12 @@ export class Pipeline implements SourceHandler {
     void this.options.lensStore.save(lens.name, { fullSync: 'owed', reason });
   }
 
-  /** A source record no change could be read from: dead-lettered; its checkpoint waits for the letter. */
-  reject(rejection: SourceRejection): void {
-    const tick = this.tick + 1;
-    this.rejecting.set(tick, (this.rejecting.get(tick) ?? 0) + 1);
-    this.bufferStarted = true;
-    this.metrics.deadLetters.inc({ lens: rejection.lens }, 1);
-    this.log.error({ lens: rejection.lens, record: rejection.record, reason: rejection.reason }, 'a source record could not be read; it is in the dead-letter store');
-    const letter = { lens: rejection.lens, reason: rejection.reason, error: rejection.reason, attempts: 1, provenance: { source: this.sourceName, record: { where: rejection.record, content: rejection.content } } };
-    void this.options.deadLetters.add(letter).then(() => {
-      const left = this.rejecting.get(tick)! - 1;
-      if (left > 0) this.rejecting.set(tick, left);
-      else this.rejecting.delete(tick);
-      this.acknowledge();
-    });
+  /** An undecodable record: a dead letter of its lens, or of the pseudo-lens named after the source when no lens can be told. */
+  reject(record: RejectedRecord): void {
+    const lens = record.lens ?? this.sourceName;
+    this.metrics.deadLetters.inc({ lens });
+    this.log.error({ lens, where: record.where, reason: record.reason }, 'a source record cannot be understood; it is in the dead-letter store');
+    void this.options.deadLetters.add({ lens, reason: record.reason, error: record.reason, attempts: 1, provenance: { source: this.sourceName, position: record.where, record: record.raw } });
   }
 
   state(state: SourceState, detail?: string): void {
@@ -358,7 +348,6 @@ export class Pipeline implements SourceHandler {
   private acknowledge(): void {
     let floor = Infinity;
     for (const lens of this.lenses.values()) floor = Math.min(floor, lens.oldestTick());
-    for (const tick of this.rejecting.keys()) floor = Math.min(floor, tick);
     let safe = 0;
     while (safe < this.checkpoints.length && this.checkpoints[safe].tick < floor) safe++;
     if (safe === 0) return;

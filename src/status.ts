@@ -27,6 +27,8 @@ export interface LensStatus {
   capture?: { mode: string; reason: string };
   /** Paused by an operator (`tributary pause`). */
   paused: boolean;
+  /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms. */
+  partLagMs?: Record<string, number>;
   /** Smart sync sweeps of the lens, when it has smartSyncInterval. */
   sweep?: SweepProgress;
 }
@@ -64,6 +66,7 @@ export function pipelineStatus(pipeline: Pipeline, deadLetters: DeadLetters): Le
       fullSync: lens.sync?.reason ?? (lens.inFlight?.kind === 'sync' ? lens.inFlight.reason : undefined),
       capture: pipeline.captureMode,
       paused: lens.paused,
+      partLagMs: pipeline.connector?.partLag?.(),
       sweep: lens.sweeper && { ...lens.sweeper.progress },
     };
   });

@@ -32,17 +32,23 @@ export interface SourceChange {
   action: Action;
   /** When the source committed the change, ms since the epoch (for latency metrics). */
   committedAt: number;
+  /**
+   * The row's columns when the source carried them (stream sources: a DMS record's `data`, a
+   * Debezium event's `after`); null for a delete. Sinks that take rows need no row reader then.
+   */
+  row?: Record<string, unknown> | null;
 }
 
-/** A source record no change could be read from (see `SourceHandler.reject`). */
-export interface SourceRejection {
-  lens: string;
-  /** Why, in the user's words: `undecodable Debezium event: no "payload"`. */
+/** A source record the connector could not turn into changes (see `SourceHandler.reject`). */
+export interface RejectedRecord {
+  /** The lens whose table the record names; undefined when no lens could be told (not JSON, no table). */
+  lens?: string;
+  /** Why it was not understood, e.g. `the record is not JSON`. */
   reason: string;
-  /** Where it was read, e.g. `kafka topic app.public.items partition 2 offset 1187`. */
-  record: string;
-  /** Its key and value as text (cut to a few KB), when it had any. */
-  content?: string;
+  /** The record as it arrived (text), for the dead-letter queue. */
+  raw: string;
+  /** Where it is in the source, e.g. `shardId-000000000001@49680…` (a shard and sequence number). */
+  where: string;
 }
 
 /** What a connector calls as it reads. All calls are synchronous and cheap. */
@@ -64,11 +70,10 @@ export interface SourceHandler {
    */
   fullSyncOwed(lens: string, reason: string): void;
   /**
-   * A source record the connector cannot turn into changes (undecodable, malformed): it goes
-   * to the lens's dead-letter queue with where it was read and what it held, and reading goes
-   * on. Belongs to the next checkpoint, which is not acknowledged before the letter is stored.
+   * A record the connector cannot understand (not JSON, no table, no key): it goes to the
+   * dead-letter queue with its raw text and place, and reading goes on. Belongs to no checkpoint.
    */
-  reject(rejection: SourceRejection): void;
+  reject(record: RejectedRecord): void;
   /** Connection state for status: `streaming`, `reconnecting`, `standby`, `error`. */
   state(state: SourceState, detail?: string): void;
   /**
@@ -102,8 +107,14 @@ export interface SourceConnector {
   /** Stop reading (backpressure); keepalives still go out. */
   pause(): void;
   resume(): void;
-  /** Source-specific gauges for metrics and status (replication lag, retained WAL). */
-  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number }>;
+  /**
+   * Source-specific gauges for metrics and status: replication lag and retained WAL (bytes);
+   * for streams, how far the slowest part is behind the stream's tip (ms) and the records of
+   * tables no lens reads, skipped since start.
+   */
+  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number; lagMs?: number; skippedRecords?: number }>;
+  /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms, for status. */
+  partLag?(): Record<string, number>;
   /** Connectors that read on a schedule (polling) have this capability; streams do not. */
   readonly scheduled?: ScheduledReading;
   /**
@@ -176,7 +187,14 @@ export interface DeadLetter {
   firstSeen: string;
   lastSeen: string;
   /** Where it came from: source name, position, and the changes themselves. */
-  provenance: { source?: string; position?: Position; changes?: RecordChange[]; response?: string; record?: { where: string; content?: string } };
+  provenance: {
+    source?: string;
+    position?: Position;
+    changes?: RecordChange[];
+    response?: string;
+    /** A source record the connector could not understand, as it arrived (`position` is where it was). */
+    record?: string;
+  };
 }
 
 /**

@@ -72,7 +72,7 @@ describe('capture: auto', () => {
     assert.deepEqual(await decide(db.url), { mode: 'logical', reason: 'wal_level is logical and the role may replicate' });
 
     const config = testConfig({ dbUrl: db.url, sinkUrl: sink.url, slot: db.name, lenses: { [`${db.name}_t`]: { table: 't', initialSync: 'none' } } });
-    Object.assign(config.sources.app, { capture: 'auto' });
+    config.sources.app.capture = 'auto';
     const daemon = await startTestDaemon(config);
     await logical.query(db.url, `INSERT INTO t (id) VALUES (1)`);
     await eventually(() => sink.lastAction(`${db.name}_t`).get('1') === 'upsert', 'id 1');
@@ -87,7 +87,7 @@ describe('capture: auto', () => {
     assert.deepEqual(await decide(db.as('trig')), { mode: 'trigger', reason });
 
     const config = testConfig({ dbUrl: db.as('trig'), sinkUrl: sink.url, slot: db.name, lenses: { [`${db.name}_t`]: { table: 't', initialSync: 'none' } } });
-    Object.assign(config.sources.app, { capture: 'auto' });
+    config.sources.app.capture = 'auto';
     const daemon = await startTestDaemon(config);
     await logical.query(db.url, `INSERT INTO t (id) VALUES (1)`);
     await eventually(() => sink.lastAction(`${db.name}_t`).get('1') === 'upsert', 'id 1');
@@ -123,7 +123,7 @@ describe('capture: auto', () => {
     await logical.query(db.url, `INSERT INTO t (id) SELECT g FROM generate_series(1, 500) g`);
     const lens = `${db.name}_t`;
     const config = testConfig({ dbUrl: db.as('plain'), sinkUrl: sink.url, slot: db.name, lenses: { [lens]: { table: 't', initialSync: 'none', changeTrackingColumn: 'updated_at', syncInterval: '1s', syncOverlap: '0s' } } });
-    Object.assign(config.sources.app, { capture: 'auto' });
+    config.sources.app.capture = 'auto';
     const first = await startTestDaemon(config);
     await eventually(() => sink.counts(lens) === 500, 'the 500 rows polled');
     assert.equal(await first.stop(), 0);
@@ -153,7 +153,7 @@ describe('capture: auto', () => {
 
     const lens = `${db.name}_t`;
     const config = testConfig({ dbUrl: db.as('plain'), sinkUrl: sink.url, slot: db.name, lenses: { [lens]: { table: 't', initialSync: 'none', changeTrackingColumn: 'updated_at', syncInterval: '1s' } } });
-    Object.assign(config.sources.app, { capture: 'auto' });
+    config.sources.app.capture = 'auto';
     const daemon = await startTestDaemon(config);
     await logical.query(db.url, `INSERT INTO t (id) VALUES (1)`);
     await eventually(() => sink.lastAction(lens).get('1') === 'upsert', 'id 1 polled');

@@ -138,7 +138,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       path: 'lenses.products.feilds',
       line: 10,
       message:
-        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, changeTrackingColumn, ' +
+        'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, payload, entityType, changeTrackingColumn, ' +
         'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
     },
   ]);
@@ -157,11 +157,11 @@ test('enums list the allowed values; planned ones are "not available in this ver
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
     { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: seyn')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"seyn" is not available in this version yet; expected one of: semilayer, worker' },
+  assert.deepEqual(problems(withLine(12, '    type: kafka')), [
+    { path: 'sinks.hosted.type', line: 12, message: '"kafka" is not available in this version yet; expected one of: semilayer, worker, seyn, psykhe' },
   ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
     { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },
@@ -381,6 +381,21 @@ test('the quick start files are valid: the worker on embedded defaults, the host
   assert.equal(mysql.sources.shop.type === 'mysql' && mysql.sources.shop.capture, 'binlog');
   assert.equal(mysql.lenses.products.table, 'shop.products');
   assert.equal(mysql.lenses.products.smartSyncInterval, '24h');
+  const kinesis = loadConfig(join(root, 'config/kinesis.yaml'), { SEMILAYER_INGEST_KEY: 'ik_x' });
+  const stream = kinesis.sources['orders-stream'];
+  assert.deepEqual(stream.type === 'kinesis' && [stream.stream, stream.region, stream.format, stream.startAt, stream.pollIntervalMs], ['dms-shop', 'eu-west-1', 'dms', 'trim_horizon', 1000]);
+  assert.deepEqual(kinesis.lenses['order-lines'].primaryKey, ['order_id', 'line_no']);
+});
+
+test('lenses of a kinesis source need primaryKey, and read no tables (no polling, no sweeps)', () => {
+  const source = 'sources:\n  app: { type: kinesis, stream: s, region: eu-west-1 }\n';
+  const sinks = 'sinks:\n  hosted: { type: semilayer, url: https://api.semilayer.com, key: ik_x }\n';
+  const bare = `${source}lenses:\n  products: { source: app, table: products, sink: hosted }\n${sinks}`;
+  assert.throws(() => parseConfig(bare, FILE, {}), (err: ConfigError) => /lenses\.products\.primaryKey.*kinesis stream.*set primaryKey/.test(err.message));
+  const swept = `${source}lenses:\n  products: { source: app, table: products, primaryKey: [id], smartSyncInterval: 1h, sink: hosted }\n${sinks}`;
+  assert.throws(() => parseConfig(swept, FILE, {}), (err: ConfigError) => /lenses\.products\.smartSyncInterval.*reads no tables/.test(err.message));
+  const good = parseConfig(`${source}lenses:\n  products: { source: app, table: products, primaryKey: [id], sink: hosted }\n${sinks}`, FILE, {});
+  assert.equal(good.lenses.products.table, 'public.products');
 });
 
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {

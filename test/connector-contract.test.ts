@@ -1,23 +1,27 @@
 /**
  * The connector contract (test/helpers/connector-contract.ts) against every source connector
- * and capture mode: postgres logical, trigger, poll and auto; mysql binlog and poll. Each test
- * gets its own database, named from a hash of its title.
+ * and capture mode: postgres logical, trigger, poll and auto; mysql binlog and poll; kinesis
+ * (DMS records in kinesalite). Each test gets its own database (or stream), named from a hash
+ * of its title.
  */
 import { after, before } from 'node:test';
 import { defaultServerId, type MysqlSourceConfig } from '../connectors/mysql/spec.js';
 import type { PostgresSourceConfig } from '../connectors/postgres/spec.js';
+import { dmsRecord, startKinesis, type TestKinesis } from './helpers/kinesis.js';
 import { connectorContract, lensConfig, type ConnectorFixture, type ContractSource } from './helpers/connector-contract.js';
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { databaseName, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 let pg: TestPostgres;
 let my: TestMariadb;
+/** Started by the first kinesis test. */
+let kinesis: TestKinesis | undefined;
 
 before(async () => {
   [pg, my] = await Promise.all([startPostgres(), startMariadb()]);
 });
 after(async () => {
-  await Promise.all([pg?.stop(), my?.stop()]);
+  await Promise.all([pg?.stop(), my?.stop(), kinesis?.stop()]);
 });
 
 /** Polled lenses: read every second, no overlap (so an acknowledged row is not read again). */
@@ -71,3 +75,20 @@ connectorContract(postgres('poll'));
 connectorContract(postgres('auto', 'logical'));
 connectorContract(mysql('binlog'));
 connectorContract(mysql('poll'));
+
+/** DMS records in a two-shard kinesalite stream, one per test. */
+const kinesisDms: ConnectorFixture = {
+  name: 'kinesis dms',
+  resumesFromSaved: true,
+  async source(testName): Promise<ContractSource> {
+    const k = (kinesis ??= await startKinesis());
+    const stream = databaseName(testName);
+    await k.createStream(stream, 2);
+    return {
+      config: k.sourceConfig(stream),
+      lens: { name: 'items', table: 'public.items', primaryKey: ['id'], config: lensConfig('app', 'public.items', { primaryKey: ['id'] }) },
+      insert: (ids) => k.put(stream, ids.map((id) => dmsRecord('public.items', 'insert', { id }))),
+    };
+  },
+};
+connectorContract(kinesisDms);

@@ -348,7 +348,7 @@ describe('compose trial', () => {
     for (const key of ['INGEST_KEY', 'SEARCH_KEY']) assert.match(tributary.environment[key], new RegExp(`^\\$\\{${key}:\\?`));
     const env = { ...tributary.environment, INGEST_KEY: 'ik_0123456789abcdef', SEARCH_KEY: 'sk_0123456789abcdef' };
     const config = parseConfig(readFileSync(file, 'utf8'), '/etc/tributary/tributary.yaml', env);
-    assert.equal(new URL((config.sources.shop as { url: string }).url).hostname, 'postgres');
+    assert.equal(new URL(config.sources.shop.type === 'postgres' ? config.sources.shop.url : '').hostname, 'postgres');
     assert.ok(mounts.has('/data') && config.state.type === 'embedded' && config.state.path === '/data');
     const published = tributary.ports.map((p: string) => Number(p.split(':')[1]));
     assert.deepEqual(published.sort(), [parseListen(config.worker!.listen!).port, parseListen(config.metrics!.listen).port].sort());

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Partitioners, type Producer } from 'kafkajs';
 import { createConnector } from '../connectors/index.js';
 import { encodeChange } from '../src/bus.js';
-import type { SourceConfig } from '../src/config/types.js';
+import type { Config, SourceConfig } from '../src/config/types.js';
 import { createLogger } from '../src/log.js';
 import { Recorder, connectorContract, lensConfig } from './helpers/connector-contract.js';
 import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
@@ -63,10 +63,11 @@ test('a poison message is dead-lettered with its topic, partition and offset, an
   const connector = await createConnector(sourceConfig(topic, 'poison'), { sourceName: 'app', lenses: [lens], log, report: rec });
   await connector.start(rec);
   await eventually(() => rec.events.some((e) => 'change' in e && e.change.id === '6'), 'the message after the poison');
-  assert.equal(rec.rejections.length, 1);
-  assert.deepEqual({ ...rec.rejections[0], reason: undefined, content: undefined }, { lens: 'items', reason: undefined, record: `kafka topic ${topic} partition 0 offset 0`, content: undefined });
-  assert.match(rec.rejections[0].reason, /not a Tributary bus message/);
-  assert.match(rec.rejections[0].content!, /\{not json/);
+  assert.equal(rec.rejected.length, 1);
+  assert.equal(rec.rejected[0].lens, 'items');
+  assert.equal(rec.rejected[0].where, `kafka topic ${topic} partition 0 offset 0`);
+  assert.match(rec.rejected[0].reason, /not a Tributary bus message/);
+  assert.match(rec.rejected[0].raw, /key: items\/5\nvalue: \{not json/);
   assert.ok(rec.events.some((e) => 'change' in e && e.change.action === 'delete' && e.change.committedAt === 1));
   await connector.stop();
 });
@@ -84,7 +85,7 @@ test('the bus round trip: Postgres → kafka sink → kafka source → worker �
 
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bus-'));
-  const worker = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', lenses: { products: { table: 'products', initialSync: 'none', fields: ['name', 'description'], metadata: ['id'] } }, dataDir: join(dir, 'state') });
+  const worker: Config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', lenses: { products: { table: 'products', initialSync: 'none', fields: ['name', 'description'], metadata: ['id'] } }, dataDir: join(dir, 'state') });
   worker.sources.app = sourceConfig(topic, `workers-${name}`, { rowsFrom: db });
   worker.sinks = { local: { type: 'worker' } };
   worker.lenses.products.sink = 'local';

@@ -38,7 +38,7 @@ async function database(t: { name: string }, ddl = TABLE) {
 
 function pollConfig(db: string, lenses: Record<string, Partial<LensConfig> & { table: string }>, dataDir?: string) {
   const config = testConfig({ dbUrl: db, sinkUrl: sink.url, dataDir, lenses });
-  Object.assign(config.sources.app, { capture: 'poll' });
+  config.sources.app.capture = 'poll';
   return config;
 }
 

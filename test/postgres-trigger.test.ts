@@ -35,7 +35,7 @@ async function setUp(t: { name: string }, ddl: string, lenses: Record<string, Pa
   await server.query(db, ddl);
   const prefixed = Object.fromEntries(Object.entries(lenses).map(([lens, l]) => [`${name}_${lens}`, l]));
   const config = testConfig({ dbUrl: db, sinkUrl: sink.url, lenses: prefixed, slot: name });
-  Object.assign(config.sources.app, { capture: 'trigger' });
+  config.sources.app.capture = 'trigger';
   const sql = (text: string, params?: unknown[]) => server.query(db, text, params);
   const changelogRows = async () => Number((await sql(`SELECT count(*) AS n FROM tributary.changelog`))[0].n);
   return { name, db, config, sql, lens: (l: string) => `${name}_${l}`, changelogRows };
@@ -252,7 +252,7 @@ describe('postgres trigger capture', () => {
     const s = await setUp(t, `CREATE TABLE priv (id int PRIMARY KEY); CREATE ROLE app_writer LOGIN; CREATE ROLE capturer LOGIN;`, {
       priv: { table: 'priv', initialSync: 'none' },
     });
-    Object.assign(s.config.sources.app, { url: s.db.replace('postgres@', 'capturer@') });
+    s.config.sources.app.url = s.db.replace('postgres@', 'capturer@');
     assert.match(await startError(s.config), /may not create it: GRANT CREATE ON DATABASE .* TO "capturer".*GRANT TRIGGER ON "public"\."priv" TO "capturer"/);
     await s.sql(`GRANT CREATE ON DATABASE ${s.name} TO capturer`);
     assert.match(await startError(s.config), /may not create triggers on public\.priv: GRANT TRIGGER ON "public"\."priv" TO "capturer"/);

@@ -35,12 +35,12 @@ async function scenario(lens: string, state: 'embedded' | 'postgres') {
   const sql = (text: string) => cluster.query(db, text);
   await sql(`CREATE TABLE items (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, ${ROWS}) g`);
-  const config: Config = testConfig({
+  const config = testConfig({
     dbUrl: db,
     sinkUrl: sink.url,
     lenses: { [lens]: { table: 'items', fields: ['name'], changeTrackingColumn: 'updated_at', syncInterval: '1h', smartSyncInterval: '1s', initialSync: 'none' } },
   });
-  Object.assign(config.sources.app, { capture: 'poll' });
+  config.sources.app.capture = 'poll';
   if (state === 'postgres') config.state = { type: 'postgres', url: db, schema: 'tributary_state' };
   return { sql, config };
 }
@@ -98,7 +98,7 @@ test('a row polled after one sweep and deleted before the next is deleted by the
   const path = (config.state as { path: string }).path;
   writeFileSync(
     file,
-    `sources: { app: { type: postgres, url: "${(config.sources.app as { url: string }).url}", capture: poll } }
+    `sources: { app: { type: postgres, url: "${config.sources.app.url}", capture: poll } }
 lenses: { ${lens}: { source: app, table: items, changeTrackingColumn: updated_at, syncInterval: 1s, sink: hosted } }
 sinks: { hosted: { type: semilayer, url: "${sink.url}", key: ik_test } }
 state: { type: embedded, path: "${path}" }

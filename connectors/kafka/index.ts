@@ -30,7 +30,6 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
   const where = `source "${ctx.sourceName}"`;
   const log = ctx.log;
   const client = kafkaClient(config);
-  const lenses = ctx.lenses.map((l) => l.name);
   const offsets = new Offsets();
   let handler: SourceHandler;
   let supervisor: Supervisor | undefined;
@@ -57,9 +56,9 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
   }
 
   function reject(message: KafkaMessage, err: UndecodableMessage): void {
-    const record = `kafka topic ${message.topic} partition ${message.partition} offset ${message.offset}`;
-    const content = `key: ${message.key?.toString('utf8') ?? 'null'}\nvalue: ${message.value?.toString('utf8') ?? 'null'}`.slice(0, MAX_LETTER_CONTENT);
-    for (const lens of err.lens !== undefined ? [err.lens] : lenses) handler.reject({ lens, reason: err.message, record, content });
+    const where = `kafka topic ${message.topic} partition ${message.partition} offset ${message.offset}`;
+    const raw = `key: ${message.key?.toString('utf8') ?? 'null'}\nvalue: ${message.value?.toString('utf8') ?? 'null'}`.slice(0, MAX_LETTER_CONTENT);
+    handler.reject({ ...(err.lens !== undefined ? { lens: err.lens } : {}), reason: err.message, raw, where });
   }
 
   function pauseTopics(c: Consumer | undefined, pause: boolean): void {

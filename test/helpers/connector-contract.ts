@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnector } from '../../connectors/index.js';
 import type { LensConfig, SourceConfig } from '../../src/config/types.js';
 import { createLogger } from '../../src/log.js';
-import type { ConnectorContext, Position, SourceChange, SourceConnector, SourceHandler, SourceRejection, SourceState } from '../../src/types.js';
+import type { ConnectorContext, Position, RejectedRecord, SourceChange, SourceConnector, SourceHandler, SourceState } from '../../src/types.js';
 import { eventually } from './daemon.js';
 
 const log = createLogger({ level: process.env.TRIBUTARY_TEST_LOG ?? 'fatal' });
@@ -21,7 +21,7 @@ export class Recorder implements SourceHandler {
   readonly resyncs: Array<{ lens: string; reason: string }> = [];
   readonly owed: Array<{ lens: string; reason: string }> = [];
   readonly captures: Array<{ mode: string; reason: string }> = [];
-  readonly rejections: SourceRejection[] = [];
+  readonly rejected: RejectedRecord[] = [];
 
   change(change: SourceChange): void {
     this.events.push({ change });
@@ -35,8 +35,8 @@ export class Recorder implements SourceHandler {
   fullSyncOwed(lens: string, reason: string): void {
     this.owed.push({ lens, reason });
   }
-  reject(rejection: SourceRejection): void {
-    this.rejections.push(rejection);
+  reject(record: RejectedRecord): void {
+    this.rejected.push(record);
   }
   state(state: SourceState, detail?: string): void {
     this.states.push({ state, detail });

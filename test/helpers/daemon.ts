@@ -6,7 +6,9 @@
 import { after } from 'node:test';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { PostgresSourceConfig } from '../../connectors/postgres/spec.js';
 import type { Config, LensConfig } from '../../src/config/types.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
@@ -25,7 +27,10 @@ export interface TestConfigOptions {
   pipeline?: Partial<Config['pipeline']>;
 }
 
-export function testConfig(o: TestConfigOptions): Config {
+/** A config whose one source, `app`, is Postgres (tests set its capture mode and url). */
+export type TestConfig = Config & { sources: { app: PostgresSourceConfig } };
+
+export function testConfig(o: TestConfigOptions): TestConfig {
   const lenses: Record<string, LensConfig> = {};
   for (const [name, lens] of Object.entries(o.lenses)) {
     lenses[name] = { source: 'app', sink: 'hosted', fields: [], metadata: [], initialSync: 'full', maxBatch: 10_000, maxWaitMs: 20, ...lens };

@@ -14,6 +14,8 @@
  *    17, each against that version's own server-side decoding rate.
  * 8. Kinesis (bench/kinesis.ts): a 200,000-record DMS backlog over 4 shards in kinesalite, against
  *    bare GetRecords calls; peak RSS.
+ * 9. Payload sinks (bench/payload.ts): rows/s to seyn and psykhe from a 200,000-row backlog, as
+ *    a ratio to the semilayer id path; peak RSS of a 1,000,000-row psykhe full sync.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -31,6 +33,7 @@ import { failover } from './failover.js';
 import { postgresVersions } from './pg-versions.js';
 import { mysqlBinlog } from './mysql.js';
 import { kinesisBacklog } from './kinesis.js';
+import { payloadSinks } from './payload.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
@@ -384,6 +387,7 @@ async function main(): Promise<void> {
     ['postgres versions', () => postgresVersions(rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],
     ['kinesis: backlog', () => kinesisBacklog(rows)],
+    ['payload sinks', () => payloadSinks(cluster, sink, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

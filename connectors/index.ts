@@ -25,9 +25,12 @@ export function createConnector(config: SourceConfig, ctx: ConnectorContext): Pr
   return Promise.resolve(sourceSpec(config.type).create(config, ctx));
 }
 
-/** The row reader of a lens of `source`; throws for sources that do not read tables. */
-export function openRowReader(source: SourceConfig, lensName: string, lens: LensConfig): Promise<RowReader> {
+/**
+ * The row reader of a lens of `source`; throws for sources that do not read tables.
+ * `forPayload`: for a payload sink (see `readerOptions`).
+ */
+export function openRowReader(source: SourceConfig, lensName: string, lens: LensConfig, forPayload = false): Promise<RowReader> {
   const spec = sourceSpec(source.type);
   if (!spec.openReader) throw new Error(`source type ${source.type} reads no tables (lens ${lensName})`);
-  return spec.openReader(source, readerOptions(lensName, lens));
+  return spec.openReader(source, readerOptions(lensName, lens, forPayload));
 }

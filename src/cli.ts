@@ -59,6 +59,8 @@ connecting to anything. Prints each problem with its YAML path and line; exit co
 Prints one line a lens, as the running daemon last saved it in the state store:
   products  streaming  cursor=0/16B3748  pending=2  rate=18 rows/s  dlq=0
 Lenses indexed by the bundled worker add: worker=indexing queued=12 indexed=48211
+Payload sinks add what applies: full-sync-rows=N (a full sync running), skipped-deletes=N (seyn),
+ingestion=ID and soft-replace-at=TIME (psykhe).
 With several replicas (state: postgres) each running one prints its lines, marked replica=HOST:PID;
 a standby's lenses show the state standby.
 --json prints the whole snapshot (an array of snapshots when several replicas run).`,
@@ -140,6 +142,11 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     let line = `${l.lens.padEnd(width)}  ${l.state.padEnd(stateWidth)}  cursor=${l.position ?? '-'}  pending=${l.pending}  rate=${l.rate} rows/s  dlq=${l.dlq + (l.worker?.dlq ?? 0)}`;
     if (l.worker) line += `  worker=${l.worker.state} queued=${l.worker.pending} indexed=${l.worker.indexed}${l.worker.cursor ? ` sweep=${l.worker.cursor}` : ''}`;
     if (l.worker?.lastError) line += `  worker-error="${l.worker.lastError}"`;
+    if (l.sink?.fullSync?.state === 'running') line += `  full-sync-rows=${l.sink.fullSync.rows}`;
+    if (l.sink?.lastIngestionId !== undefined) line += `  ingestion=${l.sink.lastIngestionId}`;
+    if (l.sink?.resyncAt) line += `  soft-replace-at=${l.sink.resyncAt}`;
+    if (l.sink?.resyncError) line += `  sink-error="${l.sink.resyncError}"`;
+    if (l.sink?.skippedDeletes) line += `  skipped-deletes=${l.sink.skippedDeletes}`;
     if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.partLagMs) line += `  lag=${Object.entries(l.partLagMs).map(([part, ms]) => `${part}:${ms}ms`).join(',') || '-'}`;

@@ -18,10 +18,10 @@ import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type PipelineOptions } from './pipeline.js';
 import type { SinkContext } from './plugins.js';
-import { createSink } from './sinks/index.js';
+import { createSink, sinkSpec } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
-import { Rates, liveness, pipelineStatus, readiness, type StatusSnapshot } from './status.js';
+import { Rates, liveness, pipelineStatus, readiness, type SinkLensStatus, type StatusSnapshot } from './status.js';
 import type { Logger, Sink, StateStore } from './types.js';
 import type { LensWorkerStatus } from './worker/types.js';
 
@@ -52,7 +52,10 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const writes = new StateWrites(log);
   const deadLetters = new DeadLetters(state, log);
   await deadLetters.load(Object.keys(config.lenses));
-  const sinks = await createSinks(config, { state, deadLetters, metrics, log });
+  const sinks = await createSinks(config, { state, deadLetters, metrics, log }).catch(async (err: unknown) => {
+    await state.close().catch(() => undefined); // a sink that cannot start (a missing column) leaves nothing open
+    throw err;
+  });
   const stopConnecting = new AbortController();
   const lensStore = new LensStore(state, writes);
   const pipelines = createPipelines(config, { sinks, state, lensStore, deadLetters, metrics, log, signal: stopConnecting.signal });
@@ -67,8 +70,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     pid: process.pid,
     updatedAt: new Date().toISOString(),
     lenses: pipelines.flatMap((p) => pipelineStatus(p, deadLetters)).map((s) => {
-      const worker = sinks.get(config.lenses[s.lens].sink)?.lensStatus?.(s.lens) as LensWorkerStatus | undefined;
-      return { ...s, rate: rates.rate(s.lens, s.delivered), worker };
+      const sinkName = config.lenses[s.lens].sink;
+      const known = sinks.get(sinkName)?.lensStatus?.(s.lens);
+      const rate = rates.rate(s.lens, s.delivered);
+      if (config.sinks[sinkName].type === 'worker') return { ...s, rate, worker: known as LensWorkerStatus | undefined };
+      return { ...s, rate, sink: known as SinkLensStatus | undefined };
     }),
   });
 
@@ -144,13 +150,22 @@ function createPipelines(
 }
 
 async function createSinks(config: Config, shared: Pick<SinkContext, 'state' | 'deadLetters' | 'metrics' | 'log'>): Promise<Map<string, Sink>> {
-  const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens]);
   const sinks = new Map<string, Sink>();
-  for (const [name, sinkConfig] of Object.entries(config.sinks)) {
-    const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
-    sinks.set(name, await createSink(sinkConfig, { ...shared, name, lenses, config, openReader, log: shared.log.child({ sink: name }) }));
+  try {
+    for (const [name, sinkConfig] of Object.entries(config.sinks)) await createOne(name, sinkConfig);
+  } catch (err) {
+    await closeSinks(sinks, 1000, shared.log);
+    throw err;
   }
   return sinks;
+
+  async function createOne(name: string, sinkConfig: Config['sinks'][string]): Promise<void> {
+    const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
+    const openReader = (lens: string) => openRowReader(config.sources[config.lenses[lens].source], lens, config.lenses[lens], forPayload);
+    const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
+    const ctx = { ...shared, name, lenses, config, openReader, log: shared.log.child({ sink: name }) };
+    sinks.set(name, await createSink(sinkConfig, ctx));
+  }
 }
 
 /** Closes the sinks, waiting at most `timeoutMs` (a sink that hangs is left to the process exit). */

@@ -94,7 +94,12 @@ export interface SinkContext {
   /** Opens the row reader of a lens, for sinks that need rows. */
   openReader(lens: string): Promise<RowReader>;
   state: StateStore;
-  /** The one dead-letter queue, for sinks that dead-letter records themselves. */
+  /**
+   * The dead-letter queue, for sinks whose API rejects single records of an accepted request
+   * (seyn's `rejected`): each such record becomes a letter whose `provenance.changes` holds its
+   * change, so `tributary dlq replay` delivers it again. A whole batch the API refuses is still
+   * the pipeline's to dead-letter (a `rejected` SinkError).
+   */
   deadLetters: DeadLetters;
   metrics: Metrics;
   log: Logger;

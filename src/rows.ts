@@ -15,14 +15,35 @@ export interface RowReaderOptions {
   /** Columns to read besides the key (fields, metadata, template placeholders). */
   columns: string[];
   changeTrackingColumn?: string;
+  /** Read every column of the table (a payload sink's lens without `payload`), besides `columns`. */
+  allColumns?: boolean;
+  /**
+   * Values as a payload carries them (src/payload.ts): numbers that are exact as JSON numbers
+   * (bigint, numeric), else their text; times as instants (timestamps without a zone are UTC).
+   * Off: the driver's defaults (what the worker reads).
+   */
+  payloadValues?: boolean;
 }
 
-/** Columns a lens reads besides its key: fields, metadata and the template's placeholders. */
+/** Columns a lens reads besides its key: fields, metadata, the template's placeholders and payload columns. */
 export function lensColumns(lens: LensConfig): string[] {
   const template = [...(lens.template ?? '').matchAll(/\{\{\s*([\w.-]+)\s*\}\}/g)].map((m) => m[1]);
-  return [...new Set([...lens.fields, ...lens.metadata, ...template])];
+  const payload = Array.isArray(lens.payload) ? lens.payload : Object.values(lens.payload ?? {});
+  return [...new Set([...lens.fields, ...lens.metadata, ...template, ...payload])];
 }
 
-export function readerOptions(lensName: string, lens: LensConfig): RowReaderOptions {
-  return { lens: lensName, table: lens.table, primaryKey: lens.primaryKey, columns: lensColumns(lens), changeTrackingColumn: lens.changeTrackingColumn };
+/**
+ * The reader options of a lens. `forPayload`: the reader of a payload sink (src/payload.ts),
+ * which reads every column when the lens names no `payload`, and values as payloads carry them.
+ */
+export function readerOptions(lensName: string, lens: LensConfig, forPayload = false): RowReaderOptions {
+  return {
+    lens: lensName,
+    table: lens.table,
+    primaryKey: lens.primaryKey,
+    // A payload sink reads the changeTrackingColumn too (seyn's sourceUpdatedAt).
+    columns: forPayload && lens.changeTrackingColumn ? [...new Set([...lensColumns(lens), lens.changeTrackingColumn])] : lensColumns(lens),
+    changeTrackingColumn: lens.changeTrackingColumn,
+    ...(forPayload ? { allColumns: lens.payload === undefined, payloadValues: true } : {}),
+  };
 }

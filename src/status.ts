@@ -39,7 +39,19 @@ export interface StatusSnapshot {
   instance: string;
   pid: number;
   updatedAt: string;
-  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus }>;
+  lenses: Array<LensStatus & { rate: number; worker?: LensWorkerStatus; sink?: SinkLensStatus }>;
+}
+
+/** What a payload sink reports of a lens (`Sink.lensStatus`, src/payload.ts and the sinks). */
+export interface SinkLensStatus {
+  fullSync?: { state: 'running' | 'done'; rows: number; startedAt: string; finishedAt?: string };
+  /** seyn: deletes counted and not sent (`onDelete: skip`); its last batchId. */
+  skippedDeletes?: number;
+  lastBatchId?: string;
+  /** psykhe: the last ingestion_id, and the soft_replace deletes scheduled. */
+  lastIngestionId?: number | string;
+  resyncAt?: string;
+  resyncError?: string;
 }
 
 /** States in which a lens is doing its job (or standing by for another replica). */

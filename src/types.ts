@@ -16,6 +16,12 @@ export interface RecordChange {
   action: Action;
   /** When the source committed it, ms since the epoch, where known (freshness, payload timestamps). */
   committedAt?: number;
+  /**
+   * The row's columns when the source carried them (a DMS `data`, a Debezium `after`), for
+   * payload sinks, which then need not re-read it. No source carries rows yet, and the
+   * coalescer keeps only ids: payload sinks use it when present, else re-read by id.
+   */
+  row?: Record<string, unknown>;
 }
 
 /**

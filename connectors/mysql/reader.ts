@@ -82,7 +82,8 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
   }
   const byName = new Map(cols.map((c) => [c.name, c]));
   const keyNames = options.primaryKey ?? primaryKeyOf(cols);
-  const missing = [...keyNames, ...options.columns, ...(options.changeTrackingColumn ? [options.changeTrackingColumn] : [])].filter((c) => !byName.has(c));
+  const columns = options.allColumns ? [...new Set([...cols.map((c) => c.name), ...options.columns])] : options.columns;
+  const missing = [...keyNames, ...columns, ...(options.changeTrackingColumn ? [options.changeTrackingColumn] : [])].filter((c) => !byName.has(c));
   if (cols.length === 0 || keyNames.length === 0 || missing.length) {
     await pool.end();
     throw new SourceSetupError(
@@ -90,14 +91,14 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
         ? `${where}: table ${options.table} does not exist (or the reader's user cannot see it)`
         : keyNames.length === 0
           ? `${where}: table ${options.table} has no primary key; set primaryKey on the lens`
-          : `${where}: column(s) ${missing.join(', ')} not in table ${options.table}; check fields, metadata and changeTrackingColumn`,
+          : `${where}: column(s) ${missing.join(', ')} not in table ${options.table}; check fields, metadata, payload and changeTrackingColumn`,
     );
   }
   const key = keyNames.map((n) => byName.get(n)!);
   const numeric = key.map((k) => isMysqlNumericType(k.dataType));
   const tracking = options.changeTrackingColumn ? byName.get(options.changeTrackingColumn) : undefined;
 
-  const otherCols = options.columns.filter((c) => !keyNames.includes(c) && c !== tracking?.name);
+  const otherCols = columns.filter((c) => !keyNames.includes(c) && c !== tracking?.name);
   const selected = [...new Set([...keyNames, ...(tracking ? [tracking.name] : []), ...otherCols])];
   const select = `SELECT ${selected.map(quoteMysql).join(', ')} FROM ${quoteTable(options.table)}`;
   const keyOrder = key.map((k) => quoteMysql(k.name)).join(', ');
@@ -118,7 +119,7 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
   const toRow = (r: Record<string, unknown>) => {
     const id = encodeMysqlId(key.map((k) => mysqlKeyText(r[k.name])), numeric);
     const row: Record<string, unknown> = {};
-    for (const c of options.columns) row[c] = r[c];
+    for (const c of columns) row[c] = r[c];
     return { id, row, cursor: tracking ? mysqlKeyText(r[tracking.name]) : undefined };
   };
 

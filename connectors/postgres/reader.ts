@@ -9,6 +9,7 @@ import { decodeId, encodeId } from '../../src/ids.js';
 import { classifyPgError, isDataError, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
+import { exactNumber } from '../../src/payload.js';
 
 
 interface KeyColumn {
@@ -18,8 +19,29 @@ interface KeyColumn {
   oid: number;
 }
 
+/** Type parsers of payload readers (RowReaderOptions.payloadValues): exact numbers, UTC timestamps. */
+const PAYLOAD_PARSERS: Record<number, (text: string) => unknown> = {
+  20: exactNumber, // int8
+  1700: exactNumber, // numeric
+  1082: (text) => text, // date: YYYY-MM-DD as it is (no time, no zone)
+  1114: (text) => {
+    // timestamp without time zone: read as UTC (the default parser reads it as local time)
+    const at = new Date(`${text.replace(' ', 'T')}Z`);
+    return Number.isNaN(at.getTime()) ? text : at;
+  },
+};
+const payloadTypes = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    PAYLOAD_PARSERS[oid] ?? pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
 export async function createPostgresReader(url: string, options: RowReaderOptions): Promise<RowReader> {
-  const pool = new pg.Pool({ connectionString: url, max: 2, application_name: `tributary:reader:${options.lens}` });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 2,
+    application_name: `tributary:reader:${options.lens}`,
+    ...(options.payloadValues ? { types: payloadTypes } : {}),
+  });
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;
   const cols = await pool
@@ -44,13 +66,14 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const byName = new Map(cols.map((c) => [c.name as string, c]));
   const keyNames: string[] =
     options.primaryKey ?? cols.filter((c) => c.in_pk).sort((a, b) => a.pk_pos - b.pk_pos).map((c) => c.name as string);
-  const missing = [...keyNames, ...options.columns].filter((c) => !byName.has(c));
+  const columns = options.allColumns ? [...new Set([...cols.map((c) => c.name as string), ...options.columns])] : options.columns;
+  const missing = [...keyNames, ...columns].filter((c) => !byName.has(c));
   if (keyNames.length === 0 || missing.length) {
     await pool.end();
     throw new SourceSetupError(
       keyNames.length === 0
         ? `${where}: table ${options.table} has no primary key; set primaryKey on the lens`
-        : `${where}: column(s) ${missing.join(', ')} not in table ${options.table}; check fields, metadata and changeTrackingColumn`,
+        : `${where}: column(s) ${missing.join(', ')} not in table ${options.table}; check fields, metadata, payload and changeTrackingColumn`,
     );
   }
   const key: KeyColumn[] = keyNames.map((n) => ({ name: n, type: byName.get(n)!.type, oid: byName.get(n)!.oid }));
@@ -58,7 +81,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
 
   // Key columns in their output-function text (bool as t/f, as pgoutput sends them).
   const keyText = key.map((k, i) => `${k.oid === 16 ? `CASE WHEN ${quote(k.name)} THEN 't' ELSE 'f' END` : `${quote(k.name)}::text`} AS "__k${i}"`);
-  const otherCols = [...new Set(options.columns)].map(quote);
+  const otherCols = [...new Set(columns)].map(quote);
   const trackingText = tracking ? [`${quote(tracking.name)}::text AS "__cursor"`] : [];
   const select = `SELECT ${[...keyText, ...trackingText, ...otherCols].join(', ')} FROM ${quoteTable(options.table)}`;
   const keyList = key.map((k) => quote(k.name)).join(', ');
@@ -68,7 +91,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     const id = encodeId(key.map((_, i) => r[`__k${i}`] as string), key.map((k) => k.oid));
     const cursor = r.__cursor as string | undefined;
     const row: Record<string, unknown> = {};
-    for (const c of options.columns) row[c] = r[c];
+    for (const c of columns) row[c] = r[c];
     return { id, row, cursor };
   };
 

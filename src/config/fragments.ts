@@ -57,6 +57,16 @@ export const columnList = (description: string, defaultValue?: []) =>
 export const positiveInteger = (defaultValue: number, description: string, minimum = 1) =>
   ({ type: 'integer', minimum, default: defaultValue, description }) as const;
 
+/** Hosted sinks: the per-request timeout. */
+export const timeoutMs = { type: 'integer', minimum: 1, default: 30000, description: 'Per-request timeout, in milliseconds.' } as const;
+
+/** Hosted sinks: request pacing shared by the sink's lenses. */
+export const maxRequestsPerSecond = {
+  type: 'number',
+  exclusiveMinimum: 0,
+  description: "At most this many requests a second, across every lens of the sink (they share its key and quota). Default: no limit.",
+  examples: [10],
+} as const;
 
 /** Where metrics, /healthz and /readyz listen unless `metrics.listen` says otherwise. */
 export const DEFAULT_METRICS_LISTEN = '0.0.0.0:9464';

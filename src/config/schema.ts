@@ -54,6 +54,28 @@ const lens = {
       examples: ['{{name}}: {{description}} ({{category}})'],
     },
     metadata: columnList('Columns stored with each record as metadata (filterable, returned with results).', []),
+    payload: {
+      description:
+        'Payload sinks (seyn, psykhe): the columns sent with each record, as a list of columns or a map ' +
+        '`{ outField: column }`. Default: every column of the table.',
+      'x-expected': 'a list of column names, or a map of output field to column name',
+      oneOf: [
+        { ...columnList('Columns sent, under their own names.'), minItems: 1 },
+        {
+          type: 'object',
+          description: 'Output field → column.',
+          minProperties: 1,
+          additionalProperties: { type: 'string', minLength: 1, description: 'A column name.' },
+        },
+      ],
+      examples: [['name', 'stage', 'amount'], { title: 'name', price: 'amount' }],
+    },
+    entityType: {
+      type: 'string',
+      minLength: 1,
+      description: "seyn: each record's `entityType`. Default: the lens name.",
+      examples: ['deal'],
+    },
     changeTrackingColumn: {
       type: 'string',
       minLength: 1,

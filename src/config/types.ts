@@ -79,6 +79,13 @@ export interface LensConfig {
   /** Instead of fields: the embedded text with {{column}} placeholders. */
   template?: string;
   metadata: string[];
+  /**
+   * Payload sinks (seyn, psykhe): the columns sent, as a list, or a map `{ outField: column }`;
+   * undefined: every column of the table.
+   */
+  payload?: string[] | Record<string, string>;
+  /** seyn: each record's `entityType` (default: the lens name). */
+  entityType?: string;
   changeTrackingColumn?: string;
   /** Polling (`capture: poll`): how often, as a duration (`5m`). */
   syncInterval?: string;

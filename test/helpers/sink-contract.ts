@@ -5,6 +5,9 @@
  * and runs `sinkContract(harness)` (see test/sink-contract.test.ts).
  *
  * 1. accepts: inserts, updates and deletes arrive with their last action.
+ *
+ * Deletes follow upserts the sink has accepted: a payload sink without a delete (psykhe) can
+ * only deactivate what it was sent.
  * 2. a 429 with Retry-After holds the batch at least that long, then delivers it.
  * 3. a storm of 5xx answers is retried without losing or reordering anything.
  * 4. a 4xx that rejects a batch dead-letters it and the stream goes on.
@@ -12,7 +15,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { SinkConfig } from '../../src/config/types.js';
+import type { LensConfig, SinkConfig } from '../../src/config/types.js';
 import type { Action } from '../../src/types.js';
 import { eventually, startTestDaemon, testConfig } from './daemon.js';
 import { databaseName, type TestPostgres } from './postgres.js';
@@ -27,8 +30,10 @@ export interface Refusal {
 export interface SinkHarness {
   /** The sink's type, for test names. */
   type: string;
-  /** The sink's config, pointing at the loopback server. */
-  config(): SinkConfig;
+  /** The sink's config, pointing at the loopback server, for the scenario's lens. */
+  config(lens: string): SinkConfig;
+  /** Lens settings the sink needs (a payload sink's `payload`). */
+  lens?: Partial<LensConfig>;
   /** Refuse requests for which `fn` returns a Refusal (ids: the ids the request carries). */
   refuse(fn: ((lens: string, ids: string[]) => Refusal | undefined) | undefined): void;
   /** The last action of each id the server accepted for a lens. */
@@ -47,8 +52,8 @@ export function sinkContract(harness: SinkHarness, cluster: () => TestPostgres):
     const name = databaseName(`${harness.type} ${t.name}`);
     const db = await cluster().createDatabase(name);
     await cluster().query(db, `CREATE TABLE items (id int PRIMARY KEY, note text)`);
-    const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { [name]: { table: 'items', initialSync: 'none' } } });
-    config.sinks.hosted = harness.config();
+    const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { [name]: { table: 'items', initialSync: 'none', ...harness.lens } } });
+    config.sinks.hosted = harness.config(name);
     const daemon = await startTestDaemon(config);
     const sql = (text: string) => cluster().query(db, text);
     const status = () => daemon.status().lenses[0];
@@ -59,9 +64,10 @@ export function sinkContract(harness: SinkHarness, cluster: () => TestPostgres):
     test('accepts inserts, updates and deletes with their last action', async (t) => {
       const { lens, daemon, sql } = await scenario(t);
       await sql(`INSERT INTO items SELECT g, 'n' FROM generate_series(1, 50) g`);
+      await eventually(() => harness.accepted(lens).size === 50, 'every id delivered');
       await sql(`UPDATE items SET note = 'u' WHERE id <= 10`);
       await sql(`DELETE FROM items WHERE id > 45`);
-      await eventually(() => harness.accepted(lens).size === 50, 'every id delivered');
+      await eventually(() => [46, 47, 48, 49, 50].every((id) => harness.accepted(lens).get(String(id)) === 'delete'), 'the deletes delivered');
       for (let id = 1; id <= 50; id++) assert.equal(harness.accepted(lens).get(String(id)), id > 45 ? 'delete' : 'upsert', `id ${id}`);
       assert.equal(await daemon.stop(), 0);
     });
@@ -85,8 +91,9 @@ export function sinkContract(harness: SinkHarness, cluster: () => TestPostgres):
       let storm = 6; // backoff doubles from 200 ms: at most 12.6 s of waiting in all
       harness.refuse((l) => (l === lens && storm-- > 0 ? { status: 503, body: { error: 'unavailable' } } : undefined));
       for (let i = 1; i <= 5; i++) await sql(`INSERT INTO items VALUES (${i}, 'a'); UPDATE items SET note = 'b' WHERE id = ${i}`);
-      await sql(`DELETE FROM items WHERE id = 3`);
       await eventually(() => harness.accepted(lens).size === 5, 'every id delivered after the storm', 30_000);
+      await sql(`DELETE FROM items WHERE id = 3`);
+      await eventually(() => harness.accepted(lens).get('3') === 'delete', 'the delete delivered', 30_000);
       assert.deepEqual([...harness.accepted(lens)].sort(), [['1', 'upsert'], ['2', 'upsert'], ['3', 'delete'], ['4', 'upsert'], ['5', 'upsert']]);
       assert.ok(harness.answered(lens).filter((a) => a.status === 503).length === 6);
       harness.refuse(undefined);

@@ -1,5 +1,5 @@
 /** The `semilayer` sink: SemiLayer's hosted ingest API, records mode (ids only). */
-import { httpUrl } from '../../config/fragments.js';
+import { httpUrl, maxRequestsPerSecond, timeoutMs } from '../../config/fragments.js';
 import type { PluginSchema, SinkSpec } from '../../plugins.js';
 import { createSemilayerSink } from './index.js';
 
@@ -11,6 +11,8 @@ export interface SemilayerSinkConfig {
   key: string;
   /** Per-request timeout, ms (default 30000). */
   timeoutMs: number;
+  /** At most this many requests a second, across the sink's lenses (default: no limit). */
+  maxRequestsPerSecond?: number;
 }
 
 const schema = {
@@ -22,7 +24,8 @@ const schema = {
     type: { const: 'semilayer', description: 'Sink type.' },
     url: httpUrl('https://api.semilayer.com', 'Base URL of the API, without /v1 (a trailing slash is removed).'),
     key: { type: 'string', minLength: 1, description: 'Ingest key (ik_...). Use ${VAR}; never logged.' },
-    timeoutMs: { type: 'integer', minimum: 1, default: 30000, description: 'Per-request timeout, in milliseconds.' },
+    timeoutMs,
+    maxRequestsPerSecond,
   },
 } satisfies PluginSchema;
 

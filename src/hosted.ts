@@ -1,0 +1,190 @@
+/**
+ * What every hosted sink (semilayer, seyn, psykhe) shares about talking to its API: one
+ * `HostedClient` per configured sink, used by every lens of that sink.
+ *
+ * - **Shared 429 hold.** The lenses of a sink share its key and its quota, so a 429's
+ *   Retry-After holds them all: until it passes, every request of the sink fails at once as
+ *   `rate-limited` with the time left (the pipeline waits that long), without calling the API.
+ * - **`maxRequestsPerSecond`.** Optional pacing of the sink's requests, across its lenses.
+ * - **Timeouts and closing.** Each request is aborted after `timeoutMs` (for a streamed body:
+ *   `timeoutMs` after the body was sent); `close()` aborts requests in flight.
+ * - **Classification.** Every failure is a SinkError of the kind the pipeline acts on:
+ *
+ * | response                         | kind           |
+ * |----------------------------------|----------------|
+ * | 2xx                              | (returned)     |
+ * | 429                              | `rate-limited` (retryAfterMs from Retry-After; holds the sink) |
+ * | 5xx, 408, network error, timeout | `transient`    |
+ * | a status in `fatal` (401, 403…), 3xx | `fatal`    |
+ * | any other 4xx (400, 413, …)      | `rejected`     |
+ *
+ * - **Keys never leak.** The key is removed from everything taken from a response (a server
+ *   may echo it back) and never put into a message; redirects are not followed (they would
+ *   carry the key elsewhere).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SinkError } from './errors.js';
+import { describeFetchFailure, parseRetryAfter, readLimited } from './fetch.js';
+
+/** How much of an error response body is read, and kept in `SinkError.details.body`. */
+const MAX_READ_BODY = 16 * 1024;
+const MAX_DETAILS_BODY = 2048;
+/** How much of the server's error text goes into a message. */
+const MAX_MESSAGE_ERROR = 300;
+
+export interface HostedClientOptions {
+  /** `seyn sink "name"`: how messages name the sink. */
+  label: string;
+  /** Base URL without a trailing slash. */
+  url: string;
+  /** The API key: only used to redact it from what servers send back. */
+  key: string;
+  timeoutMs: number;
+  maxRequestsPerSecond?: number;
+  /** What to do about each status that holds the lens in `error`, in the user's words. */
+  fatal: Record<number, string>;
+  /** The server's error text from an error body (its own envelope), one line; undefined if none. */
+  errorText(body: string): string | undefined;
+}
+
+export interface HostedRequest {
+  /** Who asks, for messages: `lens "deals"`. */
+  where: string;
+  /** Path after the base URL, e.g. `/v1/ingest`. */
+  path: string;
+  headers: Record<string, string>;
+  /** A whole body, or a stream of chunks (sent with `duplex: 'half'`). */
+  body: string | Uint8Array | AsyncIterable<Uint8Array>;
+}
+
+/** A 2xx answer. */
+export interface HostedResponse {
+  status: number;
+  /** The body as text (redacted). */
+  text: string;
+}
+
+export class HostedClient {
+  private readonly closing = new AbortController();
+  /** The sink is held until then (ms since the epoch) by a 429. */
+  private heldUntil = 0;
+  /** When the next request may start, with `maxRequestsPerSecond`. */
+  private nextSlot = 0;
+
+  constructor(private readonly options: HostedClientOptions) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(options.url);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+      throw new SinkError(`${options.label}: url ${JSON.stringify(options.url)} is not an http(s) URL`, 'fatal');
+    }
+  }
+
+  /** Removes the key from text that came from elsewhere. */
+  redact(text: string): string {
+    return this.options.key ? text.replaceAll(this.options.key, '[redacted]') : text;
+  }
+
+  /** Sends one POST; resolves with a 2xx answer, or throws a classified SinkError. */
+  async post(req: HostedRequest): Promise<HostedResponse> {
+    const where = `${this.options.label}, ${req.where}`;
+    await this.admit(where);
+    const url = `${this.options.url}${req.path}`;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    let body = req.body;
+    if (typeof body !== 'string' && !(body instanceof Uint8Array)) {
+      clearTimeout(timer); // a streamed body: the timeout starts once it is sent
+      body = this.timedStream(body, timeout);
+    }
+    const signal = AbortSignal.any([this.closing.signal, timeout.signal]);
+    let res: Response;
+    try {
+      const init = { method: 'POST', headers: req.headers, body, signal, redirect: 'manual', duplex: 'half' } as RequestInit;
+      res = await fetch(url, init);
+    } catch (err) {
+      clearTimeout(timer);
+      const reason = signal.reason as { name?: string } | undefined;
+      const failure = reason?.name === 'TimeoutError' ? reason : err;
+      throw new SinkError(`${where}: ${describeFetchFailure(failure, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
+    }
+    try {
+      if (res.status >= 200 && res.status < 300) return { status: res.status, text: this.redact(await res.text()) };
+      throw this.failure(where, res, this.redact(await readLimited(res, MAX_READ_BODY)));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Aborts requests in flight; later requests fail as `fatal`. */
+  close(): void {
+    this.closing.abort();
+  }
+
+  /** Waits for the rate limit; refuses at once while the sink is closed or held by a 429. */
+  private async admit(where: string): Promise<void> {
+    if (this.closing.signal.aborted) throw new SinkError(`${where}: the sink is closed`, 'fatal');
+    const held = this.heldUntil - Date.now();
+    if (held > 0) {
+      throw new SinkError(`${where}: the API rate-limited this sink (a 429 on a lens sharing its key); retry after ${held} ms`, 'rate-limited', { status: 429, retryAfterMs: held });
+    }
+    const rate = this.options.maxRequestsPerSecond;
+    if (!rate) return;
+    const now = Date.now();
+    const slot = Math.max(now, this.nextSlot);
+    this.nextSlot = slot + 1000 / rate;
+    if (slot > now) await sleep(slot - now, undefined, { signal: this.closing.signal }).catch(() => undefined);
+  }
+
+  /** Passes a streamed body through, starting the response timeout once it ended. */
+  private async *timedStream(body: AsyncIterable<Uint8Array>, timeout: AbortController): AsyncGenerator<Uint8Array> {
+    yield* body;
+    const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    timeout.signal.addEventListener('abort', () => clearTimeout(timer));
+    this.closing.signal.addEventListener('abort', () => clearTimeout(timer));
+    timer.unref();
+  }
+
+  /** The SinkError of a non-2xx answer (a 429 also holds the sink). */
+  private failure(where: string, res: Response, text: string): SinkError {
+    const status = res.status;
+    const details: SinkError['details'] = { status, body: truncate(text, MAX_DETAILS_BODY) };
+    const serverError = this.options.errorText(text);
+    const head = `${where}: HTTP ${status}${serverError ? ` (${truncate(serverError, MAX_MESSAGE_ERROR)})` : ''}`;
+    if (status === 429) {
+      const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+      if (retryAfterMs !== undefined) this.heldUntil = Math.max(this.heldUntil, Date.now() + retryAfterMs);
+      const wait = retryAfterMs === undefined ? 'no Retry-After given' : `retry after ${retryAfterMs} ms (every lens of this sink waits)`;
+      return new SinkError(`${head}: rate limited by the API, ${wait}`, 'rate-limited', { ...details, retryAfterMs });
+    }
+    if (status >= 500 || status === 408) return new SinkError(`${head}: the API failed, will retry`, 'transient', details);
+    const hint = this.options.fatal[status];
+    if (hint) return new SinkError(`${head}: ${hint}`, 'fatal', details);
+    if (status >= 300 && status < 400) {
+      const location = this.redact(res.headers.get('location') ?? '(no Location)');
+      return new SinkError(`${head}: the API redirected to ${location} — set the sink's \`url\` to the final address`, 'fatal', details);
+    }
+    return new SinkError(`${head}: the API rejected the request`, 'rejected', details);
+  }
+}
+
+/** Flattens a server's message to one line. */
+export function oneLine(text: unknown): string | undefined {
+  return typeof text === 'string' && text !== '' ? text.replace(/\s+/g, ' ').trim() : undefined;
+}
+
+/** Parses a JSON body; undefined when it is not JSON. */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}

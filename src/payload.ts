@@ -1,0 +1,246 @@
+/**
+ * Rows for ids: the stage every payload sink (seyn, psykhe) sends through. Tributary's ids
+ * travel; a payload sink needs each id's current row (docs/architecture.md, "Ids travel; rows
+ * are read when needed"):
+ *
+ * - **What is sent.** A lens's `payload` picks the columns (a list) or maps them
+ *   (`{ outField: column }`); without it, every column. Values keep their types: numbers as JSON
+ *   numbers when exact (else their text), times as ISO 8601 UTC, json/jsonb as JSON, bytea as
+ *   base64 (`encodeValue`; the reader, opened with `payloadValues`, does the database side).
+ * - **Where rows come from.** From the change when the source carried one (`RecordChange.row`),
+ *   else read through the lens's row reader, one query per slice of at most `READ_SLICE` ids.
+ *   Slices shrink when rows are wide (about `SLICE_BYTES` of values a slice), so the rows in
+ *   flight stay bounded in bytes as well as in count. An id whose row is gone is the sink's
+ *   delete.
+ * - **Full syncs.** A payload sink's first start (and a truncate) is a full sync Tributary runs
+ *   itself: the table in key order, a page at a time (`scan`). `fullSync` saves its cursor in
+ *   the state store (`fullsync/<sink>/<lens>`) after every page the sink accepted, so a crash
+ *   resumes where it stopped; progress shows in `status` and in a log line every
+ *   `PROGRESS_LOG_MS`.
+ * - **Checked at start.** `open()` opens every lens's reader, whose column check names the
+ *   lens and any payload column that does not exist.
+ */
+import type { LensConfig } from './config/types.js';
+import { SinkError } from './errors.js';
+import type { SinkContext } from './plugins.js';
+import type { RecordChange, RowReader } from './types.js';
+
+/** Ids read with one query; also the rows of one full sync page. */
+export const READ_SLICE = 1000;
+/** About this many bytes of row values per slice (or page): wide rows make smaller slices. */
+export const SLICE_BYTES = 8 * 1024 * 1024;
+/** A lens's first slice, before its rows' width is known. */
+const FIRST_SLICE = 100;
+/** How often a running full sync logs its progress. */
+const PROGRESS_LOG_MS = 10_000;
+
+/** One change with what a payload sink sends for it. */
+export interface PayloadRecord {
+  change: RecordChange;
+  /** The payload to send; undefined when the change is a delete or the row is gone. */
+  payload?: Record<string, unknown>;
+  /** The row as read (every column read, raw values), when there is one. */
+  row?: Record<string, unknown>;
+}
+
+/** A full sync's progress, for `tributary status` (`lensStatus`). */
+export interface FullSyncProgress {
+  state: 'running' | 'done';
+  /** Rows sent so far (including those sent before a restart it resumed from). */
+  rows: number;
+  startedAt: string;
+  finishedAt?: string;
+}
+
+/** What a resumable full sync keeps under `fullsync/<sink>/<lens>`. */
+interface FullSyncCursor {
+  after?: string;
+  rows: number;
+  startedAt: string;
+}
+
+/** A number when the decimal text reads back the same as a JSON number, else the text. */
+export function exactNumber(text: string): number | string {
+  const n = Number(text);
+  if (!Number.isFinite(n)) return text;
+  return String(n) === canonicalDecimal(text) ? n : text;
+}
+
+/** `-007.50` → `-7.5`: the decimal as JavaScript prints an exact number. */
+function canonicalDecimal(text: string): string {
+  let t = text.trim();
+  const negative = t.startsWith('-');
+  if (negative || t.startsWith('+')) t = t.slice(1);
+  if (t.includes('.')) t = t.replace(/0+$/, '').replace(/\.$/, '');
+  t = t.replace(/^0+(?=\d)/, '');
+  return negative && t !== '0' ? `-${t}` : t;
+}
+
+/** One value as a payload carries it. */
+export function encodeValue(value: unknown): unknown {
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
+  if (Buffer.isBuffer(value) || value instanceof Uint8Array) return Buffer.from(value).toString('base64');
+  if (typeof value === 'bigint') return exactNumber(value.toString());
+  if (Array.isArray(value)) return value.map(encodeValue);
+  return value;
+}
+
+/** The payload of a row under the lens's `payload` (a list, a map, or every column read). */
+export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const payload = lens.payload;
+  if (payload === undefined) {
+    for (const [column, value] of Object.entries(row)) out[column] = encodeValue(value);
+  } else if (Array.isArray(payload)) {
+    for (const column of payload) out[column] = encodeValue(row[column]);
+  } else {
+    for (const [field, column] of Object.entries(payload)) out[field] = encodeValue(row[column]);
+  }
+  return out;
+}
+
+/** The next slice's size: READ_SLICE, or fewer when these rows were wide (≈ SLICE_BYTES a slice). */
+function nextSliceSize(records: PayloadRecord[]): number {
+  let bytes = 0;
+  for (const r of records) if (r.row) for (const v of Object.values(r.row)) bytes += approxBytes(v);
+  const perRow = bytes / Math.max(1, records.length);
+  return Math.max(1, Math.min(READ_SLICE, Math.floor(SLICE_BYTES / Math.max(1, perRow))));
+}
+
+/** Roughly what a value weighs once encoded (strings and bytes by length, objects as JSON). */
+function approxBytes(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (value instanceof Uint8Array) return Math.ceil(value.byteLength * 1.34);
+  if (value !== null && typeof value === 'object' && !(value instanceof Date)) return JSON.stringify(value).length;
+  return 8;
+}
+
+/** The rows-for-ids stage of one payload sink (every lens of it). */
+export class PayloadStage {
+  private readonly readers = new Map<string, Promise<RowReader>>();
+  private readonly progress = new Map<string, FullSyncProgress>();
+  /** Each lens's slice size, from the width of its last rows. */
+  private readonly sliceSize = new Map<string, number>();
+  private closed = false;
+
+  constructor(private readonly ctx: Pick<SinkContext, 'name' | 'lenses' | 'openReader' | 'state' | 'log'>) {}
+
+  /** Opens every lens's reader: a table or column that does not exist fails here, at start. */
+  async open(): Promise<void> {
+    try {
+      for (const lens of Object.keys(this.ctx.lenses)) await this.reader(lens);
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /**
+   * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
+   * for wide rows),
+   * in the batch's order. A delete, or an upsert whose row is gone, has no payload.
+   */
+  async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
+    const config = this.ctx.lenses[lens];
+    for (let i = 0; i < changes.length; ) {
+      const slice = changes.slice(i, (i += this.sliceSize.get(lens) ?? FIRST_SLICE));
+      const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
+      const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
+      const records = slice.map((change): PayloadRecord => {
+        const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
+        return row ? { change, row, payload: shapePayload(config, row) } : { change };
+      });
+      if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
+      yield records;
+    }
+  }
+
+  /**
+   * The whole table in key order after `after`, a page (≤ READ_SLICE rows) at a time, as upserts
+   * committed now. Counts into the lens's full sync progress.
+   */
+  async *scan(lens: string, after?: string): AsyncGenerator<PayloadRecord[]> {
+    const config = this.ctx.lenses[lens];
+    const reader = await this.reader(lens);
+    for (;;) {
+      const page = await reader.page({ after, limit: this.sliceSize.get(lens) ?? FIRST_SLICE });
+      if (page.length === 0) return;
+      const committedAt = Date.now();
+      const records = page.map(({ id, row }): PayloadRecord => ({ change: { id, action: 'upsert', committedAt }, row, payload: shapePayload(config, row) }));
+      this.sliceSize.set(lens, nextSliceSize(records));
+      yield records;
+      after = page[page.length - 1].id;
+    }
+  }
+
+  /**
+   * A resumable full sync: each page of `scan` goes to `send`; once it resolves the cursor is
+   * saved, so a crash (or a failed `send`, retried by the pipeline) resumes after the last
+   * page accepted. The cursor is removed when the table was read to its end.
+   */
+  async fullSync(lens: string, send: (records: PayloadRecord[]) => Promise<void>): Promise<void> {
+    const key = `fullsync/${this.ctx.name}/${lens}`;
+    const saved = await this.ctx.state.get<FullSyncCursor>(key);
+    const cursor: FullSyncCursor = saved ?? { rows: 0, startedAt: new Date().toISOString() };
+    const progress = this.start(lens, cursor, saved !== undefined);
+    let logged = Date.now();
+    for await (const records of this.scan(lens, cursor.after)) {
+      await send(records);
+      cursor.after = records[records.length - 1].change.id;
+      cursor.rows = progress.rows += records.length;
+      await this.ctx.state.put(key, cursor);
+      if (Date.now() - logged >= PROGRESS_LOG_MS) {
+        logged = Date.now();
+        this.ctx.log.info({ lens, rows: progress.rows }, 'full sync in progress');
+      }
+    }
+    await this.ctx.state.delete(key);
+    this.finish(lens);
+  }
+
+  /** Marks a full sync of the lens as running (from `cursor.rows` rows) and logs it. */
+  start(lens: string, cursor: { rows: number; startedAt: string } = { rows: 0, startedAt: new Date().toISOString() }, resumed = false): FullSyncProgress {
+    const progress: FullSyncProgress = { state: 'running', rows: cursor.rows, startedAt: cursor.startedAt };
+    this.progress.set(lens, progress);
+    this.ctx.log.info({ lens, rows: cursor.rows }, resumed ? 'full sync resumed' : 'full sync started');
+    return progress;
+  }
+
+  /** Counts rows into a running full sync (sinks that stream it themselves). */
+  count(lens: string, rows: number): void {
+    const progress = this.progress.get(lens);
+    if (progress) progress.rows += rows;
+  }
+
+  /** Marks the lens's full sync done and logs it. */
+  finish(lens: string): void {
+    const progress = this.progress.get(lens);
+    if (!progress) return;
+    progress.state = 'done';
+    progress.finishedAt = new Date().toISOString();
+    this.ctx.log.info({ lens, rows: progress.rows }, 'full sync done');
+  }
+
+  /** The lens's last (or running) full sync, for status. */
+  fullSyncStatus(lens: string): FullSyncProgress | undefined {
+    return this.progress.get(lens);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const readers = [...this.readers.values()];
+    this.readers.clear();
+    await Promise.all(readers.map(async (r) => (await r.catch(() => undefined))?.close()));
+  }
+
+  private reader(lens: string): Promise<RowReader> {
+    if (this.closed) return Promise.reject(new SinkError(`sink "${this.ctx.name}", lens "${lens}": the sink is closed`, 'fatal'));
+    let reader = this.readers.get(lens);
+    if (!reader) {
+      reader = this.ctx.openReader(lens);
+      reader.catch(() => this.readers.delete(lens)); // a failed open is tried again next time
+      this.readers.set(lens, reader);
+    }
+    return reader;
+  }
+}

@@ -23,13 +23,13 @@ after(async () => {
 });
 
 /** A database with table `items`, and a daemon publishing its changes to `topic`. */
-async function scenario(title: string, initialSync: 'full' | 'none' = 'none') {
+async function scenario(title: string, initialSync: 'full' | 'none' = 'none', payload?: string[]) {
   const name = databaseName(`kafka sink ${title}`);
   const db = await pg.createDatabase(name);
   await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY, note text)`);
   const topic = `sink-${name}`;
   await kafka.createTopic(topic, 3);
-  const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { items: { table: 'items', initialSync } } });
+  const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { items: { table: 'items', initialSync, ...(payload ? { payload } : {}) } } });
   config.sinks.hosted = { type: 'kafka', brokers: [kafka.broker], clientId: 'tributary', topic, timeoutMs: 5000 };
   const daemon = await startTestDaemon(config);
   const topicReader = await readTopic(kafka.client, topic);
@@ -55,6 +55,17 @@ test('publishes each change with key <lens>/<id> and value { lens, id, action, c
   await topicReader.stop();
 });
 
+test('a lens with payload sends each upsert with its row; a delete without', async () => {
+  const { daemon, topicReader, sql } = await scenario('payload', 'none', ['id', 'note']);
+  await sql(`INSERT INTO items VALUES (1, 'one'), (2, 'two')`);
+  await sql(`DELETE FROM items WHERE id = 2`);
+  await eventually(() => topicReader.last().get('items/2')?.action === 'delete' && topicReader.last().has('items/1'), 'both ids');
+  assert.deepEqual(topicReader.last().get('items/1')!.row, { id: 1, note: 'one' });
+  assert.equal(topicReader.last().get('items/2')!.row, undefined);
+  assert.equal(await daemon.stop(), 0);
+  await topicReader.stop();
+});
+
 test('a broker restart holds the batch (lens retrying) and delivers it once the broker is back', async () => {
   const { daemon, topicReader, sql } = await scenario('restart');
   await sql(`INSERT INTO items VALUES (1, 'a')`);
@@ -72,13 +83,14 @@ test('errors are SinkErrors: a broker that refuses a record is rejected, one tha
   const log = createLogger({ level: 'fatal' });
   const topic = 'sink-refusals';
   await kafka.createTopic(topic);
-  const sink = createKafkaSink({ type: 'kafka', brokers: [kafka.broker], clientId: 'tributary', topic, timeoutMs: 5000 }, log);
+  const ctx = { name: 'bus', lenses: {}, openReader: () => Promise.reject(new Error('no rows here')), state: undefined as never, log };
+  const sink = await createKafkaSink({ type: 'kafka', brokers: [kafka.broker], clientId: 'tributary', topic, timeoutMs: 5000 }, ctx);
   const huge = { id: '1', action: 'upsert' as const, row: { text: 'x'.repeat(2 << 20) } }; // over the 1 MB message.max.bytes
   const rejected = await sink.write('items', [huge]).then(() => undefined, (err: unknown) => err);
   assert.ok(rejected instanceof SinkError && rejected.kind === 'rejected', `got ${String(rejected)}`);
   await sink.write('items', [{ id: '2', action: 'upsert' }]);
   await sink.close();
-  const down = createKafkaSink({ type: 'kafka', brokers: ['127.0.0.1:9'], clientId: 'tributary', topic, timeoutMs: 1000 }, log);
+  const down = await createKafkaSink({ type: 'kafka', brokers: ['127.0.0.1:9'], clientId: 'tributary', topic, timeoutMs: 1000 }, ctx);
   const transient = await down.write('items', [{ id: '1', action: 'upsert' }]).then(() => undefined, (err: unknown) => err);
   assert.ok(transient instanceof SinkError && transient.kind === 'transient', `got ${String(transient)}`);
   await down.close();

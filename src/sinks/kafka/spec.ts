@@ -23,7 +23,7 @@ const schema = {
       type: 'string',
       pattern: '^[A-Za-z0-9._-]{1,249}$',
       'x-expected': 'a Kafka topic name (letters, digits, . _ -)',
-      description: 'The topic changes are published to: key <lens>/<id>, value { lens, id, action, committedAt, row? }.',
+      description: 'The topic changes are published to: key <lens>/<id>, value { lens, id, action, committedAt, row? } (row: for lenses with payload).',
       examples: ['tributary.changes'],
     },
     timeoutMs: { type: 'integer', minimum: 1, default: 30000, description: 'How long the brokers may take to acknowledge a batch (acks: all), in milliseconds.' },
@@ -34,5 +34,5 @@ export const kafkaSinkSpec: SinkSpec<KafkaSinkConfig> = {
   type: 'kafka',
   schema,
   capabilities: { takes: 'ids' },
-  create: (config, ctx) => createKafkaSink(config, ctx.log),
+  create: (config, ctx) => createKafkaSink(config, ctx),
 };

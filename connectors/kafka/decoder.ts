@@ -21,11 +21,11 @@ export interface Decoded {
   resyncs?: Array<{ lens: string; reason: string }>;
 }
 
-/** A message that cannot be decoded, and the lens it belongs to when that much is known. */
+/** A message that cannot be decoded, and the lenses it belongs to when that much is known (else none). */
 export class UndecodableMessage extends Error {
   constructor(
     message: string,
-    readonly lens?: string,
+    readonly lenses: string[] = [],
   ) {
     super(message);
   }

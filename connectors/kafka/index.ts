@@ -58,7 +58,7 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
   function reject(message: KafkaMessage, err: UndecodableMessage): void {
     const where = `kafka topic ${message.topic} partition ${message.partition} offset ${message.offset}`;
     const raw = `key: ${message.key?.toString('utf8') ?? 'null'}\nvalue: ${message.value?.toString('utf8') ?? 'null'}`.slice(0, MAX_LETTER_CONTENT);
-    handler.reject({ ...(err.lens !== undefined ? { lens: err.lens } : {}), reason: err.message, raw, where });
+    for (const lens of err.lenses.length > 0 ? err.lenses : [undefined]) handler.reject({ ...(lens !== undefined ? { lens } : {}), reason: err.message, raw, where });
   }
 
   function pauseTopics(c: Consumer | undefined, pause: boolean): void {

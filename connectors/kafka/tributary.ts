@@ -13,7 +13,7 @@ export function tributaryDecoder(lenses: ReadonlySet<string>): Decoder {
       m = decodeBusMessage(message.value);
     } catch (err) {
       const lens = message.key?.toString('utf8').split('/')[0];
-      throw new UndecodableMessage(`not a Tributary bus message: ${describeError(err)}`, lens !== undefined && lenses.has(lens) ? lens : undefined);
+      throw new UndecodableMessage(`not a Tributary bus message: ${describeError(err)}`, lens !== undefined && lenses.has(lens) ? [lens] : []);
     }
     if (!lenses.has(m.lens)) return { changes: [] };
     if ('sync' in m) return { changes: [], resyncs: m.sync === 'full' ? [{ lens: m.lens, reason: 'a full sync requested on the bus' }] : [] };

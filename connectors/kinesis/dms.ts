@@ -10,7 +10,7 @@
  * control records (DDL, table status) are skipped. With BeforeImageSettings an update carries
  * the old values under `before-image` (its FieldName), so a key change is visible.
  */
-import { objectOf, parseJson, timestampOf, type Decoded, type Decoder } from './decoded.js';
+import { objectOf, parseJson, timestampOf, type Decoded, type Decoder } from '../json-records/decoded.js';
 
 const UPSERTS = new Set(['load', 'insert', 'update']);
 

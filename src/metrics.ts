@@ -77,6 +77,12 @@ export class Metrics {
     labelNames: ['lens', 'class'] as const,
     registers: [this.registry],
   });
+  readonly unmatched = new client.Counter({
+    name: 'tributary_changes_unmatched_total',
+    help: 'Row changes of a table no lens claims although it could belong to one (a partition or child of a lens table, a table in the publication)',
+    labelNames: ['source', 'table'] as const,
+    registers: [this.registry],
+  });
   readonly deadLetters = new client.Counter({
     name: 'tributary_dead_letters_total',
     help: 'Changes sent to the dead-letter store',

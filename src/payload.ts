@@ -23,6 +23,7 @@
 import type { LensConfig } from './config/types.js';
 import { SinkError } from './errors.js';
 import type { SinkContext } from './plugins.js';
+import { rowBytes } from './rows.js';
 import type { RecordChange, RowReader } from './types.js';
 
 /** Ids read with one query; also the rows of one full sync page. */
@@ -102,17 +103,9 @@ export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Re
 /** The next slice's size: READ_SLICE, or fewer when these rows were wide (≈ SLICE_BYTES a slice). */
 function nextSliceSize(records: PayloadRecord[]): number {
   let bytes = 0;
-  for (const r of records) if (r.row) for (const v of Object.values(r.row)) bytes += approxBytes(v);
+  for (const r of records) if (r.row) bytes += rowBytes(r.row);
   const perRow = bytes / Math.max(1, records.length);
   return Math.max(1, Math.min(READ_SLICE, Math.floor(SLICE_BYTES / Math.max(1, perRow))));
-}
-
-/** Roughly what a value weighs once encoded (strings and bytes by length, objects as JSON). */
-function approxBytes(value: unknown): number {
-  if (typeof value === 'string') return value.length + 2;
-  if (value instanceof Uint8Array) return Math.ceil(value.byteLength * 1.34);
-  if (value !== null && typeof value === 'object' && !(value instanceof Date)) return JSON.stringify(value).length;
-  return 8;
 }
 
 /** The rows-for-ids stage of one payload sink (every lens of it). */
@@ -125,10 +118,14 @@ export class PayloadStage {
 
   constructor(private readonly ctx: Pick<SinkContext, 'name' | 'lenses' | 'openReader' | 'state' | 'log'>) {}
 
-  /** Opens every lens's reader: a table or column that does not exist fails here, at start. */
+  /** Opens every lens's reader (lenses of tables): a table or column that does not exist fails here, at start. */
   async open(): Promise<void> {
     try {
-      for (const lens of Object.keys(this.ctx.lenses)) await this.reader(lens);
+      for (const lens of Object.keys(this.ctx.lenses)) {
+        const opening = this.ctx.openReader(lens); // undefined for a stream: its changes carry rows
+        if (opening) this.readers.set(lens, opening);
+        await opening;
+      }
     } catch (err) {
       await this.close();
       throw err;
@@ -234,10 +231,11 @@ export class PayloadStage {
   }
 
   private reader(lens: string): Promise<RowReader> {
-    if (this.closed) return Promise.reject(new SinkError(`sink "${this.ctx.name}", lens "${lens}": the sink is closed`, 'fatal'));
+    const where = `sink "${this.ctx.name}", lens "${lens}"`;
+    if (this.closed) return Promise.reject(new SinkError(`${where}: the sink is closed`, 'fatal'));
     let reader = this.readers.get(lens);
     if (!reader) {
-      reader = this.ctx.openReader(lens);
+      reader = this.ctx.openReader(lens) ?? Promise.reject(new SinkError(`${where}: its source is a stream with no table to read (a full sync, or a change that carried no row)`, 'fatal'));
       reader.catch(() => this.readers.delete(lens)); // a failed open is tried again next time
       this.readers.set(lens, reader);
     }

@@ -22,7 +22,7 @@ import { SinkError, TributaryError, describeError } from './errors.js';
 import { LensRuntime, type InFlight, type SyncMode } from './lens-runtime.js';
 import type { LensStore } from './lens-store.js';
 import type { Metrics } from './metrics.js';
-import { backoffDelay } from './retry.js';
+import { retry } from './retry.js';
 import { Sweeper } from './sweep.js';
 import type { Logger, Position, RecordChange, RejectedRecord, RowReader, Sink, SourceChange, SourceConnector, SourceHandler, SourceState, StateStore } from './types.js';
 
@@ -30,13 +30,15 @@ import type { Logger, Position, RecordChange, RejectedRecord, RowReader, Sink, S
 const CONNECTOR_STOP_TIMEOUT_MS = 5000;
 /** How often replication lag is read. */
 const LAG_INTERVAL_MS = 10_000;
-/** Backoff bounds of a batch the sink failed: transient errors, and 429s without Retry-After. */
+/** Backoff bounds of a batch the sink failed (transient errors, 429s without Retry-After). */
 const TRANSIENT_BACKOFF = { initialMs: 200, maxMs: 30_000 };
-const RATE_LIMIT_BACKOFF = { initialMs: 500, maxMs: 30_000 };
 /** During a drain, waits are cut to this (the drain timeout bounds the whole). */
 const DRAIN_WAIT_MS = 1000;
 
 const now = () => performance.now();
+
+/** A batch the sink refused for its content (a 4xx): it is dead-lettered, not retried. */
+const isRejection = (err: unknown) => err instanceof SinkError && err.kind === 'rejected';
 
 export interface PipelineOptions {
   sourceName: string;
@@ -81,11 +83,17 @@ export class Pipeline implements SourceHandler {
   private savedPosition: Position | undefined;
   private backpressure = false;
   private draining = false;
+  /** The drain ended: deliveries still failing give up (their batches replay on the next start). */
+  private stopped = false;
   private pendingBytes = 0;
   private buffered = 0;
+  /** Dead letters of rejected source records being stored, with the tick they belong to. */
+  private readonly lettersInFlight = new Map<Promise<void>, number>();
   /** Deliveries in progress, so drain can wait for them. */
   private readonly deliveries = new Set<Promise<void>>();
   private lagTimer: NodeJS.Timeout | undefined;
+  /** Tables whose unmatched changes were warned about (once each). */
+  private readonly unmatchedTables = new Set<string>();
 
   constructor(options: PipelineOptions) {
     this.options = options;
@@ -152,15 +160,15 @@ export class Pipeline implements SourceHandler {
     const lens = this.lenses.get(change.lens);
     if (!lens) return;
     lens.counters.captured++;
-    this.add(lens, change.id, change.action, change.committedAt);
+    this.add(lens, change.id, change.action, change.committedAt, change.row);
   }
 
   /** Puts one change in the lens's coalescer: flushes, and pauses the source when too much is pending. */
-  private add(lens: LensRuntime, id: string, action: RecordChange['action'], committedAt: number): void {
+  private add(lens: LensRuntime, id: string, action: RecordChange['action'], committedAt: number, row?: Record<string, unknown> | null): void {
     const buffer = lens.buffer;
     const sizeBefore = buffer.size;
     const bytesBefore = buffer.bytes;
-    if (buffer.add(id, action, committedAt, this.tick + 1, now())) {
+    if (buffer.add(id, action, committedAt, this.tick + 1, now(), row)) {
       this.bufferStarted = true;
       lens.timer = setTimeout(() => this.flush(lens), lens.config.maxWaitMs);
     }
@@ -205,12 +213,28 @@ export class Pipeline implements SourceHandler {
     void this.options.lensStore.save(lens.name, { fullSync: 'owed', reason });
   }
 
+  unmatched(table: string, advice: string): void {
+    this.metrics.unmatched.inc({ source: this.sourceName, table });
+    if (this.unmatchedTables.has(table)) return;
+    this.unmatchedTables.add(table);
+    this.log.warn({ table, advice }, `changes of table ${table} match no lens and are not delivered (counted in tributary_changes_unmatched_total): ${advice}`);
+  }
+
   /** An undecodable record: a dead letter of its lens, or of the pseudo-lens named after the source when no lens can be told. */
   reject(record: RejectedRecord): void {
     const lens = record.lens ?? this.sourceName;
     this.metrics.deadLetters.inc({ lens });
     this.log.error({ lens, where: record.where, reason: record.reason }, 'a source record cannot be understood; it is in the dead-letter store');
-    void this.options.deadLetters.add({ lens, reason: record.reason, error: record.reason, attempts: 1, provenance: { source: this.sourceName, position: record.where, record: record.raw } });
+    // Like a change, the letter belongs to the next checkpoint: the position waits until it is stored.
+    const tick = this.tick + 1;
+    this.bufferStarted = true;
+    const write = this.options.deadLetters
+      .add({ lens, reason: record.reason, error: record.reason, attempts: 1, provenance: { source: this.sourceName, position: record.where, record: record.raw } })
+      .finally(() => {
+        this.lettersInFlight.delete(write);
+        this.acknowledge();
+      });
+    this.lettersInFlight.set(write, tick);
   }
 
   state(state: SourceState, detail?: string): void {
@@ -256,31 +280,49 @@ export class Pipeline implements SourceHandler {
     this.deliveries.add(delivery);
   }
 
-  /** Delivers one batch, retrying until the sink accepts it or dead-letters it. */
+  /**
+   * Delivers one batch, retrying (the one retry helper, src/retry.ts) until the sink accepts it
+   * or rejects it (dead-lettered). A drain cuts the wait short and goes on with short waits; once
+   * the drain gave up (`stopped`), the batch is left to replay on the next start.
+   */
   private async deliver(lens: LensRuntime, batch: InFlight): Promise<void> {
     if (batch.kind === 'sync') lens.state = 'syncing';
-    for (let attempt = 1; ; attempt++) {
+    let attempts = 1;
+    for (;;) {
+      lens.wake = new AbortController();
       try {
-        await this.send(lens, batch);
+        await retry(() => this.send(lens, batch), {
+          retriable: (err) => !this.stopped && !(isRejection(err) && batch.kind === 'records'),
+          delayFor: (err) => this.retryDelay(err),
+          ...TRANSIENT_BACKOFF,
+          signal: lens.wake.signal,
+          onRetry: (err, attempt, delayMs) => {
+            attempts = attempt + 1;
+            this.deliveryFailed(lens, err, attempt, delayMs);
+          },
+        });
         break;
       } catch (err) {
-        const kind = err instanceof SinkError ? err.kind : 'fatal';
-        this.metrics.sinkErrors.inc({ lens: lens.name, class: kind });
-        lens.lastError = describeError(err);
-        if (kind === 'rejected' && batch.kind === 'records') {
-          await this.deadLetter(lens, batch, err as SinkError, attempt);
+        if (isRejection(err) && batch.kind === 'records') {
+          this.deliveryFailed(lens, err, attempts);
+          await this.deadLetter(lens, batch, err as SinkError, attempts);
           break;
         }
-        const delayMs = this.retryDelay(err, attempt);
-        lens.state = kind === 'fatal' || kind === 'rejected' ? 'error' : 'retrying';
-        const logLevel = attempt === 1 || kind === 'fatal' ? 'warn' : 'debug';
-        this.log[logLevel]({ lens: lens.name, attempt, kind, delayMs: Math.round(delayMs), err: lens.lastError }, 'delivery failed; holding position and retrying');
-        lens.wake = new AbortController();
-        await sleep(this.draining ? Math.min(delayMs, DRAIN_WAIT_MS) : delayMs, undefined, { signal: lens.wake.signal }).catch(() => {});
-        lens.wake = undefined;
+        if (this.stopped) return; // left in flight: it replays on the next start
       }
     }
     this.delivered(lens, batch);
+  }
+
+  /** Counts, logs and shows a failed delivery; `delayMs` until the next try, if there is one. */
+  private deliveryFailed(lens: LensRuntime, err: unknown, attempt: number, delayMs?: number): void {
+    const kind = err instanceof SinkError ? err.kind : 'fatal';
+    this.metrics.sinkErrors.inc({ lens: lens.name, class: kind });
+    lens.lastError = describeError(err);
+    lens.state = kind === 'fatal' || kind === 'rejected' ? 'error' : 'retrying';
+    if (delayMs === undefined) return;
+    const logLevel = attempt === 1 || kind === 'fatal' ? 'warn' : 'debug';
+    this.log[logLevel]({ lens: lens.name, attempt, kind, delayMs: Math.round(delayMs), err: lens.lastError }, 'delivery failed; holding position and retrying');
   }
 
   private send(lens: LensRuntime, batch: InFlight): Promise<void> {
@@ -290,13 +332,13 @@ export class Pipeline implements SourceHandler {
 
   /**
    * How long a failed batch waits: fatal errors (auth, unknown lens) `errorRetryMs`; a 429 what
-   * its Retry-After asked; transient failures jittered exponential backoff.
+   * its Retry-After asked; transient failures the retry helper's backoff. During a drain, at
+   * most DRAIN_WAIT_MS (the drain timeout bounds the whole).
    */
-  private retryDelay(err: unknown, attempt: number): number {
+  private retryDelay(err: unknown): number | undefined {
     const kind = err instanceof SinkError ? err.kind : 'fatal';
-    if (kind === 'fatal') return this.settings.errorRetryMs;
-    if (kind === 'rate-limited') return (err as SinkError).details.retryAfterMs ?? backoffDelay(attempt - 1, RATE_LIMIT_BACKOFF.initialMs, RATE_LIMIT_BACKOFF.maxMs);
-    return backoffDelay(attempt - 1, TRANSIENT_BACKOFF.initialMs, TRANSIENT_BACKOFF.maxMs);
+    const delay = kind === 'fatal' ? this.settings.errorRetryMs : kind === 'rate-limited' ? (err as SinkError).details.retryAfterMs : undefined;
+    return this.draining ? Math.min(delay ?? DRAIN_WAIT_MS, DRAIN_WAIT_MS) : delay;
   }
 
   private delivered(lens: LensRuntime, batch: InFlight): void {
@@ -348,6 +390,7 @@ export class Pipeline implements SourceHandler {
   private acknowledge(): void {
     let floor = Infinity;
     for (const lens of this.lenses.values()) floor = Math.min(floor, lens.oldestTick());
+    for (const tick of this.lettersInFlight.values()) floor = Math.min(floor, tick);
     let safe = 0;
     while (safe < this.checkpoints.length && this.checkpoints[safe].tick < floor) safe++;
     if (safe === 0) return;
@@ -457,6 +500,8 @@ export class Pipeline implements SourceHandler {
     while ([...this.lenses.values()].some((l) => !l.idle) && Date.now() < deadline) {
       await Promise.race([Promise.all([...this.deliveries]), sleep(Math.max(0, Math.min(100, deadline - Date.now())))]);
     }
+    this.stopped = true;
+    for (const lens of this.lenses.values()) lens.wake?.abort();
     this.acknowledge();
     for (const lens of this.lenses.values()) lens.settleWaiters(lens.idle);
     await sweeps;

@@ -63,8 +63,10 @@ export interface SourceCapabilities {
    * The source owns a database Tributary can read (`openReader`): full syncs, smart sync
    * sweeps and polling read the table; sinks that need rows re-read them by id. Stream sources
    * (Kinesis, Kafka) read what another system wrote and carry rows in their changes instead.
+   * A function: it depends on the source's (raw, possibly unvalidated) config: a kafka source
+   * with `rowsFrom` reads its lenses' tables from that database.
    */
-  readsTables: boolean;
+  readsTables: boolean | ((config: Record<string, unknown>) => boolean);
   /** Lenses of this source must name their `primaryKey` (there is no catalog to read it from). */
   requiresPrimaryKey: boolean;
 }
@@ -91,8 +93,11 @@ export interface SinkContext {
   lenses: Record<string, LensConfig>;
   /** The whole configuration (the worker sink reads the `worker` section). */
   config: Config;
-  /** Opens the row reader of a lens, for sinks that need rows. */
-  openReader(lens: string): Promise<RowReader>;
+  /**
+   * Opens the row reader of a lens, for sinks that need rows; undefined when the lens's source
+   * reads no tables (a stream: its changes carry their rows).
+   */
+  openReader(lens: string): Promise<RowReader> | undefined;
   state: StateStore;
   /**
    * The dead-letter queue, for sinks whose API rejects single records of an accepted request
@@ -109,11 +114,25 @@ export interface SinkContext {
 export interface SinkCapabilities {
   /** `ids`: `{ id, action }` only (it re-reads rows itself); `rows`: each id's current row. */
   takes: 'ids' | 'rows';
+  /**
+   * When the sink reads the lens's table through its row reader: `always` (the worker re-reads
+   * every id; psykhe soft-replaces the catalog from the table), `for full syncs` (seyn: changes
+   * carry their rows from stream sources), `never` (the far side reads the source itself). A
+   * lens whose source reads no tables (a stream) cannot use an `always` sink, and needs
+   * `initialSync: none` with a `for full syncs` one.
+   */
+  readsTable: 'always' | 'for full syncs' | 'never';
 }
 
 export interface SinkSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {
   readonly capabilities: SinkCapabilities;
   create(config: C, ctx: SinkContext): Sink | Promise<Sink>;
+}
+
+/** Whether a source with this (raw or resolved) config reads tables (`SourceCapabilities.readsTables`). */
+export function readsTables(spec: { capabilities: SourceCapabilities }, config: object): boolean {
+  const reads = spec.capabilities.readsTables;
+  return typeof reads === 'function' ? reads(config as Record<string, unknown>) : reads;
 }
 
 /** The config type a spec is for. */

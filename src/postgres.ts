@@ -5,6 +5,7 @@
  * the Postgres state store and the pgvector index.
  */
 import pg from 'pg';
+import { formatTableName, splitTableName } from './table-name.js';
 import { SourceSetupError, SourceUnavailableError, TributaryError, describeError, isNetworkError } from './errors.js';
 
 /** `name` as a quoted SQL identifier: `"my ""odd"" schema"`. */
@@ -12,10 +13,18 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-/** A `schema.table` name as a quoted SQL name: `"public"."products"`. */
+/**
+ * A canonical table name (`public.products`, `"Sales"."Order Items"`: src/table-name.ts) as a
+ * quoted SQL name: `"public"."products"`, `"Sales"."Order Items"`.
+ */
 export function quoteTable(table: string): string {
-  const [schema, name] = table.split('.');
+  const { schema, name } = splitTableName(table, '"');
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/** The canonical name of a table the server names by schema and name (a Relation message, a catalog row). */
+export function pgTableName(schema: string, name: string): string {
+  return formatTableName({ schema, name }, '"');
 }
 
 /** SQLSTATE codes Tributary reacts to by name. */

@@ -47,3 +47,18 @@ export function readerOptions(lensName: string, lens: LensConfig, forPayload = f
     ...(forPayload ? { allColumns: lens.payload === undefined, payloadValues: true } : {}),
   };
 }
+
+/** Roughly what a value weighs once encoded (strings and bytes by length, objects as JSON). */
+export function approxBytes(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (value instanceof Uint8Array) return Math.ceil(value.byteLength * 1.34);
+  if (value !== null && typeof value === 'object' && !(value instanceof Date)) return JSON.stringify(value).length;
+  return 8;
+}
+
+/** Roughly what a row weighs once encoded, for byte bounds on rows in flight. */
+export function rowBytes(row: Record<string, unknown>): number {
+  let bytes = 0;
+  for (const v of Object.values(row)) bytes += approxBytes(v);
+  return bytes;
+}

@@ -17,9 +17,8 @@ export interface RecordChange {
   /** When the source committed it, ms since the epoch, where known (freshness, payload timestamps). */
   committedAt?: number;
   /**
-   * The row's columns when the source carried them (a DMS `data`, a Debezium `after`), for
-   * payload sinks, which then need not re-read it. No source carries rows yet, and the
-   * coalescer keeps only ids: payload sinks use it when present, else re-read by id.
+   * The row's columns when the source carried them (a DMS `data`, a Debezium `after`), kept
+   * through coalescing (the last one per id), for payload sinks, which then need not re-read it.
    */
   row?: Record<string, unknown>;
 }
@@ -75,6 +74,14 @@ export interface SourceHandler {
    * --mode full`). Streaming goes on meanwhile.
    */
   fullSyncOwed(lens: string, reason: string): void;
+  /**
+   * A row change of `table` that no lens claims although the table could belong to one (a
+   * partition or inheritance child of a lens table, a table in the lens's publication): the
+   * pipeline counts it (`tributary_changes_unmatched_total{source,table}`) and warns once per
+   * table with `advice`, what the user should do. Never call it for tables that merely share a
+   * database with the lenses.
+   */
+  unmatched(table: string, advice: string): void;
   /**
    * A record the connector cannot understand (not JSON, no table, no key): it goes to the
    * dead-letter queue with its raw text and place, and reading goes on. Belongs to no checkpoint.

@@ -153,15 +153,12 @@ test('wrong types say what was expected and what was found', () => {
   ]);
 });
 
-test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
+test('enums list the allowed values', () => {
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
     { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: kafka')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"kafka" is not available in this version yet; expected one of: semilayer, worker, seyn, psykhe' },
-  ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe, kafka; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
     { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },
@@ -398,6 +395,15 @@ test('lenses of a kinesis source need primaryKey, and read no tables (no polling
   assert.equal(good.lenses.products.table, 'public.products');
 });
 
+test('a stream source cannot feed a sink that reads the table; a seyn lens on one skips the initial full sync', () => {
+  const source = 'sources:\n  app: { type: kinesis, stream: s, region: eu-west-1 }\n';
+  const lens = (sink: string, extra = '') => `lenses:\n  products: { source: app, table: products, primaryKey: [id], sink: ${sink}${extra} }\n`;
+  const sinks = 'sinks:\n  local: { type: worker }\n  seyn: { type: seyn, url: https://api.seynlabs.com, key: sk_x, sourceId: b6f1c0de-1f2a-4c3b-9d4e-5a6b7c8d9e0f }\n';
+  assert.throws(() => parseConfig(`${source}${lens('local')}${sinks}`, FILE, {}), (err: ConfigError) => /lenses\.products\.sink .*"local" \(worker\) reads the lens's table.*kinesis stream/.test(err.message));
+  assert.throws(() => parseConfig(`${source}${lens('seyn')}${sinks}`, FILE, {}), (err: ConfigError) => /lenses\.products\.initialSync .*set initialSync: none/.test(err.message));
+  assert.equal(parseConfig(`${source}${lens('seyn', ', initialSync: none')}${sinks}`, FILE, {}).lenses.products.initialSync, 'none');
+});
+
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
   assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
 });
@@ -413,6 +419,7 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
     index: { type: 'embedded', path: '/etc/tributary/data/index' },
     keys: [],
     maxQueuedChanges: 100000,
+    acknowledge: 'queued',
     readBatch: 500,
   });
 });

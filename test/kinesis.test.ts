@@ -17,7 +17,9 @@ import type { KinesisSourceConfig } from '../connectors/kinesis/spec.js';
 import { createLogger } from '../src/log.js';
 import type { Action, ConnectorContext, SourceConnector } from '../src/types.js';
 import { Recorder, lensConfig } from './helpers/connector-contract.js';
-import { eventually, runCli, spawnCli, stopDaemon } from './helpers/daemon.js';
+import { eventually, runCli, spawnCli, startTestDaemon, stopDaemon } from './helpers/daemon.js';
+import { SEYN_SOURCE_ID, startSeynServer } from './helpers/seyn-server.js';
+import { parseConfig } from '../src/config/load.js';
 import { AWS_TEST_ENV, debeziumRecord, dmsControl, dmsRecord, startKinesis, type TestKinesis, type TestRecord } from './helpers/kinesis.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
 
@@ -246,4 +248,38 @@ test('a daemon killed with -9 resumes after its last delivered records; records 
   assert.equal(letters[0].lens, 'app', 'a record no lens can be told goes under the source name');
   assert.equal(letters[0].provenance.record, '\u0000garbage');
   assert.match(letters[0].provenance.position, /^shardId-\d+@\d+$/);
+});
+
+test('rows travel with the changes: DMS records reach a payload sink (seyn) with no database anywhere, the last row per id wins', async () => {
+  const seyn = await startSeynServer();
+  try {
+    await kinesis.createStream('dms-rows', 2);
+    const config = parseConfig(
+      [
+        'sources:',
+        `  app: { type: kinesis, stream: dms-rows, region: us-east-1, endpoint: "${kinesis.endpoint}", pollIntervalMs: 200 }`,
+        'lenses:',
+        '  items: { source: app, table: items, primaryKey: [id], payload: [id, name], entityType: item, sink: seyn, initialSync: none, maxWaitMs: 20 }',
+        'sinks:',
+        `  seyn: { type: seyn, url: "${seyn.url}", key: sk_live_test, sourceId: ${SEYN_SOURCE_ID}, onDelete: tombstone }`,
+        `state: { type: embedded, path: "${mkdtempSync(join(tmpdir(), 'tributary-kinesis-rows-'))}" }`,
+        'metrics: false',
+      ].join('\n'),
+      'rows.yaml',
+      {},
+    );
+    const daemon = await startTestDaemon(config);
+    await kinesis.put('dms-rows', [
+      ...range(1, 20).map((id) => dmsRecord('public.items', 'insert', { id, name: `first ${id}`, secret: 'not in the payload' })),
+      ...range(1, 10).map((id) => dmsRecord('public.items', 'update', { id, name: `second ${id}` })),
+      dmsRecord('public.items', 'delete', { id: 20, name: null }),
+    ]);
+    await eventually(() => seyn.latest('item').size === 20 && seyn.latest('item').get('20')?.payload._deleted === true, 'every id at its last row', 20_000);
+    for (const id of range(1, 19)) {
+      assert.deepEqual(seyn.latest('item').get(String(id))?.payload, { id, name: `${id <= 10 ? 'second' : 'first'} ${id}` }, `id ${id}`);
+    }
+    assert.equal(await daemon.stop(), 0);
+  } finally {
+    await seyn.close();
+  }
 });

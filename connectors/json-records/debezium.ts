@@ -12,6 +12,7 @@
  *
  * A tombstone (an empty or `null` value) carries no action.
  */
+import { formatTableName } from '../../src/table-name.js';
 import { objectOf, parseJson, timestampOf, type Decoded, type Decoder, type JsonRow } from './decoded.js';
 
 export const debeziumDecoder: Decoder = (text) => {
@@ -66,5 +67,5 @@ function flat(row: JsonRow): Decoded {
 }
 
 function tableOf(schema: unknown, table: unknown): string | undefined {
-  return typeof schema === 'string' && typeof table === 'string' && table ? `${schema}.${table}` : undefined;
+  return typeof schema === 'string' && typeof table === 'string' && table ? formatTableName({ schema, name: table }, '"') : undefined;
 }

@@ -96,7 +96,7 @@ function topicProblems(name: string, raw: Record<string, unknown>): PluginProble
 export const kafkaSourceSpec: SourceSpec<KafkaSourceConfig> = {
   type: 'kafka',
   schema,
-  capabilities: { readsTables: false, requiresPrimaryKey: false },
+  capabilities: { readsTables: (config) => typeof config.rowsFrom === 'string', requiresPrimaryKey: false },
   problems: ({ name, raw }) => topicProblems(name, raw),
   qualifyTable: (table) => (table.includes('.') ? table : `public.${table}`),
   openReader: async (config, options) => {

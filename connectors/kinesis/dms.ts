@@ -10,6 +10,7 @@
  * control records (DDL, table status) are skipped. With BeforeImageSettings an update carries
  * the old values under `before-image` (its FieldName), so a key change is visible.
  */
+import { formatTableName } from '../../src/table-name.js';
 import { objectOf, parseJson, timestampOf, type Decoded, type Decoder } from '../json-records/decoded.js';
 
 const UPSERTS = new Set(['load', 'insert', 'update']);
@@ -33,7 +34,7 @@ function decodeDms(text: string, beforeImageField: string): Decoded {
   if (typeof schema !== 'string' || typeof tableName !== 'string' || !tableName) {
     return { kind: 'invalid', reason: 'metadata has no "schema-name" and "table-name"' };
   }
-  const table = `${schema}.${tableName}`;
+  const table = formatTableName({ schema, name: tableName }, '"');
   const data = objectOf(record.data);
   if (!data) return { kind: 'invalid', reason: 'the record has no "data" object', table };
   const op = metadata.operation;

@@ -4,6 +4,7 @@
  * (./index.ts), and each change carries its row.
  */
 import type { CheckContext, PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
+import { qualifyTableName } from '../../src/table-name.js';
 import { createKinesisConnector } from './index.js';
 
 /** A Kinesis data stream of AWS DMS or Debezium change records. */
@@ -103,7 +104,7 @@ export const kinesisSpec: SourceSpec<KinesisSourceConfig> = {
   // A bare table is matched as `public.table` (DMS and Debezium name a table by schema and table;
   // a MySQL source's schema is its database: write `database.table`).
   problems: tableReadingProblems,
-  qualifyTable: (table) => (table.includes('.') ? table : `public.${table}`),
+  qualifyTable: (table) => qualifyTableName(table, 'public', '"') ?? table,
   create: (config, ctx) => createKinesisConnector(config, ctx),
 };
 

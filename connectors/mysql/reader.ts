@@ -8,6 +8,7 @@ import mysql from 'mysql2/promise';
 import { RecordRejectedError, SourceSetupError, TributaryError, describeError } from '../../src/errors.js';
 import { classifyMysqlError, isMysqlDataError } from './errors.js';
 import { decodeId } from '../../src/ids.js';
+import { splitTableName } from '../../src/table-name.js';
 import { encodeMysqlId, isMysqlNumericType, mysqlKeyText } from './ids.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
@@ -16,7 +17,11 @@ import type { RowReaderOptions } from '../../src/rows.js';
 export const MYSQL_VALUE_OPTIONS = { dateStrings: true, supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' } as const;
 
 export const quoteMysql = (name: string) => `\`${name.replace(/`/g, '``')}\``;
-const quoteTable = (table: string) => table.split('.').map(quoteMysql).join('.');
+/** A canonical `database.table` name (src/table-name.ts) as quoted SQL. */
+const quoteTable = (table: string) => {
+  const { schema, name } = splitTableName(table, '`');
+  return `${quoteMysql(schema)}.${quoteMysql(name)}`;
+};
 
 interface Column {
   name: string;
@@ -28,7 +33,7 @@ interface Column {
 
 /** The columns of `database.table` in order, with their primary key positions. */
 export async function mysqlColumns(query: (sql: string, params: unknown[]) => Promise<unknown[]>, table: string): Promise<Column[]> {
-  const [schema, name] = table.split('.');
+  const { schema, name } = splitTableName(table, '`');
   const rows = (await query(
     `SELECT c.COLUMN_NAME AS name, c.DATA_TYPE AS dataType, c.COLUMN_TYPE AS columnType, k.ORDINAL_POSITION AS pkPos
        FROM information_schema.COLUMNS c
@@ -163,7 +168,7 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
 
     async describeChangeTracking() {
       const column = options.changeTrackingColumn ?? '';
-      const [schema, table] = options.table.split('.');
+      const { schema, name: table } = splitTableName(options.table, '`');
       // InnoDB secondary indexes carry the primary key: an index starting with the column serves (column, key).
       const [indexes] = await pool.query('SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ? AND SEQ_IN_INDEX = 1 LIMIT 1', [schema, table, column]);
       const name = `${table}_${column}_tributary`.slice(0, 64);

@@ -3,6 +3,7 @@
  * (./binlog) or polled (../poll).
  */
 import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
+import { parseTableName, qualifyTableName, tableNameProblems } from '../../src/table-name.js';
 import { createPollConnector, pollLensProblems } from '../poll/index.js';
 import { createMysqlBinlogConnector } from './binlog/index.js';
 import { classifyMysqlError } from './errors.js';
@@ -96,9 +97,13 @@ export const mysqlSpec: SourceSpec<MysqlSourceConfig> = {
   type: 'mysql',
   schema,
   capabilities: { readsTables: true, requiresPrimaryKey: false },
-  problems: ({ name, raw, lenses }) => [...bareTableProblems(name, raw, lenses), ...(raw.capture === 'poll' ? pollLensProblems(name, lenses) : [])],
+  problems: ({ name, raw, lenses }) => [
+    ...bareTableProblems(name, raw, lenses),
+    ...tableNameProblems(lenses, '`'),
+    ...(raw.capture === 'poll' ? pollLensProblems(name, lenses) : []),
+  ],
   resolve: (raw, name) => ({ serverId: defaultServerId(name), ...raw }) as MysqlSourceConfig,
-  qualifyTable: (table, config) => (table.includes('.') ? table : `${mysqlDatabase(config.url)}.${table}`),
+  qualifyTable: (table, config) => qualifyTableName(table, mysqlDatabase(config.url) ?? '', '`') ?? table,
   create: (config, ctx) =>
     config.capture === 'poll'
       ? createPollConnector(ctx, (lens) => createMysqlReader(config.url, lens), (err) => classifyMysqlError(err, `source "${ctx.sourceName}"`, config.serverId))
@@ -110,7 +115,7 @@ export const mysqlSpec: SourceSpec<MysqlSourceConfig> = {
 function bareTableProblems(name: string, raw: Record<string, unknown>, lenses: Array<[string, Record<string, unknown>]>): PluginProblem[] {
   if (typeof raw.url !== 'string' || mysqlDatabase(raw.url)) return [];
   return lenses
-    .filter(([, lens]) => typeof lens.table === 'string' && !lens.table.includes('.'))
+    .filter(([, lens]) => typeof lens.table === 'string' && parseTableName(lens.table, '`') && !parseTableName(lens.table, '`')!.schema)
     .map(([lens]) => ({ path: ['lenses', lens, 'table'], message: `the url of source "${name}" names no database; write the table as database.table` }));
 }
 

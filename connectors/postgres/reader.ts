@@ -6,6 +6,7 @@
 import pg from 'pg';
 import { RecordRejectedError, SourceSetupError, describeError } from '../../src/errors.js';
 import { decodeId, encodeId } from '../../src/ids.js';
+import { splitTableName } from '../../src/table-name.js';
 import { classifyPgError, isDataError, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
@@ -141,7 +142,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
 
     async describeChangeTracking() {
       const column = options.changeTrackingColumn ?? '';
-      const table = options.table.split('.').pop()!;
+      const table = splitTableName(options.table, '"').name;
       const name = `${table}_${column}_tributary`.slice(0, 63);
       const createIndex = `CREATE INDEX CONCURRENTLY ${quote(name)} ON ${quoteTable(options.table)} (${quote(column)}, ${keyList})`;
       if (!tracking) return { exists: false, indexed: false, createIndex };

@@ -5,6 +5,7 @@
 import { IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN } from '../../src/config/fragments.js';
 import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
 import { classifyPgError } from '../../src/postgres.js';
+import { qualifyTableName, tableNameProblems } from '../../src/table-name.js';
 import type { ConnectorContext, SourceConnector } from '../../src/types.js';
 import { pollLensProblems, createPollConnector } from '../poll/index.js';
 import { chooseCaptureWhenReachable } from './auto/index.js';
@@ -124,9 +125,13 @@ export const postgresSpec: SourceSpec<PostgresSourceConfig> = {
   type: 'postgres',
   schema,
   capabilities: { readsTables: true, requiresPrimaryKey: false },
-  problems: ({ name, raw, lenses }) => [...defaultNameProblems(name, raw), ...(raw.capture === 'poll' ? pollLensProblems(name, lenses) : [])],
+  problems: ({ name, raw, lenses }) => [
+    ...defaultNameProblems(name, raw),
+    ...tableNameProblems(lenses, '"'),
+    ...(raw.capture === 'poll' ? pollLensProblems(name, lenses) : []),
+  ],
   resolve: (raw, name) => ({ slot: `tributary_${name}`, publication: `tributary_${name}`, ...raw }) as PostgresSourceConfig,
-  qualifyTable: (table) => (table.includes('.') ? table : `public.${table}`),
+  qualifyTable: (table) => qualifyTableName(table, 'public', '"') ?? table,
   async create(config, ctx) {
     const capture = config.capture === 'auto' ? (await chooseCaptureWhenReachable(config, ctx)).mode : config.capture;
     return createConnector(config, capture, ctx);

@@ -49,7 +49,11 @@ export const columnList = (description: string, defaultValue?: []) =>
   ({
     type: 'array',
     description,
-    items: { type: 'string', minLength: 1, description: 'A column name.' },
+    items: {
+      type: 'string',
+      minLength: 1,
+      description: 'A column name, as written (spaces, dots, any case); double quotes or backticks around it are optional.',
+    },
     uniqueItems: true,
     ...(defaultValue ? { default: defaultValue } : {}),
   }) as const;

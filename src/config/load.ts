@@ -6,13 +6,14 @@
  * validate against the JSON Schema (./schema.ts), which also fills in defaults → check what a
  * schema cannot (lens → source/sink references, derived names) → build the Config.
  */
+import { columnName } from '../table-name.js';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, Parser, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
-import type { SourceSpec } from '../plugins.js';
+import { readsTables, type SourceSpec } from '../plugins.js';
 import { sinkSpec, sinkSpecs } from '../sinks/index.js';
 import { DEFAULT_METRICS_LISTEN } from './fragments.js';
 import { configSchema } from './schema.js';
@@ -341,6 +342,19 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
   for (const [name, lens] of lenses) {
     const source = section(data.sources[lens.source]);
     const spec = sourceSpecs.find((s) => s.type === source.type);
+    const sinkType = section(data.sinks[lens.sink]).type;
+    const readsTable = sinkSpecs.find((s) => s.type === sinkType)?.capabilities.readsTable;
+    if (spec && !readsTables(spec, source) && (readsTable === 'always' || (readsTable === 'for full syncs' && lens.initialSync !== 'none'))) {
+      const at = ['lenses', name, readsTable === 'always' ? 'sink' : 'initialSync'];
+      problems.push({
+        path: dotted(at),
+        line: lineOf(ctx, at),
+        message:
+          readsTable === 'always'
+            ? `sink "${lens.sink}" (${sinkType}) reads the lens's table, and source "${lens.source}" is a ${source.type} stream with no table to read; use a sink that takes what the stream carries (semilayer, seyn)`
+            : `a ${sinkType} sink's initial full sync reads the lens's table, and source "${lens.source}" is a ${source.type} stream; set initialSync: none (the stream's own full-load or snapshot records serve as the full sync)`,
+      });
+    }
     if (spec?.capabilities.requiresPrimaryKey && lens.primaryKey === undefined) {
       problems.push({
         path: dotted(['lenses', name, 'primaryKey']),
@@ -378,7 +392,19 @@ function toConfig(data: RawConfig, file: string): Config {
   const lenses: Record<string, LensConfig> = {};
   for (const [name, l] of Object.entries(data.lenses)) {
     const source = sources[l.source];
-    lenses[name] = { ...l, table: sourceSpec(source.type).qualifyTable(l.table, source) };
+    lenses[name] = {
+      ...l,
+      table: sourceSpec(source.type).qualifyTable(l.table, source),
+      ...(l.primaryKey && { primaryKey: l.primaryKey.map(columnName) }),
+      ...(l.fields && { fields: l.fields.map(columnName) }),
+      ...(l.metadata && { metadata: l.metadata.map(columnName) }),
+      ...(l.changeTrackingColumn && { changeTrackingColumn: columnName(l.changeTrackingColumn) }),
+      ...(l.payload && {
+        payload: Array.isArray(l.payload)
+          ? l.payload.map(columnName)
+          : Object.fromEntries(Object.entries(l.payload).map(([field, column]) => [field, columnName(column)])),
+      }),
+    };
   }
   const sinks: Record<string, SinkConfig> = {};
   for (const [name, raw] of Object.entries(data.sinks)) {

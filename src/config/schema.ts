@@ -16,6 +16,7 @@
 import { plannedSources, sourceSpecs } from '../../connectors/index.js';
 import { plannedSinks, sinkSpecs } from '../sinks/index.js';
 import { MAX_BATCH } from '../types.js';
+import { TABLE_NAME_EXPECTED, TABLE_NAME_PATTERN } from '../table-name.js';
 import { DEFAULT_METRICS_LISTEN, DURATION_PATTERN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
 
 const source = {
@@ -36,11 +37,13 @@ const lens = {
     source: { type: 'string', minLength: 1, description: 'Name of the source (a key of `sources`) the table lives in.' },
     table: {
       type: 'string',
-      pattern: '^[^.\\s"]+(?:\\.[^.\\s"]+)?$',
-      'x-expected': 'a table name: "table" or "schema.table"',
+      pattern: TABLE_NAME_PATTERN,
+      'x-expected': TABLE_NAME_EXPECTED,
       description:
-        'The table, as `schema.table`; a bare `table` means `public.table` (MySQL: `database.table`, the database of the source url).',
-      examples: ['public.products', 'products'],
+        'The table, as `schema.table`; a bare `table` means `public.table` (MySQL: `database.table`, the database of the source url). ' +
+        'A part with spaces, dots or quotes goes in double quotes (Postgres) or backticks (MySQL), a quote inside doubled; ' +
+        'an unquoted part is taken as written (no case folding). A partitioned table is named by its root.',
+      examples: ['public.products', 'products', '"Sales"."Order Items"'],
     },
     primaryKey: {
       ...columnList("Key columns, in order. Default: the table's primary key, read at start."),
@@ -65,7 +68,7 @@ const lens = {
           type: 'object',
           description: 'Output field → column.',
           minProperties: 1,
-          additionalProperties: { type: 'string', minLength: 1, description: 'A column name.' },
+          additionalProperties: { type: 'string', minLength: 1, description: 'A column name (quotes around it optional).' },
         },
       ],
       examples: [['name', 'stage', 'amount'], { title: 'name', price: 'amount' }],

@@ -4,6 +4,7 @@
  */
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { TributaryError } from '../errors.js';
 import type { SinkContext } from '../plugins.js';
 import { createEmbedder } from './embedders/index.js';
 import { Engine } from './engine.js';
@@ -24,7 +25,7 @@ export async function startWorker({ config, state, deadLetters, metrics, log, op
   const index = await openVectorIndex(workerConfig.index);
   const engine = new Engine({
     lenses,
-    openReader,
+    openReader: (lens) => openReader(lens) ?? Promise.reject(new TributaryError(`lens "${lens}": the worker re-reads rows, and its source reads no tables`)),
     embedder: createEmbedder(workerConfig.embedder),
     index,
     state,

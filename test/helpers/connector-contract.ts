@@ -21,6 +21,7 @@ export class Recorder implements SourceHandler {
   readonly resyncs: Array<{ lens: string; reason: string }> = [];
   readonly owed: Array<{ lens: string; reason: string }> = [];
   readonly captures: Array<{ mode: string; reason: string }> = [];
+  readonly unmatchedTables: Array<{ table: string; advice: string }> = [];
   readonly rejected: RejectedRecord[] = [];
 
   change(change: SourceChange): void {
@@ -34,6 +35,9 @@ export class Recorder implements SourceHandler {
   }
   fullSyncOwed(lens: string, reason: string): void {
     this.owed.push({ lens, reason });
+  }
+  unmatched(table: string, advice: string): void {
+    this.unmatchedTables.push({ table, advice });
   }
   reject(record: RejectedRecord): void {
     this.rejected.push(record);

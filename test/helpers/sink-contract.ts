@@ -12,6 +12,7 @@
  * 3. a storm of 5xx answers is retried without losing or reordering anything.
  * 4. a 4xx that rejects a batch dead-letters it and the stream goes on.
  * 5. an authentication failure holds the lens in `error` (no dead letters) until it passes.
+ * 6. a lens still in error at stop: the drain gives up in time and nothing is lost.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,7 +58,7 @@ export function sinkContract(harness: SinkHarness, cluster: () => TestPostgres):
     const daemon = await startTestDaemon(config);
     const sql = (text: string) => cluster().query(db, text);
     const status = () => daemon.status().lenses[0];
-    return { lens: name, daemon, sql, status };
+    return { lens: name, daemon, sql, status, config };
   }
 
   describe(`sink contract: ${harness.type}`, () => {
@@ -125,6 +126,20 @@ export function sinkContract(harness: SinkHarness, cluster: () => TestPostgres):
       await eventually(() => status().state === 'streaming', 'streaming again');
       harness.refuse(undefined);
       assert.equal(await daemon.stop(), 0);
+    });
+
+    test('a lens still in error at stop: the drain gives up in time and the batch is delivered after a restart', async (t) => {
+      const { lens, daemon, sql, status, config } = await scenario(t);
+      harness.refuse((l) => (l === lens ? harness.authFailure : undefined));
+      await sql(`INSERT INTO items VALUES (1, 'a')`);
+      await eventually(() => status().state === 'error', 'the lens in error');
+      const stopping = Date.now();
+      assert.equal(await daemon.stop(), 1, 'one change left undelivered');
+      assert.ok(Date.now() - stopping < config.pipeline.drainTimeoutMs + 6000, 'the stop is bounded by the drain timeout');
+      harness.refuse(undefined);
+      const again = await startTestDaemon(config);
+      await eventually(() => harness.accepted(lens).get('1') === 'upsert', 'the change replays after the restart');
+      assert.equal(await again.stop(), 0);
     });
   });
 }

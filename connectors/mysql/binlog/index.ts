@@ -14,6 +14,7 @@ import type { MysqlSourceConfig } from '../spec.js';
 import { SourceUnavailableError } from '../../../src/errors.js';
 import { encodeMysqlId, mysqlKeyText } from '../ids.js';
 import { MYSQL_VALUE_OPTIONS } from '../reader.js';
+import { formatTableName, splitTableName } from '../../../src/table-name.js';
 import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { PurgedPositionError, classifyMysqlError } from '../errors.js';
@@ -60,7 +61,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   /** Row changes of one rows event, for every lens of its table. */
   function rowsEvent(e: RowsEvent): void {
     const table = e.tableMap[e.tableId];
-    const lenses = table && info.lensesByTable.get(`${table.parentSchema}.${table.tableName}`);
+    const lenses = table && info.lensesByTable.get(formatTableName({ schema: table.parentSchema, name: table.tableName }, '`'));
     if (!lenses) return;
     const kind = e.getEventName();
     for (const lens of lenses) {
@@ -170,15 +171,13 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
         });
         inTransaction = false;
         const gtid = useGtid() ? from.gtid : undefined;
+        const lensTables = [...info.lensesByTable.keys()].map((t) => splitTableName(t, '`'));
         log.info({ from: describePosition(from), by: gtid !== undefined ? 'gtid' : 'file' }, 'starting binlog stream');
         z.start({
           serverId: config.serverId,
           includeEvents: EVENTS,
           includeSchema: Object.fromEntries(
-            [...new Set([...info.lensesByTable.keys()].map((t) => t.split('.')[0]))].map((db) => [
-              db,
-              [...info.lensesByTable.keys()].filter((t) => t.split('.')[0] === db).map((t) => t.split('.')[1]),
-            ]),
+            [...new Set(lensTables.map((t) => t.schema))].map((db) => [db, lensTables.filter((t) => t.schema === db).map((t) => t.name)]),
           ),
           ...(gtid !== undefined ? { gtidSet: gtid } : { filename: from.file, position: from.pos }),
         });

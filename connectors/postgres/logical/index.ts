@@ -14,6 +14,7 @@ import { supervise, type Session, type Supervisor } from '../../../src/superviso
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { LeanPgoutputPlugin } from './pgoutput.js';
+import { relationRouter } from './routes.js';
 import { setUpSource } from './setup.js';
 
 export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx: ConnectorContext): SourceConnector {
@@ -31,6 +32,11 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
   let commitTime = 0;
   let statusTimer: NodeJS.Timeout | undefined;
   let lagPool: pg.Pool | undefined;
+  /** Answers the decoder's questions about relations it does not know (partitions, children). */
+  let routePool: pg.Pool | undefined;
+  let plugin: LeanPgoutputPlugin | undefined;
+  /** Ends the current stream with an error (a failed route lookup). */
+  let failStream: ((err: unknown) => void) | undefined;
 
   /** Sends a standby status update confirming `acked` (the library adds 1 to what it is given). */
   function sendStatus(): void {
@@ -74,6 +80,20 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
       skippedUnkeyed(lens: string) {
         log.warn({ lens }, 'skipping the changes of this lens: its key column is gone (counted, not logged per row)');
       },
+      unmatched(table: string) {
+        handler.unmatched(
+          table,
+          `it is published by publication "${config.publication}" but is neither a lens table nor a partition or child of one: ` +
+            `if its rows belong to a lens, point the lens's table at it (or at its partitioned root); otherwise remove it from the publication`,
+        );
+      },
+      waiting(on: boolean) {
+        if (on) socket()?.pause();
+        else if (!paused) socket()?.resume();
+      },
+      failed(err: unknown) {
+        failStream?.(err);
+      },
     };
   }
 
@@ -90,6 +110,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
 
   /** One replication connection, from connect to its end (a supervisor session). */
   async function streamOnce(plugin: LeanPgoutputPlugin, session: Session): Promise<void> {
+    plugin.reset();
     const readConfirmed = () =>
       withClient(async (client) => {
         const row = (await client.query('SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1', [config.slot])).rows[0];
@@ -113,7 +134,8 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     svc.on('error', (err) => (failure ??= err));
     svc.on('heartbeat', (lsn: string, _time: number, shouldRespond: boolean) => {
       log.debug({ lsn, inTransaction }, 'keepalive');
-      if (!inTransaction) handler.checkpoint(formatLsn(parseLsn(lsn)));
+      // Held messages (a route lookup) come before this WAL end: it may not be confirmed yet.
+      if (!inTransaction && !plugin.busy) handler.checkpoint(formatLsn(parseLsn(lsn)));
       if (shouldRespond) sendStatus();
     });
     svc.on('start', () => {
@@ -124,12 +146,17 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     });
     const end = () => void svc.stop().catch((err) => log.warn({ err: describeError(err) }, 'error closing replication'));
     session.signal.addEventListener('abort', end);
+    failStream = (err) => {
+      failure ??= err;
+      end();
+    };
     inTransaction = false;
     try {
       // 0/0: start at the slot's confirmed position, never at something merely received.
       await svc.subscribe(plugin, config.slot, '0/0');
       if (!session.signal.aborted) throw failure ?? new SourceUnavailableError(`${where}: the server ended the replication stream`);
     } finally {
+      failStream = undefined;
       session.signal.removeEventListener('abort', end);
       service = undefined;
       await svc.stop().catch(() => {});
@@ -140,7 +167,8 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     async start(h) {
       handler = h;
       let fresh = false;
-      let plugin: LeanPgoutputPlugin | undefined;
+      routePool = new pg.Pool({ connectionString: config.url, max: 1, application_name: `tributary:${ctx.sourceName}:routes` });
+      routePool.on('error', () => {});
       supervisor = supervise({
         state: (state, detail) => handler.state(state, detail),
         log,
@@ -150,8 +178,10 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
           if (!plugin) {
             const setup = await withClient((client) => setUpSource(client, ctx.sourceName, config, ctx.lenses));
             log.info({ slot: config.slot, publication: config.publication, slotCreated: setup.slotCreated }, 'source ready');
+            for (const warning of setup.warnings) log.warn({ publication: config.publication }, warning);
             fresh = setup.slotCreated;
-            plugin = new LeanPgoutputPlugin([config.publication], setup.lensesByTable, decodeHandler());
+            const router = relationRouter(routePool!, new Set(setup.lensesByTable.keys()));
+            plugin = new LeanPgoutputPlugin([config.publication], setup.lensesByTable, decodeHandler(), router);
           }
           await streamOnce(plugin, session);
         },
@@ -162,6 +192,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
         await supervisor.started;
       } catch (err) {
         clearInterval(statusTimer);
+        await routePool.end().catch(() => {});
         throw err;
       }
       return { fresh };
@@ -186,7 +217,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
 
     resume() {
       paused = false;
-      socket()?.resume();
+      if (!plugin?.busy) socket()?.resume();
     },
 
     async lag() {
@@ -212,6 +243,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
       socket()?.resume();
       await supervisor?.stop();
       await lagPool?.end().catch(() => {});
+      await routePool?.end().catch(() => {});
     },
   };
 }

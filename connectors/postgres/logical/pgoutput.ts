@@ -7,6 +7,7 @@
  */
 import type { Client } from 'pg';
 import { encodeId } from '../../../src/ids.js';
+import { pgTableName } from '../../../src/postgres.js';
 import { readLsn } from './lsn.js';
 
 /** A lens reading a table: the names of its key columns, in key order. */
@@ -31,7 +32,21 @@ export interface DecodeHandler {
   keyGone(lens: string, table: string, column: string): void;
   /** The first change of `lens` skipped because its key is gone (later ones are only counted). */
   skippedUnkeyed(lens: string): void;
+  /** A row change of `table`, a relation in the publication that no lens table claims. */
+  unmatched(table: string): void;
+  /** True while the decoder waits for a relation's route (the connector pauses the socket), false after. */
+  waiting(on: boolean): void;
+  /** Looking up a relation's route failed: the stream must start again (nothing after it was reported). */
+  failed(err: unknown): void;
 }
+
+/**
+ * Which lens table a relation's changes belong to: the relation itself when it is a lens table,
+ * its nearest lens-table ancestor when it is a partition or inheritance child of one (pgoutput
+ * names the leaf unless the publication publishes via the partition root), null when none.
+ * A promise when the answer needs the server; the decoder holds later messages meanwhile.
+ */
+export type RelationRouter = (relId: number, table: string) => string | null | Promise<string | null>;
 
 interface LensDecoder {
   lens: string;
@@ -40,7 +55,10 @@ interface LensDecoder {
 }
 
 interface Relation {
+  /** The relation's own name (a leaf partition, a child, or the lens table). */
   table: string;
+  /** No lens table claims it: its changes are reported as unmatched. */
+  unmatched: boolean;
   /** Undefined when no lens reads this table: its rows are skipped undecoded. */
   lenses?: LensDecoder[];
   /** Type OID per column, for id encoding. */
@@ -59,14 +77,31 @@ export class LeanPgoutputPlugin {
   private offset = 0;
   /** Changes skipped per lens because its key column is gone. */
   readonly skipped = new Map<string, number>();
+  /** Messages received while a relation's route is looked up, decoded in order once it is known. */
+  private held: Buffer[] | undefined;
+  /** Bumped by `reset`: a lookup of an ended stream is ignored. */
+  private generation = 0;
 
   constructor(
     publicationNames: string[],
-    /** Lenses by table (`schema.table`). */
+    /** Lenses by lens table (canonical name, src/table-name.ts). */
     private readonly lensesByTable: Map<string, LensKey[]>,
     private readonly handler: DecodeHandler,
+    private readonly route: RelationRouter = (_relId, table) => (lensesByTable.has(table) ? table : null),
   ) {
     this.options = { publicationNames };
+  }
+
+  /** True while messages are held for a route lookup: nothing after them may be confirmed. */
+  get busy(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** A new stream starts: forget held messages and pending lookups of the last one. */
+  reset(): void {
+    this.generation++;
+    this.held = undefined;
+    this.relations.clear();
   }
 
   get name(): string {
@@ -80,8 +115,14 @@ export class LeanPgoutputPlugin {
     );
   }
 
-  /** Decodes one XLogData payload and reports it; returns nothing (the work is done here). */
+  /** Decodes one XLogData payload and reports it (or holds it while a route is looked up). */
   parse(buf: Buffer): undefined {
+    if (this.held) this.held.push(Buffer.from(buf));
+    else this.decode(buf);
+    return undefined;
+  }
+
+  private decode(buf: Buffer): void {
     switch (buf[0]) {
       case 0x42 /* B */:
         this.handler.begin(readTimestamp(buf, 9));
@@ -106,7 +147,21 @@ export class LeanPgoutputPlugin {
         break;
       default: // origin, type, logical message: nothing a lens needs
     }
-    return undefined;
+  }
+
+  /** Decodes the held messages until they are done or another lookup starts. */
+  private release(): void {
+    const held = this.held!;
+    this.held = undefined;
+    while (held.length) {
+      this.decode(held.shift()!);
+      const again = this.held as Buffer[] | undefined; // set again by a relation that needs a lookup
+      if (again) {
+        again.push(...held);
+        return;
+      }
+    }
+    this.handler.waiting(false);
   }
 
   private relation(buf: Buffer): void {
@@ -130,9 +185,26 @@ export class LeanPgoutputPlugin {
       types.push(buf.readUInt32BE(off));
       off += 8; // type oid, type modifier
     }
-    const table = `${schema}.${name}`;
-    const lensKeys = this.lensesByTable.get(table);
-    const wanted = new Array<boolean>(ncols).fill(false);
+    const table = pgTableName(schema, name);
+    const routed = this.route(relId, table);
+    if (!(routed instanceof Promise)) return this.addRelation(relId, table, names, types, routed);
+    const generation = this.generation;
+    this.held = [];
+    this.handler.waiting(true);
+    routed.then(
+      (root) => {
+        if (generation !== this.generation) return;
+        this.addRelation(relId, table, names, types, root);
+        this.release();
+      },
+      (err) => generation === this.generation && this.handler.failed(err),
+    );
+  }
+
+  /** Records a relation and, for each lens of its lens table `root`, where its key columns are. */
+  private addRelation(relId: number, table: string, names: string[], types: number[], root: string | null): void {
+    const lensKeys = root === null ? undefined : this.lensesByTable.get(root);
+    const wanted = new Array<boolean>(names.length).fill(false);
     const lenses = lensKeys?.map(({ lens, keyColumns }): LensDecoder => {
       const gone = keyColumns.find((col) => !names.includes(col));
       if (gone !== undefined) {
@@ -143,7 +215,7 @@ export class LeanPgoutputPlugin {
       for (const at of positions) wanted[at] = true;
       return { lens, positions };
     });
-    this.relations.set(relId, { table, lenses, types, wanted });
+    this.relations.set(relId, { table, unmatched: !lensKeys, lenses, types, wanted });
   }
 
   /** Reads a TupleData at `this.offset`, keeping wanted columns in `this.values`. */
@@ -205,17 +277,24 @@ export class LeanPgoutputPlugin {
     if (n === 1) this.handler.skippedUnkeyed(lens);
   }
 
+  /** The relation of a row change if lenses read it; an unmatched one is reported. */
+  private lensRelation(relId: number): (Relation & { lenses: LensDecoder[] }) | undefined {
+    const rel = this.relations.get(relId);
+    if (rel?.unmatched) this.handler.unmatched(rel.table);
+    return rel?.lenses ? (rel as Relation & { lenses: LensDecoder[] }) : undefined;
+  }
+
   private insert(buf: Buffer): void {
-    const rel = this.relations.get(buf.readUInt32BE(1));
-    if (!rel?.lenses) return;
+    const rel = this.lensRelation(buf.readUInt32BE(1));
+    if (!rel) return;
     this.offset = 6; // tag, relid, 'N'
     this.readTuple(buf, rel);
     this.emit(rel, 'upsert');
   }
 
   private update(buf: Buffer): void {
-    const rel = this.relations.get(buf.readUInt32BE(1));
-    if (!rel?.lenses) return;
+    const rel = this.lensRelation(buf.readUInt32BE(1));
+    if (!rel) return;
     this.offset = 5;
     let oldIds: (string | undefined)[] | undefined;
     const marker = buf[this.offset++];
@@ -229,8 +308,8 @@ export class LeanPgoutputPlugin {
   }
 
   private delete(buf: Buffer): void {
-    const rel = this.relations.get(buf.readUInt32BE(1));
-    if (!rel?.lenses) return;
+    const rel = this.lensRelation(buf.readUInt32BE(1));
+    if (!rel) return;
     this.offset = 6; // tag, relid, 'K' or 'O'
     this.readTuple(buf, rel);
     this.emit(rel, 'delete');

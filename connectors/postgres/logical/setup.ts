@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
-import { quoteIdent, quoteTable } from '../../../src/postgres.js';
+import { pgTableName, quoteIdent, quoteTable } from '../../../src/postgres.js';
 import type { PostgresSourceConfig } from '../spec.js';
 import type { LensKey } from './pgoutput.js';
 
@@ -15,6 +15,8 @@ export interface SetupResult {
   lensesByTable: Map<string, LensKey[]>;
   /** True when the slot did not exist and was created now. */
   slotCreated: boolean;
+  /** What the user should know (and may fix) but does not stop streaming. */
+  warnings: string[];
 }
 
 export async function setUpSource(
@@ -41,15 +43,17 @@ export async function setUpSource(
   }
 
   const lensesByTable = new Map<string, LensKey[]>();
+  const partitioned = new Set<string>();
   for (const lens of lenses) {
-    const keyColumns = await checkTable(client, where, lens);
+    const { keyColumns, isPartitioned } = await checkTable(client, where, lens);
     const list = lensesByTable.get(lens.table) ?? [];
     list.push({ lens: lens.name, keyColumns });
     lensesByTable.set(lens.table, list);
+    if (isPartitioned) partitioned.add(lens.table);
   }
-  await ensurePublication(client, where, config.publication, [...lensesByTable.keys()]);
+  const warnings = await ensurePublication(client, where, config.publication, [...lensesByTable.keys()], partitioned);
   const slotCreated = await ensureSlot(client, where, config.slot, config.failoverSlot ?? false);
-  return { lensesByTable, slotCreated };
+  return { lensesByTable, slotCreated, warnings };
 }
 
 /** The current role and whether it may use replication (superuser, REPLICATION, or RDS's rds_replication). */
@@ -64,15 +68,15 @@ export async function replicationRole(client: pg.Client): Promise<{ name: string
   ).rows[0];
 }
 
-/** Checks a lens table and returns its key columns. */
+/** Checks a lens table and returns its key columns, and whether it is a partitioned table. */
 async function checkTable(
   client: pg.Client,
   where: string,
   lens: { name: string; table: string; primaryKey?: string[] },
-): Promise<string[]> {
+): Promise<{ keyColumns: string[]; isPartitioned: boolean }> {
   const rel = (
     await client.query(
-      `SELECT c.oid, c.relreplident,
+      `SELECT c.oid, c.relreplident, c.relkind = 'p' AS partitioned,
               ARRAY(SELECT a.attname::text FROM pg_attribute a
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
               ARRAY(SELECT a.attname::text FROM pg_index i
@@ -95,7 +99,7 @@ async function checkTable(
   if (keyColumns.length === 0) {
     throw new SourceSetupError(
       `${where}: table ${lens.table} of lens "${lens.name}" has no primary key. Add one, or set primaryKey: [...] ` +
-        `on the lens and ALTER TABLE ${lens.table} REPLICA IDENTITY FULL so deletes carry the key.`,
+        `on the lens and ALTER TABLE ${quoteTable(lens.table)} REPLICA IDENTITY FULL so deletes carry the key.`,
     );
   }
   const missing = keyColumns.filter((c) => !columns.includes(c));
@@ -108,41 +112,58 @@ async function checkTable(
   if (uncovered.length) {
     throw new SourceSetupError(
       `${where}: the replica identity of ${lens.table} does not include key column(s) ${uncovered.join(', ')} of lens ` +
-        `"${lens.name}", so deletes could not be matched. Run ALTER TABLE ${lens.table} REPLICA IDENTITY FULL ` +
+        `"${lens.name}", so deletes could not be matched. Run ALTER TABLE ${quoteTable(lens.table)} REPLICA IDENTITY FULL ` +
         '(or USING INDEX on a unique index of the key).',
     );
   }
-  return keyColumns;
+  return { keyColumns, isPartitioned: rel.partitioned };
 }
 
-async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[]): Promise<void> {
+/**
+ * Creates the publication, or keeps a Tributary-owned one in step with the lens tables, or
+ * checks a user's one covers them; returns warnings for the log. Tributary's publications name
+ * the lens tables and publish a partitioned one's leaf partitions under their own names (not
+ * via the root: PostgreSQL does not publish a TRUNCATE of a single partition through the root),
+ * which the decoder routes to the root's lens (./routes.ts).
+ */
+async function ensurePublication(client: pg.Client, where: string, name: string, tables: string[], partitioned: Set<string>): Promise<string[]> {
+  const viaRootSupported = Number((await client.query('SHOW server_version_num')).rows[0].server_version_num) >= 130000;
   const pub = (
     await client.query(
       `SELECT obj_description(p.oid, 'pg_publication') AS comment, p.puballtables,
-              ARRAY(SELECT schemaname || '.' || tablename FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables
+              ${viaRootSupported ? 'p.pubviaroot' : 'false'} AS via_root,
+              ARRAY(SELECT json_build_array(schemaname, tablename)::text FROM pg_publication_tables t WHERE t.pubname = p.pubname) AS tables,
+              ARRAY(SELECT json_build_array(n.nspname, c.relname)::text FROM pg_publication_rel r
+                      JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE r.prpubid = p.oid) AS members
          FROM pg_publication p WHERE p.pubname = $1`,
       [name],
     )
   ).rows[0];
   const tableList = tables.map(quoteTable).join(', ');
+  const names = (rows: string[]) => new Set(rows.map((t) => pgTableName(...(JSON.parse(t) as [string, string]))));
   try {
     if (!pub) {
       await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tableList}`);
       await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED}'`);
-      return;
+      return [];
     }
-    const missing = tables.filter((t) => !pub.tables.includes(t));
     if (pub.comment === MANAGED) {
-      const extra = (pub.tables as string[]).filter((t) => !tables.includes(t));
+      if (pub.via_root) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = false)`);
+      const members = names(pub.members);
+      const missing = tables.filter((t) => !members.has(t));
+      const extra = [...members].filter((t) => !tables.includes(t));
       if (missing.length || extra.length) await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET TABLE ${tableList}`);
-      return;
+      return [];
     }
-    if (missing.length && !pub.puballtables) {
-      throw new SourceSetupError(
-        `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
-          `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(quoteTable).join(', ')}.`,
-      );
-    }
+    if (!pub.puballtables) await checkUserPublication(client, where, name, tables, partitioned, names(pub.tables));
+    return pub.via_root && partitioned.size
+      ? [
+          `publication "${name}" publishes via the partition root: PostgreSQL does not publish a TRUNCATE of a single partition ` +
+            `of ${[...partitioned].join(', ')} through it, so Tributary cannot see one. Run ALTER PUBLICATION ${quoteIdent(name)} ` +
+            'SET (publish_via_partition_root = false), or after such a TRUNCATE run tributary ingest LENS --mode full (or set smartSyncInterval).',
+        ]
+      : [];
   } catch (err) {
     if ((err as { code?: string }).code === '42501') {
       throw new SourceSetupError(
@@ -153,6 +174,46 @@ async function ensurePublication(client: pg.Client, where: string, name: string,
     }
     throw err;
   }
+}
+
+/**
+ * A publication not created by Tributary must publish every lens table: the table itself, or
+ * for a partitioned table either its root or every one of its leaf partitions (their changes
+ * are routed to the root's lens). Anything else would be a silent gap: a SourceSetupError.
+ */
+async function checkUserPublication(
+  client: pg.Client,
+  where: string,
+  name: string,
+  tables: string[],
+  partitioned: Set<string>,
+  published: Set<string>,
+): Promise<void> {
+  const missing: string[] = [];
+  for (const table of tables.filter((t) => !published.has(t))) {
+    const leaves = partitioned.has(table) ? await leafPartitions(client, table) : [];
+    const unpublished = leaves.filter((leaf) => !published.has(leaf));
+    if (leaves.length === 0 || unpublished.length) missing.push(leaves.length ? `${table} (partitions ${unpublished.join(', ')} are not published)` : table);
+  }
+  if (!missing.length) return;
+  const roots = tables.filter((t) => missing.some((m) => m === t || m.startsWith(`${t} (`)));
+  throw new SourceSetupError(
+    `${where}: publication "${name}" (not created by Tributary) does not include ${missing.join(', ')}. ` +
+      `Run ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${roots.map(quoteTable).join(', ')}` +
+      ', or leave publication: unset so Tributary manages its own.',
+  );
+}
+
+/** The leaf partitions of a partitioned table, at any depth (canonical names). */
+async function leafPartitions(client: pg.Client, table: string): Promise<string[]> {
+  const rows = (
+    await client.query(
+      `SELECT n.nspname AS schema, c.relname AS name FROM pg_partition_tree(to_regclass($1)) t
+         JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf`,
+      [quoteTable(table)],
+    )
+  ).rows;
+  return rows.map((r) => pgTableName(r.schema, r.name));
 }
 
 /** failoverSlot: true needs PostgreSQL 17, the first with pg_create_logical_replication_slot(…, failover). */

@@ -116,6 +116,14 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   async function setUpOrThrow(c: pg.Client): Promise<boolean> {
     const resolved = await resolveTables(c, where, ctx.lenses);
     tables = new Map(resolved.map((t) => [t.table, t]));
+    const partitioned = resolved.filter((t) => t.partitioned).map((t) => t.table);
+    if (partitioned.length) {
+      log.warn(
+        { tables: partitioned },
+        'DROP or DETACH PARTITION, and a TRUNCATE of a partition created after this start (until the next one), remove rows ' +
+          'without firing the capture triggers: set smartSyncInterval on these lenses, or run tributary ingest LENS --mode full after one',
+      );
+    }
     if (!config.installTriggers) {
       const lensOf = (table: string) => ctx.lenses.find((l) => l.table === table)!.name;
       await checkTriggers(c, where, config.triggerSchema, ctx.sourceName, resolved, lensOf);
@@ -148,7 +156,15 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
 
   function report(row: { tbl: string; key: string[] | null; action: string; at: number }): void {
     const table = tables.get(row.tbl);
-    if (!table) return; // a table no lens reads any more: its rows are deleted with the rest
+    if (!table) {
+      // Triggers of this source on a table no lens reads (any more): its rows are deleted with the rest.
+      handler.unmatched(
+        row.tbl,
+        `capture triggers of source "${ctx.sourceName}" are installed on it but no lens reads it: add the lens back, ` +
+          `or drop its triggers tributary_${ctx.sourceName}_row and tributary_${ctx.sourceName}_stmt`,
+      );
+      return;
+    }
     for (const lens of table.lenses) {
       if (row.action === 't') {
         handler.resync(lens.lens, `TRUNCATE of ${row.tbl} (at ${new Date(row.at).toISOString()})`);

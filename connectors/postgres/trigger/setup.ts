@@ -19,13 +19,16 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { SourceSetupError } from '../../../src/errors.js';
 import { quoteIdent, quoteTable } from '../../../src/postgres.js';
+import { splitTableName } from '../../../src/table-name.js';
 
 const BOOL = 16;
 
 /** A lens table and the key columns every lens of the source reading it needs. */
 export interface CaptureTable {
-  /** `schema.table` */
+  /** Canonical `schema.table` (src/table-name.ts). */
   table: string;
+  /** A partitioned table: its row triggers are cloned to every partition, its TRUNCATE trigger is not. */
+  partitioned?: boolean;
   /** Union of the lenses' key columns: what the trigger records, in this order. */
   columns: string[];
   /** Type OID of each of `columns`. */
@@ -73,19 +76,29 @@ export async function resolveTables(client: pg.Client, where: string, lenses: Le
                 ARRAY(SELECT a.attname::text FROM pg_index i
                         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true
                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                       WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk
+                       WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n) AS pk,
+                ARRAY(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = c.oid AND c.relkind = 'r') AS children,
+                c.relkind = 'p' AS partitioned
            FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
         [quoteTable(lens.table)],
       )
     ).rows[0];
     if (!rel) throw new SourceSetupError(`${where}: table ${lens.table} of lens "${lens.name}" does not exist (or this role cannot see it).`);
+    if (rel.children.length) {
+      // Row triggers of an inheritance parent do not fire for its children's rows: a silent gap.
+      throw new SourceSetupError(
+        `${where}: table ${lens.table} of lens "${lens.name}" has inheritance children (${rel.children.join(', ')}) whose changes ` +
+          'its triggers would not see. Use capture: logical (a child\'s changes go to its parent\'s lens) or capture: poll ' +
+          '(a declaratively partitioned table is captured whole by triggers).',
+      );
+    }
     const keyColumns: string[] = lens.primaryKey ?? rel.pk;
     if (keyColumns.length === 0) {
       throw new SourceSetupError(`${where}: table ${lens.table} of lens "${lens.name}" has no primary key. Add one, or set primaryKey: [...] on the lens.`);
     }
     const missing = keyColumns.filter((c) => !rel.columns.includes(c));
     if (missing.length) throw new SourceSetupError(`${where}: lens "${lens.name}": primaryKey column(s) ${missing.join(', ')} not in table ${lens.table}.`);
-    const entry = tables.get(lens.table) ?? { table: lens.table, columns: [], types: [], lenses: [] };
+    const entry: CaptureTable = tables.get(lens.table) ?? { table: lens.table, partitioned: rel.partitioned, columns: [], types: [], lenses: [] };
     for (const column of keyColumns) {
       if (entry.columns.includes(column)) continue;
       entry.columns.push(column);
@@ -124,14 +137,15 @@ export async function installProblems(client: pg.Client, schema: string, tables:
     );
   }
   for (const table of tables) {
+    const { schema: tableSchema } = splitTableName(table, '"');
     const t = (
       await client.query(
         `SELECT has_schema_privilege($2, 'USAGE') AS usage,
                 CASE WHEN to_regclass($1) IS NOT NULL THEN has_table_privilege($1, 'TRIGGER') END AS trig`,
-        [quoteTable(table), table.split('.')[0]],
+        [quoteTable(table), tableSchema],
       )
     ).rows[0];
-    if (!t.usage) problems.push(`role ${r.role} may not use schema ${table.split('.')[0]}: GRANT USAGE ON SCHEMA ${quoteIdent(table.split('.')[0])} TO ${role}`);
+    if (!t.usage) problems.push(`role ${r.role} may not use schema ${tableSchema}: GRANT USAGE ON SCHEMA ${quoteIdent(tableSchema)} TO ${role}`);
     else if (t.trig === false) problems.push(`role ${r.role} may not create triggers on ${table}: GRANT TRIGGER ON ${quoteTable(table)} TO ${role}`);
   }
   return problems;
@@ -199,6 +213,7 @@ export async function installTriggers(client: pg.Client, where: string, schema: 
       const fn = `${quoteIdent(schema)}.${quoteIdent(functionName(source, t.table))}`;
       await client.query(functionSql(schema, source, t));
       await client.query(`COMMENT ON FUNCTION ${fn}() IS ${quoteLiteral(functionComment(source, t))}`);
+      if (t.partitioned) await installOnPartitions(client, t.table, names.stmt, fn);
       const existing = (
         await client.query(
           `SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = ANY($2) AND tgfoid = $3::regprocedure AND tgenabled <> 'D'`,
@@ -221,6 +236,26 @@ export async function installTriggers(client: pg.Client, where: string, schema: 
     throw err;
   }
   return created;
+}
+
+/**
+ * A partitioned table's row trigger is cloned to every partition, its statement trigger is
+ * not: a TRUNCATE of one partition, and the wake-up after a statement that writes a partition
+ * directly, need the statement trigger on each partition. Partitions created later get it at
+ * the next start (until then their rows are still captured, read by the fallback poll).
+ */
+async function installOnPartitions(client: pg.Client, table: string, name: string, fn: string): Promise<void> {
+  const missing = (
+    await client.query(
+      `SELECT t.relid::regclass::text AS part FROM pg_partition_tree(to_regclass($1)) t
+        WHERE t.level > 0 AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = $2 AND g.tgfoid = $3::regprocedure)`,
+      [quoteTable(table), name, `${fn}()`],
+    )
+  ).rows as Array<{ part: string }>;
+  for (const { part } of missing) {
+    await client.query(`DROP TRIGGER IF EXISTS ${quoteIdent(name)} ON ${part}`);
+    await client.query(`CREATE TRIGGER ${quoteIdent(name)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${part} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`);
+  }
 }
 
 /**
@@ -285,7 +320,8 @@ export async function uninstallTriggers(client: pg.Client, schema: string, sourc
       }
     }
     if ((await client.query('SELECT to_regprocedure($1) AS f', [`${s}.${quoteIdent(fn)}()`])).rows[0].f) {
-      await client.query(`DROP FUNCTION ${s}.${quoteIdent(fn)}()`);
+      // CASCADE: the statement triggers on a partitioned table's partitions (installOnPartitions).
+      await client.query(`DROP FUNCTION ${s}.${quoteIdent(fn)}() CASCADE`);
       done.push(`function ${schema}.${fn}`);
     }
     if ((await client.query('SELECT to_regclass($1) AS t', [`${s}.changelog`])).rows[0].t) {

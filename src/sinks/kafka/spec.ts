@@ -33,6 +33,6 @@ const schema = {
 export const kafkaSinkSpec: SinkSpec<KafkaSinkConfig> = {
   type: 'kafka',
   schema,
-  capabilities: { takes: 'ids' },
+  capabilities: { takes: 'ids', readsTable: 'never' },
   create: (config, ctx) => createKafkaSink(config, ctx),
 };

@@ -49,7 +49,7 @@ const schema = {
 export const psykheSpec: SinkSpec<PsykheSinkConfig> = {
   type: 'psykhe',
   schema,
-  capabilities: { takes: 'rows' },
+  capabilities: { takes: 'rows', readsTable: 'always' },
   problems: ({ name, lenses }) =>
     lenses.length > 1
       ? [

@@ -32,7 +32,7 @@ const schema = {
 export const semilayerSpec: SinkSpec<SemilayerSinkConfig> = {
   type: 'semilayer',
   schema,
-  capabilities: { takes: 'ids' },
+  capabilities: { takes: 'ids', readsTable: 'never' },
   resolve: (raw) => ({ ...raw, url: String(raw.url).replace(/\/+$/, '') }) as SemilayerSinkConfig,
   create: (config) => createSemilayerSink(config),
 };

@@ -51,7 +51,7 @@ const schema = {
 export const seynSpec: SinkSpec<SeynSinkConfig> = {
   type: 'seyn',
   schema,
-  capabilities: { takes: 'rows' },
+  capabilities: { takes: 'rows', readsTable: 'for full syncs' },
   resolve: (raw) => ({ ...raw, url: String(raw.url).replace(/\/+$/, '') }) as SeynSinkConfig,
   create: (config, ctx) => createSeynSink(config, ctx),
 };

@@ -20,6 +20,6 @@ const schema = {
 export const workerSpec: SinkSpec<WorkerSinkConfig> = {
   type: 'worker',
   schema,
-  capabilities: { takes: 'ids' },
+  capabilities: { takes: 'ids', readsTable: 'always' },
   create: (_config, ctx) => createWorkerSink(ctx),
 };

@@ -14,7 +14,9 @@ import { encodeChange } from '../src/bus.js';
 import type { Config, SourceConfig } from '../src/config/types.js';
 import { createLogger } from '../src/log.js';
 import { Recorder, connectorContract, lensConfig } from './helpers/connector-contract.js';
-import { eventually, startTestDaemon, testConfig } from './helpers/daemon.js';
+import { eventually, spawnDaemon, startTestDaemon, stopDaemon, testConfig } from './helpers/daemon.js';
+import { startSemilayerServer } from './helpers/semilayer-server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startKafka, type TestKafka } from './helpers/kafka.js';
 import { databaseName, freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
@@ -102,4 +104,67 @@ test('the bus round trip: Postgres → kafka sink → kafka source → worker �
   await eventually(async () => !(await search('burr grinder espresso')).some((r) => r.sourceRowId === '42'), 'the deleted row gone from search', 30_000);
   assert.equal(await captureDaemon.stop(), 0);
   assert.equal(await workerDaemon.stop(), 0);
+});
+
+/** `count` bus upserts of lens `items`, ids 1..count, in sends of 500. */
+async function fillBus(topic: string, count: number): Promise<void> {
+  for (let from = 1; from <= count; from += 500) {
+    const ids = Array.from({ length: Math.min(500, count - from + 1) }, (_, i) => from + i);
+    await producer.send({ topic, acks: -1, messages: ids.map((id) => encodeChange('items', { id: String(id), action: 'upsert', committedAt: Date.now() })) });
+  }
+}
+
+test('a broker restart mid-stream: the consumer reconnects and every message arrives', async () => {
+  const topic = 'bus-broker-restart';
+  await kafka.createTopic(topic, 2);
+  const rec = new Recorder();
+  const lens = { name: 'items', table: 'public.items', config: lensConfig('app', 'public.items') };
+  const connector = await createConnector(sourceConfig(topic, 'broker-restart'), { sourceName: 'app', lenses: [lens], log, report: rec });
+  await connector.start(rec);
+  await fillBus(topic, 50);
+  await eventually(() => new Set(rec.ids()).size === 50, 'the first 50');
+  connector.acknowledge(rec.covering()!);
+  await kafka.restart();
+  await producer.send({ topic, acks: -1, messages: [51, 52, 53].map((id) => encodeChange('items', { id: String(id), action: 'upsert', committedAt: Date.now() })) });
+  await eventually(() => ['51', '52', '53'].every((id) => rec.ids().includes(id)), 'the messages sent after the restart', 60_000);
+  await connector.stop();
+});
+
+test('kill -9 of the consumer mid-stream, then two consumers rebalancing while batches are in flight: every id arrives', async () => {
+  const topic = 'bus-kill';
+  const total = 3000;
+  await kafka.createTopic(topic, 4);
+  await fillBus(topic, total);
+  const sink = await startSemilayerServer({ keys: ['ik_test'] });
+  sink.respondWith(async () => (await sleep(30), undefined)); // batches stay in flight a while
+  const lenses = { items: { table: 'items', initialSync: 'none' as const, maxBatch: 100 } };
+  const yaml = `
+sources:
+  bus: { type: kafka, brokers: ["${kafka.broker}"], topics: [${topic}], groupId: killed, format: tributary, sessionTimeoutMs: 6000 }
+lenses:
+  items: { source: bus, table: public.items, sink: loopback, initialSync: none, maxBatch: 100 }
+sinks:
+  loopback: { type: semilayer, url: ${sink.url}, key: ik_test }
+state: { type: embedded, path: ${mkdtempSync(join(tmpdir(), 'tributary-kill-'))} }
+metrics: { listen: "127.0.0.1:${await freePort()}" }
+`;
+  const child = spawnDaemon(yaml);
+  await eventually(() => sink.lastAction('items').size >= 300, 'some batches delivered', 60_000);
+  child.child.kill('SIGKILL');
+  await child.exited;
+  assert.ok(sink.lastAction('items').size < total, 'killed mid-stream');
+
+  const twin = () => {
+    const config: Config = testConfig({ dbUrl: 'postgres://unused', sinkUrl: sink.url, lenses });
+    config.sources.app = sourceConfig(topic, 'killed');
+    return startTestDaemon(config);
+  };
+  const first = await twin();
+  await eventually(() => sink.counts('items') > 0 && first.status().lenses[0].state === 'streaming', 'the first twin delivering');
+  const second = await twin(); // joins while the first has batches in flight: a rebalance
+  await eventually(() => sink.lastAction('items').size === total, `all ${total} ids delivered`, 120_000);
+  for (const [id, action] of sink.lastAction('items')) assert.equal(action, 'upsert', `id ${id}`);
+  assert.equal(await first.stop(), 0);
+  assert.equal(await second.stop(), 0);
+  await sink.close();
 });

@@ -9,8 +9,7 @@
  *   then by 2 worker replicas (one consumer group, a shared pgvector index behind PGlite's socket
  *   server) against an embeddings API that takes 50 ms per request; rows/s and their ratio
  *   (goal ≥ 1.7×).
- * - The peer comparison (Debezium Server against Tributary into the same HTTP receiver) is not
- *   here yet.
+ * The peer comparison with Debezium Server is bench/debezium-peer.ts.
  */
 import { Partitioners } from 'kafkajs';
 import pg from 'pg';

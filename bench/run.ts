@@ -18,6 +18,8 @@
  *    a ratio to the semilayer id path; peak RSS of a 1,000,000-row psykhe full sync.
  * 10. Kafka (bench/kafka.ts): changes/s through the bus (kafka sink → kafka source), and rows/s
  *    indexed by 1 and 2 worker replicas on the bus.
+ * 11. The peer comparison (bench/debezium-peer.ts): Debezium Server and Tributary reading the
+ *    same WAL into one loopback HTTP receiver: throughput and commit→received p99 ratios.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -37,6 +39,7 @@ import { mysqlBinlog } from './mysql.js';
 import { kinesisBacklog } from './kinesis.js';
 import { payloadSinks } from './payload.js';
 import { kafkaPhases } from './kafka.js';
+import { debeziumPeer } from './debezium-peer.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { MB, PG_BIN, catchUp, fmt, histogramQuantile, killChildren, percentile, progress, startDaemonChild, timeRecvlogical, until, type Row, type RunningDaemon } from './lib.js';
@@ -392,6 +395,7 @@ async function main(): Promise<void> {
     ['kinesis: backlog', () => kinesisBacklog(rows)],
     ['payload sinks', () => payloadSinks(cluster, sink, rows)],
     ['kafka', () => kafkaPhases(cluster, rows)],
+    ['peer: debezium server', () => debeziumPeer(cluster, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

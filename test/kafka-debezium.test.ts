@@ -47,7 +47,7 @@ async function run(title: string, options: { schemas: boolean; unwrap: boolean; 
   const prefix = title;
   const topics = [`${prefix}.public.items`, `${prefix}.public.scratch`];
   for (const topic of topics) await kafka.createTopic(topic, 2);
-  const debezium = await startDebezium({ broker: kafka.broker, pgPort: pg.port, database: name, prefix, tables: ['public.items', 'public.scratch'], ...options });
+  const debezium = await startDebezium({ sink: { kafka: kafka.broker }, pgPort: pg.port, database: name, prefix, tables: ['public.items', 'public.scratch'], ...options });
   debeziums.push(debezium);
   const items = await readTopic(kafka.client, topics[0]);
   readers.push(items);

@@ -1,6 +1,6 @@
 /**
  * Debezium Server (https://debezium.io/documentation/reference/stable/operations/debezium-server.html)
- * capturing a throwaway Postgres into the test Kafka broker, for tests and benchmarks that need
+ * capturing a throwaway Postgres into the test Kafka broker (or an HTTP receiver), for tests and benchmarks that need
  * real Debezium change events. The distribution comes from Maven Central
  * (`io.debezium:debezium-server-dist:<DEBEZIUM_VERSION>:tar.gz`, fetched by `.ci/run` or on first
  * use into test/kafka/debezium-server, ~/.m2 caching it) and runs on a Java 21+ JDK:
@@ -8,7 +8,7 @@
  *
  * Settings are Debezium Server's `debezium.source.*` (the PostgreSQL connector:
  * https://debezium.io/documentation/reference/stable/connectors/postgresql.html#postgresql-connector-properties),
- * `debezium.sink.kafka.producer.*` and `debezium.format.*`; `unwrap` adds the
+ * `debezium.sink.kafka.producer.*` (or `debezium.sink.http.url`) and `debezium.format.*`; `unwrap` adds the
  * ExtractNewRecordState transform (https://debezium.io/documentation/reference/stable/transformations/event-flattening.html).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -35,8 +35,8 @@ export function debeziumServer(): string {
 }
 
 export interface DebeziumOptions {
-  /** 127.0.0.1:port of the Kafka broker. */
-  broker: string;
+  /** Where events go: `{ kafka: '127.0.0.1:PORT' }` (the Kafka sink) or `{ http: URL }` (the HTTP sink, one POST per event). */
+  sink: { kafka: string } | { http: string };
   pgPort: number;
   database: string;
   /** `topic.prefix`: topics are `<prefix>.<schema>.<table>`. */
@@ -47,6 +47,8 @@ export interface DebeziumOptions {
   schemas?: boolean;
   /** ExtractNewRecordState with `__op`, `__schema`, `__table`, `__source_ts_ms` and `__deleted` (default false). */
   unwrap?: boolean;
+  /** `snapshot.mode` (default `initial`; `no_data`: stream from the slot's creation only). */
+  snapshot?: 'initial' | 'no_data';
 }
 
 export interface RunningDebezium {
@@ -102,10 +104,14 @@ function applicationProperties(o: DebeziumOptions, dir: string, httpPort: number
     'quarkus.http.host=127.0.0.1',
     'quarkus.log.level=WARN',
     'quarkus.log.console.json=false',
-    'debezium.sink.type=kafka',
-    `debezium.sink.kafka.producer.bootstrap.servers=${o.broker}`,
-    'debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer',
-    'debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer',
+    ...('kafka' in o.sink
+      ? [
+          'debezium.sink.type=kafka',
+          `debezium.sink.kafka.producer.bootstrap.servers=${o.sink.kafka}`,
+          'debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer',
+          'debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer',
+        ]
+      : ['debezium.sink.type=http', `debezium.sink.http.url=${o.sink.http}`]),
     'debezium.format.key=json',
     'debezium.format.value=json',
     `debezium.format.key.schemas.enable=${schemas}`,
@@ -124,7 +130,7 @@ function applicationProperties(o: DebeziumOptions, dir: string, httpPort: number
     `debezium.source.slot.name=${slot}`,
     `debezium.source.publication.name=${slot}`,
     'debezium.source.publication.autocreate.mode=filtered',
-    'debezium.source.snapshot.mode=initial',
+    `debezium.source.snapshot.mode=${o.snapshot ?? 'initial'}`,
     // Truncates are skipped unless asked for (skipped.operations defaults to t).
     'debezium.source.skipped.operations=none',
     'debezium.source.tombstones.on.delete=true',

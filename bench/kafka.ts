@@ -17,7 +17,7 @@ import { encodeChange } from '../src/bus.js';
 import { startKafka, type TestKafka } from '../test/helpers/kafka.js';
 import { startOpenAIServer } from '../test/helpers/openai-server.js';
 import { startPgvector } from '../test/helpers/pgvector.js';
-import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
+import { freePort, startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
 import { catchUp, fmt, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
 
@@ -84,6 +84,29 @@ log: { level: info }
   }
 }
 
+/**
+ * The shared pgvector index: a PostgreSQL with pgvector from BENCH_PGVECTOR_BIN (a bin directory,
+ * e.g. the pgserver wheel's `pgserver/pginstall/bin`: `pip download pgserver==0.1.4 --no-deps`
+ * and unzip it), else PGlite behind its socket server (one single-threaded backend, which
+ * serialises the replicas' writes).
+ */
+async function vectorServer(): Promise<{ url: string; kind: string; stop(): Promise<void> }> {
+  const bin = process.env.BENCH_PGVECTOR_BIN;
+  if (!bin) return { ...(await startPgvector()), kind: 'PGlite + pgvector, one backend' };
+  const saved = process.env.PG_BIN;
+  process.env.PG_BIN = bin;
+  let cluster: TestPostgres;
+  try {
+    cluster = await startPostgres({ version: '16', settings: { max_connections: 100 } });
+  } finally {
+    if (saved === undefined) delete process.env.PG_BIN;
+    else process.env.PG_BIN = saved;
+  }
+  const url = await cluster.createDatabase('vectors');
+  await cluster.query(url, 'CREATE EXTENSION IF NOT EXISTS vector');
+  return { url, kind: 'PostgreSQL 16 + pgvector', stop: () => cluster.stop() };
+}
+
 async function workerScaleOut(kafka: TestKafka, cluster: TestPostgres, rows: Row[]): Promise<void> {
   progress(`kafka: worker scale-out, ${fmt(WORKER_ROWS)} rows by 1 and by 2 replicas, embeddings at 50 ms a request`);
   const db = await cluster.createDatabase('bench_kafka_workers');
@@ -98,7 +121,8 @@ async function workerScaleOut(kafka: TestKafka, cluster: TestPostgres, rows: Row
     await producer.send({ topic, acks: -1, messages: ids.map((id) => encodeChange('products', { id: String(id), action: 'upsert', committedAt: Date.now() })) });
   }
   await producer.disconnect();
-  const [vectors, openai] = await Promise.all([startPgvector(), startOpenAIServer({ delayMs: 50, dimensions: 64 })]);
+  const [vectors, openai] = await Promise.all([vectorServer(), startOpenAIServer({ delayMs: 50, dimensions: 64 })]);
+  progress(`  the shared index: ${vectors.kind}`);
   const index = new pg.Pool({ connectionString: vectors.url, max: 1 });
   try {
     const rate = async (replicas: number): Promise<number> => {
@@ -135,7 +159,7 @@ log: { level: info }
     const one = await rate(1);
     const two = await rate(2);
     rows.push({
-      metric: `Worker replicas on the bus: rows/s indexed by 2 replicas vs 1 (${fmt(WORKER_ROWS)} rows, 50 ms embedding requests, shared pgvector)`,
+      metric: `Worker replicas on the bus: rows/s indexed by 2 replicas vs 1 (${fmt(WORKER_ROWS)} rows, 50 ms embedding requests, one shared index: ${vectors.kind})`,
       tributary: `${fmt(two)} rows/s (${(two / one).toFixed(2)}×)`,
       reference: `${fmt(one)} rows/s (1 replica)`,
       goal: '≥ 1.7×',

@@ -111,3 +111,28 @@ export function isNetworkError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && NETWORK_CODES.has(code);
 }
+
+/** Node's codes for a certificate chain that does not lead to a trusted CA. */
+const UNTRUSTED_CERT_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * What is wrong with the server's TLS certificate, by Node's error code: `untrusted` (no chain to
+ * a trusted CA), `host` (not issued for the host name connected to), `expired` (or not yet
+ * valid), or undefined for any other error. Database connectors turn it into advice.
+ */
+export function certificateProblem(err: unknown): 'untrusted' | 'host' | 'expired' | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return undefined;
+  if (UNTRUSTED_CERT_CODES.has(code)) return 'untrusted';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'host';
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'expired';
+  return undefined;
+}

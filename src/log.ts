@@ -41,23 +41,28 @@ export function createLogger(options: LoggerOptions): Logger {
 /**
  * Replaces the password of a connection string with `***` and keeps everything else:
  * `postgres://app:s3cret@db:5432/shop` → `postgres://app:***@db:5432/shop`. Also masks
- * `password=` parameters (URL query strings and libpq `key=value` strings). Strings that are
- * not URLs come back unchanged apart from that.
+ * `password=` and `sslpassword=` parameters (URL query strings and libpq `key=value` strings).
+ * Strings that are not URLs come back unchanged apart from that.
+ *
+ * A database URL (postgres, postgresql, mysql, mariadb) whose password was not percent-encoded
+ * may hold `/`, `?` or `#` in it, which end the authority of a URL: for those schemes the
+ * password runs to the last `@` of the string, so no part of it shows.
  */
 export function redactUrl(url: string): string {
   let out = url;
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(out);
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(out);
   if (scheme) {
     const rest = out.slice(scheme[0].length);
+    const database = /^(postgres|postgresql|mysql|mariadb)$/i.test(scheme[1]);
     // The authority ends at the first '/', '?' or '#'; its userinfo ends at its last '@'.
     const end = rest.search(/[/?#]/);
-    const authority = end === -1 ? rest : rest.slice(0, end);
+    const authority = database || end === -1 ? rest : rest.slice(0, end);
     const at = authority.lastIndexOf('@');
-    const colon = authority.indexOf(':');
-    if (at !== -1 && colon !== -1 && colon < at) {
+    const colon = authority.search(/[:/?#]/);
+    if (at !== -1 && colon !== -1 && authority[colon] === ':' && colon < at) {
       out = scheme[0] + authority.slice(0, colon + 1) + '***' + rest.slice(at);
     }
   }
-  // `?password=x&…`, `password=x host=…`, `password='a b'`
-  return out.replace(/(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)/gi, '$1***');
+  // `?password=x&…`, `password=x host=…`, `password='a b'`, `sslpassword=x`
+  return out.replace(/(\b(?:ssl)?password=)('(?:[^'\\]|\\.)*'|[^&\s]*)/gi, '$1***');
 }

@@ -38,6 +38,26 @@ test('classifyPgError: standby, setup problems with what to do, and retriable lo
   assert.equal(classifyPgError(new TypeError('Connection terminated'), 'source "app"').retriable, false);
 });
 
+test('TLS failures are setup errors, never retried, whatever the store or connector', () => {
+  const expired = withCode('certificate has expired', { code: 'CERT_HAS_EXPIRED' });
+  assert.equal(pgErrorKind(expired), 'permanent');
+  assert.equal(isRetriablePgError(expired), false);
+  assert.equal(
+    classifyPgError(expired, 'source "app"').message,
+    `source "app": the server's TLS certificate is not valid now (CERT_HAS_EXPIRED: certificate has expired). Renew the server's certificate.`,
+  );
+  const selfSigned = withCode('self-signed certificate', { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
+  assert.match(classifyPgError(selfSigned, 'source "app"').message, /not trusted \(DEPTH_ZERO_SELF_SIGNED_CERT: self-signed certificate\)\. Add sslrootcert=.*sslmode=require/);
+  const mysqlExpired = withCode('certificate has expired', { code: 'HANDSHAKE_SSL_ERROR', fatal: true });
+  const mysql = classifyMysqlError(mysqlExpired, 'source "app"');
+  assert.equal(mysql.retriable, false);
+  assert.match(mysql.message, /not valid now \(certificate has expired\)/);
+  const mysqlHost = classifyMysqlError(withCode("Hostname/IP does not match certificate's altnames", { code: 'HANDSHAKE_SSL_ERROR', fatal: true, host: 'db', cert: {} }), 'source "app"');
+  assert.match(mysqlHost.message, /not valid for host "db" .*ssl-mode=VERIFY_CA/);
+  // Any other handshake failure is a lost connection, as before.
+  assert.equal(classifyMysqlError(withCode('socket hang up', { code: 'HANDSHAKE_SSL_ERROR', fatal: true }), 'source "app"').retriable, true);
+});
+
 test('quoting', () => {
   assert.equal(quoteIdent('my "odd" name'), '"my ""odd"" name"');
   assert.equal(quoteTable('public.products'), '"public"."products"');

@@ -25,6 +25,11 @@ test('redactUrl masks the password and keeps everything else', () => {
     ['https://:token@api.example.com/v1', 'https://:***@api.example.com/v1'],
     ['postgres://app:pw@h1:5432,h2:5432/db', 'postgres://app:***@h1:5432,h2:5432/db'],
     ['postgres://db/shop?user=app&password=s3cret&sslmode=require', 'postgres://db/shop?user=app&password=***&sslmode=require'],
+    // Percent-encoded URL-special characters, and the same characters left raw (an invalid URL, still fully hidden).
+    ['postgres://app:p%40ss%3Aw%2Fo%23rd@db/shop?sslmode=verify-full&sslrootcert=/etc/ca.pem', 'postgres://app:***@db/shop?sslmode=verify-full&sslrootcert=/etc/ca.pem'],
+    ['postgres://app:p@ss:w/o#rd@db:5432/shop', 'postgres://app:***@db:5432/shop'],
+    ['mysql://app:a/b?c@db/shop?ssl-mode=REQUIRED', 'mysql://app:***@db/shop?ssl-mode=REQUIRED'],
+    ['postgres://app@db/shop?sslkey=/k.pem&sslpassword=s3cret', 'postgres://app@db/shop?sslkey=/k.pem&sslpassword=***'],
   ];
   for (const [input, expected] of cases) assert.equal(redactUrl(input), expected, input);
 });

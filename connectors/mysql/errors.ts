@@ -3,7 +3,7 @@
  * server's errno, mysql2's `code`/`fatal` and Node's network codes, never by the message, except
  * where the server gives no other signal (errno 1236, below).
  */
-import { SourceSetupError, SourceUnavailableError, TributaryError, describeError, isNetworkError } from '../../src/errors.js';
+import { SourceSetupError, SourceUnavailableError, TributaryError, certificateProblem, describeError, isNetworkError } from '../../src/errors.js';
 
 /** The saved position is no longer in the server's binlogs. */
 export class PurgedPositionError extends TributaryError {}
@@ -11,6 +11,10 @@ export class PurgedPositionError extends TributaryError {}
 /** Server errnos Tributary reacts to by name. */
 const ER = {
   accessDenied: 1045,
+  /** MySQL's ER_SECURE_TRANSPORT_REQUIRED (require_secure_transport=ON and a connection without TLS). */
+  secureTransportRequired: 3159,
+  /** MariaDB's ER_SECURE_TRANSPORT_REQUIRED. */
+  mariadbSecureTransportRequired: 4188,
   badDb: 1049,
   dbAccessDenied: 1044,
   specificAccessDenied: 1227,
@@ -44,12 +48,22 @@ export function isMysqlDataError(err: unknown): boolean {
 /** `serverId`: the binlog connector's replica id, named when another replica uses it too. */
 export function classifyMysqlError(err: unknown, where: string, serverId?: number): TributaryError {
   if (err instanceof TributaryError) return err;
+  const tls = classifyMysqlTlsError(err, where);
+  if (tls) return tls;
   const { errno, code, fatal } = (err ?? {}) as { errno?: number; code?: string; fatal?: boolean };
   const message = describeError(err);
   // Checked before `fatal` below: the server's errno says more than the driver's flag.
   switch (errno) {
     case ER.accessDenied:
-      return new SourceSetupError(`${where}: authentication failed (${message}). Check the user and password in the source url.`, { cause: err });
+      return new SourceSetupError(
+        `${where}: authentication failed (${message}). Check the user and password in the source url (percent-encode special ` +
+          'characters: @ as %40, : as %3A, / as %2F, # as %23, % as %25). A server with require_secure_transport=ON (MariaDB ' +
+          'answers it this way) or a user created with REQUIRE SSL also needs ssl-mode=REQUIRED in the url.',
+        { cause: err },
+      );
+    case ER.secureTransportRequired:
+    case ER.mariadbSecureTransportRequired:
+      return new SourceSetupError(`${where}: the server only accepts TLS connections (${message}). Add ssl-mode=REQUIRED (or VERIFY_IDENTITY with ssl-ca) to the url.`, { cause: err });
     case ER.badDb:
       return new SourceSetupError(`${where}: ${message}. Check the database name in the source url.`, { cause: err });
     case ER.specificAccessDenied:
@@ -82,4 +96,48 @@ function serverIdClash(where: string, serverId: number | undefined, detail: stri
       '(or Tributary instance tailing this server) uses, e.g. from SELECT @@server_id on your replicas.',
     { cause },
   );
+}
+
+/** A TLS failure (by mysql2's and Node's codes) as a SourceSetupError saying what to do, or undefined. */
+function classifyMysqlTlsError(err: unknown, where: string): SourceSetupError | undefined {
+  const { code, host } = (err ?? {}) as { code?: unknown; host?: unknown };
+  const message = describeError(err);
+  if (code === 'HANDSHAKE_NO_SSL_SUPPORT') {
+    return new SourceSetupError(
+      `${where}: the server does not accept TLS connections (${message}). Turn TLS on in the server (ssl_cert, ssl_key), or remove ssl-mode from the url (or set ssl-mode=DISABLED).`,
+      { cause: err },
+    );
+  }
+  switch (mysqlCertificateProblem(err)) {
+    case 'untrusted':
+      return new SourceSetupError(
+        `${where}: the server's TLS certificate is not trusted (${message}). Add ssl-ca=/path/to/ca.pem (the CA that signed it, ` +
+          "e.g. your provider's CA bundle) to the url, or use ssl-mode=REQUIRED to encrypt without verifying the server.",
+        { cause: err },
+      );
+    case 'host':
+      return new SourceSetupError(
+        `${where}: the server's TLS certificate is not valid for host "${String(host)}" (${message}). Connect with a host name the certificate lists, ` +
+          'or use ssl-mode=VERIFY_CA to verify the certificate chain but not the host name.',
+        { cause: err },
+      );
+    case 'expired':
+      return new SourceSetupError(`${where}: the server's TLS certificate is not valid now (${message}). Renew the server's certificate.`, { cause: err });
+  }
+  return undefined;
+}
+
+/**
+ * certificateProblem for mysql2's errors: mysql2 replaces the code of every TLS handshake error
+ * with HANDSHAKE_SSL_ERROR, so what is left is the host name error's `cert` field and, for the
+ * others, Node's fixed (never localized) verification message.
+ */
+function mysqlCertificateProblem(err: unknown): ReturnType<typeof certificateProblem> {
+  const { code, cert } = (err ?? {}) as { code?: unknown; cert?: unknown };
+  if (code !== 'HANDSHAKE_SSL_ERROR') return certificateProblem(err);
+  if (cert !== undefined) return 'host';
+  const message = describeError(err);
+  if (/self[- ]signed|unable to (verify|get)/i.test(message)) return 'untrusted';
+  if (/expired|not yet valid/i.test(message)) return 'expired';
+  return undefined;
 }

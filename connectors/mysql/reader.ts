@@ -6,6 +6,7 @@
  */
 import mysql from 'mysql2/promise';
 import { RecordRejectedError, SourceSetupError, TributaryError, describeError } from '../../src/errors.js';
+import { mysqlConnection } from './connection.js';
 import { classifyMysqlError, isMysqlDataError } from './errors.js';
 import { decodeId } from '../../src/ids.js';
 import { splitTableName } from '../../src/table-name.js';
@@ -73,7 +74,7 @@ function paramValue(column: Column, text: string): string {
 }
 
 export async function createMysqlReader(url: string, options: RowReaderOptions): Promise<RowReader> {
-  const pool = mysql.createPool({ uri: url, connectionLimit: 2, ...MYSQL_VALUE_OPTIONS });
+  const pool = mysql.createPool(mysqlConnection(url, { connectionLimit: 2, ...MYSQL_VALUE_OPTIONS }));
   // TIMESTAMP values in UTC, as the binlog connector prints them (timezone 'Z').
   pool.pool.on('connection', (conn) => conn.query("SET time_zone = '+00:00'"));
   const where = `lens "${options.lens}"`;

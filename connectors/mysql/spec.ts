@@ -47,7 +47,8 @@ const schema = {
       description:
         'mysql://user:password@host:port/database of a user with REPLICATION SLAVE, REPLICATION CLIENT ' +
         '(MariaDB: BINLOG MONITOR) and SELECT on the lens tables. The database is the default for bare lens ' +
-        'table names. Never logged with its password.',
+        'table names. TLS as MySQL clients: ?ssl-mode=REQUIRED|VERIFY_CA|VERIFY_IDENTITY&ssl-ca=/path/ca.pem ' +
+        '(README: Managed PostgreSQL and MySQL). Never logged with its password.',
     },
     capture: {
       type: 'string',

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { RecordRejectedError, SourceSetupError, describeError } from '../../src/errors.js';
 import { decodeId, encodeId } from '../../src/ids.js';
 import { splitTableName } from '../../src/table-name.js';
-import { classifyPgError, isDataError, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
+import { classifyPgError, isDataError, pgConnection, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 import { exactNumber } from '../../src/payload.js';
@@ -37,12 +37,9 @@ const payloadTypes = {
 };
 
 export async function createPostgresReader(url: string, options: RowReaderOptions): Promise<RowReader> {
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: 2,
-    application_name: `tributary:reader:${options.lens}`,
-    ...(options.payloadValues ? { types: payloadTypes } : {}),
-  });
+  const pool = new pg.Pool(
+    pgConnection(url, { max: 2, application_name: `tributary:reader:${options.lens}`, ...(options.payloadValues ? { types: payloadTypes } : {}) }),
+  );
   pool.on('error', () => {});
   const where = `lens "${options.lens}"`;
   const cols = await pool

@@ -54,7 +54,9 @@ const schema = {
       minLength: 1,
       description:
         'libpq connection URL (for capture: logical, of a role with the REPLICATION attribute), e.g. ' +
-        'postgres://tributary:${PGPASSWORD}@db:5432/app. Never logged with its password.',
+        'postgres://tributary:${PGPASSWORD}@db:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/provider-ca.pem. ' +
+        'TLS as libpq: sslmode (default prefer), sslrootcert, sslcert, sslkey, or PGSSLMODE etc. (README: Managed PostgreSQL ' +
+        'and MySQL). Percent-encode special characters in the password. Never logged with its password.',
     },
     capture: {
       type: 'string',

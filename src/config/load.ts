@@ -12,6 +12,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, Parser, type Document } from 'yaml';
 import { ConfigError } from '../errors.js';
+import { redactUrl } from '../log.js';
 import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
 import { readsTables, type SourceSpec } from '../plugins.js';
 import { sinkSpec, sinkSpecs } from '../sinks/index.js';
@@ -503,9 +504,4 @@ function describe(ctx: Context, segments: Segment[], value: unknown): string {
   return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
     ? `${typeof value} ${shown}`
     : shown;
-}
-
-/** `postgres://u:secret@h/db` → `postgres://u:***@h/db`; also `password=secret` in key=value strings. */
-export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^/:@\s]*):[^@\s]*@/, '$1:***@').replace(/(password\s*=\s*)\S+/gi, '$1***');
 }

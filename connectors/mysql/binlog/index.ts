@@ -15,6 +15,7 @@ import { SourceUnavailableError } from '../../../src/errors.js';
 import { encodeMysqlId, mysqlKeyText } from '../ids.js';
 import { MYSQL_VALUE_OPTIONS } from '../reader.js';
 import { formatTableName, splitTableName } from '../../../src/table-name.js';
+import { mysqlConnection } from '../connection.js';
 import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { PurgedPositionError, classifyMysqlError } from '../errors.js';
@@ -49,7 +50,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
   const useGtid = () => config.gtid && info.hasGtids;
 
   async function withConnection<T>(fn: (conn: mysql.Connection) => Promise<T>): Promise<T> {
-    const conn = await mysql.createConnection({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+    const conn = await mysql.createConnection(mysqlConnection(config.url, MYSQL_VALUE_OPTIONS));
     conn.on('error', () => {}); // surfaced through the failing query
     try {
       return await fn(conn);
@@ -111,7 +112,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
 
   /** One binlog connection, from connect to its end (until `session.signal` aborts). */
   async function streamOnce(session: Session): Promise<void> {
-    const z = new ZongJi({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+    const z = new ZongJi(mysqlConnection(config.url, MYSQL_VALUE_OPTIONS));
     zongji = z;
     let lastEventAt = Date.now();
     let started = false;
@@ -283,7 +284,7 @@ export function createMysqlBinlogConnector(config: MysqlSourceConfig, ctx: Conne
     async lag() {
       if (!acked) return {};
       if (!lagConn) {
-        lagConn = await mysql.createConnection({ uri: config.url, ...MYSQL_VALUE_OPTIONS });
+        lagConn = await mysql.createConnection(mysqlConnection(config.url, MYSQL_VALUE_OPTIONS));
         lagConn.on('error', () => (lagConn = undefined));
       }
       const files = await binlogFiles(lagConn);

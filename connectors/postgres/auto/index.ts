@@ -17,7 +17,7 @@ import type { PostgresSourceConfig } from '../spec.js';
 import { SourceSetupError, describeError } from '../../../src/errors.js';
 import { retry } from '../../../src/retry.js';
 import type { ConnectorContext } from '../../../src/types.js';
-import { classifyPgError, quoteTable } from '../../../src/postgres.js';
+import { classifyPgError, pgConnection, quoteTable } from '../../../src/postgres.js';
 import { replicationRole } from '../logical/setup.js';
 import { checkTriggers, installProblems, resolveTables } from '../trigger/setup.js';
 
@@ -91,7 +91,7 @@ export async function chooseCaptureWhenReachable(config: PostgresSourceConfig, c
   ctx.report.state('connecting');
   const choice = await retry(
     async () => {
-      const client = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
+      const client = new pg.Client(pgConnection(config.url, { application_name: `tributary:${ctx.sourceName}` }));
       client.on('error', () => {});
       try {
         await client.connect();

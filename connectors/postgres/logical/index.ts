@@ -9,7 +9,7 @@ import pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { PostgresSourceConfig } from '../spec.js';
 import { SourceUnavailableError, describeError } from '../../../src/errors.js';
-import { classifyPgError } from '../../../src/postgres.js';
+import { classifyPgError, pgConnection } from '../../../src/postgres.js';
 import { supervise, type Session, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../../src/types.js';
 import { formatLsn, parseLsn } from './lsn.js';
@@ -98,7 +98,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
   }
 
   async function withClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-    const client = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
+    const client = new pg.Client(pgConnection(config.url, { application_name: `tributary:${ctx.sourceName}` }));
     client.on('error', () => {}); // surfaced through the failing query
     await client.connect();
     try {
@@ -127,7 +127,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
     }
     if (confirmed && parseLsn(confirmed) > acked) acked = parseLsn(confirmed);
     const svc = new LogicalReplicationService(
-      { connectionString: config.url, application_name: `tributary:${ctx.sourceName}` },
+      pgConnection(config.url, { application_name: `tributary:${ctx.sourceName}` }),
       { acknowledge: { auto: false, timeoutSeconds: 0 } },
     );
     let failure: unknown;
@@ -222,7 +222,7 @@ export function createPostgresLogicalConnector(config: PostgresSourceConfig, ctx
 
     async lag() {
       if (!lagPool) {
-        lagPool = new pg.Pool({ connectionString: config.url, max: 1, application_name: `tributary:${ctx.sourceName}:lag` });
+        lagPool = new pg.Pool(pgConnection(config.url, { max: 1, application_name: `tributary:${ctx.sourceName}:lag` }));
         lagPool.on('error', () => {});
       }
       const row = (

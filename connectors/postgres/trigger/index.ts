@@ -29,7 +29,7 @@ import { encodeId } from '../../../src/ids.js';
 import { SQLSTATE } from '../../../src/postgres.js';
 import { supervise, type Supervisor } from '../../../src/supervisor.js';
 import type { ConnectorContext, Position, SourceConnector, SourceHandler } from '../../../src/types.js';
-import { classifyPgError, quoteIdent } from '../../../src/postgres.js';
+import { classifyPgError, pgConnection, quoteIdent } from '../../../src/postgres.js';
 import { channelName, checkTriggers, installTriggers, resolveTables, sleepLock, type CaptureTable } from './setup.js';
 
 /** Changelog rows per read: bounds memory on a backlog. */
@@ -82,7 +82,7 @@ export function createPostgresTriggerConnector(config: PostgresSourceConfig, ctx
   }
 
   async function connect(): Promise<pg.Client> {
-    const c = new pg.Client({ connectionString: config.url, application_name: `tributary:${ctx.sourceName}` });
+    const c = new pg.Client(pgConnection(config.url, { application_name: `tributary:${ctx.sourceName}` }));
     c.on('error', () => (broken = true)); // surfaced by the next query
     c.on('end', () => (broken = true));
     c.on('notification', wake);

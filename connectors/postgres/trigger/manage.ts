@@ -2,7 +2,7 @@
 import pg from 'pg';
 import type { Config } from '../../../src/config/types.js';
 import { TributaryError } from '../../../src/errors.js';
-import { classifyPgError } from '../../../src/postgres.js';
+import { classifyPgError, pgConnection } from '../../../src/postgres.js';
 import { installTriggers, resolveTables, uninstallTriggers } from './setup.js';
 
 /** Installs or removes the capture of lens `lensName`'s table; returns lines for the user. */
@@ -15,7 +15,7 @@ export async function manageTriggers(action: 'install' | 'uninstall', config: Co
   const sharing = Object.entries(config.lenses)
     .filter(([, l]) => l.source === lens.source && l.table === lens.table)
     .map(([name, l]) => ({ name, table: l.table, primaryKey: l.primaryKey }));
-  const client = new pg.Client({ connectionString: source.url, application_name: `tributary:triggers:${lens.source}` });
+  const client = new pg.Client(pgConnection(source.url, { application_name: `tributary:triggers:${lens.source}` }));
   client.on('error', () => {});
   try {
     await client.connect();

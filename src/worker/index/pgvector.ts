@@ -48,7 +48,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describeError, RecordRejectedError, TributaryError } from '../../errors.js';
 import { redactUrl } from '../../log.js';
-import { isDataError, isRetriablePgError, sqlState } from '../../postgres.js';
+import { connectionRefusal, isDataError, isRetriablePgError, pgConnection, sqlState } from '../../postgres.js';
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
@@ -115,7 +115,7 @@ export class PgvectorIndex implements VectorIndex {
    */
   static async open(config: { url: string; schema: string }, options: PgvectorIndexOptions = {}): Promise<PgvectorIndex> {
     const where = redactUrl(config.url);
-    const pool = new pg.Pool({ connectionString: config.url, max: POOL_SIZE, application_name: 'tributary-pgvector' });
+    const pool = new pg.Pool(pgConnection(config.url, { max: POOL_SIZE, application_name: 'tributary-pgvector' }));
     // An idle connection that drops emits 'error' on the pool; the next query reports it.
     pool.on('error', () => {});
     try {
@@ -629,6 +629,8 @@ async function connectAndSetUp(pool: pg.Pool, where: string, schema: string): Pr
 
 function wrapError(err: unknown, context: string): TributaryError {
   if (err instanceof TributaryError) return err;
+  const refused = connectionRefusal(err, context);
+  if (refused) return refused;
   const { message } = err as { message?: string };
   if (isDataError(err)) return new RecordRejectedError(`${context}: ${message}`, { cause: err });
   const retriable = isRetriablePgError(err);

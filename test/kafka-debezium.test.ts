@@ -85,7 +85,7 @@ test('Debezium envelope with schemas: snapshot, inserts, updates, deletes, a key
   await run('envelope', { schemas: true, unwrap: false, truncate: true });
 });
 
-// Under ExtractNewRecordState a TRUNCATE did not reach the lens as a full sync here (not yet investigated), so this run has none.
+// ExtractNewRecordState drops truncate events (Debezium Server 3.0: nothing reaches the topic), so this run has none.
 test('Debezium ExtractNewRecordState rows without schemas: snapshot, inserts, updates, deletes, a key change', async () => {
   await run('unwrapped', { schemas: false, unwrap: true, truncate: false });
 });

@@ -36,17 +36,20 @@ export function debeziumDecoder(lenses: ConnectorContext['lenses']): Decoder {
     if (!matched) return { changes: [] };
     if (event.kind === 'truncate') return { changes: [], resyncs: matched.map((l) => ({ lens: l.name, reason: `${event.table} was truncated (Debezium op t)` })) };
     const key = eventKey(message);
-    return { changes: matched.map((lens) => change(event, lens, key, message)) };
+    const decoded: Required<Pick<Decoded, 'changes' | 'rejects'>> = { changes: [], rejects: [] };
+    for (const lens of matched) {
+      const c = change(event, lens, key, message);
+      if (typeof c === 'string') decoded.rejects.push({ lens: lens.name, reason: `undecodable Debezium event: ${c}` });
+      else decoded.changes.push(c);
+    }
+    return decoded;
   };
 }
 
-/** One lens's change: its id from the message key (or the row), the row for upserts. */
-function change(event: Extract<Record, { kind: 'change' }>, lens: Lens, key: JsonRow | undefined, message: KafkaMessage): SourceChange {
+/** One lens's change: its id from the message key (or the row), the row for upserts; or why there is none. */
+function change(event: Extract<Record, { kind: 'change' }>, lens: Lens, key: JsonRow | undefined, message: KafkaMessage): SourceChange | string {
   const id = key ? jsonRowId(key, lens.primaryKey ?? Object.keys(key)) : lens.primaryKey ? jsonRowId(event.keyRow, lens.primaryKey) : undefined;
-  if (id === undefined) {
-    const why = key ? `the message key lacks the primaryKey column(s) ${lens.primaryKey!.join(', ')}` : 'the message has no key and the lens names no primaryKey';
-    throw new UndecodableMessage(`undecodable Debezium event: ${why}`, [lens.name]);
-  }
+  if (id === undefined) return key ? `the message key lacks the primaryKey column(s) ${lens.primaryKey!.join(', ')}` : 'the message has no key and the lens names no primaryKey';
   return { lens: lens.name, id, action: event.action, committedAt: event.committedAt ?? message.timestamp, row: event.row };
 }
 

@@ -19,6 +19,8 @@ export interface Decoded {
   changes: SourceChange[];
   /** Lenses whose sink needs a full sync (a truncate, a bus sync request). */
   resyncs?: Array<{ lens: string; reason: string }>;
+  /** Lenses that cannot take the message (no key for them): it is dead-lettered under each. */
+  rejects?: Array<{ lens: string; reason: string }>;
 }
 
 /** A message that cannot be decoded, and the lenses it belongs to when that much is known (else none). */

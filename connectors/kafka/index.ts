@@ -45,6 +45,7 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
         const decoded = decode(message);
         for (const change of decoded.changes) handler.change(change);
         for (const { lens, reason } of decoded.resyncs ?? []) handler.resync(lens, reason);
+        for (const { lens, reason } of decoded.rejects ?? []) reject(message, new UndecodableMessage(reason, [lens]));
       } catch (err) {
         if (!(err instanceof UndecodableMessage)) throw err;
         reject(message, err);

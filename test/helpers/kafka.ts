@@ -124,9 +124,16 @@ export async function withAdmin<T>(client: Kafka, fn: (admin: Admin) => Promise<
   }
 }
 
-/** A KRaft cluster id: 16 random bytes in base64url, 22 characters (what `kafka-storage random-uuid` prints). */
+/**
+ * A KRaft cluster id: 16 random bytes in base64url, 22 characters (what `kafka-storage
+ * random-uuid` prints), never starting with `-`, which the tool would read as an option (Kafka's
+ * own Uuid.randomUuid draws again in that case too).
+ */
 function clusterId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 function serverProperties(port: number, controllerPort: number, logDir: string): string {

@@ -497,9 +497,12 @@ export class Pipeline implements SourceHandler {
       lens.wake?.abort();
     }
     const deadline = Date.now() + timeoutMs;
-    while ([...this.lenses.values()].some((l) => !l.idle) && Date.now() < deadline) {
-      await Promise.race([Promise.all([...this.deliveries]), sleep(Math.max(0, Math.min(100, deadline - Date.now())))]);
-    }
+    await this.deliverPending(deadline);
+    this.acknowledge(); // while the connection is open, so the source hears of it (a slot's flush LSN)
+    // A read in progress when the source was paused (a poll's page) still reports its changes:
+    // they arrive by the time the connector stopped, and are delivered if the drain has time.
+    await this.stopConnector();
+    await this.deliverPending(deadline);
     this.stopped = true;
     for (const lens of this.lenses.values()) lens.wake?.abort();
     this.acknowledge();
@@ -507,9 +510,16 @@ export class Pipeline implements SourceHandler {
     await sweeps;
     await Promise.all([...this.lenses.values()].map((l) => l.sweeper?.close()));
     await this.savePosition().catch((err) => this.log.error({ err: describeError(err) }, 'cannot save the acknowledged position at stop'));
-    await this.stopConnector();
     for (const lens of this.lenses.values()) clearTimeout(lens.timer);
     return [...this.lenses.values()].reduce((n, l) => n + l.pending, 0);
+  }
+
+  /** Waits until every lens is idle (all delivered) or the deadline passed. */
+  private async deliverPending(deadline: number): Promise<void> {
+    for (const lens of this.lenses.values()) this.flush(lens);
+    while ([...this.lenses.values()].some((l) => !l.idle) && Date.now() < deadline) {
+      await Promise.race([Promise.all([...this.deliveries]), sleep(Math.max(0, Math.min(100, deadline - Date.now())))]);
+    }
   }
 
   /** Stops the connector; a connection that hangs while closing must not keep the process from exiting. */

@@ -347,7 +347,39 @@ export interface RowReader {
    * index serves the poll's ORDER BY (column, key); `createIndex` is the statement to run if not.
    */
   describeChangeTracking?(): Promise<{ exists: boolean; indexed: boolean; createIndex: string }>;
+  /**
+   * Rows for the worker's Query endpoint (`POST /v1/query/:lens`): equality `where`, ordered by
+   * `orderBy` and then the key, after a keyset position, at most `limit`. Column names were
+   * checked against the lens's columns by the caller and are checked again here; values are
+   * only ever parameters. Optional: a reader without it cannot serve queries.
+   */
+  query?(query: TableQuery): Promise<TableQueryResult>;
   close(): Promise<void>;
+}
+
+/** One ordering column of a TableQuery. */
+export interface QueryOrder {
+  column: string;
+  dir: 'asc' | 'desc';
+}
+
+export interface TableQuery {
+  /** Column → value; `null` matches NULL. */
+  where: Record<string, string | number | boolean | null>;
+  /** Ordering columns; the key follows (ascending) as the tiebreaker. NULLs sort as Postgres does: last ascending, first descending. */
+  orderBy: QueryOrder[];
+  /** Start after this row: its orderBy values as text (null for NULL) and its id. */
+  after?: { values: Array<string | null>; id: string };
+  /** Rows to skip first (without `after`). */
+  offset: number;
+  limit: number;
+}
+
+export interface TableQueryResult {
+  /** Each row: its id, its columns (the key's and the lens's), and its orderBy values as text for the next cursor. */
+  rows: Array<{ id: string; row: Record<string, unknown>; sort: Array<string | null> }>;
+  /** Rows matching `where`, all pages together. */
+  total: number;
 }
 
 export interface Logger {

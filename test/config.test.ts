@@ -139,7 +139,7 @@ test('unknown keys are errors, at the top level and nested, with what was expect
       line: 10,
       message:
         'unknown key "feilds"; expected one of: source, table, primaryKey, fields, template, metadata, payload, entityType, changeTrackingColumn, ' +
-        'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs',
+        'syncInterval, syncOverlap, smartSyncInterval, sink, initialSync, maxBatch, maxWaitMs, rules',
     },
   ]);
 });
@@ -416,7 +416,7 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
   assert.deepEqual(config.sinks.hosted, { type: 'worker' });
   assert.deepEqual(config.worker, {
     embedder: { type: 'hash', dimensions: 384 },
-    index: { type: 'embedded', path: '/etc/tributary/data/index' },
+    index: { type: 'embedded', path: '/etc/tributary/data/index', quantization: 'i8', connectivity: 16, expansionAdd: 64, expansionSearch: 64, exactBelow: 10000 },
     keys: [],
     maxQueuedChanges: 100000,
     acknowledge: 'queued',

@@ -72,7 +72,7 @@ describe('OpenAPI document', () => {
       `sources:
   app: { type: postgres, url: "${db}", slot: openapi, publication: openapi }
 lenses:
-  products: { source: app, table: products, fields: [name, description], metadata: [id, name], sink: local }
+  products: { source: app, table: products, fields: [name, description], metadata: [id, name], sink: local, rules: { query: true } }
 sinks:
   local: { type: worker }
 worker:
@@ -128,6 +128,13 @@ metrics: { listen: 127.0.0.1:${metrics} }
     assert.equal((await call('/v1/search/{lens}', 'POST', '/v1/search/products', { key: SEARCH, body: { query: '' } })).status, 400);
     assert.equal((await call('/v1/similar/{lens}', 'POST', '/v1/similar/products', { key: SEARCH, body: { id: '1' } })).status, 200);
     assert.equal((await call('/v1/similar/{lens}', 'POST', '/v1/similar/products', { key: SEARCH, body: { id: '999' } })).status, 404);
+
+    const rows = await call('/v1/query/{lens}', 'POST', '/v1/query/products', { key: SEARCH, body: { orderBy: { field: 'name' }, limit: 1 } });
+    assert.deepEqual(rows.body.rows, [{ id: 1, name: 'Summit boot', description: 'waterproof hiking boots' }]);
+    const next = await call('/v1/query/{lens}', 'POST', '/v1/query/products', { key: SEARCH, body: { orderBy: { field: 'name' }, limit: 1, cursor: rows.body.meta.nextCursor } });
+    assert.deepEqual([next.body.rows[0].id, next.body.meta.nextCursor, next.body.meta.total], [2, null, 2]);
+    assert.equal((await call('/v1/query/{lens}', 'POST', '/v1/query/products', { key: SEARCH, body: { where: { secret: 1 } } })).status, 400);
+    assert.equal((await call('/v1/query/{lens}', 'POST', '/v1/query/products', { key: INGEST, body: {} })).status, 403);
 
     assert.equal((await call('/v1/dlq/{lens}', 'GET', '/v1/dlq/products', { key: INGEST })).status, 200);
     assert.equal((await call('/v1/dlq/{lens}', 'POST', '/v1/dlq/products', { key: INGEST, body: { action: 'replay' } })).status, 200);

@@ -233,3 +233,18 @@ test('an unreachable server is a retriable error without the password', async ()
     return true;
   });
 });
+
+test('HNSW parameters reach the index definition; exact search on request', async (t) => {
+  const schema = newSchema();
+  const index = await PgvectorIndex.open({ url: server.url, schema }, { hnsw: { m: 8, efConstruction: 40, efSearch: 200 } });
+  t.after(() => index.close());
+  const records = randomRecords(300, 8, 21);
+  await index.upsert('p', records);
+  const defs = await admin.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%hnsw%'`, [schema]);
+  assert.equal(defs.rowCount, 1);
+  assert.match(defs.rows[0].indexdef, /WITH \(m='8', ef_construction='40'\)/);
+  const query = records[5].vector;
+  const exact = records.map((r) => ({ id: r.id, score: r.vector.reduce((s, x, i) => s + x * query[i], 0) })).sort((a, b) => b.score - a.score);
+  const hits = await index.searchVector('p', query, { limit: 20, minScore: 0, exact: true });
+  assert.deepEqual(hits.map((h) => h.id), exact.slice(0, 20).map((e) => e.id));
+});

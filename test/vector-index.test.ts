@@ -6,11 +6,11 @@
 import { after, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TributaryError } from '../src/errors.js';
-import { EmbeddedVectorIndex } from '../src/worker/index/embedded.js';
+import { EmbeddedVectorIndex, type EmbeddedIndexOptions } from '../src/worker/index/embedded.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
 import { randomRecords, record, unit, vectorIndexContract } from './helpers/vector-index-contract.js';
 
@@ -26,8 +26,8 @@ function tempDir(): string {
 }
 
 /** Opens an index on `dir` (a fresh one by default) and closes it when the test ends. */
-async function openIndex(t: TestContext, dir = tempDir()): Promise<EmbeddedVectorIndex> {
-  const index = await EmbeddedVectorIndex.open(dir);
+async function openIndex(t: TestContext, dir = tempDir(), options: EmbeddedIndexOptions = {}): Promise<EmbeddedVectorIndex> {
+  const index = await EmbeddedVectorIndex.open(dir, options);
   t.after(() => index.close());
   return index;
 }
@@ -42,70 +42,93 @@ describe('embedded vector index: the VectorIndex contract', () => {
   });
 });
 
-test('a torn last line is dropped and the rest kept', async (t) => {
+describe('embedded vector index: the VectorIndex contract through the HNSW graph (i8 vectors)', () => {
+  vectorIndexContract({
+    place: async (t) => {
+      const dir = tempDir();
+      return { open: () => openIndex(t, dir, { exactBelow: 0, hnsw: { quantization: 'i8' } }) };
+    },
+    exactSearch: false,
+  });
+});
+
+/** Deletes a lens's checkpoints, as if the process had died before writing any: the next open replays its whole log. */
+function dropCheckpoints(dir: string, lens: string): void {
+  for (const name of readdirSync(dir)) if (name.startsWith(`${lens}.`) && !name.endsWith('.log')) rmSync(join(dir, name));
+}
+
+test('a torn last write is cut off the log and the rest kept', async (t) => {
   const dir = tempDir();
   const first = await openIndex(t, dir);
   await first.upsert('p', [record('1', unit([1, 0])), record('2', unit([0, 1]))]);
   await first.close();
-  const log = join(dir, 'p.log');
+  dropCheckpoints(dir, 'p');
+  const log = join(dir, 'p.0.log');
   const whole = statSync(log).size;
-  // A crash in the middle of appending the next write.
-  appendFileSync(log, '{"op":"upsert","id":"3","contentHash":"h","content":"half a li');
+  // A crash in the middle of appending the next write: half a frame.
+  const bytes = readFileSync(log);
+  appendFileSync(log, bytes.subarray(0, 40));
 
   const second = await openIndex(t, dir);
   assert.equal(await second.count('p'), 2);
-  assert.equal(await second.get('p', '3'), undefined);
   assert.equal(statSync(log).size, whole, 'the torn tail is cut off the file');
-  // The next write starts on a line of its own and survives a restart.
+  // The next write starts on a frame of its own and survives a restart.
   await second.upsert('p', [record('3', unit([1, 1]))]);
   await second.close();
-  // A last line that is complete but damaged (a crash mid-write can leave one) is dropped too.
+  dropCheckpoints(dir, 'p');
+  // A whole last frame whose checksum fails (a crash mid-write can leave one) is dropped too.
   const sizeWith3 = statSync(log).size;
-  appendFileSync(log, '{"op":"upsert","id":"4","conte\0\0\0\n');
+  const last = readFileSync(log).subarray(whole);
+  last[last.length - 1] ^= 0xff;
+  appendFileSync(log, last);
   const third = await openIndex(t, dir);
   assert.equal(await third.count('p'), 3);
   assert.deepEqual(await third.get('p', '3'), record('3', unit([1, 1])));
   assert.equal(statSync(log).size, sizeWith3);
 });
 
-test('a damaged line in the middle of a log is a clear error', async (t) => {
+test('a damaged frame in the middle of a log, or an old JSON log, is a clear error', async (t) => {
   const dir = tempDir();
   const first = await openIndex(t, dir);
   await first.upsert('p', [record('1', unit([1, 0]))]);
+  await first.upsert('p', [record('2', unit([1, 0]))]);
   await first.close();
-  const log = join(dir, 'p.log');
-  const text = readFileSync(log, 'utf8');
-  writeFileSync(log, 'garbage\n' + text);
+  dropCheckpoints(dir, 'p');
+  const log = join(dir, 'p.0.log');
+  const good = readFileSync(log);
+  const bad = Buffer.from(good);
+  bad[20] ^= 0xff;
+  writeFileSync(log, bad);
   await assert.rejects(EmbeddedVectorIndex.open(dir), (err: Error) => {
     assert.ok(err instanceof TributaryError);
-    assert.match(err.message, /p\.log, line 1 is damaged/);
+    assert.match(err.message, /files of lens p .* are damaged \(damaged frame at byte 0/);
     assert.match(err.message, /tributary ingest p --mode full/);
     return true;
   });
   // The failed open released its lock.
-  writeFileSync(log, text);
+  writeFileSync(log, good);
   const again = await openIndex(t, dir);
-  assert.equal(await again.count('p'), 1);
+  assert.equal(await again.count('p'), 2);
+  await again.close();
+  writeFileSync(join(dir, 'q.log'), '{"op":"delete","id":"1"}\n');
+  await assert.rejects(EmbeddedVectorIndex.open(dir), /q\.log is an index log of an older Tributary .*tributary ingest q --mode full/);
 });
 
 test('compaction keeps the content identical and shrinks the log', async (t) => {
   const dir = tempDir();
   const index = await openIndex(t, dir);
-  const log = join(dir, 'p.log');
   const records = randomRecords(400, 8, 5);
   const live = records.slice(100);
   await index.upsert('p', records);
   await index.upsert('p', records);
   await index.delete('p', records.slice(0, 100).map((r) => r.id));
-  // 900 operations for 300 records: not yet (fewer than 1,000 operations).
-  assert.equal(readFileSync(log, 'utf8').split('\n').filter((l) => l !== '').length, 900);
-  const beforeCompaction = statSync(log).size;
-  // 1,200 operations for 300 records: compacted to 300 lines.
+  // 900 frames for 300 records: not yet (fewer than 1,000 frames).
+  const beforeCompaction = statSync(join(dir, 'p.0.log')).size;
+  // 1,200 frames for 300 records: compacted into the next generation.
   await index.upsert('p', live);
-  const lines = readFileSync(log, 'utf8').split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 300);
-  assert.ok(statSync(log).size < beforeCompaction / 2, 'the log shrank');
-  assert.ok(!existsSync(join(dir, 'p.log.tmp')));
+  assert.ok(!existsSync(join(dir, 'p.0.log')), 'the old generation is gone');
+  assert.ok(statSync(join(dir, 'p.1.log')).size < beforeCompaction / 2, 'the log shrank');
+  assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.tmp')), []);
   const query = unit([1, 2, 3, 4, 0, 0, 0, 0]);
   for (const r of live.slice(0, 20)) assert.deepEqual(await index.get('p', r.id), r);
   const semantic = await index.searchVector('p', query, { limit: 10, minScore: 0 });
@@ -159,26 +182,28 @@ test('openVectorIndex opens the embedded index in the data directory', async (t)
   const index = await openVectorIndex({ type: 'embedded', path: data });
   t.after(() => index.close());
   await index.upsert('p', [record('1', unit([1, 0]))]);
-  assert.ok(existsSync(join(data, 'index', 'p.log')));
+  assert.ok(existsSync(join(data, 'index', 'p.0.log')));
   assert.ok(existsSync(join(data, 'index', 'index.lock')));
 });
 
-test('the first keyword search builds its index in slices: other requests are answered meanwhile', async (t) => {
-  const index = await openIndex(t);
-  await index.upsert('p', randomRecords(20_000, 8).map((r, i) => ({ ...r, content: i === 19_999 ? 'needle in the haystack' : `hay ${i}` })));
-  const order: string[] = [];
-  const keyword = index.searchKeyword('p', 'needle', { limit: 1, minScore: 0 }).then((hits) => {
-    order.push('keyword');
-    return hits;
-  });
-  await new Promise((resolve) => setImmediate(resolve));
-  await index.searchVector('p', unit([1, 0, 0, 0, 0, 0, 0, 0]), { limit: 1, minScore: 0 }).then(() => order.push('vector'));
-  await index.delete('p', ['r5']);
-  await index.upsert('p', [record('late', unit([0, 1, 0, 0, 0, 0, 0, 0]), 'a needle added during the build')]);
-  const hits = await keyword;
-  assert.deepEqual(order, ['vector', 'keyword'], 'a vector search started after the keyword search finished first');
-  assert.equal(hits[0].id, 'r19999');
-  const after = await index.searchKeyword('p', 'needle', { limit: 5, minScore: 0 });
-  assert.deepEqual(after.map((h) => h.id).sort(), ['late', 'r19999'], 'a write during the build is in the keyword index');
-  assert.deepEqual(await index.searchKeyword('p', 'hay 5', { limit: 50, minScore: 0 }).then((h) => h.some((x) => x.id === 'r5')), false, 'a delete during the build is not');
+test('a clean close checkpoints: reopening loads the graph and keyword index and replays nothing', async (t) => {
+  const dir = tempDir();
+  const first = await openIndex(t, dir, { exactBelow: 0 });
+  const records = randomRecords(3000, 16, 8).map((r, i) => ({ ...r, content: i === 2999 ? 'needle in the haystack' : `hay ${i}` }));
+  await first.upsert('p', records);
+  const query = records[17].vector;
+  const before = await first.searchVector('p', query, { limit: 5, minScore: 0 });
+  await first.close();
+  const names = readdirSync(dir).sort();
+  const checkpoint = names.find((n) => n.endsWith('.state'))!;
+  assert.deepEqual(names, ['p.0.log', checkpoint.replace('.state', '.hnsw'), checkpoint].sort());
+  // Reopening loads the checkpoint: the same answers, the keyword index at once.
+  const second = await openIndex(t, dir, { exactBelow: 0 });
+  assert.equal(await second.count('p'), 3000);
+  assert.deepEqual(await second.searchVector('p', query, { limit: 5, minScore: 0 }), before);
+  assert.deepEqual((await second.searchKeyword('p', 'needle', { limit: 1, minScore: 0 })).map((h) => h.id), ['r2999']);
+  // Other settings of the graph: rebuilt from the log, same answers.
+  await second.close();
+  const third = await openIndex(t, dir, { exactBelow: 0, hnsw: { quantization: 'f16', connectivity: 8 } });
+  assert.deepEqual((await third.searchVector('p', query, { limit: 5, minScore: 0 })).map((h) => h.id), before.map((h) => h.id));
 });

@@ -9,7 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, EmbedError, QueueFullError } from '../src/errors.js';
+import { ConfigError, EmbedError, QueueFullError, RecordRejectedError } from '../src/errors.js';
+import { QueryUnsupportedError, type QueryAnswer, type QueryRequest } from '../src/worker/query.js';
 import { checkExposure, embeddingId, startWorkerServer, type WorkerHandlerOptions } from '../src/worker/http.js';
 import { runCli } from './helpers/daemon.js';
 import type { IngestMode, JobView, LensWorkerStatus, SearchHit, SearchMode, WorkerEngine } from '../src/worker/types.js';
@@ -40,6 +41,8 @@ class FakeEngine implements WorkerEngine {
     this.similarAsked = [];
     this.failSubmit = undefined;
     this.failSearch = undefined;
+    this.queried = [];
+    this.failQuery = undefined;
   }
 
   lenses(): string[] {
@@ -70,6 +73,19 @@ class FakeEngine implements WorkerEngine {
     if (this.failSearch !== undefined) throw this.failSearch;
     this.searched.push({ lens, request });
     return this.hits;
+  }
+
+  queried: Array<{ lens: string; request: QueryRequest }> = [];
+  failQuery?: unknown;
+
+  queryFields(lens: string): string[] | undefined {
+    return lens === 'products' ? ['id', 'name', 'price'] : undefined;
+  }
+
+  async query(lens: string, request: QueryRequest): Promise<QueryAnswer> {
+    if (this.failQuery !== undefined) throw this.failQuery;
+    this.queried.push({ lens, request });
+    return { rows: [{ id: 1, name: 'Air Glide 3', price: '89.99' }], total: 7, nextCursor: 'next' };
   }
 
   async similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined> {
@@ -425,6 +441,78 @@ test('search passes explicit limit, minScore and mode through; admin keys may se
   ]);
 });
 
+test('query: search and admin keys may, ingest keys may not; a lens without rules.query answers 403', async () => {
+  engine.reset();
+  const body = { where: { name: 'Air Glide 3' }, orderBy: { field: 'price', dir: 'desc' }, limit: 5, select: ['name'] };
+  for (const key of [SEARCH_KEY, ADMIN_KEY]) {
+    const answer = await call('POST', '/v1/query/products', { key, body });
+    assert.equal(answer.status, 200);
+    assert.deepEqual(answer.body.rows, [{ id: 1, name: 'Air Glide 3', price: '89.99' }]);
+    assert.deepEqual({ ...answer.body.meta, durationMs: 0 }, { lens: 'products', total: 7, nextCursor: 'next', count: 1, durationMs: 0 });
+  }
+  assert.deepEqual(engine.queried[0].request.query, {
+    where: { name: 'Air Glide 3' },
+    orderBy: [{ column: 'price', dir: 'desc' }],
+    after: undefined,
+    offset: 0,
+    limit: 5,
+  });
+  assert.deepEqual(engine.queried[0].request.select, ['name']);
+  assertError(await call('POST', '/v1/query/products', { key: INGEST_KEY, body }), 403, 'Key does not have permission for this operation');
+  assertError(await call('POST', '/v1/query/products', { key: 'nope', body }), 401, 'Missing or invalid API key');
+  assertError(await call('POST', '/v1/query/my%20lens', { key: SEARCH_KEY, body: {} }), 403, 'Lens my lens does not allow queries; set rules: { query: true } on it');
+  assertError(await call('POST', '/v1/query/nothing', { key: SEARCH_KEY, body: {} }), 404, 'Lens not found: nothing');
+  assert.equal(engine.queried.length, 2);
+});
+
+test('query: hostile and malformed bodies answer 400 and never reach the engine; huge limits are capped', async () => {
+  engine.reset();
+  const cases: Array<[body: unknown, message: RegExp]> = [
+    [{ where: { 'name"; DROP TABLE products; --': 'x' } }, /^where: unknown field "name\\"; DROP TABLE products; --"; expected one of id, name, price$/],
+    [{ where: { "name') OR 1=1 --": 'x' } }, /^where: unknown field/],
+    [{ where: { name: { $ne: 'x' } } }, /^where\.name: expected a string, number, boolean or null/],
+    [{ where: { name: ['a'] } }, /^where\.name: expected a string, number, boolean or null/],
+    [{ where: [] }, /^where: expected an object/],
+    [{ orderBy: { field: 'price; DELETE FROM x' } }, /^orderBy\.field: unknown field/],
+    [{ orderBy: { field: 'price', dir: 'DESC; DROP' } }, /^orderBy\.dir: expected "asc" or "desc"/],
+    [{ orderBy: [{ field: 'price' }, { field: 'price' }] }, /^orderBy\[1\]\.field: price is already in orderBy/],
+    [{ orderBy: { field: 'price', nulls: 'first' } }, /^orderBy: unknown key "nulls"/],
+    [{ select: ['name', 'secret'] }, /^select\[1\]: unknown field "secret"/],
+    [{ select: [] }, /^select: expected a non-empty array/],
+    [{ limit: 0 }, /^limit: expected an integer from 1$/],
+    [{ limit: 1.5 }, /^limit: expected an integer/],
+    [{ limit: '1000000' }, /^limit: expected an integer/],
+    [{ offset: -1 }, /^offset: expected an integer from 0 to 10000/],
+    [{ offset: 1e9 }, /^offset: expected an integer from 0 to 10000/],
+    [{ cursor: 'garbage!!' }, /^cursor: not a cursor; pass meta.nextCursor/],
+    [{ cursor: Buffer.from('{"f":"x","v":[],"id":"1"}').toString('base64url') }, /^cursor: it belongs to another where or orderBy/],
+    [{ cursor: Buffer.from('{"f":"x","v":[{}],"id":"1"}').toString('base64url') }, /^cursor: not a cursor/],
+    [{ cursor: 'x'.repeat(5000) }, /^cursor: not a cursor/],
+    [{ cursor: 5 }, /^cursor: not a cursor/],
+    [{ offset: 1, cursor: 'abc' }, /^cursor: use cursor or offset, not both/],
+    [{ filter: {} }, /^filter: unknown field; expected where, orderBy, limit, offset, cursor, select$/],
+    ['not json', /^Request body must be valid JSON$/],
+  ];
+  for (const [body, message] of cases) {
+    const answer = await call('POST', '/v1/query/products', { key: SEARCH_KEY, body });
+    assert.equal(answer.status, 400, JSON.stringify(body));
+    assert.match(answer.body.error, message);
+  }
+  assert.equal(engine.queried.length, 0);
+  assert.equal((await call('POST', '/v1/query/products', { key: SEARCH_KEY, body: { limit: 1e12 } })).status, 200);
+  assert.equal(engine.queried[0].request.query.limit, 1000);
+});
+
+test('query: a source that cannot serve queries answers 501; a value its column refuses, 400', async () => {
+  engine.reset();
+  engine.failQuery = new QueryUnsupportedError('Lens products: its source cannot serve queries yet (Postgres sources can)');
+  assertError(await call('POST', '/v1/query/products', { key: SEARCH_KEY, body: {} }), 501, 'Lens products: its source cannot serve queries yet (Postgres sources can)');
+  engine.failQuery = new RecordRejectedError('invalid input syntax for type numeric: "cheap"');
+  const answer = await call('POST', '/v1/query/products', { key: SEARCH_KEY, body: { where: { price: 'cheap' } } });
+  assert.equal(answer.status, 400);
+  assert.match(answer.body.error, /^A where or cursor value does not fit its column: invalid input syntax/);
+});
+
 test('search with no hits answers an empty list and count 0', async () => {
   engine.reset();
   const saved = engine.hits;
@@ -450,7 +538,8 @@ test('search bodies are validated', async () => {
     [{ query: 'q', minScore: -0.1 }, 'minScore: expected a number from 0 to 1, got -0.1'],
     [{ query: 'q', minScore: null }, 'minScore: expected a number from 0 to 1, got null'],
     [{ query: 'q', mode: 'fuzzy' }, 'mode: expected "semantic", "keyword" or "hybrid", got "fuzzy"'],
-    [{ query: 'q', filter: {} }, 'filter: unknown field; expected query, limit, minScore, mode'],
+    [{ query: 'q', exact: 'yes' }, 'exact: expected true or false, got "yes"'],
+    [{ query: 'q', filter: {} }, 'filter: unknown field; expected query, limit, minScore, mode, exact'],
     ['not json', 'Request body must be valid JSON'],
   ];
   for (const [body, message] of cases) {

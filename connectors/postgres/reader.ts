@@ -11,6 +11,7 @@ import { classifyPgError, isDataError, pgConnection, quoteIdent as quote, quoteT
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 import { exactNumber } from '../../src/payload.js';
+import { queryStatements } from './query.js';
 
 
 interface KeyColumn {
@@ -85,13 +86,19 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const keyList = key.map((k) => quote(k.name)).join(', ');
   const keyParams = (offset: number) => key.map((k, i) => `$${i + offset}::${k.type}`).join(', ');
 
-  const toRow = (r: Record<string, unknown>) => {
+  // A query's rows have the key's columns too; it may name the key's and the lens's columns.
+  const queryNames = [...new Set([...keyNames, ...options.columns])];
+  const queryColumns = [...keyText, ...queryNames.map(quote)].join(', ');
+  const queryTypes = new Map(queryNames.map((n) => [n, byName.get(n)!.type as string]));
+
+  const toRowOf = (r: Record<string, unknown>, columns: string[]) => {
     const id = encodeId(key.map((_, i) => r[`__k${i}`] as string), key.map((k) => k.oid));
     const cursor = r.__cursor as string | undefined;
     const row: Record<string, unknown> = {};
     for (const c of columns) row[c] = r[c];
     return { id, row, cursor };
   };
+  const toRow = (r: Record<string, unknown>) => toRowOf(r, options.columns);
 
   async function query(text: string, values: unknown[]) {
     try {
@@ -135,6 +142,15 @@ export async function createPostgresReader(url: string, options: RowReaderOption
       }
       if (after === undefined) return (await query(`${select} ORDER BY ${keyList} LIMIT ${limit}`, [])).map(toRow);
       return (await query(`${select} WHERE (${keyList}) > (${keyParams(1)}) ORDER BY ${keyList} LIMIT ${limit}`, decodeId(after, key.length))).map(toRow);
+    },
+
+    async query(q) {
+      const { rows, count } = queryStatements(q, queryColumns, quoteTable(options.table), keyNames, queryTypes);
+      const [found, total] = await Promise.all([query(rows.text, rows.values), query(count.text, count.values)]);
+      return {
+        rows: found.map((r) => ({ ...toRowOf(r, queryNames), sort: q.orderBy.map((_, i) => r[`__s${i}`] as string | null) })),
+        total: total[0].total as number,
+      };
     },
 
     async describeChangeTracking() {

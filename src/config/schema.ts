@@ -117,6 +117,19 @@ const lens = {
       default: 200,
       description: 'Flush a batch this long after its first change, in milliseconds.',
     },
+    rules: {
+      type: 'object',
+      additionalProperties: false,
+      description: "What the bundled worker's API may do with the lens besides search.",
+      properties: {
+        query: {
+          type: 'boolean',
+          default: false,
+          description:
+            'Serve `POST /v1/query/:lens`: rows of the table read live, filtered by equality on the key, fields and metadata columns, ordered and paged (search and admin keys).',
+        },
+      },
+    },
   },
 } as const;
 
@@ -191,11 +204,22 @@ const worker = {
       oneOf: [
         {
           type: 'object',
-          description: 'Files in a local directory, searched in memory (one replica only).',
+          description: 'Files in a local directory: an HNSW graph in memory, records on disk (one replica only).',
           additionalProperties: false,
           properties: {
             type: { const: 'embedded', description: 'Index type.' },
             path: { type: 'string', minLength: 1, default: './data/index', description: "Directory of the index and the worker's queue; relative paths are resolved against the config file's directory." },
+            quantization: {
+              type: 'string',
+              enum: ['f32', 'f16', 'i8'],
+              default: 'i8',
+              description:
+                'How the HNSW graph holds vectors in memory: i8 (1 byte a dimension), f16 (2) or f32 (4). Candidates are scored again from the full-precision vectors on disk, so scores stay exact; f16 and f32 cost memory and insert time for a little recall. A change rebuilds the graph on the next start.',
+            },
+            connectivity: { type: 'integer', minimum: 4, maximum: 64, default: 16, description: "Links per node of the HNSW graph (HNSW's M): more is better recall, more memory." },
+            expansionAdd: { type: 'integer', minimum: 8, maximum: 1024, default: 64, description: "Candidates kept while inserting (HNSW's ef_construction): more is a better graph, slower indexing." },
+            expansionSearch: { type: 'integer', minimum: 8, maximum: 1024, default: 64, description: "Candidates kept while searching (HNSW's ef_search): more is better recall, slower searches." },
+            exactBelow: { type: 'integer', minimum: 0, default: 10000, description: 'Lenses of at most this many records are searched exactly (a scan in memory), larger ones through the graph.' },
           },
         },
         {
@@ -214,6 +238,9 @@ const worker = {
               description: 'Schema the lens tables (lens_<lens>) live in; created if missing.',
             },
             path: { type: 'string', minLength: 1, default: './data/index', description: "Directory of the worker's local queue; relative paths are resolved against the config file's directory." },
+            m: { type: 'integer', minimum: 2, maximum: 100, default: 16, description: "pgvector's HNSW `m` (links per node) for lens tables created from now on." },
+            efConstruction: { type: 'integer', minimum: 4, maximum: 1000, default: 64, description: "pgvector's HNSW `ef_construction` for lens tables created from now on; at least twice `m`." },
+            efSearch: { type: 'integer', minimum: 1, maximum: 1000, default: 100, description: "pgvector's `hnsw.ef_search` of a search (raised to twice the rows asked for)." },
           },
         },
       ],

@@ -39,7 +39,19 @@ export interface WorkerConfig {
  * Where the worker keeps vectors and texts. `path` is also where its durable queue lives, on
  * local disk, for both types.
  */
-export type IndexConfig = { type: 'embedded'; path: string } | { type: 'pgvector'; url: string; schema: string; path: string };
+export type IndexConfig =
+  | {
+      type: 'embedded';
+      path: string;
+      /** How the HNSW graph holds vectors in memory (scores are recomputed from the f32 vectors on disk). */
+      quantization?: 'f32' | 'f16' | 'i8';
+      connectivity?: number;
+      expansionAdd?: number;
+      expansionSearch?: number;
+      /** Lenses of at most this many records are searched exactly. */
+      exactBelow?: number;
+    }
+  | { type: 'pgvector'; url: string; schema: string; path: string; m?: number; efConstruction?: number; efSearch?: number };
 
 export type EmbedderConfig = { type: 'hash'; dimensions: number } | ({ type: 'openai' } & OpenAIEmbedderConfig);
 
@@ -105,6 +117,8 @@ export interface LensConfig {
   maxBatch: number;
   /** Flush a batch this long after its first change, ms (default 200). */
   maxWaitMs: number;
+  /** What the worker's API may do with the lens: `query` opens `POST /v1/query/:lens` (seed 002's Bridge). */
+  rules?: { query?: boolean };
 }
 
 /** Every sink type's config, from the sink specs (src/sinks/index.ts). */

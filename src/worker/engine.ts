@@ -14,6 +14,8 @@ import { retry } from '../retry.js';
 import type { DeadLetters } from '../dead-letters.js';
 import type { Action, DeadLetter, Logger, RowReader, StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
+import { lensColumns } from '../rows.js';
+import { runQuery, type QueryAnswer, type QueryRequest } from './query.js';
 import { estimateTokens } from './embedders/openai.js';
 import type { Embedder, IndexRecord, JobView, LensWorkerStatus, SearchHit, VectorIndex, WorkerEngine } from './types.js';
 
@@ -324,11 +326,11 @@ export class Engine implements WorkerEngine {
     return lens.lastError ?? persistent;
   }
 
-  async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid' }): Promise<SearchHit[]> {
+  async search(lens: string, request: { query: string; limit: number; minScore: number; mode: 'semantic' | 'keyword' | 'hybrid'; exact?: boolean }): Promise<SearchHit[]> {
     const { index } = this.options;
     const semantic = async (limit: number) => {
       const [vector] = await this.embed(lens, [request.query]);
-      return index.searchVector(lens, vector, { limit, minScore: 0 });
+      return index.searchVector(lens, vector, { limit, minScore: 0, ...(request.exact ? { exact: true } : {}) });
     };
     if (request.mode === 'semantic') return (await semantic(request.limit)).filter((h) => h.score >= request.minScore);
     if (request.mode === 'keyword') return index.searchKeyword(lens, request.query, { limit: request.limit, minScore: request.minScore });
@@ -355,6 +357,18 @@ export class Engine implements WorkerEngine {
     const record = await this.options.index.get(lens, request.id);
     if (!record) return undefined;
     return this.options.index.searchVector(lens, record.vector, { limit: request.limit, minScore: request.minScore, excludeId: request.id });
+  }
+
+  queryFields(lens: string): string[] | undefined {
+    const config = this.lensMap.get(lens)?.config;
+    if (!config?.rules?.query) return undefined;
+    return [...new Set([...(config.primaryKey ?? []), ...lensColumns(config)])];
+  }
+
+  async query(lens: string, request: QueryRequest): Promise<QueryAnswer> {
+    const runtime = this.lensMap.get(lens);
+    if (!runtime || !this.queryFields(lens)) throw new TributaryError(`Lens ${lens} does not serve queries`);
+    return runQuery(await this.reader(runtime), lens, request);
   }
 
   // ---- processing ----------------------------------------------------------------------

@@ -6,8 +6,10 @@
  * - `POST /v1/ingest/:lens`  `{ mode, changes? }` → 202 `{ jobId, status, lens, mode, changesBuffered }`
  * - `GET  /v1/jobs/:jobId`   → JobView
  * - `GET  /v1/status`        → `{ lenses: LensWorkerStatus[] }`; `GET /v1/status/:lens` → one of them
- * - `POST /v1/search/:lens`  `{ query, limit=10, minScore=0, mode='semantic' }`
+ * - `POST /v1/search/:lens`  `{ query, limit=10, minScore=0, mode='semantic', exact=false }`
  * - `POST /v1/similar/:lens` `{ id, limit=10, minScore=0 }`
+ * - `POST /v1/query/:lens`   `{ where?, orderBy?, limit=100 (capped at 1,000), offset?, cursor?, select? }`
+ *   → `{ rows, meta: { lens, total, nextCursor, count, durationMs } }`; lenses with `rules: { query: true }` only (else 403)
  *   → `{ results: [{ id, sourceRowId, content, metadata, score }], meta: { lens, query, mode, count, durationMs } }`
  * - `GET  /v1/dlq/:lens`, `POST /v1/dlq/:lens` `{ action: replay|drop, ids? }`
  * - `GET  /v1/openapi.json`  → this API's OpenAPI 3.1 document (src/worker/openapi.json), no key needed
@@ -17,14 +19,15 @@
  * more than 10,000 changes), then the engine (429 queue full, 502 embedding provider unavailable or misconfigured, 500).
  *
  * Auth is `Authorization: Bearer KEY`. Keys are scoped: `ingest` keys may ingest, read jobs and
- * status; `search` keys may search, find similar and read status; `admin` keys may do all.
+ * status; `search` keys may search, find similar, query and read status; `admin` keys may do all.
  * With no keys configured auth is OFF and every request may do everything: for local
  * development only. The worker refuses to start such an API, or one with a well-known key
  * (WELL_KNOWN_KEYS), on an address other than loopback (checkExposure).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { ConfigError, EmbedError, QueueFullError, describeError } from '../errors.js';
+import { ConfigError, EmbedError, QueueFullError, describeError, isRecordRejection } from '../errors.js';
+import { parseQuery, QueryInputError, QueryUnsupportedError, type QueryAnswer } from './query.js';
 import { parseListen } from '../http.js';
 import type { Logger } from '../types.js';
 import openapiDocument from './openapi.json' with { type: 'json' };
@@ -55,12 +58,13 @@ const INGEST_MODES: readonly IngestMode[] = ['records', 'full', 'incremental'];
 const SEARCH_MODES: readonly SearchMode[] = ['semantic', 'keyword', 'hybrid'];
 
 /** What a route does, for scope checks: `status` is open to every scope, `docs` to anyone (no key). */
-type Operation = 'ingest' | 'jobs' | 'status' | 'search' | 'dlq' | 'docs';
+type Operation = 'ingest' | 'jobs' | 'status' | 'search' | 'query' | 'dlq' | 'docs';
 
+/** Query reads rows of the table, as search reads records: search and admin keys may. */
 const ALLOWED: Record<KeyScope, readonly Operation[]> = {
   ingest: ['ingest', 'jobs', 'status', 'dlq'],
-  search: ['search', 'status'],
-  admin: ['ingest', 'jobs', 'status', 'search', 'dlq'],
+  search: ['search', 'query', 'status'],
+  admin: ['ingest', 'jobs', 'status', 'search', 'query', 'dlq'],
 };
 
 interface Route {
@@ -229,6 +233,7 @@ export const ROUTES: ReadonlyArray<Readonly<{ method: 'GET' | 'POST'; path: stri
   { method: 'GET', path: '/v1/status/:lens', operation: 'status', run: statusOne },
   { method: 'POST', path: '/v1/search/:lens', operation: 'search', run: search },
   { method: 'POST', path: '/v1/similar/:lens', operation: 'search', run: similar },
+  { method: 'POST', path: '/v1/query/:lens', operation: 'query', run: query },
   { method: 'GET', path: '/v1/dlq/:lens', operation: 'dlq', run: dlqList },
   { method: 'POST', path: '/v1/dlq/:lens', operation: 'dlq', run: dlqAct },
   { method: 'GET', path: '/v1/openapi.json', operation: 'docs', run: openapi },
@@ -321,17 +326,18 @@ function statusOne(ctx: Context): void {
 }
 
 async function search(ctx: Context): Promise<void> {
-  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['query', 'limit', 'minScore', 'mode']);
+  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['query', 'limit', 'minScore', 'mode', 'exact']);
   if (typeof body.query !== 'string' || body.query.trim() === '') throw badRequest('query', 'a non-empty string', body.query);
   const limit = validateLimit(body.limit);
   const minScore = validateMinScore(body.minScore);
   const mode = body.mode ?? 'semantic';
   if (!SEARCH_MODES.includes(mode as SearchMode)) throw badRequest('mode', '"semantic", "keyword" or "hybrid"', mode);
+  if (body.exact !== undefined && typeof body.exact !== 'boolean') throw badRequest('exact', 'true or false', body.exact);
 
   const started = performance.now();
   let hits: SearchHit[];
   try {
-    hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode });
+    hits = await ctx.engine.search(ctx.param, { query: body.query, limit, minScore, mode: mode as SearchMode, ...(body.exact ? { exact: true } : {}) });
   } catch (err) {
     if (err instanceof EmbedError && err.kind !== 'input') {
       throw new HttpError(502, `Embedding provider error: ${oneLine(err.message)}`);
@@ -358,6 +364,25 @@ async function similar(ctx: Context): Promise<void> {
     return json(ctx.res, 404, { error: `Record not indexed in lens ${ctx.param}: ${truncate(id, 200)}` });
   }
   sendResults(ctx, hits, id, 'semantic', started);
+}
+
+/** `POST /v1/query/:lens`: 403 unless the lens has `rules: { query: true }`; fields checked before any read. */
+async function query(ctx: Context): Promise<void> {
+  const fields = ctx.engine.queryFields(ctx.param);
+  if (!fields) throw new HttpError(403, `Lens ${ctx.param} does not allow queries; set rules: { query: true } on it`);
+  const body = await readJsonObject(ctx.req, ctx.maxBodyBytes, ['where', 'orderBy', 'limit', 'offset', 'cursor', 'select']);
+  const started = performance.now();
+  let answer: QueryAnswer;
+  try {
+    answer = await ctx.engine.query(ctx.param, parseQuery(body, fields));
+  } catch (err) {
+    if (err instanceof QueryInputError) throw new HttpError(400, err.message);
+    if (err instanceof QueryUnsupportedError) throw new HttpError(501, err.message);
+    if (isRecordRejection(err)) throw new HttpError(400, `A where or cursor value does not fit its column: ${oneLine(describeError(err))}`);
+    throw err;
+  }
+  const meta = { lens: ctx.param, total: answer.total, nextCursor: answer.nextCursor, count: answer.rows.length, durationMs: Math.round(performance.now() - started) };
+  json(ctx.res, 200, { rows: answer.rows, meta });
 }
 
 /** Answers 200 with seed 002's search response shape. */

@@ -44,8 +44,12 @@ export interface VectorIndex {
   hashes(lens: string, ids: string[]): Promise<Map<string, string>>;
   /** The stored record of one id (for `similar`), or undefined. */
   get(lens: string, id: string): Promise<IndexRecord | undefined>;
-  /** Nearest records by cosine similarity, best first, score ≥ minScore; `excludeId` left out. */
-  searchVector(lens: string, vector: Float32Array, options: { limit: number; minScore: number; excludeId?: string }): Promise<SearchHit[]>;
+  /**
+   * Nearest records by cosine similarity, best first, score ≥ minScore; `excludeId` left out.
+   * Approximate (HNSW) unless `exact`, or the implementation finds a scan cheaper (a small
+   * lens, a very wide search); scores are exact cosines either way.
+   */
+  searchVector(lens: string, vector: Float32Array, options: { limit: number; minScore: number; excludeId?: string; exact?: boolean }): Promise<SearchHit[]>;
   /** Best records by a real text ranking (BM25), best first. */
   searchKeyword(lens: string, query: string, options: { limit: number; minScore: number }): Promise<SearchHit[]>;
   count(lens: string): Promise<number>;
@@ -73,6 +77,7 @@ export interface Embedder {
 
 
 import type { DeadLetter } from '../types.js';
+import type { QueryAnswer, QueryRequest } from './query.js';
 
 export type IngestMode = 'records' | 'full' | 'incremental';
 export type SearchMode = 'semantic' | 'keyword' | 'hybrid';
@@ -128,7 +133,18 @@ export interface WorkerEngine {
   indexed(lens: string, seq: number): Promise<boolean>;
   job(jobId: string): JobView | undefined;
   status(lens?: string): LensWorkerStatus[];
-  search(lens: string, request: { query: string; limit: number; minScore: number; mode: SearchMode }): Promise<SearchHit[]>;
+  /** `exact`: semantic search scans every vector instead of asking the HNSW graph (slower, the true top k). */
+  search(lens: string, request: { query: string; limit: number; minScore: number; mode: SearchMode; exact?: boolean }): Promise<SearchHit[]>;
+  /**
+   * The output fields a Query of the lens may name (its key, fields, metadata and template
+   * columns); undefined when the lens does not serve queries (no `rules: { query: true }`).
+   */
+  queryFields(lens: string): string[] | undefined;
+  /**
+   * One page of rows read live from the lens's table (./query.ts). Throws QueryUnsupportedError
+   * when its source cannot serve queries, RecordRejectedError when a value does not fit its column.
+   */
+  query(lens: string, request: QueryRequest): Promise<QueryAnswer>;
   /** Records similar to a stored one, by its stored vector; undefined when `id` is not indexed. */
   similar(lens: string, request: { id: string; limit: number; minScore: number }): Promise<SearchHit[] | undefined>;
   /** The dead letters of a lens, oldest first. */

@@ -28,16 +28,44 @@ export class Bm25Index {
 
   /** Adds or replaces the text of a document. */
   set(id: string, text: string): void {
-    this.remove(id);
     const tokens = tokenize(text);
     const counts = new Map<string, number>();
     for (const t of tokens) counts.set(t, (counts.get(t) ?? 0) + 1);
+    this.put(id, tokens.length, counts);
+  }
+
+  /**
+   * Every document as `[id, length, word, tf, word, tf, …]`: what `restore` takes back without
+   * tokenizing again (the embedded index persists it with its checkpoints).
+   */
+  snapshot(): Array<Array<string | number>> {
+    const out: Array<Array<string | number>> = [];
+    for (const [id, doc] of this.numberOf) {
+      const row: Array<string | number> = [id, this.lengths[doc]];
+      for (const word of this.words[doc]!) row.push(word, this.postings.get(word)!.get(doc)!);
+      out.push(row);
+    }
+    return out;
+  }
+
+  static restore(rows: Array<Array<string | number>>): Bm25Index {
+    const index = new Bm25Index();
+    for (const row of rows) {
+      const counts = new Map<string, number>();
+      for (let i = 2; i < row.length; i += 2) counts.set(row[i] as string, row[i + 1] as number);
+      index.put(row[0] as string, row[1] as number, counts);
+    }
+    return index;
+  }
+
+  private put(id: string, length: number, counts: Map<string, number>): void {
+    this.remove(id);
     const doc = this.free.pop() ?? this.ids.length;
     this.ids[doc] = id;
-    this.lengths[doc] = tokens.length;
+    this.lengths[doc] = length;
     this.words[doc] = [...counts.keys()];
     this.numberOf.set(id, doc);
-    this.totalLength += tokens.length;
+    this.totalLength += length;
     for (const [word, tf] of counts) {
       let list = this.postings.get(word);
       if (!list) this.postings.set(word, (list = new Map()));

@@ -1,366 +1,109 @@
 /**
- * The embedded vector index: every lens in memory, made durable by one append-only log file
- * per lens in a local directory.
+ * The embedded vector index (`worker.index: { type: embedded }`): per lens, a binary record
+ * log on disk (./frames.ts), an HNSW graph in memory (./hnsw.ts, usearch), a BM25 keyword
+ * index (./bm25.ts) and the slot table that ties them together (./lens-data.ts); checkpoints
+ * of the graph, the table and the keyword index (./checkpoint.ts) make a restart a load, not a
+ * rebuild.
  *
- * - `<lens>.log`: JSON lines, `{"op":"upsert","id","contentHash","content","metadata","vector"}`
- *   (the vector is base64 of its little-endian float32 bytes) or `{"op":"delete","id"}`.
- *   Replayed in order on open; compacted into a snapshot of the live records when it holds
- *   more than twice as many operations as live records.
- * - `index.lock`: the pid of the one process allowed to write the directory.
+ * - Writes of one lens apply one at a time, in call order: each call appends its frames to the
+ *   log in one write and fsyncs it, then applies them in memory, so what a resolved call wrote
+ *   survives a crash at any instant (docs/architecture.md, delivery guarantee 1).
+ * - Semantic search is exact (a scan of every vector) for lenses of at most `exactBelow`
+ *   records, for more than `EXACT_LIMIT` results, and when asked; otherwise the graph proposes
+ *   candidates, which are scored again exactly from the full-precision vectors in the log, and
+ *   the vectors not yet in the graph (`buildSoon` inserts them in the background) are scanned.
+ * - Texts, metadata and vectors are read back from the log by position (page-cached reads), so
+ *   memory holds per record only its id, hash, place and its quantized vector in the graph.
+ * - `index.lock` holds the pid of the one process allowed to write the directory.
  */
 import { endianness } from 'node:os';
-import { mkdir, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, realpath, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError, TributaryError } from '../../errors.js';
 import { lockDirectory, syncDirectory } from '../../files.js';
-
-const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 import type { Logger } from '../../types.js';
 import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
-import { checkLensName, checkMetadataUpdate, checkUpsert, LENS_NAME } from './checks.js';
-import { Bm25Index } from './bm25.js';
+import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
+import { graphName, lensFiles, logName, readCheckpoint, removeOthers, writeCheckpoint, type LensFiles } from './checkpoint.js';
+import { scanMatrix, score, TopK, unitLength } from './exact.js';
+import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
+import { DEFAULT_HNSW, type HnswSettings } from './hnsw.js';
+import { LensData } from './lens-data.js';
 
-const LOG_SUFFIX = '.log';
-/** Records added to the keyword index between two yields to the event loop. */
-const KEYWORD_BUILD_SLICE = 2000;
-const TMP_SUFFIX = '.log.tmp';
-/** A log is compacted when it holds more than this many operations and more than 2× the live records. */
-const COMPACT_MIN_OPS = 1_000;
-const READ_CHUNK_BYTES = 4 << 20;
-const WRITE_CHUNK_CHARS = 4 << 20;
-
+const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
+/** A log is compacted when it holds more than this many frames and more than 2× the live records. */
+const COMPACT_MIN_FRAMES = 1_000;
+/** Searches for more results than this are exact (a graph search that wide costs as much). */
+const EXACT_LIMIT = 1_000;
+/** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
+const GRAPH_SLICE = 128;
+/**
+ * Graph insertion waits while the lens is being written (a write in the last GRAPH_IDLE_MS), so
+ * a full sync goes at the log's pace, unless more than GRAPH_BACKLOG_MAX vectors wait: those
+ * are held in memory and scanned by every search, so past that the graph takes them regardless.
+ */
+const GRAPH_IDLE_MS = 50;
+const GRAPH_BACKLOG_MAX = 100_000;
 
 export interface EmbeddedIndexOptions {
-  /** Where compaction failures are reported (they are retried later; writes carry on). */
+  /** Where compaction and checkpoint failures are reported (they are retried later; writes carry on). */
   logger?: Logger;
+  /** The graph's settings (`worker.index`); defaults in DEFAULT_HNSW. */
+  hnsw?: Partial<HnswSettings>;
+  /** Lenses of at most this many records are searched exactly (default 10,000; 0: never, unless asked). */
+  exactBelow?: number;
+  /** A checkpoint is written once this many frames (or a tenth of the lens, if more) were logged since the last (default 20,000). */
+  checkpointFrames?: number;
 }
 
-/** The text keyword search sees: the content and the metadata's string values. */
-function keywordText(content: string, metadataJson: string): string {
-  const strings = Object.values(JSON.parse(metadataJson) as Record<string, unknown>).filter((v): v is string => typeof v === 'string');
-  return strings.length ? `${content} ${strings.join(' ')}` : content;
-}
-
-/** One parsed log line. */
-type LogOp =
-  | { op: 'upsert'; id: string; contentHash: string; content: string; metadata: Record<string, unknown>; vector: string }
-  | { op: 'delete'; id: string };
-
-/**
- * The records of one lens. Slots are dense: slot `s` holds `ids[s]`, its vector at
- * `vectors[s * dims …]` and its texts; a delete moves the last slot into the freed one.
- */
-class LensData {
-  dims = 0;
-  count = 0;
-  vectors = new Float32Array(0);
-  readonly ids: string[] = [];
-  readonly contents: string[] = [];
-  /** Metadata as JSON text: compact, and every read returns a fresh copy. */
-  readonly metadata: string[] = [];
-  readonly hashes: string[] = [];
-  readonly slotOf = new Map<string, number>();
-  /**
-   * The keyword index: built from the records on the first keyword search (so a restart or a
-   * semantic-only lens does not pay for it), then kept in step with every put and remove.
-   */
-  private keywordIndex: Bm25Index | undefined;
-  private keywordBuild: Promise<Bm25Index> | undefined;
-
-  /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
-  private sorted: string[] = [];
-  /** Ids inserted since `sorted` was last merged; undefined: rebuild `sorted` from scratch. */
-  private added: string[] | undefined = undefined;
-
-  // The log file.
-  file: FileHandle | undefined;
-  logBytes = 0;
-  logOps = 0;
-  /** No compaction before the log holds this many operations (raised after a failed one). */
-  compactAfter = COMPACT_MIN_OPS;
+/** A lens's in-memory data and its files. */
+interface Lens {
+  data: LensData;
+  gen: number;
+  /** The log, open for appending, and the descriptor reads use. */
+  log: FileHandle | undefined;
+  logBytes: number;
+  /** Frames in the log, and frames since the last checkpoint. */
+  frames: number;
+  sinceCheckpoint: number;
+  nextSeq: number;
+  /** No compaction before the log holds this many frames (raised after a failed one). */
+  compactAfter: number;
   /** Writes of this lens, one at a time, in call order. */
-  queue: Promise<unknown> = Promise.resolve();
-
-  constructor(readonly name: string) {}
-
-  /** Inserts or replaces a record; `vector` is its `dims` floats, or their bytes (from the log). */
-  put(id: string, contentHash: string, content: string, metadataJson: string, vector: Float32Array | Uint8Array): void {
-    const floats = vector instanceof Float32Array ? vector.length : vector.byteLength / 4;
-    if (this.count === 0 && floats !== this.dims) {
-      this.dims = floats;
-      this.vectors = new Float32Array(0);
-    }
-    let slot = this.slotOf.get(id);
-    let keywordChanged = true;
-    if (slot === undefined) {
-      slot = this.count++;
-      this.grow(this.count);
-      this.slotOf.set(id, slot);
-      this.ids.push(id);
-      this.contents.push(content);
-      this.metadata.push(metadataJson);
-      this.hashes.push(contentHash);
-      this.noteAdded(id);
-    } else {
-      keywordChanged = this.contents[slot] !== content || this.metadata[slot] !== metadataJson;
-      this.contents[slot] = content;
-      this.metadata[slot] = metadataJson;
-      this.hashes[slot] = contentHash;
-    }
-    this.writeVector(slot, vector);
-    if (keywordChanged) this.keywordIndex?.set(id, keywordText(content, metadataJson));
-  }
-
-  /** Removes a record; false if it was not there. */
-  remove(id: string): boolean {
-    const slot = this.slotOf.get(id);
-    if (slot === undefined) return false;
-    const last = this.count - 1;
-    if (slot !== last) {
-      const d = this.dims;
-      this.vectors.copyWithin(slot * d, last * d, last * d + d);
-      const moved = this.ids[last];
-      this.ids[slot] = moved;
-      this.contents[slot] = this.contents[last];
-      this.metadata[slot] = this.metadata[last];
-      this.hashes[slot] = this.hashes[last];
-      this.slotOf.set(moved, slot);
-    }
-    this.ids.pop();
-    this.contents.pop();
-    this.metadata.pop();
-    this.hashes.pop();
-    this.slotOf.delete(id);
-    this.count = last;
-    this.keywordIndex?.remove(id);
-    this.shrink();
-    return true;
-  }
-
-  /**
-   * The keyword index, built on first use in slices that yield to the event loop (a lens of
-   * 100,000 records takes over a second), so other requests go on meanwhile. Writes during
-   * the build apply to it directly; the build re-adds only ids still present.
-   */
-  keyword(): Promise<Bm25Index> {
-    this.keywordBuild ??= (async () => {
-      const index = (this.keywordIndex = new Bm25Index());
-      const ids = this.ids.slice(0, this.count);
-      for (let i = 0; i < ids.length; i++) {
-        const slot = this.slotOf.get(ids[i]);
-        if (slot !== undefined) index.set(ids[i], keywordText(this.contents[slot], this.metadata[slot]));
-        if (i % KEYWORD_BUILD_SLICE === KEYWORD_BUILD_SLICE - 1) await new Promise((resolve) => setImmediate(resolve));
-      }
-      return index;
-    })();
-    return this.keywordBuild;
-  }
-
-  record(slot: number): IndexRecord {
-    const d = this.dims;
-    return {
-      id: this.ids[slot],
-      content: this.contents[slot],
-      metadata: JSON.parse(this.metadata[slot]) as Record<string, unknown>,
-      vector: this.vectors.slice(slot * d, slot * d + d),
-      contentHash: this.hashes[slot],
-    };
-  }
-
-  hit(slot: number, score: number): SearchHit {
-    return {
-      id: this.ids[slot],
-      content: this.contents[slot],
-      metadata: JSON.parse(this.metadata[slot]) as Record<string, unknown>,
-      score,
-    };
-  }
-
-  /**
-   * Exact cosine search: one dot product per stored vector (all are unit length), keeping
-   * the best `limit` in a min-heap. Returns [slot, score] pairs, best first.
-   */
-  nearest(query: Float32Array, limit: number, minScore: number, excludeSlot: number): Array<[number, number]> {
-    const k = Math.min(limit, this.count);
-    if (k <= 0) return [];
-    const d = this.dims;
-    const n = this.count;
-    const v = this.vectors;
-    const heapScore = new Float64Array(k);
-    const heapSlot = new Int32Array(k);
-    let size = 0;
-    // A score must reach `floor` to enter: minScore until the heap is full, then beat its worst.
-    let floor = minScore;
-    let strict = false;
-    const d4 = d - (d % 4);
-    for (let s = 0, base = 0; s < n; s++, base += d) {
-      if (s === excludeSlot) continue;
-      let a0 = 0;
-      let a1 = 0;
-      let a2 = 0;
-      let a3 = 0;
-      let j = 0;
-      for (; j < d4; j += 4) {
-        const b = base + j;
-        a0 += v[b] * query[j];
-        a1 += v[b + 1] * query[j + 1];
-        a2 += v[b + 2] * query[j + 2];
-        a3 += v[b + 3] * query[j + 3];
-      }
-      for (; j < d; j++) a0 += v[base + j] * query[j];
-      let score = a0 + a1 + a2 + a3;
-      score = score > 1 ? 1 : score > 0 ? score : 0;
-      if (score < floor || (strict && score === floor)) continue;
-      if (size < k) {
-        // Sift up.
-        let i = size++;
-        while (i > 0) {
-          const parent = (i - 1) >> 1;
-          if (heapScore[parent] <= score) break;
-          heapScore[i] = heapScore[parent];
-          heapSlot[i] = heapSlot[parent];
-          i = parent;
-        }
-        heapScore[i] = score;
-        heapSlot[i] = s;
-        if (size === k) {
-          floor = heapScore[0];
-          strict = true;
-        }
-      } else {
-        // Replace the worst (the root) and sift down.
-        let i = 0;
-        for (;;) {
-          const left = 2 * i + 1;
-          if (left >= k) break;
-          const right = left + 1;
-          const child = right < k && heapScore[right] < heapScore[left] ? right : left;
-          if (heapScore[child] >= score) break;
-          heapScore[i] = heapScore[child];
-          heapSlot[i] = heapSlot[child];
-          i = child;
-        }
-        heapScore[i] = score;
-        heapSlot[i] = s;
-        floor = heapScore[0];
-      }
-    }
-    const out: Array<[number, number]> = [];
-    for (let i = 0; i < size; i++) out.push([heapSlot[i], heapScore[i]]);
-    const ids = this.ids;
-    return out.sort((x, y) => y[1] - x[1] || (ids[x[0]] < ids[y[0]] ? -1 : 1));
-  }
-
-  /** Live ids after `after` in ascending string order, at most `limit`. */
-  idsAfter(after: string | undefined, limit: number): string[] {
-    const sorted = this.sortedIds();
-    let lo = 0;
-    if (after !== undefined) {
-      let hi = sorted.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (sorted[mid] <= after) lo = mid + 1;
-        else hi = mid;
-      }
-    }
-    const out: string[] = [];
-    for (let i = lo; i < sorted.length && out.length < limit; i++) {
-      if (this.slotOf.has(sorted[i])) out.push(sorted[i]);
-    }
-    return out;
-  }
-
-  /** The sorted id list, merged with the ids added since the last call. */
-  private sortedIds(): string[] {
-    if (this.added === undefined) {
-      this.sorted = Array.from(this.slotOf.keys()).sort();
-      this.added = [];
-    } else if (this.added.length > 0) {
-      const added = this.added.sort();
-      const merged: string[] = [];
-      const old = this.sorted;
-      let i = 0;
-      let j = 0;
-      while (i < old.length || j < added.length) {
-        const next = j >= added.length || (i < old.length && old[i] <= added[j]) ? old[i++] : added[j++];
-        // Both lists may hold an id more than once (deleted, then inserted again).
-        if (merged.length === 0 || merged[merged.length - 1] !== next) merged.push(next);
-      }
-      this.sorted = merged;
-      this.added = [];
-    }
-    // Too many deleted ids left in the list: drop them.
-    if (this.sorted.length > 2 * this.count + 1024) this.sorted = this.sorted.filter((id) => this.slotOf.has(id));
-    return this.sorted;
-  }
-
-  private noteAdded(id: string): void {
-    if (this.added === undefined) return;
-    this.added.push(id);
-    // Many inserts and no sweep to merge them: rebuild from scratch when next asked.
-    if (this.added.length > this.count + 1024) {
-      this.added = undefined;
-      this.sorted = [];
-    }
-  }
-
-  private writeVector(slot: number, vector: Float32Array | Uint8Array): void {
-    if (vector instanceof Float32Array) this.vectors.set(vector, slot * this.dims);
-    else new Uint8Array(this.vectors.buffer, slot * this.dims * 4, this.dims * 4).set(vector);
-  }
-
-  /** Makes room for `n` vectors, doubling the capacity. */
-  private grow(n: number): void {
-    const d = this.dims;
-    if (n * d <= this.vectors.length) return;
-    let capacity = Math.max(1024, this.vectors.length / Math.max(d, 1));
-    while (capacity < n) capacity *= 2;
-    const next = new Float32Array(capacity * d);
-    next.set(this.vectors);
-    this.vectors = next;
-  }
-
-  /** Gives memory back after many deletes. */
-  private shrink(): void {
-    const d = this.dims;
-    const capacity = d === 0 ? 0 : this.vectors.length / d;
-    if (capacity <= 4096 || this.count * 4 > capacity) return;
-    this.vectors = this.vectors.slice(0, (capacity / 2) * d);
-  }
+  queue: Promise<unknown>;
+  /** The background insertion of pending vectors into the graph, while it runs. */
+  building?: Promise<void>;
+  /** When the lens was last written (performance.now()). */
+  writtenAt: number;
+  /** Vectors moved from pending into the graph since the last checkpoint. */
+  graphedSinceCheckpoint: number;
 }
 
-
-/**
- * The `embedded` vector index (`worker.index: { type: embedded, path }`): exact search over
- * vectors held in memory, one durable append-only log per lens in `dir`.
- *
- * Every lens's records live in memory (vectors in one contiguous Float32Array, dimensions
- * fixed by the lens's first record), so searches are plain scans: exact cosine for semantic
- * search (about 43 ms for 100,000 × 384 on this project's 2-core machines), a BM25 inverted index
- * for keyword search (./bm25.ts, built on a lens's first keyword search without blocking other requests).
- * Each `upsert`/`delete` call appends its operations to `<dir>/<lens>.log` in one write and
- * fsyncs it before resolving; writes of one lens apply one at a time, in call order. Opening
- * replays the logs (dropping a last line torn by a crash) and takes `index.lock`, so only
- * one process writes a directory.
- */
 export class EmbeddedVectorIndex implements VectorIndex {
-  private readonly lenses = new Map<string, LensData>();
+  private readonly lenses = new Map<string, Lens>();
   private closed = false;
+  /** graphBuilt is waiting: insert without waiting for writes to pause. */
+  private draining = false;
+  private readonly hnsw: HnswSettings;
+  private readonly exactBelow: number;
+  /** Releases the directory lock. */
+  private unlock: () => Promise<void> = async () => {};
 
   private constructor(
     /** The index directory, absolute. */
     readonly dir: string,
-    private readonly logger: Logger | undefined,
-  ) {}
+    private readonly options: EmbeddedIndexOptions,
+  ) {
+    this.hnsw = { ...DEFAULT_HNSW, ...options.hnsw };
+    this.exactBelow = options.exactBelow ?? 10_000;
+  }
 
-  /** Releases the directory lock. */
-  private unlock: () => Promise<void> = async () => {};
-
-  /** Opens (creating if missing) the directory `dir` and replays every lens's log in it. */
+  /** Opens (creating if missing) the directory `dir` and loads every lens in it. */
   static async open(dir: string, options: EmbeddedIndexOptions = {}): Promise<EmbeddedVectorIndex> {
     if (endianness() !== 'LE') throw new TributaryError('The embedded vector index needs a little-endian machine');
     await mkdir(dir, { recursive: true });
-    const index = new EmbeddedVectorIndex(await realpath(dir), options.logger);
+    const index = new EmbeddedVectorIndex(await realpath(dir), options);
     index.unlock = await lockDirectory(index.dir, LOCK);
     try {
       await index.load();
@@ -376,53 +119,63 @@ export class EmbeddedVectorIndex implements VectorIndex {
     this.assertOpen();
     const dims = checkUpsert(lens, records);
     if (records.length === 0) return;
-    const encoded = encodeUpserts(records);
-    const data = this.lensFor(lens);
-    await this.onLens(data, async () => {
-      if (data.count > 0 && dims !== data.dims) {
+    const l = this.lensFor(lens);
+    await this.onLens(l, async () => {
+      if (l.data.count > 0 && dims !== l.data.dims) {
         throw new TributaryError(
-          `Lens ${lens} stores ${data.dims}-dimensional vectors but record ${records[0].id} has ${dims}: the embedder changed. ` +
-            `Rebuild the lens: stop Tributary, delete ${join(this.dir, lens + LOG_SUFFIX)}, start it again and run ` +
+          `Lens ${lens} stores ${l.data.dims}-dimensional vectors but record ${records[0].id} has ${dims}: the embedder changed. ` +
+            `Rebuild the lens: stop Tributary, delete ${join(this.dir, lens)}.* (its files), start it again and run ` +
             `\`tributary ingest ${lens} --mode full\`.`,
         );
       }
-      await this.write(data, records, encoded);
+      const frames = records.map((r): UpsertFrame => {
+        const seq = l.nextSeq++;
+        const { id, contentHash, content, vector } = r;
+        return { op: OP_UPSERT, seq, key: seq, id, contentHash, content, metadataJson: JSON.stringify(r.metadata), vector };
+      });
+      await this.write(l, frames);
     });
   }
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
     this.assertOpen();
     checkMetadataUpdate(lens, records);
-    const data = this.lenses.get(lens);
-    if (!data || records.length === 0) return;
-    // On the lens's queue: the records as the writes called before this one left them.
-    await this.onLens(data, async () => {
-      const updated: IndexRecord[] = [];
+    const l = this.lenses.get(lens);
+    if (!l || records.length === 0) return;
+    // On the lens's queue: the records as the writes called before this one left them. The
+    // graph key stays: the vector did not change.
+    await this.onLens(l, async () => {
+      const frames: UpsertFrame[] = [];
+      const latest = new Map<string, UpsertFrame>();
       for (const { id, metadata } of records) {
-        const slot = data.slotOf.get(id);
-        if (slot !== undefined) updated.push({ ...data.record(slot), metadata });
+        const stored = latest.get(id) ?? this.storedFrame(l, id);
+        if (!stored) continue;
+        const frame = { ...stored, seq: l.nextSeq++, metadataJson: JSON.stringify(metadata) };
+        latest.set(id, frame);
+        frames.push(frame);
       }
-      if (updated.length > 0) await this.write(data, updated, encodeUpserts(updated));
+      if (frames.length > 0) await this.write(l, frames);
     });
   }
 
   async delete(lens: string, ids: string[]): Promise<number> {
     this.assertOpen();
     checkLensName(lens);
-    const data = this.lenses.get(lens);
-    if (!data || ids.length === 0) return 0;
-    return this.onLens(data, async () => {
-      const present = [...new Set(ids)].filter((id) => data.slotOf.has(id));
+    const l = this.lenses.get(lens);
+    if (!l || ids.length === 0) return 0;
+    return this.onLens(l, async () => {
+      const present = [...new Set(ids)].filter((id) => l.data.slotOf.has(id));
       if (present.length === 0) return 0;
-      await this.append(data, present.map((id) => JSON.stringify({ op: 'delete', id }) + '\n').join(''), present.length);
-      for (const id of present) data.remove(id);
-      await this.maybeCompact(data);
+      await this.write(
+        l,
+        present.map((id): Frame => ({ op: OP_DELETE, seq: l.nextSeq++, key: l.data.keys[l.data.slotOf.get(id)!], id })),
+      );
       return present.length;
     });
   }
 
   async hashes(lens: string, ids: string[]): Promise<Map<string, string>> {
-    const data = this.peek(lens);
+    const data = this.peek(lens)?.data;
     const out = new Map<string, string>();
     if (!data) return out;
     for (const id of ids) {
@@ -433,256 +186,433 @@ export class EmbeddedVectorIndex implements VectorIndex {
   }
 
   async get(lens: string, id: string): Promise<IndexRecord | undefined> {
-    const data = this.peek(lens);
-    const slot = data?.slotOf.get(id);
-    return slot === undefined ? undefined : data!.record(slot);
+    const l = this.peek(lens);
+    const frame = l && this.storedFrame(l, id);
+    if (!frame) return undefined;
+    return { id, content: frame.content, metadata: JSON.parse(frame.metadataJson) as Record<string, unknown>, vector: frame.vector, contentHash: frame.contentHash };
   }
 
   async searchVector(
     lens: string,
     vector: Float32Array,
-    options: { limit: number; minScore: number; excludeId?: string },
+    options: { limit: number; minScore: number; excludeId?: string; exact?: boolean },
   ): Promise<SearchHit[]> {
-    const data = this.peek(lens);
-    if (!data || data.count === 0) return [];
+    const l = this.peek(lens);
+    const limit = Math.floor(options.limit);
+    if (!l || l.data.count === 0 || !(limit >= 1)) return [];
+    const data = l.data;
     if (vector.length !== data.dims) {
       throw new TributaryError(
         `Lens ${lens} stores ${data.dims}-dimensional vectors but the query vector has ${vector.length}: the embedder changed. ` +
-          `Rebuild the lens (delete ${join(this.dir, lens + LOG_SUFFIX)} while Tributary is stopped, then ingest it in full).`,
+          `Rebuild the lens (delete ${join(this.dir, lens)}.* while Tributary is stopped, then ingest it in full).`,
       );
     }
+    const query = unitLength(vector);
     const exclude = options.excludeId === undefined ? -1 : (data.slotOf.get(options.excludeId) ?? -1);
-    const limit = Math.floor(options.limit);
-    return data.nearest(unitLength(vector), limit, options.minScore, exclude).map(([slot, score]) => data.hit(slot, score));
+    let scored: Array<[number, number]>;
+    if (data.matrix) scored = scanMatrix(data.matrix, data.dims, data.count, query, limit, exclude).entries();
+    else if (options.exact || limit > EXACT_LIMIT) return this.scanLog(l, query, limit, options.minScore, options.excludeId);
+    else scored = this.graphCandidates(l, query, limit + (exclude >= 0 ? 1 : 0), exclude);
+    const hits = scored
+      .filter(([, s]) => s >= options.minScore)
+      .map(([slot, s]) => ({ id: data.ids[slot], slot, score: s }))
+      .sort((x, y) => y.score - x.score || (x.id < y.id ? -1 : 1))
+      .slice(0, limit);
+    return hits.map(({ slot, score: s }) => this.hit(l, slot, s));
   }
 
   async searchKeyword(lens: string, query: string, options: { limit: number; minScore: number }): Promise<SearchHit[]> {
-    const data = this.peek(lens);
-    if (!data || data.count === 0 || query.trim() === '' || options.limit < 1) return [];
-    const results = (await data.keyword()).search(query, Math.floor(options.limit));
-    if (results.length === 0) return [];
-    const best = results[0].score;
+    const l = this.peek(lens);
+    if (!l || l.data.count === 0 || query.trim() === '' || options.limit < 1) return [];
+    const results = l.data.keyword.search(query, Math.floor(options.limit));
+    const best = results[0]?.score ?? 0;
     const hits: SearchHit[] = [];
     for (const result of results) {
-      const score = best > 0 ? Math.min(1, result.score / best) : 0;
-      if (score < options.minScore) break;
-      const slot = data.slotOf.get(result.id as string);
-      if (slot !== undefined) hits.push(data.hit(slot, score));
-      if (hits.length >= options.limit) break;
+      const s = best > 0 ? Math.min(1, result.score / best) : 0;
+      if (s < options.minScore) break;
+      const slot = l.data.slotOf.get(result.id);
+      if (slot !== undefined) hits.push(this.hit(l, slot, s));
     }
     return hits;
   }
 
   async count(lens: string): Promise<number> {
-    return this.peek(lens)?.count ?? 0;
+    return this.peek(lens)?.data.count ?? 0;
   }
 
   async idsAfter(lens: string, after: string | undefined, limit: number): Promise<string[]> {
-    const data = this.peek(lens);
+    const data = this.peek(lens)?.data;
     if (!data || limit < 1) return [];
     return data.idsAfter(after, limit);
   }
 
-  /** Waits for writes in progress, closes the log files and releases the lock. */
+  /** Records of a lens written but not yet in its graph (searched exactly meanwhile). */
+  graphBacklog(lens: string): number {
+    return this.peek(lens)?.data.pending.size ?? 0;
+  }
+
+  /** Resolves once every written vector is in its lens's graph, without waiting for writes to pause (for tests and benchmarks). */
+  async graphBuilt(): Promise<void> {
+    this.draining = true;
+    try {
+      for (const l of this.lenses.values()) {
+        await l.queue;
+        this.buildSoon(l);
+        await l.building;
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Waits for writes in progress, checkpoints lenses written since their last, closes files, releases the lock. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([...this.lenses.values()].map((data) => data.queue));
+    for (const l of this.lenses.values()) {
+      await l.queue;
+      await l.building;
+      if (l.sinceCheckpoint > 0 || l.graphedSinceCheckpoint > 0) await this.checkpoint(l).catch((err) => this.warn(l, 'checkpoint', err));
+    }
     await this.closeFiles();
     await this.unlock();
   }
 
-  /** Replays every `<lens>.log` in the directory; removes leftovers of interrupted compactions. */
-  private async load(): Promise<void> {
-    for (const name of await readdir(this.dir)) {
-      if (name.endsWith(TMP_SUFFIX)) {
-        await rm(join(this.dir, name), { force: true });
-        continue;
-      }
-      if (!name.endsWith(LOG_SUFFIX)) continue;
-      const lens = name.slice(0, -LOG_SUFFIX.length);
-      if (!LENS_NAME.test(lens)) continue;
-      const data = new LensData(lens);
-      await this.replay(data);
-      this.lenses.set(lens, data);
-      await this.maybeCompact(data);
+  /** The graph's candidates for `query`, scored again exactly from the log's vectors, and the best pending records. */
+  private graphCandidates(l: Lens, query: Float32Array, fetch: number, exclude: number): Array<[number, number]> {
+    const data = l.data;
+    // A quantized graph ranks roughly: rescoring a wider candidate list restores the order.
+    const want = this.hnsw.quantization === 'f32' ? fetch : Math.max(2 * fetch, this.hnsw.expansionSearch);
+    const out: Array<[number, number]> = [];
+    for (const key of data.graph?.search(query, want) ?? []) {
+      const slot = data.slotOfKey.get(key);
+      if (slot === undefined || slot === exclude) continue;
+      out.push([slot, score((readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector, 0, query, data.dims)]);
     }
+    return out.concat(data.searchPending(query, fetch, exclude));
   }
 
-  /**
-   * Applies a lens's log to `data`. A last line without its newline, or a damaged last line,
-   * is a write a crash interrupted (its call never resolved): it is cut off the file.
-   */
-  private async replay(data: LensData): Promise<void> {
-    const path = this.logPath(data.name);
-    const file = await open(path, 'r');
-    let good = 0; // Bytes of the file up to the end of the last line applied.
-    let damaged: { line: number; error: string } | undefined;
-    let lineNo = 0;
+  /** Exact search over a large lens: one pass over its log, keeping each id's live frame only. */
+  private async scanLog(l: Lens, query: Float32Array, limit: number, minScore: number, excludeId?: string): Promise<SearchHit[]> {
+    const gen = l.gen;
+    const file = await open(join(this.dir, logName(l.data.name, gen)), 'r');
+    const found: Array<{ frame: UpsertFrame; score: number }> = [];
+    const top = new TopK(limit);
+    const vector = new Float32Array(l.data.dims);
     try {
-      let offset = 0;
-      let rest = Buffer.alloc(0);
-      const chunk = Buffer.alloc(READ_CHUNK_BYTES);
-      for (;;) {
-        const { bytesRead } = await file.read(chunk, 0, chunk.length, offset);
-        if (bytesRead === 0) break;
-        offset += bytesRead;
-        const buf = rest.length > 0 ? Buffer.concat([rest, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
-        let start = 0;
-        for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
-          lineNo++;
-          if (damaged) {
-            throw new TributaryError(
-              `${path}, line ${damaged.line} is damaged (${damaged.error}). The index is derived from the source: ` +
-                `stop Tributary, delete ${path}, start it again and run \`tributary ingest ${data.name} --mode full\`.`,
-            );
-          }
-          const text = buf.toString('utf8', start, nl);
-          try {
-            if (text.trim() !== '') applyLine(data, text);
-            good += nl + 1 - start;
-          } catch (err) {
-            damaged = { line: lineNo, error: describeError(err) };
-          }
-          start = nl + 1;
-        }
-        rest = Buffer.from(buf.subarray(start));
-      }
+      await scanFrames(file, 0, (payload, offset) => {
+        if (payload[0] !== OP_UPSERT) return;
+        // Only the id's live frame counts (not older versions, not deleted ids).
+        const id = payloadId(payload);
+        const slot = l.data.slotOf.get(id);
+        if (id === excludeId || slot === undefined || l.data.offsets[slot] !== offset || l.gen !== gen) return;
+        const s = score(payloadVector(payload, vector), 0, query, l.data.dims);
+        if (s < minScore || s <= top.floor) return;
+        top.offer(found.length, s);
+        found.push({ frame: decodePayload(payload) as UpsertFrame, score: s });
+      });
     } finally {
       await file.close();
     }
-    const size = (await stat(path)).size;
-    if (good < size) {
-      // Cut the torn tail, so the next append starts on a line of its own.
-      const writable = await open(path, 'r+');
+    // A compaction moved every frame while we read: read the new log.
+    if (l.gen !== gen) return this.scanLog(l, query, limit, minScore, excludeId);
+    return top
+      .entries()
+      .map(([i]) => found[i])
+      .sort((x, y) => y.score - x.score || (x.frame.id < y.frame.id ? -1 : 1))
+      .map(({ frame, score: s }) => ({ id: frame.id, content: frame.content, metadata: JSON.parse(frame.metadataJson) as Record<string, unknown>, score: s }));
+  }
+
+  private hit(l: Lens, slot: number, s: number): SearchHit {
+    const frame = readFrameSync(this.fd(l), l.data.offsets[slot]) as UpsertFrame;
+    return { id: frame.id, content: frame.content, metadata: JSON.parse(frame.metadataJson) as Record<string, unknown>, score: s };
+  }
+
+  /** The latest upsert frame of a stored id, read from the log. */
+  private storedFrame(l: Lens, id: string): UpsertFrame | undefined {
+    const slot = l.data.slotOf.get(id);
+    return slot === undefined ? undefined : (readFrameSync(this.fd(l), l.data.offsets[slot]) as UpsertFrame);
+  }
+
+  private fd(l: Lens): number {
+    return l.log!.fd;
+  }
+
+  /**
+   * Inserts the lens's pending vectors into its graph in slices, yielding to the event loop
+   * between them, until none are left (or the index closes): writes do not wait for the graph.
+   */
+  private buildSoon(l: Lens): void {
+    if (l.building || l.data.pending.size === 0) return;
+    l.building = (async () => {
       try {
-        await writable.truncate(good);
-        await writable.sync();
+        while (!this.closed && l.data.pending.size > 0) {
+          const busy = performance.now() - l.writtenAt < GRAPH_IDLE_MS;
+          if (busy && l.data.pending.size <= GRAPH_BACKLOG_MAX && !this.draining) {
+            await sleep(GRAPH_IDLE_MS);
+            continue;
+          }
+          l.graphedSinceCheckpoint += l.data.pending.size - l.data.flushGraph(GRAPH_SLICE);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        // A large backlog went into the graph: save it, so a restart does not insert it again.
+        if (!this.closed && l.graphedSinceCheckpoint >= this.checkpointFrames(l)) {
+          await this.onLens(l, () => this.checkpoint(l)).catch((err) => this.warn(l, 'checkpoint', err));
+        }
+      } catch (err) {
+        this.warn(l, 'insert into the graph of', err);
       } finally {
-        await writable.close();
+        l.building = undefined;
       }
-      this.logger?.warn({ lens: data.name, path, bytes: size - good }, 'dropped an incomplete last write from the vector index log');
-    }
-    data.logBytes = good;
-    data.logOps = lineNo - (damaged ? 1 : 0);
+    })();
   }
 
-  /** Logs and applies upserts of `data`'s lens; runs on its queue. */
-  private async write(data: LensData, records: IndexRecord[], encoded: { text: string; metadataJson: string[] }): Promise<void> {
-    await this.append(data, encoded.text, records.length);
-    records.forEach((r, i) => data.put(r.id, r.contentHash, r.content, encoded.metadataJson[i], r.vector));
-    await this.maybeCompact(data);
+  /** Logs frames (one write, fsynced), applies them, then compacts or checkpoints if due; runs on the lens's queue. */
+  private async write(l: Lens, frames: Frame[]): Promise<void> {
+    const { bytes, offsets } = encodeFrames(frames);
+    const base = await this.append(l, bytes);
+    frames.forEach((frame, i) => l.data.apply(frame, base + offsets[i]));
+    l.writtenAt = performance.now();
+    this.buildSoon(l);
+    l.frames += frames.length;
+    l.sinceCheckpoint += frames.length;
+    await this.maintain(l);
   }
 
-  /** Appends `text` (`ops` lines) to the lens's log and fsyncs it; on failure, cuts it back. */
-  private async append(data: LensData, text: string, ops: number): Promise<void> {
-    const file = await this.logFile(data);
-    const bytes = Buffer.from(text, 'utf8');
+  /** Appends to the lens's log and fsyncs it; on failure, cuts it back. Returns where the bytes start. */
+  private async append(l: Lens, bytes: Buffer): Promise<number> {
+    const file = await this.logFile(l);
+    const base = l.logBytes;
     try {
-      for (let done = 0; done < bytes.length; ) done += (await file.write(bytes, done, bytes.length - done)).bytesWritten;
+      for (let done = 0; done < bytes.length; ) done += (await file.write(bytes, done, bytes.length - done, base + done)).bytesWritten;
       await file.datasync();
     } catch (err) {
-      try {
-        await file.truncate(data.logBytes);
-      } catch {
-        // Reopening the log cuts the partial line off anyway.
-      }
-      throw new TributaryError(`Could not write ${this.logPath(data.name)}: ${describeError(err)}`, { retriable: true, cause: err });
+      await file.truncate(base).catch(() => undefined);
+      throw new TributaryError(`Could not write ${join(this.dir, logName(l.data.name, l.gen))}: ${describeError(err)}`, { retriable: true, cause: err });
     }
-    data.logBytes += bytes.length;
-    data.logOps += ops;
+    l.logBytes += bytes.length;
+    return base;
   }
 
-  /** The lens's log, opened for appending; a new file's directory entry is fsynced. */
-  private async logFile(data: LensData): Promise<FileHandle> {
-    if (data.file) return data.file;
-    const path = this.logPath(data.name);
-    const file = await open(path, 'a');
-    if ((await file.stat()).size === 0) await syncDirectory(this.dir);
-    data.file = file;
-    return file;
+  /** The lens's log, opened for reading and writing; a new file's directory entry is fsynced. */
+  private async logFile(l: Lens): Promise<FileHandle> {
+    if (l.log) return l.log;
+    l.log = await open(join(this.dir, logName(l.data.name, l.gen)), 'a+');
+    if ((await l.log.stat()).size === 0) await syncDirectory(this.dir);
+    return l.log;
   }
 
-  /** Compacts the log when it holds more than twice the live records (and enough to matter). */
-  private async maybeCompact(data: LensData): Promise<void> {
-    if (data.logOps <= data.compactAfter || data.logOps <= 2 * data.count) return;
+  /** Compacts the log when it holds more than twice the live records, else checkpoints when due. */
+  private async maintain(l: Lens): Promise<void> {
     try {
-      await this.compact(data);
-      data.compactAfter = COMPACT_MIN_OPS;
+      if (l.frames > l.compactAfter && l.frames > 2 * l.data.count) {
+        await this.compact(l);
+        l.compactAfter = COMPACT_MIN_FRAMES;
+      } else if (l.sinceCheckpoint >= this.checkpointFrames(l)) {
+        await this.checkpoint(l);
+      }
     } catch (err) {
-      // The log is still whole and appended to; try again once it has doubled.
-      data.compactAfter = data.logOps * 2;
-      this.logger?.warn({ lens: data.name, err: describeError(err) }, 'could not compact the vector index log; will retry later');
+      // The log is whole and appended to; try again once it has doubled.
+      l.compactAfter = l.frames * 2;
+      l.sinceCheckpoint = 0;
+      this.warn(l, 'compact or checkpoint', err);
     }
   }
 
-  /** Writes the live records to a temp file, fsyncs it and renames it over the log. */
-  private async compact(data: LensData): Promise<void> {
-    const path = this.logPath(data.name);
-    const tmp = join(this.dir, data.name + TMP_SUFFIX);
-    const out = await open(tmp, 'w');
+  /** Frames written (or vectors put into the graph) after which a checkpoint is due. */
+  private checkpointFrames(l: Lens): number {
+    return Math.max(this.options.checkpointFrames ?? 20_000, l.data.count / 10);
+  }
+
+  /** Commits a checkpoint of the lens as it is now, then deletes the older files. */
+  private async checkpoint(l: Lens): Promise<void> {
+    const seq = l.nextSeq - 1;
+    const data = l.data;
+    const state = { version: 1 as const, gen: l.gen, logBytes: l.logBytes, frames: l.frames, nextSeq: l.nextSeq, hnsw: this.hnsw, ...data.table() };
+    await writeCheckpoint(this.dir, data.name, seq, state, data.graph && ((path) => data.graph!.save(path)));
+    l.sinceCheckpoint = 0;
+    l.graphedSinceCheckpoint = 0;
+    await removeOthers(this.dir, await this.filesOf(data.name), l.gen, seq);
+  }
+
+  /** Writes the live frames to the log's next generation, switches to it and checkpoints. */
+  private async compact(l: Lens): Promise<void> {
+    const data = l.data;
+    const path = join(this.dir, logName(data.name, l.gen + 1));
+    const out = await open(path, 'w');
+    const offsets: number[] = [];
     let bytes = 0;
     try {
-      let chunk = '';
-      const d = data.dims;
-      for (let s = 0; s < data.count; s++) {
-        const vector = new Uint8Array(data.vectors.buffer, s * d * 4, d * 4);
-        chunk += upsertLine(data.ids[s], data.hashes[s], data.contents[s], data.metadata[s], vector);
-        if (chunk.length >= WRITE_CHUNK_CHARS || s === data.count - 1) {
-          const buf = Buffer.from(chunk, 'utf8');
-          await out.writeFile(buf);
-          bytes += buf.length;
-          chunk = '';
-        }
+      for (let from = 0; from < data.count; from += 1000) {
+        const frames = data.offsets.slice(from, from + 1000).map((offset) => readFrameSync(this.fd(l), offset));
+        const encoded = encodeFrames(frames);
+        encoded.offsets.forEach((o) => offsets.push(bytes + o));
+        await out.write(encoded.bytes, 0, encoded.bytes.length, bytes);
+        bytes += encoded.bytes.length;
       }
       await out.sync();
     } catch (err) {
       await out.close();
-      await rm(tmp, { force: true });
+      await rm(path, { force: true });
       throw err;
     }
     await out.close();
-    await data.file?.close();
-    data.file = undefined;
-    await rename(tmp, path);
-    data.logBytes = bytes;
-    data.logOps = data.count;
-    await syncDirectory(this.dir);
+    await l.log?.close();
+    Object.assign(l, { log: await open(path, 'a+'), gen: l.gen + 1, logBytes: bytes, frames: data.count });
+    data.offsets = offsets;
+    await this.checkpoint(l);
   }
 
-  private onLens<T>(data: LensData, fn: () => Promise<T>): Promise<T> {
-    const result = data.queue.then(() => {
+  /** Loads every lens of the directory. */
+  private async load(): Promise<void> {
+    const names = (await readdir(this.dir)).filter((name) => name !== LOCK.file);
+    const legacy = names.find((name) => /^[A-Za-z0-9_-]+\.log$/.test(name));
+    if (legacy) {
+      throw new TributaryError(
+        `${join(this.dir, legacy)} is an index log of an older Tributary (JSON lines). The index is derived from the source: stop Tributary, ` +
+          `delete it, start again and run \`tributary ingest ${legacy.slice(0, -4)} --mode full\`.`,
+      );
+    }
+    for (const [lens, files] of lensFiles(names)) {
+      try {
+        this.lenses.set(lens, await this.loadLens(lens, files));
+      } catch (err) {
+        if (err instanceof TributaryError) throw err;
+        throw new TributaryError(
+          `The vector index files of lens ${lens} in ${this.dir} are damaged (${describeError(err)}). The index is derived from the source: ` +
+            `stop Tributary, delete ${join(this.dir, lens)}.*, start it again and run \`tributary ingest ${lens} --mode full\`.`,
+          { cause: err },
+        );
+      }
+    }
+  }
+
+  /** Loads a lens: its newest checkpoint, then the log written after it. */
+  private async loadLens(lens: string, files: LensFiles): Promise<Lens> {
+    const checkpoint = await readCheckpoint(this.dir, files);
+    const l = this.newLens(lens);
+    let rebuild = false;
+    if (checkpoint) {
+      const { state, seq } = checkpoint;
+      Object.assign(l, { gen: state.gen, logBytes: state.logBytes, frames: state.frames, nextSeq: state.nextSeq });
+      l.data.restore(state);
+      rebuild = state.dims > 0 && (!files.checkpoints.get(seq)!.hnsw || JSON.stringify(state.hnsw) !== JSON.stringify(this.hnsw));
+      if (state.dims > 0 && !rebuild) l.data.newGraph().load(join(this.dir, graphName(lens, seq)));
+    }
+    if (!files.logs.has(l.gen) && l.logBytes > 0) throw new Error(`its log ${logName(lens, l.gen)} is missing`);
+    if (checkpoint && !rebuild) {
+      await this.logFile(l);
+      this.restorePending(l, checkpoint.state.pending ?? []);
+    }
+    await this.replay(l, rebuild).catch(async (err: unknown) => {
+      await l.log?.close();
+      throw err;
+    });
+    await removeOthers(this.dir, files, l.gen, checkpoint?.seq);
+    if (rebuild) this.rebuildGraph(l);
+    if (l.data.count <= this.exactBelow) this.fillMatrix(l);
+    this.buildSoon(l);
+    return l;
+  }
+
+  /** The checkpoint's records not yet in its graph: pending again, their vectors from the log. */
+  private restorePending(l: Lens, keys: number[]): void {
+    const data = l.data;
+    for (const key of keys) {
+      const slot = data.slotOfKey.get(key);
+      if (slot !== undefined) data.pending.set(key, (readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector);
+    }
+  }
+
+  /** Applies the log after the checkpoint; cuts off a write torn by a crash. */
+  private async replay(l: Lens, rebuild: boolean): Promise<void> {
+    const file = await this.logFile(l);
+    const end = await scanFrames(file, l.logBytes, (payload, offset) => {
+      const frame = decodePayload(payload);
+      l.data.apply(frame, offset, !rebuild);
+      l.nextSeq = Math.max(l.nextSeq, frame.seq + 1);
+      l.sinceCheckpoint++;
+      l.frames++;
+    });
+    const size = (await file.stat()).size;
+    if (end < size) {
+      await file.truncate(end);
+      await file.sync();
+      this.options.logger?.warn({ lens: l.data.name, bytes: size - end }, 'dropped an incomplete last write from the vector index log');
+    }
+    l.logBytes = end;
+  }
+
+  /** A new graph from the log's vectors (the checkpoint's graph is missing or has other settings). */
+  private rebuildGraph(l: Lens): void {
+    const data = l.data;
+    data.newGraph();
+    for (let from = 0; from < data.count; from += 10_000) {
+      const slots = data.offsets.slice(from, from + 10_000);
+      const vectors = new Float32Array(slots.length * data.dims);
+      slots.forEach((offset, i) => vectors.set((readFrameSync(this.fd(l), offset) as UpsertFrame).vector, i * data.dims));
+      data.graph!.add(data.keys.slice(from, from + 10_000), vectors);
+    }
+    l.sinceCheckpoint = Math.max(l.sinceCheckpoint, 1);
+  }
+
+  /** The exact-search matrix of a small lens, from the log's vectors. */
+  private fillMatrix(l: Lens): void {
+    const data = l.data;
+    data.matrix = new Float32Array(Math.max(data.count, 1024) * data.dims);
+    data.offsets.forEach((offset, slot) => data.matrix!.set((readFrameSync(this.fd(l), offset) as UpsertFrame).vector, slot * data.dims));
+  }
+
+  private newLens(name: string): Lens {
+    return {
+      data: new LensData(name, this.hnsw, this.exactBelow),
+      gen: 0,
+      log: undefined,
+      logBytes: 0,
+      frames: 0,
+      sinceCheckpoint: 0,
+      nextSeq: 1,
+      compactAfter: COMPACT_MIN_FRAMES,
+      queue: Promise.resolve(),
+      writtenAt: 0,
+      graphedSinceCheckpoint: 0,
+    };
+  }
+
+  private async filesOf(lens: string): Promise<LensFiles> {
+    return lensFiles((await readdir(this.dir)).filter((name) => name.startsWith(`${lens}.`))).get(lens)!;
+  }
+
+  private warn(l: Lens, what: string, err: unknown): void {
+    this.options.logger?.warn({ lens: l.data.name, err: describeError(err) }, `could not ${what} the vector index; will retry later`);
+  }
+
+  private onLens<T>(l: Lens, fn: () => Promise<T>): Promise<T> {
+    const result = l.queue.then(() => {
       this.assertOpen();
       return fn();
     });
-    data.queue = result.catch(() => undefined);
+    l.queue = result.catch(() => undefined);
     return result;
   }
 
-  /** The lens's data for reading, or undefined when it holds nothing. */
-  private peek(lens: string): LensData | undefined {
+  /** The lens for reading, or undefined when it holds nothing. */
+  private peek(lens: string): Lens | undefined {
     this.assertOpen();
     checkLensName(lens);
     return this.lenses.get(lens);
   }
 
-  private lensFor(lens: string): LensData {
-    let data = this.lenses.get(lens);
-    if (!data) {
-      data = new LensData(lens);
-      this.lenses.set(lens, data);
-    }
-    return data;
-  }
-
-  private logPath(lens: string): string {
-    return join(this.dir, lens + LOG_SUFFIX);
+  private lensFor(lens: string): Lens {
+    let l = this.lenses.get(lens);
+    if (!l) this.lenses.set(lens, (l = this.newLens(lens)));
+    return l;
   }
 
   private async closeFiles(): Promise<void> {
-    for (const data of this.lenses.values()) {
-      await data.file?.close().catch(() => undefined);
-      data.file = undefined;
+    for (const l of this.lenses.values()) {
+      await l.log?.close().catch(() => undefined);
+      l.log = undefined;
     }
   }
 
@@ -690,72 +620,3 @@ export class EmbeddedVectorIndex implements VectorIndex {
     if (this.closed) throw new TributaryError(`The vector index in ${this.dir} is closed`);
   }
 }
-
-
-
-function vectorBytes(vector: Float32Array): Uint8Array {
-  return new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);
-}
-
-/** The log lines of upserts and their metadata as JSON. */
-function encodeUpserts(records: IndexRecord[]): { text: string; metadataJson: string[] } {
-  let text = '';
-  const metadataJson: string[] = [];
-  for (const r of records) {
-    const json = JSON.stringify(r.metadata);
-    metadataJson.push(json);
-    text += upsertLine(r.id, r.contentHash, r.content, json, vectorBytes(r.vector));
-  }
-  return { text, metadataJson };
-}
-
-/** One upsert log line; `metadataJson` is already JSON. */
-function upsertLine(id: string, contentHash: string, content: string, metadataJson: string, vector: Uint8Array): string {
-  const b64 = Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64');
-  return (
-    `{"op":"upsert","id":${JSON.stringify(id)},"contentHash":${JSON.stringify(contentHash)},` +
-    `"content":${JSON.stringify(content)},"metadata":${metadataJson},"vector":"${b64}"}\n`
-  );
-}
-
-/** Applies one log line; throws on anything that is not a well-formed operation. */
-function applyLine(data: LensData, text: string): void {
-  const op = JSON.parse(text) as LogOp;
-  if (op.op === 'delete' && typeof op.id === 'string') {
-    data.remove(op.id);
-    return;
-  }
-  if (
-    op.op !== 'upsert' ||
-    typeof op.id !== 'string' ||
-    typeof op.content !== 'string' ||
-    typeof op.contentHash !== 'string' ||
-    typeof op.vector !== 'string' ||
-    op.metadata === null ||
-    typeof op.metadata !== 'object'
-  ) {
-    throw new Error('not an upsert or delete operation');
-  }
-  const bytes = Buffer.from(op.vector, 'base64');
-  if (bytes.length === 0 || bytes.length % 4 !== 0 || (data.count > 0 && bytes.length !== data.dims * 4)) {
-    throw new Error(`vector of ${bytes.length} bytes where ${data.dims * 4} were expected`);
-  }
-  data.put(op.id, op.contentHash, op.content, JSON.stringify(op.metadata), bytes);
-}
-
-/** The vector itself if it is (about) unit length, else a normalised copy. */
-function unitLength(vector: Float32Array): Float32Array {
-  let sum = 0;
-  for (let i = 0; i < vector.length; i++) sum += vector[i] * vector[i];
-  const norm = Math.sqrt(sum);
-  if (norm === 0 || Math.abs(norm - 1) < 1e-4) return vector;
-  const out = new Float32Array(vector.length);
-  for (let i = 0; i < vector.length; i++) out[i] = vector[i] / norm;
-  return out;
-}
-
-
-
-
-
-

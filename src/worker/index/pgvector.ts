@@ -76,6 +76,11 @@ const POOL_SIZE = 8;
 export interface PgvectorIndexOptions {
   /** Where notices worth an operator's attention go (no index above 4,000 dimensions). */
   logger?: Logger;
+  /**
+   * pgvector's HNSW parameters (https://github.com/pgvector/pgvector#hnsw): `m` and
+   * `efConstruction` for tables created from now on, `efSearch` the least `hnsw.ef_search`.
+   */
+  hnsw?: { m?: number; efConstruction?: number; efSearch?: number };
 }
 
 /** What this process knows of one lens's table. */
@@ -105,6 +110,7 @@ export class PgvectorIndex implements VectorIndex {
     /** pgvector's version as [major, minor, patch]. */
     private readonly extVersion: number[],
     private readonly logger: Logger | undefined,
+    private readonly hnsw: NonNullable<PgvectorIndexOptions['hnsw']> = {},
   ) {
     this.ext = quoteIdent(extensionSchema);
   }
@@ -120,7 +126,7 @@ export class PgvectorIndex implements VectorIndex {
     pool.on('error', () => {});
     try {
       const setup = await connectAndSetUp(pool, where, config.schema);
-      return new PgvectorIndex(pool, where, config.schema, setup.extSchema, setup.version, options.logger);
+      return new PgvectorIndex(pool, where, config.schema, setup.extSchema, setup.version, options.logger, options.hnsw);
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw err;
@@ -258,7 +264,7 @@ export class PgvectorIndex implements VectorIndex {
   async searchVector(
     lens: string,
     vector: Float32Array,
-    options: { limit: number; minScore: number; excludeId?: string },
+    options: { limit: number; minScore: number; excludeId?: string; exact?: boolean },
   ): Promise<SearchHit[]> {
     const limit = Math.floor(options.limit);
     let known = await this.readable(lens);
@@ -286,10 +292,8 @@ export class PgvectorIndex implements VectorIndex {
     const distance = this.halfvecIndexed(dims)
       ? `(embedding::${this.ext}.halfvec(${dims})) OPERATOR(${this.ext}.<=>) ${literal}::${this.ext}.halfvec(${dims})`
       : `embedding OPERATOR(${this.ext}.<=>) ${literal}::${this.ext}.vector(${dims})`;
-    const tuning =
-      fetch <= EF_SEARCH_MAX
-        ? `SET LOCAL hnsw.ef_search = ${Math.min(EF_SEARCH_MAX, Math.max(EF_SEARCH_MIN, 2 * fetch))}`
-        : 'SET LOCAL enable_indexscan = off';
+    const efSearch = Math.min(EF_SEARCH_MAX, Math.max(this.hnsw.efSearch ?? EF_SEARCH_MIN, 2 * fetch));
+    const tuning = fetch <= EF_SEARCH_MAX && !options.exact ? `SET LOCAL hnsw.ef_search = ${efSearch}` : 'SET LOCAL enable_indexscan = off';
     // One round trip: the query text holds only numbers besides the (quoted) table name, and
     // SET LOCAL keeps the setting to this transaction (safe behind a transaction-mode pooler).
     const client = await this.connect();
@@ -487,13 +491,21 @@ export class PgvectorIndex implements VectorIndex {
     return created;
   }
 
+  /** The HNSW index's storage parameters: integers checked by the configuration schema, checked again here. */
+  private hnswWith(): string {
+    const m = Math.trunc(this.hnsw.m ?? 16);
+    const ef = Math.trunc(this.hnsw.efConstruction ?? 64);
+    if (!(m >= 2 && m <= 100 && ef >= 4 && ef <= 1000)) throw new TributaryError(`Invalid pgvector HNSW parameters m=${m}, efConstruction=${ef}`);
+    return `WITH (m = ${m}, ef_construction = ${Math.max(ef, 2 * m)})`;
+  }
+
   private createTableSql(table: string, dims: number): string {
     const ext = this.ext;
     let vectorIndex = '';
     if (dims <= HNSW_MAX_VECTOR_DIMS) {
-      vectorIndex = `CREATE INDEX ON ${table} USING hnsw (embedding ${ext}.vector_cosine_ops);`;
+      vectorIndex = `CREATE INDEX ON ${table} USING hnsw (embedding ${ext}.vector_cosine_ops) ${this.hnswWith()};`;
     } else if (this.halfvecIndexed(dims)) {
-      vectorIndex = `CREATE INDEX ON ${table} USING hnsw ((embedding::${ext}.halfvec(${dims})) ${ext}.halfvec_cosine_ops);`;
+      vectorIndex = `CREATE INDEX ON ${table} USING hnsw ((embedding::${ext}.halfvec(${dims})) ${ext}.halfvec_cosine_ops) ${this.hnswWith()};`;
     }
     return `
       CREATE TABLE ${table} (

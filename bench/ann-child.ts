@@ -1,0 +1,140 @@
+/**
+ * One measurement of the embedded index at one size, in a process of its own (so its peak RSS
+ * is the index's): `node ann-child.js <rows> <dims> <quantization> <dir>`; prints one JSON line.
+ *
+ * Clustered unit vectors (test/helpers/clustered.ts; random vectors say nothing about recall)
+ * are generated batch by batch and written with `upsert` (the worker's write path, fsynced),
+ * then the index is closed (checkpoint), reopened, and searched: the HNSW graph (limit 10)
+ * against exact search of the same stored vectors (`exact: true`, a scan of the record log),
+ * recall@10 of one against the other; and the brute force of the previous embedded index (an
+ * in-memory scan of every vector) on the same queries.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { EmbeddedVectorIndex } from '../src/worker/index/embedded.js';
+import { scanMatrix } from '../src/worker/index/exact.js';
+import type { Quantization } from '../src/worker/index/hnsw.js';
+import { mulberry } from '../test/helpers/clustered.js';
+import { unit } from '../test/helpers/vector-index-contract.js';
+
+const [rows, dims] = [Number(process.argv[2]), Number(process.argv[3])];
+const quantization = process.argv[4] as Quantization;
+const dir = process.argv[5];
+const BATCH = 5000;
+const QUERIES = 200;
+/** Exact searches are slow at a million rows: recall and the brute-force figure use this many. */
+const EXACT_QUERIES = rows > 200_000 ? 20 : 100;
+
+/** Point `i` of the data set: near centre `i`'s cluster, deterministic per index. */
+function makePoints(centres: Float32Array[], from: number, count: number): Float32Array {
+  const out = new Float32Array(count * dims);
+  for (let n = 0; n < count; n++) {
+    const next = mulberry(1_000_003 * (from + n) + 17);
+    const centre = centres[Math.floor((next() + 0.5) * centres.length) % centres.length];
+    let norm = 0;
+    for (let j = 0; j < dims; j++) {
+      const v = centre[j] + (next() * 0.7) / Math.sqrt(dims);
+      out[n * dims + j] = v;
+      norm += v * v;
+    }
+    for (let j = 0; j < dims; j++) out[n * dims + j] /= Math.sqrt(norm);
+  }
+  return out;
+}
+
+function peakRssMb(): number {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('VmHWM'))!;
+  return Number(line.replace(/\D+/g, '')) / 1024;
+}
+
+function p(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+const next = mulberry(5);
+const centres = Array.from({ length: Math.round(Math.sqrt(rows)) }, () => unit(Array.from({ length: dims }, next)));
+/** BENCH_ANN_HNSW: other graph settings as JSON, e.g. `{"expansionSearch":128}`. */
+const options = { exactBelow: 0, hnsw: { quantization, ...(JSON.parse(process.env.BENCH_ANN_HNSW ?? '{}') as object) } };
+let index = await EmbeddedVectorIndex.open(dir, options);
+const started = performance.now();
+for (let from = 0; from < rows; from += BATCH) {
+  const count = Math.min(BATCH, rows - from);
+  const points = makePoints(centres, from, count);
+  await index.upsert(
+    'p',
+    Array.from({ length: count }, (_, i) => ({
+      id: String(from + i),
+      content: `item ${from + i}`,
+      metadata: { n: from + i },
+      vector: points.slice(i * dims, (i + 1) * dims),
+      contentHash: `h${from + i}`,
+    })),
+  );
+}
+const indexSeconds = (performance.now() - started) / 1000;
+// Written records are searchable at once (exactly, while they wait); the graph takes them in the background.
+await index.graphBuilt();
+const graphSeconds = (performance.now() - started) / 1000;
+let t = performance.now();
+await index.close();
+const closeSeconds = (performance.now() - t) / 1000;
+t = performance.now();
+index = await EmbeddedVectorIndex.open(dir, options);
+const reopenSeconds = (performance.now() - t) / 1000;
+const bytes = readdirSync(dir).reduce((sum, name) => sum + statSync(join(dir, name)).size, 0);
+
+const queries = makePoints(centres, rows + 1_000_000, QUERIES);
+const query = (q: number) => queries.slice(q * dims, (q + 1) * dims);
+const graph: number[] = [];
+const graphHits: string[][] = [];
+for (let q = 0; q < QUERIES; q++) {
+  const s = performance.now();
+  const hits = await index.searchVector('p', query(q), { limit: 10, minScore: 0 });
+  graph.push(performance.now() - s);
+  graphHits.push(hits.map((h) => h.id));
+}
+// Read before the exact searches, whose scans of the log leave garbage behind.
+const peak = peakRssMb();
+const exact: number[] = [];
+let found = 0;
+for (let q = 0; q < EXACT_QUERIES; q++) {
+  const s = performance.now();
+  const truth = new Set((await index.searchVector('p', query(q), { limit: 10, minScore: 0, exact: true })).map((h) => h.id));
+  exact.push(performance.now() - s);
+  found += graphHits[q].filter((id) => truth.has(id)).length;
+}
+graph.sort((a, b) => a - b);
+exact.sort((a, b) => a - b);
+await index.close();
+
+// The brute force of the index before this one: every vector in one Float32Array, scanned
+// (after the peak RSS was read: this matrix is not the index's memory).
+const matrix = new Float32Array(rows * dims);
+for (let from = 0; from < rows; from += BATCH) matrix.set(makePoints(centres, from, Math.min(BATCH, rows - from)), from * dims);
+const brute: number[] = [];
+for (let q = 0; q < EXACT_QUERIES; q++) {
+  const s = performance.now();
+  scanMatrix(matrix, dims, rows, queries.subarray(q * dims, (q + 1) * dims), 10, -1);
+  brute.push(performance.now() - s);
+}
+brute.sort((a, b) => a - b);
+console.log(
+  JSON.stringify({
+    rows,
+    dims,
+    quantization,
+    indexRowsPerSecond: rows / indexSeconds,
+    graphRowsPerSecond: rows / graphSeconds,
+    closeSeconds,
+    reopenSeconds,
+    bytesPerRecord: bytes / rows,
+    graphP50: p(graph, 0.5),
+    graphP99: p(graph, 0.99),
+    bruteP50: p(brute, 0.5),
+    bruteP99: p(brute, 0.99),
+    exactP50: p(exact, 0.5),
+    exactP99: p(exact, 0.99),
+    recall: found / (EXACT_QUERIES * 10),
+    peakRssMb: peak,
+  }),
+);

@@ -16,6 +16,10 @@
  *    bare GetRecords calls; peak RSS.
  * 9. Payload sinks (bench/payload.ts): rows/s to seyn and psykhe from a 200,000-row backlog, as
  *    a ratio to the semilayer id path; peak RSS of a 1,000,000-row psykhe full sync.
+ * 10. Kafka (bench/kafka.ts): changes/s through the bus (kafka sink → kafka source), and rows/s
+ *    indexed by 1 and 2 worker replicas on the bus.
+ * 11. The peer comparison (bench/debezium-peer.ts): Debezium Server and Tributary reading the
+ *    same WAL into one loopback HTTP receiver: throughput and commit→received p99 ratios.
  *
  * BENCH_ONLY=REGEX runs only the phases whose name matches (e.g. `BENCH_ONLY=worker`).
  * Each phase has its own database, slot and publication; one Postgres cluster serves them all.
@@ -34,6 +38,8 @@ import { postgresVersions } from './pg-versions.js';
 import { mysqlBinlog } from './mysql.js';
 import { kinesisBacklog } from './kinesis.js';
 import { payloadSinks } from './payload.js';
+import { kafkaPhases } from './kafka.js';
+import { debeziumPeer } from './debezium-peer.js';
 import { smartSync } from './smart-sync.js';
 import { workerFreshness, workerHashSkips, workerIndexing, workerSearch } from './worker.js';
 import { workerAnn } from './ann.js';
@@ -390,6 +396,8 @@ async function main(): Promise<void> {
     ['mysql: binlog', () => mysqlBinlog(rows)],
     ['kinesis: backlog', () => kinesisBacklog(rows)],
     ['payload sinks', () => payloadSinks(cluster, sink, rows)],
+    ['kafka', () => kafkaPhases(cluster, rows)],
+    ['peer: debezium server', () => debeziumPeer(cluster, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;
   let failed = false;
   for (const [name, phase] of phases) {

@@ -6,14 +6,15 @@ import type { LensConfig, SourceConfig } from '../src/config/types.js';
 import { specOf, type SourceSpec } from '../src/plugins.js';
 import { readerOptions } from '../src/rows.js';
 import type { ConnectorContext, RowReader, SourceConnector } from '../src/types.js';
+import { kafkaSourceSpec } from './kafka/spec.js';
 import { kinesisSpec } from './kinesis/spec.js';
 import { mysqlSpec } from './mysql/spec.js';
 import { postgresSpec } from './postgres/spec.js';
 
-export const sourceSpecs = [postgresSpec, mysqlSpec, kinesisSpec] as const;
+export const sourceSpecs = [postgresSpec, mysqlSpec, kinesisSpec, kafkaSourceSpec] as const;
 
 /** Source types the design plans that this version does not have yet (a clearer config error). */
-export const plannedSources = ['kafka'];
+export const plannedSources: string[] = [];
 
 export function sourceSpec(type: string): SourceSpec<SourceConfig> {
   return specOf(sourceSpecs as readonly SourceSpec<any>[], type);

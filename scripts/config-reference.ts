@@ -31,7 +31,7 @@ function allowed(s: Schema): string {
   const values: string[] = [];
   if (s.enum) values.push(...s.enum.map(code));
   if (s.oneOf && s.discriminator) values.push(...s.oneOf.map((v: Schema) => code(v.properties[s.discriminator.propertyName].const)));
-  const planned = s['x-notYetAvailable'] ? ` (planned: ${s['x-notYetAvailable'].join(', ')})` : '';
+  const planned = s['x-notYetAvailable']?.length ? ` (planned: ${s['x-notYetAvailable'].join(', ')})` : '';
   const range = [s.minimum !== undefined ? `≥ ${s.minimum}` : '', s.maximum !== undefined ? `≤ ${s.maximum}` : ''].filter(Boolean).join(', ');
   return values.join(', ') + planned || range || (s['x-expected'] ? cell(s['x-expected']) : '');
 }

@@ -17,7 +17,7 @@ import { SourceLeases } from './leases.js';
 import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type PipelineOptions } from './pipeline.js';
-import type { SinkContext } from './plugins.js';
+import { readsTables, type SinkContext } from './plugins.js';
 import { createSink, sinkSpec } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
@@ -144,7 +144,7 @@ function createPipelines(
       lenses,
       settings: config.pipeline,
       log,
-      openReader: sourceSpec(sourceConfig.type).capabilities.readsTables ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
+      openReader: readsTables(sourceSpec(sourceConfig.type), sourceConfig) ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
     });
   });
 }
@@ -163,7 +163,7 @@ async function createSinks(config: Config, shared: Pick<SinkContext, 'state' | '
     const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
     const openReader = (lens: string) => {
       const source = config.sources[config.lenses[lens].source];
-      return sourceSpec(source.type).capabilities.readsTables ? openRowReader(source, lens, config.lenses[lens], forPayload) : undefined;
+      return readsTables(sourceSpec(source.type), source) ? openRowReader(source, lens, config.lenses[lens], forPayload) : undefined;
     };
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));
     const ctx = { ...shared, name, lenses, config, openReader, log: shared.log.child({ sink: name }) };

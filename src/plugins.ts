@@ -63,8 +63,10 @@ export interface SourceCapabilities {
    * The source owns a database Tributary can read (`openReader`): full syncs, smart sync
    * sweeps and polling read the table; sinks that need rows re-read them by id. Stream sources
    * (Kinesis, Kafka) read what another system wrote and carry rows in their changes instead.
+   * A function: it depends on the source's (raw, possibly unvalidated) config: a kafka source
+   * with `rowsFrom` reads its lenses' tables from that database.
    */
-  readsTables: boolean;
+  readsTables: boolean | ((config: Record<string, unknown>) => boolean);
   /** Lenses of this source must name their `primaryKey` (there is no catalog to read it from). */
   requiresPrimaryKey: boolean;
 }
@@ -125,6 +127,12 @@ export interface SinkCapabilities {
 export interface SinkSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {
   readonly capabilities: SinkCapabilities;
   create(config: C, ctx: SinkContext): Sink | Promise<Sink>;
+}
+
+/** Whether a source with this (raw or resolved) config reads tables (`SourceCapabilities.readsTables`). */
+export function readsTables(spec: { capabilities: SourceCapabilities }, config: object): boolean {
+  const reads = spec.capabilities.readsTables;
+  return typeof reads === 'function' ? reads(config as Record<string, unknown>) : reads;
 }
 
 /** The config type a spec is for. */

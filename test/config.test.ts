@@ -153,15 +153,12 @@ test('wrong types say what was expected and what was found', () => {
   ]);
 });
 
-test('enums list the allowed values; planned ones are "not available in this version yet"', () => {
+test('enums list the allowed values', () => {
   assert.deepEqual(problems(withLine(3, '    type: postgres', '    capture: wal')), [
     { path: 'sources.app.capture', line: 4, message: 'expected one of: logical, trigger, poll, auto; got "wal"' },
   ]);
-  assert.deepEqual(problems(withLine(12, '    type: kafka')), [
-    { path: 'sinks.hosted.type', line: 12, message: '"kafka" is not available in this version yet; expected one of: semilayer, worker, seyn, psykhe' },
-  ]);
   assert.deepEqual(problems(withLine(12, '    type: elastic')), [
-    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe; got "elastic"' },
+    { path: 'sinks.hosted.type', line: 12, message: 'expected one of: semilayer, worker, seyn, psykhe, kafka; got "elastic"' },
   ]);
   assert.deepEqual(problems(yaml(...MINIMAL, 'worker:', '  index: { type: pgvector }')), [
     { path: 'worker.index.url', line: 16, message: 'missing required key "url"' },
@@ -422,6 +419,7 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
     index: { type: 'embedded', path: '/etc/tributary/data/index', quantization: 'i8', connectivity: 16, expansionAdd: 64, expansionSearch: 64, exactBelow: 10000 },
     keys: [],
     maxQueuedChanges: 100000,
+    acknowledge: 'queued',
     readBatch: 500,
   });
 });

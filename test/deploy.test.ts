@@ -328,6 +328,26 @@ describe('Kubernetes overlays', () => {
       }
     });
   }
+
+  test('kafka-workers: a capture Deployment into the bus and a scalable worker Deployment reading it', () => {
+    const objects = renderKustomization(join(K8S, 'overlays', 'kafka-workers'));
+    for (const o of objects) assert.doesNotThrow(() => new MODELS[`${o.apiVersion}/${o.kind}`](o).validate(), `${o.kind} ${o.metadata.name}`);
+    const named = (kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata.name === name) as any;
+    const secret = named('Secret', 'tributary');
+    const env = { DATABASE_URL: 'postgres://db/shop', INGEST_KEY: 'ik_0123456789abcdef', SEARCH_KEY: 'sk_0123456789abcdef', ...secret.stringData };
+    const capture = parseConfig(named('ConfigMap', 'tributary').data['tributary.yaml'], '/etc/tributary/tributary.yaml', env);
+    const worker = parseConfig(named('ConfigMap', 'tributary-worker').data['tributary.yaml'], '/etc/tributary/tributary.yaml', env);
+    const [bus] = Object.values(capture.sinks);
+    const [source] = Object.values(worker.sources);
+    assert.ok(bus.type === 'kafka' && source.type === 'kafka' && source.format === 'tributary' && source.topics?.includes(bus.topic));
+    assert.equal(worker.worker?.acknowledge, 'indexed', 'offsets commit only for indexed changes');
+    assert.equal(worker.worker?.index.type, 'pgvector', 'one index shared by every replica');
+    const deployment = named('Deployment', 'tributary-worker');
+    assert.ok(deployment.spec.replicas >= 2);
+    assert.equal(deployment.spec.template.spec.volumes.find((v: any) => v.name === 'config').configMap.name, 'tributary-worker');
+    assert.deepEqual(named('Service', 'tributary-worker').spec.selector, deployment.spec.selector.matchLabels);
+    assert.notDeepEqual(named('Deployment', 'tributary').spec.selector, deployment.spec.selector, 'the capture pods are not workers');
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -52,7 +52,11 @@ class FakeEngine implements WorkerEngine {
   async submit(lens: string, request: { mode: IngestMode; changes?: Change[] }) {
     if (this.failSubmit !== undefined) throw this.failSubmit;
     this.submitted.push({ lens, request });
-    return { jobId: `j_${++this.jobCounter}`, status: 'queued' as const, lens, mode: request.mode, changesBuffered: request.changes?.length ?? 0 };
+    return { jobId: `j_${++this.jobCounter}`, status: 'queued' as const, lens, mode: request.mode, changesBuffered: request.changes?.length ?? 0, seq: this.jobCounter };
+  }
+
+  async indexed(): Promise<boolean> {
+    return true;
   }
 
   job(jobId: string): JobView | undefined {

@@ -11,7 +11,7 @@
  * the old values under `before-image` (its FieldName), so a key change is visible.
  */
 import { formatTableName } from '../../src/table-name.js';
-import { objectOf, parseJson, timestampOf, type Decoded, type Decoder } from './decoded.js';
+import { objectOf, parseJson, timestampOf, type Decoded, type Decoder } from '../json-records/decoded.js';
 
 const UPSERTS = new Set(['load', 'insert', 'update']);
 

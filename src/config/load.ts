@@ -14,7 +14,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, Parser, ty
 import { ConfigError } from '../errors.js';
 import { redactUrl } from '../log.js';
 import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
-import type { SourceSpec } from '../plugins.js';
+import { readsTables, type SourceSpec } from '../plugins.js';
 import { sinkSpec, sinkSpecs } from '../sinks/index.js';
 import { DEFAULT_METRICS_LISTEN } from './fragments.js';
 import { configSchema } from './schema.js';
@@ -345,7 +345,7 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
     const spec = sourceSpecs.find((s) => s.type === source.type);
     const sinkType = section(data.sinks[lens.sink]).type;
     const readsTable = sinkSpecs.find((s) => s.type === sinkType)?.capabilities.readsTable;
-    if (spec && !spec.capabilities.readsTables && (readsTable === 'always' || (readsTable === 'for full syncs' && lens.initialSync !== 'none'))) {
+    if (spec && !readsTables(spec, source) && (readsTable === 'always' || (readsTable === 'for full syncs' && lens.initialSync !== 'none'))) {
       const at = ['lenses', name, readsTable === 'always' ? 'sink' : 'initialSync'];
       problems.push({
         path: dotted(at),

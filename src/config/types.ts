@@ -27,6 +27,11 @@ export interface WorkerConfig {
   index: IndexConfig;
   keys: Array<{ key: string; scope: 'ingest' | 'search' | 'admin' }>;
   maxQueuedChanges: number;
+  /**
+   * When the worker sink accepts a batch: once queued (journaled on local disk), or once
+   * indexed (worker replicas on a kafka bus: the bus offsets are then their durable queue).
+   */
+  acknowledge?: 'queued' | 'indexed'; // default queued (the schema fills it in)
   readBatch: number;
 }
 

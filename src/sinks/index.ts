@@ -5,15 +5,16 @@
 import type { SinkConfig } from '../config/types.js';
 import { specOf, type SinkContext, type SinkSpec } from '../plugins.js';
 import type { Sink } from '../types.js';
+import { kafkaSinkSpec } from './kafka/spec.js';
 import { psykheSpec } from './psykhe/spec.js';
 import { semilayerSpec } from './semilayer/spec.js';
 import { seynSpec } from './seyn/spec.js';
 import { workerSpec } from './worker/spec.js';
 
-export const sinkSpecs = [semilayerSpec, workerSpec, seynSpec, psykheSpec] as const;
+export const sinkSpecs = [semilayerSpec, workerSpec, seynSpec, psykheSpec, kafkaSinkSpec] as const;
 
 /** Sink types the design plans that this version does not have yet (a clearer config error). */
-export const plannedSinks = ['kafka'];
+export const plannedSinks: string[] = [];
 
 export function sinkSpec(type: string): SinkSpec<SinkConfig> {
   return specOf(sinkSpecs as readonly SinkSpec<any>[], type);

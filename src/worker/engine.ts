@@ -60,6 +60,8 @@ interface LensRuntime {
   lastError?: string;
   cursor?: string;
   indexedTotal: number;
+  /** Callers of `indexed` waiting for the journal entry `seq` to be processed. */
+  waiting: Array<{ seq: number; resolve: () => void }>;
   /** The index was written since `indexedTotal` was counted (at `countedAt`). */
   indexChanged?: boolean;
   countedAt?: number;
@@ -135,7 +137,7 @@ export class Engine implements WorkerEngine {
   constructor(private readonly options: EngineOptions) {
     for (const [name, config] of Object.entries(options.lenses)) {
       const queue = new LensQueue(options.queueDir, name);
-      const lens: LensRuntime = { name, config, queue, state: 'idle', indexedTotal: 0, rate: { count: 0, at: Date.now(), value: 0 } };
+      const lens: LensRuntime = { name, config, queue, state: 'idle', indexedTotal: 0, waiting: [], rate: { count: 0, at: Date.now(), value: 0 } };
       this.lensMap.set(name, lens);
       if (queue.queued) this.register(lens, queue.queued.jobId, queue.queued.work.sweep ?? 'records', queue.pendingChanges, queue.queued.lastSeq);
     }
@@ -235,7 +237,23 @@ export class Engine implements WorkerEngine {
     if (committedAt !== undefined) job.oldestAt = Math.min(job.oldestAt, committedAt);
     if (work.work.sweep && job.mode === 'records') job.mode = work.work.sweep;
     lens.wake?.();
-    return { jobId, status: deduplicated ? ('deduplicated' as const) : ('queued' as const), lens: lensName, mode: request.mode, changesBuffered: job.changesBuffered };
+    return { jobId, status: deduplicated ? ('deduplicated' as const) : ('queued' as const), lens: lensName, mode: request.mode, changesBuffered: job.changesBuffered, seq: work.lastSeq };
+  }
+
+  /**
+   * Resolves once the request `submit` queued as journal entry `seq` was processed (indexed,
+   * deleted or dead-lettered); false if the engine stopped first.
+   */
+  indexed(lensName: string, seq: number): Promise<boolean> {
+    const lens = this.lensOf(lensName);
+    if (this.stopping) return Promise.resolve(false);
+    return new Promise((resolve) => lens.waiting.push({ seq, resolve: () => resolve(!this.stopping) }));
+  }
+
+  private settle(lens: LensRuntime, doneSeq: number): void {
+    const ready = lens.waiting.filter((w) => w.seq <= doneSeq);
+    lens.waiting = lens.waiting.filter((w) => w.seq > doneSeq);
+    for (const w of ready) w.resolve();
   }
 
   job(jobId: string): JobView | undefined {
@@ -408,6 +426,7 @@ export class Engine implements WorkerEngine {
       lens.state = 'idle';
       lens.lastError = undefined;
       lens.queue.done(next.lastSeq);
+      this.settle(lens, next.lastSeq);
     } catch (err) {
       if (!this.stopping) throw err;
       job.status = 'queued'; // stopped: it runs again on the next start
@@ -621,7 +640,10 @@ export class Engine implements WorkerEngine {
    */
   async stop(timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<void> {
     this.stopController.abort(new TributaryError('the worker is stopping; the job resumes on the next start'));
-    for (const lens of this.lensMap.values()) lens.wake?.();
+    for (const lens of this.lensMap.values()) {
+      lens.wake?.();
+      this.settle(lens, Infinity); // `indexed` callers learn the worker stopped
+    }
     const ended = await Promise.race([Promise.all(this.loops).then(() => true), sleep(timeoutMs, false, { ref: false })]);
     if (!ended) this.options.log.warn({ timeoutMs }, 'worker stop timed out: a job step still hangs; its work resumes on the next start');
   }

@@ -125,7 +125,12 @@ export interface WorkerEngine {
     request: { mode: IngestMode; changes?: Array<{ id: string; action: 'upsert' | 'delete' }> },
     /** The oldest source commit time of the changes (ms since the epoch), for freshness metrics. */
     committedAt?: number,
-  ): Promise<{ jobId: string; status: 'queued' | 'deduplicated'; lens: string; mode: IngestMode; changesBuffered: number }>;
+  ): Promise<{ jobId: string; status: 'queued' | 'deduplicated'; lens: string; mode: IngestMode; changesBuffered: number; /** Its journal entry, for `indexed`. */ seq: number }>;
+  /**
+   * Resolves true once the request queued as journal entry `seq` (`submit`'s answer) was
+   * processed: indexed, deleted or dead-lettered; false if the worker stopped first.
+   */
+  indexed(lens: string, seq: number): Promise<boolean>;
   job(jobId: string): JobView | undefined;
   status(lens?: string): LensWorkerStatus[];
   /** `exact`: semantic search scans every vector instead of asking the HNSW graph (slower, the true top k). */

@@ -1,6 +1,9 @@
 /**
  * The `worker` sink: batches go straight into the bundled worker's durable queue in this
- * process. A batch is accepted once its journal entry is on disk; a full queue is a 429.
+ * process. A batch is accepted once its journal entry is on disk, or with `worker.acknowledge:
+ * indexed` once it was indexed (worker replicas on a kafka bus: the source then commits its
+ * offsets only for indexed changes, and a killed replica's share is read again by another);
+ * a full queue is a 429.
  *
  * The worker is one per process: the first worker sink starts it for the lenses of every
  * worker sink (and its HTTP API, when `worker.listen` is set); the last one closed stops it.
@@ -26,8 +29,10 @@ export async function createWorkerSink(ctx: SinkContext): Promise<Sink> {
   const { engine } = await shared.worker;
   const submit = async (lens: string, request: Parameters<WorkerEngine['submit']>[1], committedAt?: number) => {
     try {
-      await engine.submit(lens, request, committedAt);
+      const { seq } = await engine.submit(lens, request, committedAt);
+      if (ctx.config.worker?.acknowledge === 'indexed' && !(await engine.indexed(lens, seq))) throw new SinkError(`worker sink, lens "${lens}": the worker stopped before the batch was indexed`, 'transient');
     } catch (err) {
+      if (err instanceof SinkError) throw err;
       const where = `worker sink, lens "${lens}"`;
       if (err instanceof QueueFullError) throw new SinkError(`${where}: ${err.message}`, 'rate-limited', { status: 429, retryAfterMs: err.retryAfterSeconds * 1000 }, err);
       // Anything the queue cannot say is worth retrying soon (a full disk, a bug) holds the lens in error.

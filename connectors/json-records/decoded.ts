@@ -1,6 +1,6 @@
 /**
- * What a format decoder (./dms.ts, ./debezium.ts) makes of one stream record, independent of
- * the transport: the Kinesis source uses these decoders, and a Kafka source can reuse them.
+ * What a format decoder (../kinesis/dms.ts, ./debezium.ts) makes of one stream record,
+ * independent of the transport: the kinesis and kafka sources share these decoders.
  */
 
 /** A row as JSON: column name → value. */

@@ -1,0 +1,106 @@
+/**
+ * Worker replicas over the bus: two `tributary run` processes in one consumer group read a
+ * `format: tributary` topic (test/helpers/kafka.ts) into the worker sink with one shared
+ * pgvector index (PGlite behind its socket server, test/helpers/pgvector.ts), acknowledging
+ * batches once indexed (`worker.acknowledge: indexed`). Killing one replica with SIGKILL
+ * mid-stream loses nothing: its uncommitted offsets are read again by the other.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AssignerProtocol, Partitioners } from 'kafkajs';
+import pg from 'pg';
+import { encodeChange } from '../src/bus.js';
+import { eventually, killChildren, spawnDaemon, stopDaemon, type ChildDaemon } from './helpers/daemon.js';
+import { startKafka, withAdmin, type TestKafka } from './helpers/kafka.js';
+import { startOpenAIServer, type OpenAIServer } from './helpers/openai-server.js';
+import { startPgvector, type RunningPgvector } from './helpers/pgvector.js';
+import { freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
+
+const ROWS = 1200;
+
+let kafka: TestKafka;
+let db: TestPostgres;
+let vectors: RunningPgvector;
+let openai: OpenAIServer;
+before(async () => {
+  [kafka, db, vectors, openai] = await Promise.all([startKafka(), startPostgres(), startPgvector(), startOpenAIServer({ delayMs: 100, dimensions: 32 })]);
+});
+after(async () => {
+  killChildren();
+  await Promise.all([kafka?.stop(), db?.stop(), vectors?.stop(), openai?.close()]);
+});
+
+/** One replica: the bus into the worker sink, the shared pgvector index, its own state and HTTP port. */
+async function replica(o: { topic: string; group: string; dbUrl: string; schema: string; port: number }): Promise<ChildDaemon> {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-replica-'));
+  return spawnDaemon(`
+sources:
+  bus: { type: kafka, brokers: ["${kafka.broker}"], topics: [${o.topic}], groupId: ${o.group}, format: tributary, sessionTimeoutMs: 6000, rowsFrom: "${o.dbUrl}" }
+lenses:
+  products: { source: bus, table: public.products, sink: local, fields: [name, description], metadata: [id], initialSync: none, maxBatch: 50 }
+sinks:
+  local: { type: worker }
+worker:
+  listen: 127.0.0.1:${o.port}
+  acknowledge: indexed
+  readBatch: 10
+  embedder: { type: openai, url: "${openai.url}", model: test-embed, dimensions: 32, maxRetries: 2 }
+  index: { type: pgvector, url: "${vectors.url}", schema: ${o.schema}, path: ${join(dir, 'queue')} }
+state: { type: embedded, path: ${join(dir, 'state')} }
+metrics: { listen: "127.0.0.1:${await freePort()}" }
+log: { level: warn }
+`);
+}
+
+/** The partitions each member of `group` holds, once the group is stable. */
+async function assignments(group: string): Promise<number[][]> {
+  const { groups } = await withAdmin(kafka.client, (admin) => admin.describeGroups([group]));
+  if (groups[0].state !== 'Stable') return [];
+  return groups[0].members.map((m) => Object.values(AssignerProtocol.MemberAssignment.decode(m.memberAssignment)?.assignment ?? {}).flat());
+}
+
+test('two worker replicas split the bus; kill -9 of one mid-stream loses nothing; either serves search', async () => {
+  const dbUrl = await db.createDatabase('replicas');
+  await db.query(dbUrl, `CREATE TABLE products (id int PRIMARY KEY, name text, description text)`);
+  await db.query(dbUrl, `INSERT INTO products SELECT g, 'product ' || g, 'description of item ' || g FROM generate_series(1, ${ROWS}) g`);
+  const topic = 'bus-replicas';
+  await kafka.createTopic(topic, 4);
+  const producer = kafka.client.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  for (let i = 1; i <= ROWS; i += 200) {
+    const ids = Array.from({ length: Math.min(200, ROWS - i + 1) }, (_, k) => i + k);
+    await producer.send({ topic, acks: -1, messages: ids.map((id) => encodeChange('products', { id: String(id), action: 'upsert', committedAt: Date.now() })) });
+  }
+  await producer.disconnect();
+
+  const schema = 'replicas';
+  const [portA, portB] = [await freePort(), await freePort()];
+  const a = await replica({ topic, group: 'workers', dbUrl, schema, port: portA });
+  const b = await replica({ topic, group: 'workers', dbUrl, schema, port: portB });
+  await eventually(async () => {
+    const held = await assignments('workers');
+    return held.length === 2 && held.every((p) => p.length === 2);
+  }, 'both replicas holding two partitions each', 60_000).catch((err: Error) => {
+    throw new Error(`${err.message}\nreplica a:\n${a.output()}\nreplica b:\n${b.output()}`);
+  });
+
+  const index = new pg.Pool({ connectionString: vectors.url, max: 1 });
+  const indexed = async () => Number((await index.query(`SELECT count(*) AS n FROM ${schema}.lens_products`).catch(() => ({ rows: [{ n: 0 }] }))).rows[0].n);
+  await eventually(async () => (await indexed()) >= ROWS / 8, 'some rows indexed', 60_000);
+  const before = await indexed();
+  a.child.kill('SIGKILL');
+  await a.exited;
+  assert.ok(before < ROWS, `killed mid-stream (${before} of ${ROWS} indexed)`);
+
+  await eventually(async () => (await indexed()) === ROWS, `all ${ROWS} rows indexed after the kill`, 120_000);
+  const ids = (await index.query(`SELECT id FROM ${schema}.lens_products`)).rows.map((r) => Number(r.id)).sort((x, y) => x - y);
+  assert.deepEqual(ids, Array.from({ length: ROWS }, (_, k) => k + 1));
+  const res = await fetch(`http://127.0.0.1:${portB}/v1/search/products`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: 'description of item 77', limit: 3 }) });
+  assert.equal(res.status, 200);
+  assert.ok(((await res.json()) as { results: unknown[] }).results.length > 0, 'the surviving replica serves search');
+  await index.end();
+  await stopDaemon(b);
+});

@@ -176,6 +176,13 @@ export function oneLine(text: unknown): string | undefined {
   return typeof text === 'string' && text !== '' ? text.replace(/\s+/g, ' ').trim() : undefined;
 }
 
+/** A vendor's error object as `CODE: message` (either part alone when the other is missing). */
+export function codeAndMessage(error: { code?: unknown; message?: unknown } | null | undefined): string | undefined {
+  const code = oneLine(error?.code);
+  const message = oneLine(error?.message);
+  return code && message ? `${code}: ${message}` : (code ?? message);
+}
+
 /** Parses a JSON body; undefined when it is not JSON. */
 export function parseJson(text: string): unknown {
   try {

@@ -30,7 +30,7 @@ import { createGzip, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
-import { HostedClient, oneLine, parseJson } from '../../hosted.js';
+import { HostedClient, codeAndMessage, parseJson } from '../../hosted.js';
 import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
@@ -68,10 +68,7 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     maxRequestsPerSecond: config.maxRequestsPerSecond,
     fatal: FATAL_HINTS,
     errorText: (body) => {
-      const error = (parseJson(body) as { errors?: Array<{ code?: unknown; message?: unknown }> } | null)?.errors?.[0];
-      const code = oneLine(error?.code);
-      const message = oneLine(error?.message);
-      return code && message ? `${code}: ${message}` : (code ?? message);
+      return codeAndMessage((parseJson(body) as { errors?: Array<{ code?: unknown; message?: unknown }> } | null)?.errors?.[0]);
     },
   });
   const lenses = new Map<string, LensState>(Object.keys(ctx.lenses).map((lens) => [lens, { lock: Promise.resolve() }]));

@@ -25,7 +25,7 @@
  *   other 4xx dead-letters the batch.
  */
 import { randomUUID } from 'node:crypto';
-import { HostedClient, oneLine, parseJson } from '../../hosted.js';
+import { HostedClient, codeAndMessage, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -71,10 +71,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     maxRequestsPerSecond: config.maxRequestsPerSecond,
     fatal: FATAL_HINTS,
     errorText: (body) => {
-      const error = (parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-      const code = oneLine(error?.code);
-      const message = oneLine(error?.message);
-      return code && message ? `${code}: ${message}` : (code ?? message);
+      return codeAndMessage((parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error);
     },
   });
   const plans = new WeakMap<RecordChange[], Plan>();

@@ -11,7 +11,7 @@ import { GetRecordsCommand, GetShardIteratorCommand } from '@aws-sdk/client-kine
 import { dmsRecord, startKinesis, type TestKinesis } from '../test/helpers/kinesis.js';
 import { freePort } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
-import { MB, catchUp, fmt, progress, spawnDaemonYaml, tempDir, type Row } from './lib.js';
+import { MB, fmt, progress, tempDir, timeBacklog, type Row } from './lib.js';
 
 const BACKLOG = Number(process.env.BENCH_KINESIS_BACKLOG ?? 200_000);
 const SHARDS = 4;
@@ -46,16 +46,7 @@ state: { type: embedded, path: ${stateDir} }
 metrics: { listen: 127.0.0.1:${metricsPort} }
 log: { level: info }
 `;
-    const spawned = performance.now();
-    const d = spawnDaemonYaml(yaml, metricsPort, stateDir);
-    const readyMs = await d.ready;
-    await catchUp((lens) => sink.counts(lens), 'items', d, BACKLOG, 600_000);
-    const seconds = (performance.now() - spawned) / 1000;
-    const rss = d.peakRss();
-    await d.stop();
-    const rate = BACKLOG / seconds;
-    const streamingRate = BACKLOG / (seconds - readyMs / 1000);
-    progress(`  the daemon delivered them in ${seconds.toFixed(1)} s from spawn (ready after ${(readyMs / 1000).toFixed(2)} s): ${fmt(rate)} changes/s, ${fmt(streamingRate)} once streaming, peak RSS ${fmt(rss / MB, 1)} MB`);
+    const { rate, streamingRate, rss } = await timeBacklog(yaml, metricsPort, stateDir, (lens) => sink.counts(lens), 'items', BACKLOG);
     rows.push({
       metric: `Kinesis (DMS records, ${SHARDS} shards) → delivered batches, ${fmt(BACKLOG)}-record backlog (records/s from spawn; once streaming)`,
       tributary: `${fmt(rate)}; ${fmt(streamingRate)}`,

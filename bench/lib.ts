@@ -194,6 +194,25 @@ export function spawnDaemonYaml(yaml: string, metricsPort: number, stateDir: str
   };
 }
 
+/**
+ * Spawns a daemon on `yaml`, waits until it delivered a backlog of `backlog` changes of lens
+ * `lens` (counted by `counted`), stops it, prints a progress line and returns the rates (from
+ * spawn, and once streaming) and its peak RSS.
+ */
+export async function timeBacklog(yaml: string, metricsPort: number, stateDir: string, counted: (lens: string) => number, lens: string, backlog: number) {
+  const spawned = performance.now();
+  const d = spawnDaemonYaml(yaml, metricsPort, stateDir);
+  const readyMs = await d.ready;
+  await catchUp(counted, lens, d, backlog, 600_000);
+  const seconds = (performance.now() - spawned) / 1000;
+  const rss = d.peakRss();
+  await d.stop();
+  const rate = backlog / seconds;
+  const streamingRate = backlog / (seconds - readyMs / 1000);
+  progress(`  the daemon delivered them in ${seconds.toFixed(1)} s from spawn (ready after ${(readyMs / 1000).toFixed(2)} s): ${fmt(rate)} changes/s, ${fmt(streamingRate)} once streaming, peak RSS ${fmt(rss / MB, 1)} MB`);
+  return { rate, streamingRate, rss };
+}
+
 /** Prometheus text → `series{labels}` → value. */
 function parseMetrics(text: string): Map<string, number> {
   const values = new Map<string, number>();

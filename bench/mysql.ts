@@ -11,7 +11,7 @@ import mysql from 'mysql2/promise';
 import { startMariadb, ROOT_PASSWORD } from '../test/helpers/mariadb.js';
 import { freePort } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
-import { MB, catchUp, fmt, progress, spawnDaemonYaml, tempDir, type Row } from './lib.js';
+import { MB, fmt, progress, spawnDaemonYaml, tempDir, timeBacklog, type Row } from './lib.js';
 
 const BACKLOG = Number(process.env.BENCH_MYSQL_BACKLOG ?? 2_000_000);
 
@@ -69,16 +69,7 @@ log: { level: info }
     const refSeconds = (performance.now() - refStart) / 1000;
     progress(`  mariadb-binlog --verbose read it in ${refSeconds.toFixed(2)} s (${fmt(BACKLOG / refSeconds)} rows/s)`);
 
-    const spawned = performance.now();
-    const d = spawnDaemonYaml(yaml, metricsPort, stateDir);
-    const readyMs = await d.ready;
-    await catchUp((lens) => sink.counts(lens), 'items', d, BACKLOG, 600_000);
-    const seconds = (performance.now() - spawned) / 1000;
-    const rss = d.peakRss();
-    await d.stop();
-    const rate = BACKLOG / seconds;
-    const streamingRate = BACKLOG / (seconds - readyMs / 1000);
-    progress(`  the daemon delivered them in ${seconds.toFixed(1)} s from spawn (ready after ${(readyMs / 1000).toFixed(2)} s): ${fmt(rate)} changes/s, ${fmt(streamingRate)} changes/s once streaming, peak RSS ${fmt(rss / MB, 1)} MB`);
+    const { rate, streamingRate, rss } = await timeBacklog(yaml, metricsPort, stateDir, (lens) => sink.counts(lens), 'items', BACKLOG);
     rows.push({
       metric: `MySQL binlog → delivered batches, ${fmt(BACKLOG)}-row backlog (changes/s from spawn; once streaming)`,
       tributary: `${fmt(rate)}; ${fmt(streamingRate)}`,

@@ -39,7 +39,7 @@ export interface SourceGauges {
 export interface WorkerMetricsSource {
   lenses(): string[];
   counters(lens: string): { embedCalls: number; embeddedTexts: number; skippedByHash: number; tokensUsed: number; tokensSaved: number };
-  status(): Array<{ lens: string; pending: number; indexed: number; dlq: number }>;
+  status(): Array<{ lens: string; pending: number; indexed: number; dlq: number; graphBacklog: number }>;
 }
 
 /** A label value and its number (undefined: not known, left out). */
@@ -162,7 +162,7 @@ export class Metrics {
   /** Exposes the bundled worker's counters and gauges, read when scraped. */
   attachWorker(worker: WorkerMetricsSource): void {
     const counter = (key: keyof ReturnType<WorkerMetricsSource['counters']>) => () => worker.lenses().map((lens): Row => [lens, worker.counters(lens)[key]]);
-    const gauge = (key: 'pending' | 'indexed' | 'dlq') => () => worker.status().map((s): Row => [s.lens, s[key]]);
+    const gauge = (key: 'pending' | 'indexed' | 'dlq' | 'graphBacklog') => () => worker.status().map((s): Row => [s.lens, s[key]]);
     this.collected('Counter', 'lens', 'tributary_worker_embedding_calls_total', 'Calls to the embedder (indexing and search queries)', counter('embedCalls'));
     this.collected('Counter', 'lens', 'tributary_worker_embedded_texts_total', 'Texts embedded (indexing and search queries)', counter('embeddedTexts'));
     this.collected('Counter', 'lens', 'tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', counter('skippedByHash'));
@@ -171,6 +171,7 @@ export class Metrics {
     this.collected('Gauge', 'lens', 'tributary_worker_queued_changes', 'Changes queued or being indexed by the worker', gauge('pending'));
     this.collected('Gauge', 'lens', 'tributary_worker_indexed_records', 'Records in the index', gauge('indexed'));
     this.collected('Gauge', 'lens', 'tributary_worker_dead_letters', 'Items in the dead-letter queue', gauge('dlq'));
+    this.collected('Gauge', 'lens', 'tributary_worker_graph_backlog', 'Records not yet in the embedded index\'s HNSW graph (searched exactly meanwhile)', gauge('graphBacklog'));
   }
 
   lens(name: string): LensCounters {

@@ -112,6 +112,10 @@ test('a damaged frame in the middle of a log, or an old JSON log, is a clear err
   await again.close();
   writeFileSync(join(dir, 'q.log'), '{"op":"delete","id":"1"}\n');
   await assert.rejects(EmbeddedVectorIndex.open(dir), /q\.log is an index log of an older Tributary .*tributary ingest q --mode full/);
+  rmSync(join(dir, 'q.log'));
+  // A JSON checkpoint of the first HNSW index: refused, with how to rebuild the lens.
+  writeFileSync(join(dir, 'p.9.state'), JSON.stringify({ version: 1, gen: 0, ids: [] }));
+  await assert.rejects(EmbeddedVectorIndex.open(dir), /p\.9\.state is not a checkpoint this Tributary reads .*tributary ingest p --mode full/);
 });
 
 test('compaction keeps the content identical and shrinks the log', async (t) => {

@@ -65,7 +65,7 @@ class FakeEngine implements WorkerEngine {
   }
 
   status(lens?: string): LensWorkerStatus[] {
-    const all: LensWorkerStatus[] = this.lenses().map((name) => ({ lens: name, state: 'idle', pending: 0, rate: 0, indexed: 3, dlq: 0 }));
+    const all: LensWorkerStatus[] = this.lenses().map((name) => ({ lens: name, state: 'idle', pending: 0, rate: 0, indexed: 3, dlq: 0, graphBacklog: 0 }));
     return lens === undefined ? all : all.filter((s) => s.lens === lens);
   }
 
@@ -383,7 +383,7 @@ test('GET /v1/status lists every lens; /v1/status/:lens answers one', async () =
   assert.deepEqual(all.body, { lenses: engine.status() });
   const one = await call('GET', '/v1/status/products', { key: INGEST_KEY });
   assert.equal(one.status, 200);
-  assert.deepEqual(one.body, { lens: 'products', state: 'idle', pending: 0, rate: 0, indexed: 3, dlq: 0 });
+  assert.deepEqual(one.body, { lens: 'products', state: 'idle', pending: 0, rate: 0, indexed: 3, dlq: 0, graphBacklog: 0 });
   assertError(await call('GET', '/v1/status/nope', { key: ADMIN_KEY }), 404, 'Lens not found: nope');
 });
 

@@ -574,6 +574,8 @@ metrics: { listen: "127.0.0.1:${metricsPort}" }
     assert.match(after, /tributary_worker_freshness_seconds_count\{lens="products"\} [1-9]/);
     assert.match(after, /tributary_worker_embed_seconds_count\{lens="products"\} [1-9]/);
     assert.match(after, /tributary_worker_tokens_total\{lens="products"\} [1-9]/);
+    // Every record went into the HNSW graph once writes paused.
+    await eventually(async () => /tributary_worker_graph_backlog\{lens="products"\} 0\n/.test((await metrics()) ?? ''), 'an empty graph backlog', 20_000);
     daemon.child.kill('SIGTERM');
     assert.equal(await daemon.exited, 0);
   });

@@ -274,6 +274,7 @@ export class Engine implements WorkerEngine {
         cursor: l.cursor,
         indexed: l.indexedTotal,
         dlq: this.options.deadLetters.count(l.name),
+        graphBacklog: this.options.index.graphBacklog?.(l.name) ?? 0,
         lastError: this.lastError(l),
       }));
   }

@@ -55,6 +55,8 @@ export interface VectorIndex {
   count(lens: string): Promise<number>;
   /** Ids of a lens in ascending order (string order) after `after`, at most `limit`: for sweeps. */
   idsAfter(lens: string, after: string | undefined, limit: number): Promise<string[]>;
+  /** Records written but not yet in an approximate index's graph (searched exactly meanwhile); absent when writes are indexed at once. */
+  graphBacklog?(lens: string): number;
   close(): Promise<void>;
 }
 
@@ -108,6 +110,8 @@ export interface LensWorkerStatus {
   cursor?: string;
   indexed: number;
   dlq: number;
+  /** Records written but not yet in the embedded index's HNSW graph (searched exactly meanwhile); 0 for pgvector. */
+  graphBacklog: number;
   lastError?: string;
 }
 

@@ -52,3 +52,34 @@ export function exactTop(vectors: Float32Array, dims: number, query: Float32Arra
     .slice(0, k)
     .map(([i]) => prefix + i);
 }
+
+/**
+ * Point `i` (deterministic) of clustered data on a low-dimensional manifold, as text embeddings
+ * are (their intrinsic dimension is a few tens): a latent point of `latentDims` dimensions near
+ * one of `clusters` latent centres, mapped into `dims` dimensions by a fixed random linear map,
+ * plus a little isotropic noise, unit length. Unlike `clusteredVectors` at a million points,
+ * whose ~1,000 members of a cluster are all within 0.001 of each other in cosine (a top 10
+ * there is a tie-break), a point's nearest neighbours here are nearer by a real margin.
+ */
+export function manifoldPoints(dims: number, options: { clusters: number; latentDims?: number; seed?: number }): (i: number) => Float32Array {
+  const { clusters, latentDims = 16, seed = 1 } = options;
+  const next = mulberry(seed);
+  const map = Float32Array.from({ length: dims * latentDims }, () => next());
+  const centres = Array.from({ length: clusters }, () => Float32Array.from({ length: latentDims }, () => 4 * next()));
+  return (i) => {
+    const own = mulberry(1_000_003 * i + seed);
+    const centre = centres[Math.floor((own() + 0.5) * clusters) % clusters];
+    const latent = centre.map((c) => c + own() + own() + own());
+    const out = new Float32Array(dims);
+    let norm = 0;
+    for (let j = 0; j < dims; j++) {
+      let v = 0.02 * own();
+      for (let k = 0; k < latentDims; k++) v += map[j * latentDims + k] * latent[k];
+      out[j] = v;
+      norm += v * v;
+    }
+    norm = Math.sqrt(norm);
+    for (let j = 0; j < dims; j++) out[j] /= norm;
+    return out;
+  };
+}

@@ -48,6 +48,14 @@ export class Bm25Index {
     return out;
   }
 
+  serialize(): Buffer[] {
+    return [Buffer.from(JSON.stringify(this.snapshot()))];
+  }
+
+  static deserialize(bytes: Buffer): Bm25Index {
+    return Bm25Index.restore(JSON.parse(bytes.toString('utf8')) as Array<Array<string | number>>);
+  }
+
   static restore(rows: Array<Array<string | number>>): Bm25Index {
     const index = new Bm25Index();
     for (const row of rows) {

@@ -3,8 +3,9 @@
  *
  * - `<lens>.<gen>.log`: the record log (./frames.ts); a compaction writes generation gen + 1.
  * - `<lens>.<seq>.hnsw`: the HNSW graph (usearch's own format) as of operation `seq`.
- * - `<lens>.<seq>.state`: JSON: the slot table and keyword index as of operation `seq`, the log
- *   generation and the byte length of the log they reflect, and the graph's settings.
+ * - `<lens>.<seq>.state`: binary (see `encodeState`): the slot table and keyword index as of
+ *   operation `seq`, the log generation and the byte length of the log they reflect, and the
+ *   graph's settings.
  *
  * A checkpoint is committed by renaming its `.state` file into place, after its `.hnsw`; both
  * are written to `.tmp` files and fsynced first. Opening takes the newest committed checkpoint,
@@ -19,7 +20,6 @@ import type { SlotTable } from './lens-data.js';
 import { LENS_NAME } from './checks.js';
 
 export interface CheckpointState extends SlotTable {
-  version: 1;
   gen: number;
   logBytes: number;
   /** Frames in that log (live records and superseded ones), for compaction. */
@@ -88,7 +88,7 @@ export async function writeCheckpoint(dir: string, lens: string, seq: number, st
   await writeDurably(join(dir, `${lens}.${seq}.state`), async (tmp) => {
     const file = await open(tmp, 'w');
     try {
-      await file.writeFile(JSON.stringify(state));
+      for (const chunk of encodeState(state)) await file.write(chunk);
     } finally {
       await file.close();
     }
@@ -101,9 +101,79 @@ export async function readCheckpoint(dir: string, files: LensFiles): Promise<{ s
   const committed = [...files.checkpoints].filter(([, f]) => f.state).sort((a, b) => b[0] - a[0]);
   if (committed.length === 0) return undefined;
   const [seq, f] = committed[0];
-  const state = JSON.parse(await readFile(join(dir, f.state!), 'utf8')) as CheckpointState;
-  if (state.version !== 1) throw new Error(`${f.state} has version ${String(state.version)}; this Tributary reads version 1`);
-  return { seq, state };
+  return { seq, state: decodeState(f.state!, await readFile(join(dir, f.state!))) };
+}
+
+const MAGIC = Buffer.from('TRIBUTARY-INDEX-STATE-2\n');
+/** Strings are written this many to a chunk. */
+const STRINGS_PER_CHUNK = 65_536;
+
+/**
+ * The state as chunks to write one after the other: MAGIC, a u32-length-prefixed JSON header
+ * (the scalars and the count of each list), the ids and hashes (each a u32 byte length and
+ * UTF-8), offsets, keys and pending keys (f64 each), then the keyword index's own bytes.
+ * Little-endian; no chunk holds more than a slice of the table.
+ */
+function encodeState(state: CheckpointState): Buffer[] {
+  const { ids, hashes, offsets, keys, pending, bm25, ...scalars } = state;
+  const header = Buffer.from(JSON.stringify({ ...scalars, count: ids.length, pending: pending.length, bm25: bm25.reduce((n, b) => n + b.length, 0) }));
+  return [MAGIC, u32(header.length), header, ...stringChunks(ids), ...stringChunks(hashes), f64s(offsets), f64s(keys), f64s(pending), ...bm25];
+}
+
+function decodeState(name: string, bytes: Buffer): CheckpointState {
+  if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error(`${name} is not a checkpoint this Tributary reads (an older format)`);
+  let at = MAGIC.length;
+  const headerLength = bytes.readUInt32LE(at);
+  const header = JSON.parse(bytes.toString('utf8', at + 4, at + 4 + headerLength)) as Omit<CheckpointState, 'ids' | 'hashes' | 'offsets' | 'keys' | 'pending' | 'bm25'> & {
+    count: number;
+    pending: number;
+    bm25: number;
+  };
+  at += 4 + headerLength;
+  const strings = (n: number): string[] => {
+    const out = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      const length = bytes.readUInt32LE(at);
+      out[i] = bytes.toString('utf8', at + 4, at + 4 + length);
+      at += 4 + length;
+    }
+    return out;
+  };
+  const numbers = (n: number): number[] => {
+    const out = new Array<number>(n);
+    for (let i = 0; i < n; i++, at += 8) out[i] = bytes.readDoubleLE(at);
+    return out;
+  };
+  const { count, pending, bm25, ...scalars } = header;
+  const state = { ...scalars, ids: strings(count), hashes: strings(count), offsets: numbers(count), keys: numbers(count), pending: numbers(pending), bm25: [bytes.subarray(at, at + bm25)] };
+  if (at + bm25 !== bytes.length) throw new RangeError(`checkpoint state has ${bytes.length - at - bm25} bytes more or less than its header says`);
+  return state;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function f64s(values: number[]): Buffer {
+  const b = Buffer.alloc(values.length * 8);
+  values.forEach((v, i) => b.writeDoubleLE(v, i * 8));
+  return b;
+}
+
+function* stringChunks(values: string[]): Generator<Buffer> {
+  for (let from = 0; from < values.length; from += STRINGS_PER_CHUNK) {
+    const slice = values.slice(from, from + STRINGS_PER_CHUNK);
+    const b = Buffer.alloc(slice.reduce((n, s) => n + 4 + Buffer.byteLength(s), 0));
+    let at = 0;
+    for (const s of slice) {
+      const length = b.write(s, at + 4);
+      b.writeUInt32LE(length, at);
+      at += 4 + length;
+    }
+    yield b;
+  }
 }
 
 /** Deletes every file of a lens but the log `gen` and the checkpoint `seq`. */

@@ -27,23 +27,27 @@ import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 import { graphName, lensFiles, logName, readCheckpoint, removeOthers, writeCheckpoint, type LensFiles } from './checkpoint.js';
 import { scanMatrix, score, TopK, unitLength } from './exact.js';
-import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
+import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, readVectorSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
 import { DEFAULT_HNSW, type HnswSettings } from './hnsw.js';
 import { LensData } from './lens-data.js';
 
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
 /** A log is compacted when it holds more than this many frames and more than 2× the live records. */
 const COMPACT_MIN_FRAMES = 1_000;
+/** Graph (and pending) candidates rescored exactly per result asked for. */
+const CANDIDATES_PER_RESULT = 8;
 /** Searches for more results than this are exact (a graph search that wide costs as much). */
 const EXACT_LIMIT = 1_000;
 /** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
 const GRAPH_SLICE = 128;
 /**
- * Graph insertion waits while the lens is being written (a write in the last GRAPH_IDLE_MS), so
- * a full sync goes at the log's pace, unless more than GRAPH_BACKLOG_MAX vectors wait: those
- * are held in memory and scanned by every search, so past that the graph takes them regardless.
+ * While the lens is being written (a write in the last GRAPH_BUSY_MS), graph insertion takes
+ * at most GRAPH_BUSY_SHARE of the main thread, so a full sync goes near the log's pace and
+ * the graph catches up once writes pause; past GRAPH_BACKLOG_MAX waiting vectors (held in
+ * memory and scanned by every search) it takes all it needs.
  */
-const GRAPH_IDLE_MS = 50;
+const GRAPH_BUSY_MS = 500;
+const GRAPH_BUSY_SHARE = 0.2;
 const GRAPH_BACKLOG_MAX = 100_000;
 
 export interface EmbeddedIndexOptions {
@@ -278,18 +282,21 @@ export class EmbeddedVectorIndex implements VectorIndex {
     await this.unlock();
   }
 
-  /** The graph's candidates for `query`, scored again exactly from the log's vectors, and the best pending records. */
+  /**
+   * The graph's candidates for `query` and the nearest pending records, scored again exactly
+   * from the log's vectors. A quantized graph ranks roughly: a wider candidate list, rescored,
+   * restores the order (bench/ann.ts measures recall against exact search).
+   */
   private graphCandidates(l: Lens, query: Float32Array, fetch: number, exclude: number): Array<[number, number]> {
     const data = l.data;
-    // A quantized graph ranks roughly: rescoring a wider candidate list restores the order.
-    const want = this.hnsw.quantization === 'f32' ? fetch : Math.max(2 * fetch, this.hnsw.expansionSearch);
-    const out: Array<[number, number]> = [];
+    const want = Math.max(CANDIDATES_PER_RESULT * fetch, this.hnsw.expansionSearch);
+    const slots = new Set(data.searchPending(query, want, exclude));
     for (const key of data.graph?.search(query, want) ?? []) {
       const slot = data.slotOfKey.get(key);
-      if (slot === undefined || slot === exclude) continue;
-      out.push([slot, score((readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector, 0, query, data.dims)]);
+      if (slot !== undefined && slot !== exclude) slots.add(slot);
     }
-    return out.concat(data.searchPending(query, fetch, exclude));
+    const vector = new Float32Array(data.dims);
+    return [...slots].map((slot) => [slot, score(readVectorSync(this.fd(l), data.offsets[slot], vector), 0, query, data.dims)]);
   }
 
   /** Exact search over a large lens: one pass over its log, keeping each id's live frame only. */
@@ -347,13 +354,12 @@ export class EmbeddedVectorIndex implements VectorIndex {
     l.building = (async () => {
       try {
         while (!this.closed && l.data.pending.size > 0) {
-          const busy = performance.now() - l.writtenAt < GRAPH_IDLE_MS;
-          if (busy && l.data.pending.size <= GRAPH_BACKLOG_MAX && !this.draining) {
-            await sleep(GRAPH_IDLE_MS);
-            continue;
-          }
+          const started = performance.now();
           l.graphedSinceCheckpoint += l.data.pending.size - l.data.flushGraph(GRAPH_SLICE);
-          await new Promise((resolve) => setImmediate(resolve));
+          const spent = performance.now() - started;
+          const busy = started - l.writtenAt < GRAPH_BUSY_MS && l.data.pending.size <= GRAPH_BACKLOG_MAX && !this.draining;
+          if (busy) await sleep(spent * (1 / GRAPH_BUSY_SHARE - 1));
+          else await new Promise((resolve) => setImmediate(resolve));
         }
         // A large backlog went into the graph: save it, so a restart does not insert it again.
         if (!this.closed && l.graphedSinceCheckpoint >= this.checkpointFrames(l)) {
@@ -428,7 +434,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   private async checkpoint(l: Lens): Promise<void> {
     const seq = l.nextSeq - 1;
     const data = l.data;
-    const state = { version: 1 as const, gen: l.gen, logBytes: l.logBytes, frames: l.frames, nextSeq: l.nextSeq, hnsw: this.hnsw, ...data.table() };
+    const state = { gen: l.gen, logBytes: l.logBytes, frames: l.frames, nextSeq: l.nextSeq, hnsw: this.hnsw, ...data.table() };
     await writeCheckpoint(this.dir, data.name, seq, state, data.graph && ((path) => data.graph!.save(path)));
     l.sinceCheckpoint = 0;
     l.graphedSinceCheckpoint = 0;
@@ -520,7 +526,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const data = l.data;
     for (const key of keys) {
       const slot = data.slotOfKey.get(key);
-      if (slot !== undefined) data.pending.set(key, (readFrameSync(this.fd(l), data.offsets[slot]) as UpsertFrame).vector);
+      if (slot !== undefined) data.addPending(key, readVectorSync(this.fd(l), data.offsets[slot], new Float32Array(data.dims)));
     }
   }
 
@@ -550,7 +556,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     for (let from = 0; from < data.count; from += 10_000) {
       const slots = data.offsets.slice(from, from + 10_000);
       const vectors = new Float32Array(slots.length * data.dims);
-      slots.forEach((offset, i) => vectors.set((readFrameSync(this.fd(l), offset) as UpsertFrame).vector, i * data.dims));
+      slots.forEach((offset, i) => readVectorSync(this.fd(l), offset, vectors.subarray(i * data.dims, (i + 1) * data.dims)));
       data.graph!.add(data.keys.slice(from, from + 10_000), vectors);
     }
     l.sinceCheckpoint = Math.max(l.sinceCheckpoint, 1);
@@ -560,7 +566,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   private fillMatrix(l: Lens): void {
     const data = l.data;
     data.matrix = new Float32Array(Math.max(data.count, 1024) * data.dims);
-    data.offsets.forEach((offset, slot) => data.matrix!.set((readFrameSync(this.fd(l), offset) as UpsertFrame).vector, slot * data.dims));
+    data.offsets.forEach((offset, slot) => readVectorSync(this.fd(l), offset, data.matrix!.subarray(slot * data.dims, (slot + 1) * data.dims)));
   }
 
   private newLens(name: string): Lens {

@@ -159,6 +159,20 @@ export async function scanFrames(file: FileHandle, from: number, onFrame: (paylo
 }
 
 /**
+ * Reads only the vector of the upsert frame at `offset` of `fd` (the payload's last `dims`
+ * floats) into `out`, synchronously: two page-cached reads, nothing decoded. For rescoring
+ * search candidates; the frame's checksum was checked when it was written or replayed.
+ */
+export function readVectorSync(fd: number, offset: number, out: Float32Array): Float32Array {
+  const header = Buffer.alloc(HEADER);
+  if (readSync(fd, header, 0, HEADER, offset) !== HEADER) throw new RangeError(`no frame at ${offset}`);
+  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length * 4);
+  const at = offset + HEADER + header.readUInt32LE(0) - bytes.length;
+  if (readSync(fd, bytes, 0, bytes.length, at) !== bytes.length) throw new RangeError(`frame at ${offset} is cut short`);
+  return out;
+}
+
+/**
  * Reads the one frame at `offset` of the file descriptor `fd`, synchronously: a page-cached
  * read of a few kilobytes, done between two awaits so the offset cannot go stale.
  */

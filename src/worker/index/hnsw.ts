@@ -9,6 +9,9 @@ import usearch, { type Index, type ScalarKind } from 'usearch';
 
 export type Quantization = 'f32' | 'f16' | 'i8';
 
+/** Vectors in the form a graph takes them: i8 for an i8 graph (see `HnswGraph.encode`), else f32. */
+export type GraphVectors = Float32Array | Int8Array;
+
 /** The HNSW settings of `worker.index` (embedded). */
 export interface HnswSettings {
   quantization: Quantization;
@@ -33,10 +36,13 @@ const ADD_THREADS = 2;
 export class HnswGraph {
   private readonly index: Index;
 
+  private readonly quantization: Quantization;
+
   constructor(
     readonly dims: number,
     settings: HnswSettings,
   ) {
+    this.quantization = settings.quantization;
     this.index = new usearch.Index({
       dimensions: dims,
       metric: usearch.MetricKind.Cos,
@@ -52,10 +58,10 @@ export class HnswGraph {
     return this.index.size();
   }
 
-  /** Adds vectors (`keys.length` × dims floats, row after row). */
-  add(keys: number[], vectors: Float32Array): void {
+  /** Adds vectors (`keys.length` vectors, row after row, as floats or as `encode` gave them). */
+  add(keys: number[], vectors: GraphVectors): void {
     if (keys.length === 0) return;
-    this.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors, ADD_THREADS);
+    this.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors instanceof Int8Array ? vectors : this.encode(vectors), ADD_THREADS);
   }
 
   remove(keys: number[]): void {
@@ -65,11 +71,22 @@ export class HnswGraph {
   /** The keys of the (about) `k` nearest vectors to a unit-length query, nearest first. */
   search(query: Float32Array, k: number): number[] {
     if (k < 1 || this.size === 0) return [];
-    const found = this.index.search(query, Math.min(k, this.size), 1);
+    const found = this.index.search(this.encode(query), Math.min(k, this.size), 1);
     const keys: number[] = [];
     // Unused places are padded; usearch marks them with the largest key.
     for (let i = 0; i < found.keys.length; i++) if (found.keys[i] !== 0xffffffffffffffffn) keys.push(Number(found.keys[i]));
     return keys;
+  }
+
+  /**
+   * Vectors as the graph takes them. For i8, each vector is scaled so its largest component is
+   * ±127 and rounded: usearch's own cast divides by the L2 norm and truncates, which leaves a
+   * 384-dimensional unit vector's components only a few steps of resolution. The scale of a
+   * vector does not change its cosine.
+   */
+  encode(vectors: Float32Array): GraphVectors {
+    if (this.quantization !== 'i8') return vectors;
+    return toInt8(vectors, this.dims);
   }
 
   save(path: string): void {
@@ -79,4 +96,17 @@ export class HnswGraph {
   load(path: string): void {
     this.index.load(path);
   }
+}
+
+/** Row-major vectors of `dims` as i8, each scaled so its largest |component| is 127, rounded. */
+export function toInt8(vectors: Float32Array, dims: number): Int8Array {
+  const out = new Int8Array(vectors.length);
+  for (let row = 0; row < vectors.length; row += dims) {
+    let max = 0;
+    for (let j = row; j < row + dims; j++) max = Math.max(max, Math.abs(vectors[j]));
+    if (max === 0) continue;
+    const scale = 127 / max;
+    for (let j = row; j < row + dims; j++) out[j] = Math.round(vectors[j] * scale);
+  }
+  return out;
 }

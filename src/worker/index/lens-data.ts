@@ -10,8 +10,8 @@
  */
 import { Bm25Index } from './bm25.js';
 import { OP_DELETE, type Frame, type UpsertFrame } from './frames.js';
-import { HnswGraph, type HnswSettings } from './hnsw.js';
-import { TopK, score } from './exact.js';
+import { HnswGraph, type GraphVectors, type HnswSettings } from './hnsw.js';
+import { cosine, TopK } from './exact.js';
 
 /** The text keyword search sees: the content and the metadata's string values. */
 export function keywordText(content: string, metadataJson: string): string {
@@ -26,7 +26,8 @@ export interface SlotTable {
   hashes: string[];
   offsets: number[];
   keys: number[];
-  bm25: Array<Array<string | number>>;
+  /** The keyword index's bytes (`Bm25Index.serialize`), in chunks. */
+  bm25: Buffer[];
   /** Graph keys of records not yet in the saved graph. */
   pending: number[];
 }
@@ -46,8 +47,8 @@ export class LensData {
   keyword = new Bm25Index();
   /** Row-major unit vectors by slot, kept while the lens has at most `exactBelow` records. */
   matrix: Float32Array | undefined;
-  /** Vectors not yet in the graph, by key, in insertion order. */
-  readonly pending = new Map<number, Float32Array>();
+  /** Vectors not yet in the graph, by key, in insertion order, as the graph takes them (i8 a quarter of f32's memory). */
+  readonly pending = new Map<number, GraphVectors>();
 
   /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
   private sorted: string[] = [];
@@ -79,7 +80,8 @@ export class LensData {
       keys.push(key);
     }
     if (keys.length === 0) return 0;
-    const vectors = new Float32Array(keys.length * this.dims);
+    const first = this.pending.get(keys[0])!;
+    const vectors = first instanceof Int8Array ? new Int8Array(keys.length * this.dims) : new Float32Array(keys.length * this.dims);
     keys.forEach((key, i) => {
       vectors.set(this.pending.get(key)!, i * this.dims);
       this.pending.delete(key);
@@ -88,16 +90,19 @@ export class LensData {
     return this.pending.size;
   }
 
-  /** The best `k` pending records for a unit `query` (exact scores), `excludeSlot` left out, as [slot, score]. */
-  searchPending(query: Float32Array, k: number, excludeSlot: number): Array<[number, number]> {
+  /**
+   * The slots of the `k` pending records nearest a unit `query` by their vectors as the graph
+   * will take them (approximate for i8: rescore them), `excludeSlot` left out.
+   */
+  searchPending(query: Float32Array, k: number, excludeSlot: number): number[] {
     const top = new TopK(k);
     for (const [key, vector] of this.pending) {
       const slot = this.slotOfKey.get(key);
       if (slot === undefined || slot === excludeSlot) continue;
-      const s = score(vector, 0, query, this.dims);
+      const s = cosine(vector, query);
       if (s > top.floor) top.offer(slot, s);
     }
-    return top.entries();
+    return top.entries().map(([slot]) => slot);
   }
 
   /** A new, empty graph for this lens's dimensions (filled by the caller). */
@@ -120,7 +125,7 @@ export class LensData {
       this.slotOf.set(id, slot);
       this.slotOfKey.set(key, slot);
       this.noteAdded(id);
-      if (withGraph) this.graphAdd(key, vector);
+      if (withGraph) this.addPending(key, vector);
     } else {
       const old = this.keys[slot];
       if (old !== key) {
@@ -128,7 +133,7 @@ export class LensData {
         this.slotOfKey.set(key, slot);
         if (withGraph) {
           this.graphRemove(old);
-          this.graphAdd(key, vector);
+          this.addPending(key, vector);
         }
       }
       this.hashes[slot] = frame.contentHash;
@@ -170,8 +175,9 @@ export class LensData {
     this.newGraph();
   }
 
-  private graphAdd(key: number, vector: Float32Array): void {
-    this.pending.set(key, vector);
+  /** Queues a vector for the graph (`flushGraph` inserts it). */
+  addPending(key: number, vector: Float32Array): void {
+    this.pending.set(key, this.graph!.encode(vector));
   }
 
   private graphRemove(key: number): void {
@@ -197,7 +203,7 @@ export class LensData {
   /** The slot table for a checkpoint. */
   table(): SlotTable {
     const { dims, ids, hashes, offsets, keys } = this;
-    return { dims, ids, hashes, offsets, keys, bm25: this.keyword.snapshot(), pending: [...this.pending.keys()] };
+    return { dims, ids, hashes, offsets, keys, bm25: this.keyword.serialize(), pending: [...this.pending.keys()] };
   }
 
   /** Takes a checkpoint's slot table (the graph is loaded by the caller). */
@@ -211,7 +217,7 @@ export class LensData {
       this.slotOf.set(id, slot);
       this.slotOfKey.set(this.keys[slot], slot);
     });
-    this.keyword = Bm25Index.restore(table.bm25);
+    this.keyword = Bm25Index.deserialize(table.bm25.length === 1 ? table.bm25[0] : Buffer.concat(table.bm25));
     this.added = undefined;
   }
 

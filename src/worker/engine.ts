@@ -499,11 +499,16 @@ export class Engine implements WorkerEngine {
     const batch = this.readBatch;
     let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
     const reader = await this.reader(lens);
+    const read = (after: string | undefined) => this.prefetch(() => this.readWithRetry(() => reader.page({ after, limit: batch })));
+    // The next page is read while this one is embedded and written.
+    let next = cursor.phase === 'rows' ? read(cursor.after) : undefined;
     while (cursor.phase === 'rows') {
       this.stopSignal.throwIfAborted();
-      const page = await this.readWithRetry(() => reader.page({ after: cursor.after, limit: batch }));
+      const page = await next!;
+      const more = page.length === batch;
+      if (more) next = read(page[page.length - 1].id);
       await this.indexRows(lens, job, page);
-      cursor = page.length < batch ? { phase: 'ghosts' } : { phase: 'rows', after: page[page.length - 1].id };
+      cursor = more ? { phase: 'rows', after: page[page.length - 1].id } : { phase: 'ghosts' };
       lens.cursor = `full:${cursor.after ?? 'ghosts'}`;
       await this.options.state.put(key, cursor);
     }
@@ -617,6 +622,13 @@ export class Engine implements WorkerEngine {
       const first = await this.isolating(lens, job, items.slice(0, half), step, blame);
       return [...first, ...(await this.isolating(lens, job, items.slice(half), step, blame))];
     }
+  }
+
+  /** Starts `read` now; a failure is thrown where the result is awaited, or dropped if it never is (the job stopped first). */
+  private prefetch<T>(read: () => Promise<T>): Promise<T> {
+    const started = read();
+    started.catch(() => undefined);
+    return started;
   }
 
   /** A source read, retried a few times when its error is worth retrying. */

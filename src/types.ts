@@ -217,6 +217,12 @@ export interface DeadLetter {
 export interface StateStore {
   get<T>(key: string): Promise<T | undefined>;
   put(key: string, value: unknown): Promise<void>;
+  /**
+   * Merges `fields` into the object under `key` (created when missing) in one step: replicas
+   * sharing the store may each set their own fields of one key (`lens/<name>`: one saves a
+   * full sync's state, another an operator's pause) without undoing each other's.
+   */
+  patch(key: string, fields: Record<string, unknown>): Promise<void>;
   addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter>;
   /**
    * Dead letters, oldest first: all of them, or one lens's; with `page`, at most `limit` of
@@ -224,6 +230,8 @@ export interface StateStore {
    */
   listDeadLetters(lens?: string, page?: { after?: string; limit: number }): Promise<DeadLetter[]>;
   removeDeadLetters(ids: string[]): Promise<number>;
+  /** How many dead letters each of these lenses has (0 for none). */
+  countDeadLetters(lenses: string[]): Promise<Map<string, number>>;
   /** The keys that start with `prefix`, in no particular order (e.g. `status/` for every replica's status). */
   keys(prefix: string): Promise<string[]>;
   /** Removes a key; nothing happens when it does not exist. */

@@ -145,6 +145,7 @@ function createPipelines(
       settings: config.pipeline,
       log,
       openReader: readsTables(sourceSpec(sourceConfig.type), sourceConfig) ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
+      sharedReading: sourceSpec(sourceConfig.type).capabilities.sharedReading ?? false,
     });
   });
 }

@@ -69,6 +69,13 @@ export interface SourceCapabilities {
   readsTables: boolean | ((config: Record<string, unknown>) => boolean);
   /** Lenses of this source must name their `primaryKey` (there is no catalog to read it from). */
   requiresPrimaryKey: boolean;
+  /**
+   * Replicas sharing a state store may all read the source at once, because the source divides
+   * the work among them itself (a Kafka consumer group gives each partition to one member and
+   * keeps the committed offsets). No source lease is taken; without this, one replica reads and
+   * the others stand by (src/leases.ts).
+   */
+  sharedReading?: boolean;
 }
 
 export interface SourceSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {

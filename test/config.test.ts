@@ -404,6 +404,14 @@ test('a stream source cannot feed a sink that reads the table; a seyn lens on on
   assert.equal(parseConfig(`${source}${lens('seyn', ', initialSync: none')}${sinks}`, FILE, {}).lenses.products.initialSync, 'none');
 });
 
+test('lenses of a kafka source take no smart sync sweeps: every replica in the group reads the source', () => {
+  const source = 'sources:\n  bus: { type: kafka, brokers: ["k:9092"], topics: [t], groupId: g, format: tributary, rowsFrom: "postgres://db/app" }\n';
+  const sinks = 'sinks:\n  local: { type: worker }\n';
+  const lens = (extra: string) => `lenses:\n  products: { source: bus, table: products, sink: local, initialSync: none${extra} }\n`;
+  assert.throws(() => parseConfig(`${source}${lens(', smartSyncInterval: 1h')}${sinks}`, FILE, {}), (err: ConfigError) => /lenses\.products\.smartSyncInterval .*every replica of its consumer group.*remove smartSyncInterval/.test(err.message));
+  assert.equal(parseConfig(`${source}${lens('')}${sinks}`, FILE, {}).lenses.products.table, 'public.products');
+});
+
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
   assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
 });

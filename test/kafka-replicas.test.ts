@@ -1,8 +1,8 @@
 /**
  * Worker replicas over the bus: two `tributary run` processes in one consumer group read a
  * `format: tributary` topic (test/helpers/kafka.ts) into the worker sink with one shared
- * pgvector index (PGlite behind its socket server, test/helpers/pgvector.ts) and one shared
- * Postgres state store, acknowledging batches once indexed (`worker.acknowledge: indexed`).
+ * pgvector index (a real PostgreSQL 18 with pgvector, test/helpers/pgserver.ts, so the replicas
+ * write it concurrently as in production) and one shared Postgres state store, acknowledging batches once indexed (`worker.acknowledge: indexed`).
  * Both read at once (a kafka source takes no source lease: the group splits the partitions);
  * an operator's pause, taken by one, holds on both; killing one with SIGKILL mid-stream loses
  * nothing: its uncommitted offsets are read again by the other.
@@ -19,7 +19,7 @@ import { encodeChange } from '../src/bus.js';
 import { eventually, killChildren, runCli, spawnCli, stopDaemon, type ChildDaemon } from './helpers/daemon.js';
 import { startKafka, withAdmin, type TestKafka } from './helpers/kafka.js';
 import { startOpenAIServer, type OpenAIServer } from './helpers/openai-server.js';
-import { startPgvector, type RunningPgvector } from './helpers/pgvector.js';
+import { startVectorServer, type RunningVectorServer } from './helpers/pgserver.js';
 import { freePort, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import type { StatusSnapshot } from '../src/status.js';
 
@@ -27,10 +27,10 @@ const ROWS = 1200;
 
 let kafka: TestKafka;
 let db: TestPostgres;
-let vectors: RunningPgvector;
+let vectors: RunningVectorServer;
 let openai: OpenAIServer;
 before(async () => {
-  [kafka, db, vectors, openai] = await Promise.all([startKafka(), startPostgres(), startPgvector(), startOpenAIServer({ delayMs: 100, dimensions: 32 })]);
+  [kafka, db, vectors, openai] = await Promise.all([startKafka(), startPostgres(), startVectorServer(), startOpenAIServer({ delayMs: 100, dimensions: 32 })]);
 });
 after(async () => {
   killChildren();

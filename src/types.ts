@@ -125,9 +125,14 @@ export interface SourceConnector {
    * for streams, how far the slowest part is behind the stream's tip (ms) and the records of
    * tables no lens reads, skipped since start.
    */
-  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number; lagMs?: number; skippedRecords?: number }>;
+  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number; lagMs?: number; skippedRecords?: number; lagMessages?: number }>;
   /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms, for status. */
   partLag?(): Record<string, number>;
+  /**
+   * Streams read by offsets (Kafka partitions this process owns): messages between each part's
+   * committed offset and its end, as of the last `lag()`, for status.
+   */
+  partMessagesBehind?(): Record<string, number>;
   /** Connectors that read on a schedule (polling) have this capability; streams do not. */
   readonly scheduled?: ScheduledReading;
   /**

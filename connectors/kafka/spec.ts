@@ -110,7 +110,13 @@ export const kafkaSourceSpec: SourceSpec<KafkaSourceConfig> = {
   type: 'kafka',
   schema,
   // Its consumer group gives each partition to one replica: every replica reads (no source lease).
-  capabilities: { readsTables: (config) => typeof config.rowsFrom === 'string', requiresPrimaryKey: false, sharedReading: true },
+  capabilities: {
+    readsTables: (config) => typeof config.rowsFrom === 'string',
+    requiresPrimaryKey: false,
+    sharedReading: true,
+    // Debezium events carry the row; a Tributary bus carries it only when its publisher's lens had payload.
+    carriesRows: (config) => config.format === 'debezium',
+  },
   problems: ({ name, raw, lenses }) => [...topicProblems(name, raw), ...sweepProblems(name, lenses)],
   qualifyTable: (table) => (table.includes('.') ? table : `public.${table}`),
   openReader: async (config, options) => {

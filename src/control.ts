@@ -4,6 +4,10 @@
  * leaves them for it), applies them, and writes a reply under `replies/<request id>` that the
  * CLI waits for and prints: a request is reported done only once it took effect (changes
  * queued by `ingest --mode records` or `dlq replay`: once the sink accepted them).
+ *
+ * A source every replica reads (a Kafka consumer group) has its requests taken by one of them.
+ * The others follow what it stored, every second: a lens's pause (so pause and resume hold on
+ * every replica) and the lens's dead-letter count (the queue is one, in the store).
  */
 import type { DeadLetters } from './dead-letters.js';
 import { describeError } from './errors.js';
@@ -34,6 +38,7 @@ export function startControl(options: ControlOptions): { stop(): void } {
     if (busy || pipelines.length === 0) return;
     busy = true;
     try {
+      await followReplicas(pipelines.filter((p) => p.sharedReading), options.deadLetters);
       const lenses = pipelines.flatMap((p) => [...p.lenses.keys()]);
       for (const { id, request } of await options.state.takeRequests(lenses)) {
         if (isExpired(request)) {
@@ -52,6 +57,13 @@ export function startControl(options: ControlOptions): { stop(): void } {
   };
   const timer = setInterval(() => void tick(), CONTROL_INTERVAL_MS);
   return { stop: () => clearInterval(timer) };
+}
+
+/** Applies what other replicas reading these sources stored: pauses, dead letters. */
+async function followReplicas(shared: Pipeline[], deadLetters: DeadLetters): Promise<void> {
+  if (shared.length === 0) return;
+  for (const p of shared) await p.followPause();
+  await deadLetters.load(shared.flatMap((p) => [...p.lenses.keys()]));
 }
 
 /** Applies one request to the pipeline that reads its lens; resolves with what to tell the operator. */

@@ -17,7 +17,7 @@ import { SourceLeases } from './leases.js';
 import { LensStore } from './lens-store.js';
 import { Metrics } from './metrics.js';
 import { Pipeline, type PipelineOptions } from './pipeline.js';
-import { readsTables, type SinkContext } from './plugins.js';
+import { forLens, readsTables, type SinkContext } from './plugins.js';
 import { createSink, sinkSpec } from './sinks/index.js';
 import { openStateStore } from './state/index.js';
 import { StateWrites } from './state-writes.js';
@@ -145,6 +145,7 @@ function createPipelines(
       settings: config.pipeline,
       log,
       openReader: readsTables(sourceSpec(sourceConfig.type), sourceConfig) ? (lens) => openRowReader(sourceConfig, lens, config.lenses[lens]) : undefined,
+      sharedReading: sourceSpec(sourceConfig.type).capabilities.sharedReading ?? false,
     });
   });
 }
@@ -160,9 +161,10 @@ async function createSinks(config: Config, shared: Pick<SinkContext, 'state' | '
   return sinks;
 
   async function createOne(name: string, sinkConfig: Config['sinks'][string]): Promise<void> {
-    const forPayload = sinkSpec(sinkConfig.type).capabilities.takes === 'rows';
+    const takes = sinkSpec(sinkConfig.type).capabilities.takes;
     const openReader = (lens: string) => {
       const source = config.sources[config.lenses[lens].source];
+      const forPayload = forLens(takes, config.lenses[lens]) === 'rows';
       return readsTables(sourceSpec(source.type), source) ? openRowReader(source, lens, config.lenses[lens], forPayload) : undefined;
     };
     const lenses = Object.fromEntries(Object.entries(config.lenses).filter(([, lens]) => lens.sink === name));

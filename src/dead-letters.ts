@@ -3,7 +3,8 @@
  * the worker could not index, with its reason, attempts and provenance. The pipeline and the
  * worker engine both keep their letters here, so `tributary dlq` and `status` see one queue.
  *
- * - Counts are read from the store at start: a restart shows the letters it found.
+ * - Counts are read from the store at start (a restart shows the letters it found), and
+ *   again every few seconds when replicas share the lenses.
  * - A letter is never dropped because the store hiccuped: `add` retries until it is stored.
  * - Replays and listings go page by page, so memory stays bounded however many letters
  *   there are; a replayed page is removed only once its changes were delivered.
@@ -25,13 +26,12 @@ export class DeadLetters {
     private readonly log: Logger,
   ) {}
 
-  /** Counts the stored letters of these lenses. */
+  /**
+   * Counts the stored letters of these lenses: at start, and again every few seconds while
+   * other replicas read the same lenses (they add, replay and drop letters too).
+   */
   async load(lenses: string[]): Promise<void> {
-    for (const lens of lenses) {
-      let n = 0;
-      for await (const page of this.pages(lens)) n += page.length;
-      this.counts.set(lens, n);
-    }
+    for (const [lens, n] of await this.store.countDeadLetters(lenses)) this.counts.set(lens, n);
   }
 
   /** Letters of a lens (dead-lettered items, not changes). */

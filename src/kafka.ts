@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Kafka, logLevel, type KafkaConfig, type SASLOptions } from 'kafkajs';
-import { TributaryError, describeError, isNetworkError } from './errors.js';
+import { TributaryError, certificateProblem, describeError, isNetworkError } from './errors.js';
 
 /** The connection settings of a kafka source or sink. */
 export interface KafkaConnection {
@@ -97,6 +97,7 @@ interface KafkaJSErrorLike {
  * wraps (a broker that was down is worth another connection later).
  */
 export function kafkaRetriable(err: unknown): boolean {
+  if (kafkaAdvice(err)) return false; // credentials or certificates: the same again fails the same way
   if (isNetworkError(err)) return true;
   const e = err as KafkaJSErrorLike | null;
   if (!e || typeof e !== 'object') return false;
@@ -117,5 +118,30 @@ export function kafkaRecordRefused(err: unknown): boolean {
 /** A kafkajs failure as a TributaryError: retriable as `kafkaRetriable` says, `where` first. */
 export function classifyKafkaError(err: unknown, where: string): TributaryError {
   if (err instanceof TributaryError) return err;
-  return new TributaryError(`${where}: ${describeError(err)}`, { retriable: kafkaRetriable(err), cause: err });
+  return new TributaryError(`${where}: ${describeKafkaError(err)}`, { retriable: kafkaRetriable(err), cause: err });
+}
+
+/** The failure's message, with what to do when it is the credentials or the brokers' certificate. */
+export function describeKafkaError(err: unknown): string {
+  const advice = kafkaAdvice(err);
+  return advice ? `${describeError(err)}; ${advice}` : describeError(err);
+}
+
+/**
+ * What to do about a SASL login the brokers refused (kafkajs's KafkaJSSASLAuthenticationError, a
+ * mechanism the listener does not enable) or a certificate that does not verify (Node's codes,
+ * which kafkajs keeps on its connection error), found anywhere in the cause chain.
+ */
+function kafkaAdvice(err: unknown): string | undefined {
+  for (let e = err as KafkaJSErrorLike | undefined; e && typeof e === 'object'; e = e.cause === e ? undefined : (e.cause as KafkaJSErrorLike | undefined)) {
+    if (e.name === 'KafkaJSSASLAuthenticationError' || e.type === 'SASL_AUTHENTICATION_FAILED') {
+      return "check sasl.username and sasl.password (use ${VAR}), and that the brokers' listener enables sasl.mechanism";
+    }
+    if (e.type === 'UNSUPPORTED_SASL_MECHANISM') return "the brokers' listener does not enable this sasl.mechanism: pick one it lists";
+    const problem = certificateProblem(e);
+    if (problem === 'untrusted') return "the brokers' certificate does not lead to a trusted CA: set tls.caFile to the CA that signed it";
+    if (problem === 'host') return "the brokers' certificate is not issued for the address in brokers: use a name or address it lists";
+    if (problem === 'expired') return "the brokers' certificate has expired (or is not yet valid): renew it";
+  }
+  return undefined;
 }

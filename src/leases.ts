@@ -2,7 +2,9 @@
  * Replicas: a pipeline starts only once this process holds its source's lease in the state
  * store (`StateStore.lease`), so with several replicas sharing a postgres state store exactly
  * one reads each source and the others stand by (state `standby`, gauge
- * `tributary_source_active` 0) until the active one dies.
+ * `tributary_source_active` 0) until the active one dies. A source that divides its work among
+ * replicas itself (`SourceCapabilities.sharedReading`: a Kafka consumer group) takes no lease:
+ * every replica reads it.
  */
 import type { Metrics } from './metrics.js';
 import type { Pipeline } from './pipeline.js';
@@ -30,6 +32,7 @@ export class SourceLeases {
    * another replica is found holding the lease (it then starts later, when it takes over).
    */
   activate(p: Pipeline): Promise<void> {
+    if (p.sharedReading) return this.run(p, 'the source shares its work among replicas itself; starting without a lease');
     return new Promise<void>((resolve, reject) => {
       let standingBy = false;
       const waiting = () => {
@@ -44,10 +47,7 @@ export class SourceLeases {
         .then(async (lease) => {
           this.held.push(lease);
           void lease.lost.then(this.onFailed);
-          this.active.add(p);
-          this.metrics.source(p.sourceName).active = true;
-          this.log.info({ source: p.sourceName }, 'holding the source lease; starting');
-          await p.start();
+          await this.run(p, 'holding the source lease; starting');
         })
         .then(resolve, (err) => {
           if (this.stopping.signal.aborted) return;
@@ -55,6 +55,14 @@ export class SourceLeases {
           else reject(err);
         });
     });
+  }
+
+  /** Starts reading the source. */
+  private async run(p: Pipeline, message: string): Promise<void> {
+    this.active.add(p);
+    this.metrics.source(p.sourceName).active = true;
+    this.log.info({ source: p.sourceName }, message);
+    await p.start();
   }
 
   /** Stops waiting for leases (standbys give up). */

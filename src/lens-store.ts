@@ -12,14 +12,13 @@ export interface StoredLens {
    * changes were lost and the operator asks for it (`fullSyncOwed`).
    */
   fullSync: 'pending' | 'done' | 'skipped' | 'owed';
-  reason?: string;
+  reason?: string | null;
   /** Paused by `tributary pause`; survives restarts. */
   paused?: boolean;
   updatedAt: string;
 }
 
 export class LensStore {
-  private readonly values = new Map<string, Omit<StoredLens, 'updatedAt'>>();
   private readonly saving = new Map<string, Promise<unknown>>();
 
   constructor(
@@ -28,18 +27,19 @@ export class LensStore {
   ) {}
 
   /** The saved state of a lens; undefined on its first start. */
-  async load(lens: string): Promise<StoredLens | undefined> {
-    const saved = await this.store.get<StoredLens>(`lens/${lens}`);
-    this.values.set(lens, saved ? { fullSync: saved.fullSync, reason: saved.reason, paused: saved.paused } : { fullSync: 'skipped' });
-    return saved;
+  load(lens: string): Promise<StoredLens | undefined> {
+    return this.store.get<StoredLens>(`lens/${lens}`);
   }
 
-  /** Merges `value` into the lens's state and saves it; resolves once saved (or given up on). */
+  /**
+   * Saves these fields of the lens's state (a field set to undefined is cleared), leaving the
+   * others as stored: replicas reading one lens each save their own fields. Resolves once saved
+   * (or given up on).
+   */
   save(lens: string, value: Partial<Omit<StoredLens, 'updatedAt'>>): Promise<unknown> {
-    const merged = { ...(this.values.get(lens) ?? { fullSync: 'skipped' as const }), ...value };
-    this.values.set(lens, merged);
+    const fields = { ...Object.fromEntries(Object.entries(value).map(([k, v]) => [k, v ?? null])), updatedAt: new Date().toISOString() };
     const previous = this.saving.get(lens) ?? Promise.resolve();
-    const next = previous.then(() => this.writes.run(`state of lens ${lens}`, () => this.store.put(`lens/${lens}`, { ...merged, updatedAt: new Date().toISOString() })));
+    const next = previous.then(() => this.writes.run(`state of lens ${lens}`, () => this.store.patch(`lens/${lens}`, fields)));
     this.saving.set(lens, next);
     return next;
   }

@@ -30,6 +30,8 @@ export interface SourceGauges {
   lagMs?: number;
   /** Streams: records of tables no lens reads, skipped since the connector started. */
   skippedRecords?: number;
+  /** Kafka: messages between the group's committed offsets and the ends of the partitions this replica owns. */
+  lagMessages?: number;
   paused: boolean;
   /** This process reads the source (holds its lease); false while it stands by. */
   active: boolean;
@@ -109,6 +111,7 @@ export class Metrics {
     this.collected('Gauge', 'source', 'tributary_replication_lag_bytes', 'WAL between the server and the last acknowledged position', fromSources((g) => g.lagBytes));
     this.collected('Gauge', 'source', 'tributary_retained_wal_bytes', 'WAL the replication slot keeps on the server', fromSources((g) => g.retainedBytes));
     this.collected('Gauge', 'source', 'tributary_stream_lag_seconds', 'Streams (Kinesis): how far the slowest shard is behind the tip (MillisBehindLatest)', fromSources((g) => (g.lagMs === undefined ? undefined : g.lagMs / 1000)));
+    this.collected('Gauge', 'source', 'tributary_consumer_lag_messages', "Kafka: messages between the consumer group's committed offsets and the partitions' ends, over the partitions this replica owns", fromSources((g) => g.lagMessages));
     this.collected('Counter', 'source', 'tributary_stream_skipped_records_total', 'Streams (Kinesis): records of tables no lens reads, skipped', fromSources((g) => g.skippedRecords));
     this.collected('Gauge', 'source', 'tributary_source_paused', '1 while a source is paused by backpressure', fromSources((g) => (g.paused ? 1 : 0)));
     this.collected('Gauge', 'source', 'tributary_source_active', '1 while this replica reads the source, 0 while it stands by (another replica holds the source)', fromSources((g) => (g.active ? 1 : 0)));

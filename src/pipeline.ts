@@ -56,10 +56,17 @@ export interface PipelineOptions {
   log: Logger;
   /** Opens a RowReader for a lens, for smart sync sweeps; undefined for sources that read no tables. */
   openReader?: (lens: string) => Promise<RowReader>;
+  /**
+   * Every replica reads the source at once (`SourceCapabilities.sharedReading`): its position
+   * is the source's own (the group's committed offsets) and is not saved, and an operator's
+   * pause taken by one replica is followed by the others (`followPause`).
+   */
+  sharedReading?: boolean;
 }
 
 export class Pipeline implements SourceHandler {
   readonly sourceName: string;
+  readonly sharedReading: boolean;
   readonly lenses = new Map<string, LensRuntime>();
   /** Set by `start` (standby replicas never create one). */
   connector: SourceConnector | undefined;
@@ -98,6 +105,7 @@ export class Pipeline implements SourceHandler {
   constructor(options: PipelineOptions) {
     this.options = options;
     this.sourceName = options.sourceName;
+    this.sharedReading = options.sharedReading ?? false;
     this.settings = options.settings;
     this.metrics = options.metrics;
     this.log = options.log;
@@ -111,7 +119,7 @@ export class Pipeline implements SourceHandler {
     for (const lens of this.lenses.values()) {
       const saved = await lensStore.load(lens.name);
       stored.set(lens.name, saved);
-      if (saved?.fullSync === 'owed') lens.owed = saved.reason;
+      if (saved?.fullSync === 'owed') lens.owed = saved.reason ?? undefined;
       if (saved?.paused) lens.paused = true;
     }
     this.position = this.savedPosition = await state.get<Position>(`position/${this.sourceName}`);
@@ -438,12 +446,30 @@ export class Pipeline implements SourceHandler {
     return delivered;
   }
 
-  /** Pauses or resumes a lens (`tributary pause|resume`), kept across restarts. */
+  /**
+   * Pauses or resumes a lens (`tributary pause|resume`), kept across restarts. Saved first, so
+   * replicas sharing the source (`followPause`) never see it applied here and not stored.
+   */
   async setPaused(lensName: string, paused: boolean): Promise<void> {
     const lens = this.lenses.get(lensName)!;
     if (lens.paused === paused) return;
-    this.applyPause(lens, paused);
     await this.options.lensStore.save(lens.name, { paused });
+    this.setLensPaused(lens, paused);
+  }
+
+  /** Applies the pause another replica sharing the source saved (each lens's stored `paused`). */
+  async followPause(): Promise<void> {
+    for (const lens of this.lenses.values()) {
+      const paused = (await this.options.lensStore.load(lens.name))?.paused ?? false;
+      if (lens.paused !== paused) {
+        this.log.info({ lens: lens.name, paused }, paused ? 'lens paused by an operator (through another replica)' : 'lens resumed by an operator (through another replica)');
+        this.setLensPaused(lens, paused);
+      }
+    }
+  }
+
+  private setLensPaused(lens: LensRuntime, paused: boolean): void {
+    this.applyPause(lens, paused);
     if (!paused) this.flush(lens);
   }
 
@@ -470,10 +496,13 @@ export class Pipeline implements SourceHandler {
     lens.sweeper?.setPaused(paused);
   }
 
-  /** Saves the acknowledged position when it moved (for status, and where polling resumes). */
+  /**
+   * Saves the acknowledged position when it moved (for status, and where polling resumes); not
+   * for a source read by every replica, which keeps its own (each replica's is only its share).
+   */
   async savePosition(): Promise<void> {
     const position = this.position;
-    if (position === undefined || position === this.savedPosition) return;
+    if (position === undefined || position === this.savedPosition || this.sharedReading) return;
     await this.options.state.put(`position/${this.sourceName}`, position);
     this.savedPosition = position;
   }

@@ -69,6 +69,19 @@ export interface SourceCapabilities {
   readsTables: boolean | ((config: Record<string, unknown>) => boolean);
   /** Lenses of this source must name their `primaryKey` (there is no catalog to read it from). */
   requiresPrimaryKey: boolean;
+  /**
+   * Replicas sharing a state store may all read the source at once, because the source divides
+   * the work among them itself (a Kafka consumer group gives each partition to one member and
+   * keeps the committed offsets). No source lease is taken; without this, one replica reads and
+   * the others stand by (src/leases.ts).
+   */
+  sharedReading?: boolean;
+  /**
+   * A stream source whose changes always carry their rows (Kinesis, Debezium events): a sink
+   * that reads rows only for changes without one never needs a table. A function: it depends on
+   * the source's (raw) config.
+   */
+  carriesRows?: boolean | ((config: Record<string, unknown>) => boolean);
 }
 
 export interface SourceSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {
@@ -110,18 +123,33 @@ export interface SinkContext {
   log: Logger;
 }
 
+/** When a sink reads a lens's table through its row reader (`SinkCapabilities.readsTable`). */
+export type ReadsTable = 'always' | 'for full syncs' | 'for changes without rows' | 'never';
+
 /** What a sink takes. */
 export interface SinkCapabilities {
-  /** `ids`: `{ id, action }` only (it re-reads rows itself); `rows`: each id's current row. */
-  takes: 'ids' | 'rows';
+  /**
+   * `ids`: `{ id, action }` only (it re-reads rows itself); `rows`: each id's current row (its
+   * row reader is a payload reader: src/payload.ts). A function: it depends on the lens (the
+   * kafka sink sends rows for lenses with `payload`).
+   */
+  takes: 'ids' | 'rows' | ((lens: LensConfig) => 'ids' | 'rows');
   /**
    * When the sink reads the lens's table through its row reader: `always` (the worker re-reads
    * every id; psykhe soft-replaces the catalog from the table), `for full syncs` (seyn: changes
-   * carry their rows from stream sources), `never` (the far side reads the source itself). A
-   * lens whose source reads no tables (a stream) cannot use an `always` sink, and needs
-   * `initialSync: none` with a `for full syncs` one.
+   * carry their rows from stream sources), `for changes without rows` (the kafka sink of a lens
+   * with `payload`: every change of a table source, none of a stream whose changes carry rows),
+   * `never` (the far side reads the source itself). A lens whose source reads no tables (a
+   * stream) cannot use an `always` sink, needs `initialSync: none` with a `for full syncs` one,
+   * and a source whose changes carry rows (`SourceCapabilities.carriesRows`) with a `for changes
+   * without rows` one. A function: it depends on the lens.
    */
-  readsTable: 'always' | 'for full syncs' | 'never';
+  readsTable: ReadsTable | ((lens: LensConfig) => ReadsTable);
+}
+
+/** A sink capability for one lens (`takes`, `readsTable`): the value, or the function's answer. */
+export function forLens<T extends string>(capability: T | ((lens: LensConfig) => T), lens: LensConfig): T {
+  return typeof capability === 'function' ? capability(lens) : capability;
 }
 
 export interface SinkSpec<C extends { type: string } = { type: string }> extends PluginSpec<C> {

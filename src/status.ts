@@ -29,6 +29,8 @@ export interface LensStatus {
   paused: boolean;
   /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms. */
   partLagMs?: Record<string, number>;
+  /** Streams read by offsets (Kafka partitions this replica owns): messages not yet committed. */
+  partMessagesBehind?: Record<string, number>;
   /** Smart sync sweeps of the lens, when it has smartSyncInterval. */
   sweep?: SweepProgress;
 }
@@ -79,6 +81,7 @@ export function pipelineStatus(pipeline: Pipeline, deadLetters: DeadLetters): Le
       capture: pipeline.captureMode,
       paused: lens.paused,
       partLagMs: pipeline.connector?.partLag?.(),
+      partMessagesBehind: pipeline.connector?.partMessagesBehind?.(),
       sweep: lens.sweeper && { ...lens.sweeper.progress },
     };
   });

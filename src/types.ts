@@ -125,9 +125,14 @@ export interface SourceConnector {
    * for streams, how far the slowest part is behind the stream's tip (ms) and the records of
    * tables no lens reads, skipped since start.
    */
-  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number; lagMs?: number; skippedRecords?: number }>;
+  lag?(): Promise<{ lagBytes?: number; retainedBytes?: number; lagMs?: number; skippedRecords?: number; lagMessages?: number }>;
   /** Streams read in parts (Kinesis shards): each part's lag behind the tip, ms, for status. */
   partLag?(): Record<string, number>;
+  /**
+   * Streams read by offsets (Kafka partitions this process owns): messages between each part's
+   * committed offset and its end, as of the last `lag()`, for status.
+   */
+  partMessagesBehind?(): Record<string, number>;
   /** Connectors that read on a schedule (polling) have this capability; streams do not. */
   readonly scheduled?: ScheduledReading;
   /**
@@ -217,6 +222,12 @@ export interface DeadLetter {
 export interface StateStore {
   get<T>(key: string): Promise<T | undefined>;
   put(key: string, value: unknown): Promise<void>;
+  /**
+   * Merges `fields` into the object under `key` (created when missing) in one step: replicas
+   * sharing the store may each set their own fields of one key (`lens/<name>`: one saves a
+   * full sync's state, another an operator's pause) without undoing each other's.
+   */
+  patch(key: string, fields: Record<string, unknown>): Promise<void>;
   addDeadLetter(letter: Omit<DeadLetter, 'id'>): Promise<DeadLetter>;
   /**
    * Dead letters, oldest first: all of them, or one lens's; with `page`, at most `limit` of
@@ -224,6 +235,8 @@ export interface StateStore {
    */
   listDeadLetters(lens?: string, page?: { after?: string; limit: number }): Promise<DeadLetter[]>;
   removeDeadLetters(ids: string[]): Promise<number>;
+  /** How many dead letters each of these lenses has (0 for none). */
+  countDeadLetters(lenses: string[]): Promise<Map<string, number>>;
   /** The keys that start with `prefix`, in no particular order (e.g. `status/` for every replica's status). */
   keys(prefix: string): Promise<string[]>;
   /** Removes a key; nothing happens when it does not exist. */

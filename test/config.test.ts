@@ -404,6 +404,28 @@ test('a stream source cannot feed a sink that reads the table; a seyn lens on on
   assert.equal(parseConfig(`${source}${lens('seyn', ', initialSync: none')}${sinks}`, FILE, {}).lenses.products.initialSync, 'none');
 });
 
+test('lenses of a kafka source take no smart sync sweeps: every replica in the group reads the source', () => {
+  const source = 'sources:\n  bus: { type: kafka, brokers: ["k:9092"], topics: [t], groupId: g, format: tributary, rowsFrom: "postgres://db/app" }\n';
+  const sinks = 'sinks:\n  local: { type: worker }\n';
+  const lens = (extra: string) => `lenses:\n  products: { source: bus, table: products, sink: local, initialSync: none${extra} }\n`;
+  assert.throws(() => parseConfig(`${source}${lens(', smartSyncInterval: 1h')}${sinks}`, FILE, {}), (err: ConfigError) => /lenses\.products\.smartSyncInterval .*every replica of its consumer group.*remove smartSyncInterval/.test(err.message));
+  assert.equal(parseConfig(`${source}${lens('')}${sinks}`, FILE, {}).lenses.products.table, 'public.products');
+});
+
+test('a kafka sink sending rows (payload) on a stream whose changes may carry none needs a database to read them from', () => {
+  const sinks = 'sinks:\n  bus: { type: kafka, brokers: ["k:9092"], topic: out }\n';
+  const lens = (payload: string) => `lenses:\n  products: { source: app, table: products, primaryKey: [id], sink: bus, initialSync: none${payload} }\n`;
+  const kafka = (extra: string) => `sources:\n  app: { type: kafka, brokers: ["k:9092"], topics: [t], groupId: g${extra} }\n`;
+  assert.throws(
+    () => parseConfig(`${kafka(', format: tributary')}${lens(', payload: [id, name]')}${sinks}`, FILE, {}),
+    (err: ConfigError) => /lenses\.products\.payload .*sends each change's row.*kafka stream whose changes may carry none; give the source the database the rows are in \(a kafka source's rowsFrom\)/.test(err.message),
+  );
+  for (const source of [kafka(', format: tributary, rowsFrom: "postgres://db/app"'), kafka(', format: debezium'), 'sources:\n  app: { type: kinesis, stream: s, region: eu-west-1 }\n']) {
+    assert.deepEqual(parseConfig(`${source}${lens(', payload: [id, name]')}${sinks}`, FILE, {}).lenses.products.payload, ['id', 'name']);
+  }
+  assert.equal(parseConfig(`${kafka(', format: tributary')}${lens('')}${sinks}`, FILE, {}).lenses.products.sink, 'bus', 'ids only: no row to read');
+});
+
 test('config/tributary.schema.json is the generated schema (run `npm run schema` after editing schema.ts)', () => {
   assert.equal(readFileSync(join(root, 'config/tributary.schema.json'), 'utf8'), schemaFileText());
 });

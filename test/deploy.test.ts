@@ -342,6 +342,8 @@ describe('Kubernetes overlays', () => {
     assert.ok(bus.type === 'kafka' && source.type === 'kafka' && source.format === 'tributary' && source.topics?.includes(bus.topic));
     assert.equal(worker.worker?.acknowledge, 'indexed', 'offsets commit only for indexed changes');
     assert.equal(worker.worker?.index.type, 'pgvector', 'one index shared by every replica');
+    assert.ok(worker.state.type === 'postgres' && capture.state.type === 'postgres', 'the replicas share a state store: one dead-letter queue, pause on all');
+    assert.notEqual(worker.state.schema, capture.state.schema, "the workers' lenses are named as the capture's: their state is kept apart");
     const deployment = named('Deployment', 'tributary-worker');
     assert.ok(deployment.spec.replicas >= 2);
     assert.equal(deployment.spec.template.spec.volumes.find((v: any) => v.name === 'config').configMap.name, 'tributary-worker');

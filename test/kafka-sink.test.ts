@@ -26,7 +26,7 @@ after(async () => {
 async function scenario(title: string, initialSync: 'full' | 'none' = 'none', payload?: string[]) {
   const name = databaseName(`kafka sink ${title}`);
   const db = await pg.createDatabase(name);
-  await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY, note text)`);
+  await pg.query(db, `CREATE TABLE items (id int PRIMARY KEY, note text, price numeric(10,2), big bigint)`);
   const topic = `sink-${name}`;
   await kafka.createTopic(topic, 3);
   const config = testConfig({ dbUrl: db, sinkUrl: 'http://127.0.0.1:9', slot: name, lenses: { items: { table: 'items', initialSync, ...(payload ? { payload } : {}) } } });
@@ -55,12 +55,13 @@ test('publishes each change with key <lens>/<id> and value { lens, id, action, c
   await topicReader.stop();
 });
 
-test('a lens with payload sends each upsert with its row; a delete without', async () => {
-  const { daemon, topicReader, sql } = await scenario('payload', 'none', ['id', 'note']);
-  await sql(`INSERT INTO items VALUES (1, 'one'), (2, 'two')`);
+test('a lens with payload sends each upsert with its row, values typed as payload sinks send them; a delete without', async () => {
+  const { daemon, topicReader, sql } = await scenario('payload', 'none', ['id', 'note', 'price', 'big']);
+  await sql(`INSERT INTO items VALUES (1, 'one', 12.50, 9007199254740993), (2, 'two', 1, 2)`);
   await sql(`DELETE FROM items WHERE id = 2`);
   await eventually(() => topicReader.last().get('items/2')?.action === 'delete' && topicReader.last().has('items/1'), 'both ids');
-  assert.deepEqual(topicReader.last().get('items/1')!.row, { id: 1, note: 'one' });
+  // A payload reader: exact numbers as JSON numbers, others (beyond 2^53) as their text.
+  assert.deepEqual(topicReader.last().get('items/1')!.row, { id: 1, note: 'one', price: 12.5, big: '9007199254740993' });
   assert.equal(topicReader.last().get('items/2')!.row, undefined);
   assert.equal(await daemon.stop(), 0);
   await topicReader.stop();

@@ -74,6 +74,31 @@ test('a poison message is dead-lettered with its topic, partition and offset, an
   await connector.stop();
 });
 
+test('lag: messages between the committed offsets and the ends of the owned partitions, per partition and in all', async () => {
+  const topic = 'bus-lag';
+  await kafka.createTopic(topic, 2);
+  const send = (ids: number[]) => producer.send({ topic, acks: -1, messages: ids.map((id) => ({ ...encodeChange('items', { id: String(id), action: 'upsert', committedAt: 1 }), partition: id % 2 })) });
+  await send([1, 2, 3, 4, 5]);
+  const rec = new Recorder();
+  const lens = { name: 'items', table: 'public.items', config: lensConfig('app', 'public.items') };
+  const connector = await createConnector(sourceConfig(topic, 'lag'), { sourceName: 'app', lenses: [lens], log, report: rec });
+  await connector.start(rec);
+  try {
+    await eventually(() => rec.events.filter((e) => 'change' in e).length === 5, 'the 5 messages read');
+    // Read but not acknowledged: nothing committed, all 5 behind (3 in partition 1, 2 in partition 0).
+    assert.deepEqual(await connector.lag!(), { lagMessages: 5 });
+    assert.deepEqual(connector.partMessagesBehind!(), { [`${topic}:0`]: 2, [`${topic}:1`]: 3 });
+    const last = rec.events.filter((e): e is { checkpoint: string } => 'checkpoint' in e).at(-1)!.checkpoint;
+    connector.acknowledge(last);
+    await eventually(async () => (await connector.lag!()).lagMessages === 0, 'no lag once the position is acknowledged (committed)');
+    await send([6, 8]);
+    await eventually(async () => (await connector.lag!()).lagMessages === 2, 'the new messages behind until acknowledged');
+    assert.deepEqual(connector.partMessagesBehind!(), { [`${topic}:0`]: 2, [`${topic}:1`]: 0 });
+  } finally {
+    await connector.stop();
+  }
+});
+
 test('the bus round trip: Postgres → kafka sink → kafka source → worker → a search hit', async (t) => {
   const name = databaseName(t.name);
   const db = await pg.createDatabase(name);

@@ -69,6 +69,14 @@ function contract(fixture: Fixture): void {
     assert.equal(await store.get('position/app'), '0/2');
   });
 
+  test('patch merges fields into the stored object (creating it), leaving the others', async (t) => {
+    const store = await open(t, await fixture(t));
+    await store.patch('lens/products', { fullSync: 'pending', reason: 'initial sync' });
+    await store.patch('lens/products', { paused: true });
+    await store.patch('lens/products', { fullSync: 'done', reason: null });
+    assert.deepEqual(await store.get('lens/products'), { fullSync: 'done', reason: null, paused: true });
+  });
+
   test('a value read back is a copy', async (t) => {
     const store = await open(t, await fixture(t));
     await store.put('lens/products', { paused: false });
@@ -112,6 +120,7 @@ function contract(fixture: Fixture): void {
     );
     assert.deepEqual(await store.listDeadLetters('orders'), [added[1], added[3]]);
     assert.deepEqual(await store.listDeadLetters('nothing'), []);
+    assert.deepEqual(await store.countDeadLetters(['products', 'orders', 'nothing']), new Map([['products', 3], ['orders', 2], ['nothing', 0]]));
 
     assert.equal(await store.removeDeadLetters([added[0].id, added[3].id, 'no-such-id']), 2);
     assert.equal(await store.removeDeadLetters([added[0].id]), 0);
@@ -379,6 +388,15 @@ describe('postgres state store', () => {
   });
 
   contract(fixture);
+
+  test('two processes patching different fields of one key keep both (replicas sharing a lens)', async (t) => {
+    const config = await fixture(t);
+    const [a, b] = [await open(t, config), await open(t, config)];
+    await a.put('lens/products', { fullSync: 'skipped' });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a.patch('lens/products', { fullSync: i % 4 === 1 ? 'pending' : 'done' }) : b.patch('lens/products', { paused: i % 4 === 0 }))));
+    await b.patch('lens/products', { paused: true });
+    assert.deepEqual(await b.get('lens/products'), { fullSync: 'done', paused: true });
+  });
 
   test('creates its tables in the configured schema, whatever its name', async (t) => {
     const config = { ...((await fixture(t)) as { type: 'postgres'; url: string }), schema: 'odd "name"; drop' };

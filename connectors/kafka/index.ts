@@ -11,15 +11,18 @@
  *   (`SourceHandler.reject`) and the partition goes on.
  * - `pause()`/`resume()` pause and resume fetching of the owned topics (kafkajs consumer
  *   pause/resume: https://kafka.js.org/docs/consuming#pause-resume).
+ * - `lag()` reads the group's lag over the partitions this consumer owns (./lag.ts) with an admin
+ *   client of its own: `tributary_consumer_lag_messages`, and `behind=` per partition in status.
  * - A consumer crash is not restarted by kafkajs (`restartOnFailure` false): the supervisor
  *   classifies it (src/kafka.ts) and reconnects, or stops for good (authorization, SASL).
  */
-import type { Consumer, EachBatchPayload } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
 import { describeError } from '../../src/errors.js';
 import { classifyKafkaError, kafkaClient } from '../../src/kafka.js';
 import { supervise, type Session, type Supervisor } from '../../src/supervisor.js';
 import type { ConnectorContext, SourceConnector, SourceHandler } from '../../src/types.js';
 import { UndecodableMessage, type Decoder, type KafkaMessage } from './decoder.js';
+import { partitionLag } from './lag.js';
 import { Offsets } from './offsets.js';
 import type { KafkaSourceConfig } from './spec.js';
 
@@ -37,6 +40,18 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
   let paused = false;
   /** Commits go one at a time, in order. */
   let commits: Promise<void> = Promise.resolve();
+  /** For lag(): connected on first use, forgotten when a call fails (the next one reconnects). */
+  let admin: Promise<Admin> | undefined;
+  let behind: Record<string, number> = {};
+
+  async function adminClient(): Promise<Admin> {
+    admin ??= (async () => {
+      const a = client.admin();
+      await a.connect();
+      return a;
+    })();
+    return admin;
+  }
 
   function batch({ batch }: EachBatchPayload): void {
     for (const m of batch.messages) {
@@ -123,6 +138,23 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
       );
     },
 
+    async lag() {
+      const owned = offsets.ownedPartitions();
+      try {
+        behind = owned.length === 0 ? {} : await partitionLag(await adminClient(), config.groupId, owned);
+      } catch (err) {
+        const failed = admin;
+        admin = undefined;
+        void failed?.then((a) => a.disconnect()).catch(() => undefined);
+        throw classifyKafkaError(err, where);
+      }
+      return { lagMessages: Object.values(behind).reduce((a, b) => a + b, 0) };
+    },
+
+    partMessagesBehind() {
+      return behind;
+    },
+
     pause() {
       paused = true;
       pauseTopics(consumer, true);
@@ -135,6 +167,7 @@ export function createKafkaConnector(config: KafkaSourceConfig, ctx: ConnectorCo
 
     async stop() {
       await supervisor?.stop();
+      await admin?.then((a) => a.disconnect()).catch(() => undefined);
     },
   };
 }

@@ -44,6 +44,11 @@ export class Offsets {
     this.fetched = new Map();
   }
 
+  /** The partitions owned now. */
+  ownedPartitions(): Array<{ topic: string; partition: number }> {
+    return [...this.owned.keys()].map(splitKey);
+  }
+
   /** The topics owned now (for pause and resume). */
   topics(): string[] {
     return [...new Set([...this.owned.keys()].map((key) => splitKey(key).topic))];

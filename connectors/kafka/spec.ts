@@ -2,7 +2,7 @@
  * The `kafka` source: change events read from Kafka topics by a consumer group: Debezium's
  * (`format: debezium`) or another Tributary's bus (`format: tributary`, src/bus.ts).
  */
-import type { PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
+import type { CheckContext, PluginProblem, PluginSchema, SourceSpec } from '../../src/plugins.js';
 import { kafkaConnectionProperties, type KafkaConnection } from '../../src/kafka.js';
 import { SourceSetupError } from '../../src/errors.js';
 import { createMysqlReader } from '../mysql/reader.js';
@@ -93,11 +93,31 @@ function topicProblems(name: string, raw: Record<string, unknown>): PluginProble
   return [];
 }
 
+/**
+ * Smart sync sweeps assume one reader of the source (their journal and snapshots are the
+ * lens's), and every replica in the group reads a kafka source.
+ */
+function sweepProblems(name: string, lenses: CheckContext['lenses']): PluginProblem[] {
+  return lenses
+    .filter(([, raw]) => raw.smartSyncInterval !== undefined)
+    .map(([lens]) => ({
+      path: ['lenses', lens, 'smartSyncInterval'],
+      message: `source "${name}" is read by every replica of its consumer group, and a sweep assumes one reader: remove smartSyncInterval (sweep on the capture side, whose changes reach the topic)`,
+    }));
+}
+
 export const kafkaSourceSpec: SourceSpec<KafkaSourceConfig> = {
   type: 'kafka',
   schema,
-  capabilities: { readsTables: (config) => typeof config.rowsFrom === 'string', requiresPrimaryKey: false },
-  problems: ({ name, raw }) => topicProblems(name, raw),
+  // Its consumer group gives each partition to one replica: every replica reads (no source lease).
+  capabilities: {
+    readsTables: (config) => typeof config.rowsFrom === 'string',
+    requiresPrimaryKey: false,
+    sharedReading: true,
+    // Debezium events carry the row; a Tributary bus carries it only when its publisher's lens had payload.
+    carriesRows: (config) => config.format === 'debezium',
+  },
+  problems: ({ name, raw, lenses }) => [...topicProblems(name, raw), ...sweepProblems(name, lenses)],
   qualifyTable: (table) => (table.includes('.') ? table : `public.${table}`),
   openReader: async (config, options) => {
     if (!config.rowsFrom) throw new SourceSetupError(`lens "${options.lens}": its kafka source reads no tables; set rowsFrom on the source to the database its rows are in`);

@@ -100,7 +100,7 @@ const schema = {
 export const kinesisSpec: SourceSpec<KinesisSourceConfig> = {
   type: 'kinesis',
   schema,
-  capabilities: { readsTables: false, requiresPrimaryKey: true },
+  capabilities: { readsTables: false, requiresPrimaryKey: true, carriesRows: true },
   // A bare table is matched as `public.table` (DMS and Debezium name a table by schema and table;
   // a MySQL source's schema is its database: write `database.table`).
   problems: tableReadingProblems,

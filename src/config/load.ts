@@ -14,7 +14,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, Parser, ty
 import { ConfigError } from '../errors.js';
 import { redactUrl } from '../log.js';
 import { sourceSpec, sourceSpecs } from '../../connectors/index.js';
-import { readsTables, type SourceSpec } from '../plugins.js';
+import { forLens, readsTables, type ReadsTable, type SourceSpec } from '../plugins.js';
 import { sinkSpec, sinkSpecs } from '../sinks/index.js';
 import { DEFAULT_METRICS_LISTEN } from './fragments.js';
 import { configSchema } from './schema.js';
@@ -344,18 +344,9 @@ function referenceProblems(ctx: Context, raw: unknown): Problem[] {
     const source = section(data.sources[lens.source]);
     const spec = sourceSpecs.find((s) => s.type === source.type);
     const sinkType = section(data.sinks[lens.sink]).type;
-    const readsTable = sinkSpecs.find((s) => s.type === sinkType)?.capabilities.readsTable;
-    if (spec && !readsTables(spec, source) && (readsTable === 'always' || (readsTable === 'for full syncs' && lens.initialSync !== 'none'))) {
-      const at = ['lenses', name, readsTable === 'always' ? 'sink' : 'initialSync'];
-      problems.push({
-        path: dotted(at),
-        line: lineOf(ctx, at),
-        message:
-          readsTable === 'always'
-            ? `sink "${lens.sink}" (${sinkType}) reads the lens's table, and source "${lens.source}" is a ${source.type} stream with no table to read; use a sink that takes what the stream carries (semilayer, seyn)`
-            : `a ${sinkType} sink's initial full sync reads the lens's table, and source "${lens.source}" is a ${source.type} stream; set initialSync: none (the stream's own full-load or snapshot records serve as the full sync)`,
-      });
-    }
+    const capability = sinkSpecs.find((s) => s.type === sinkType)?.capabilities.readsTable;
+    const problem = spec && capability && streamProblem(spec, source, forLens(capability, lens as unknown as LensConfig), { ...lens, name, sinkType });
+    if (problem) problems.push({ path: dotted(problem.at), line: lineOf(ctx, problem.at), message: problem.message });
     if (spec?.capabilities.requiresPrimaryKey && lens.primaryKey === undefined) {
       problems.push({
         path: dotted(['lenses', name, 'primaryKey']),
@@ -504,4 +495,33 @@ function describe(ctx: Context, segments: Segment[], value: unknown): string {
   return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
     ? `${typeof value} ${shown}`
     : shown;
+}
+
+/**
+ * Why a lens's sink cannot work on its stream source (no table to read), if it cannot: the sink
+ * reads the table always, for the initial full sync, or for changes that carry no row when the
+ * stream's changes may carry none (a Tributary bus written without payload).
+ */
+function streamProblem(
+  spec: SourceSpec,
+  source: Record<string, unknown>,
+  readsTable: ReadsTable,
+  lens: { name: string; source?: unknown; sink?: unknown; initialSync?: unknown; sinkType: unknown },
+): { at: string[]; message: string } | undefined {
+  if (readsTables(spec, source)) return undefined;
+  const stream = `source "${lens.source}" is a ${source.type} stream`;
+  const carries = spec.capabilities.carriesRows;
+  if (readsTable === 'always') {
+    return { at: ['lenses', lens.name, 'sink'], message: `sink "${lens.sink}" (${lens.sinkType}) reads the lens's table, and ${stream} with no table to read; use a sink that takes what the stream carries (semilayer, seyn)` };
+  }
+  if (readsTable === 'for full syncs' && lens.initialSync !== 'none') {
+    return { at: ['lenses', lens.name, 'initialSync'], message: `a ${lens.sinkType} sink's initial full sync reads the lens's table, and ${stream}; set initialSync: none (the stream's own full-load or snapshot records serve as the full sync)` };
+  }
+  if (readsTable === 'for changes without rows' && !(typeof carries === 'function' ? carries(source) : carries)) {
+    return {
+      at: ['lenses', lens.name, 'payload'],
+      message: `sink "${lens.sink}" (${lens.sinkType}) sends each change's row (the lens has payload), reading it by id when the change carries none, and ${stream} whose changes may carry none; give the source the database the rows are in (a kafka source's rowsFrom), or remove payload`,
+    };
+  }
+  return undefined;
 }

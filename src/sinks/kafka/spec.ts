@@ -33,6 +33,10 @@ const schema = {
 export const kafkaSinkSpec: SinkSpec<KafkaSinkConfig> = {
   type: 'kafka',
   schema,
-  capabilities: { takes: 'ids', readsTable: 'never' },
+  // A lens with payload sends rows: read by id (with a payload reader) when a change carries none.
+  capabilities: {
+    takes: (lens) => (lens.payload === undefined ? 'ids' : 'rows'),
+    readsTable: (lens) => (lens.payload === undefined ? 'never' : 'for changes without rows'),
+  },
   create: (config, ctx) => createKafkaSink(config, ctx),
 };

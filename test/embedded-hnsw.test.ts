@@ -110,6 +110,20 @@ test('written records are searchable at once; a graph backlog left at close is k
   for (const i of [0, 7777, n - 1]) assert.equal((await second.searchVector('p', vectors.slice(i * DIMS, (i + 1) * DIMS), { limit: 1, minScore: 0 }))[0].id, `r${i}`);
 });
 
+test('writes wait for the graph once its backlog is at the bound, so the vectors waiting for it stay bounded', async (t) => {
+  const dir = tempDir();
+  const index = await openIndex(t, dir, { exactBelow: 0, graphBacklogMax: 2_000 });
+  const vectors = clusteredVectors(10_000, DIMS, { seed: 12 });
+  let most = 0;
+  for (let from = 0; from < 10_000; from += 1_000) {
+    await index.upsert('p', Array.from({ length: 1_000 }, (_, i) => record(`r${from + i}`, vectors.slice((from + i) * DIMS, (from + i + 1) * DIMS))));
+    most = Math.max(most, index.graphBacklog('p'));
+  }
+  t.diagnostic(`largest backlog after a write: ${most}`);
+  assert.ok(most <= 2_000 + 1_000, `the backlog stayed within the bound and one write (was ${most})`);
+  assert.equal(await index.count('p'), 10_000);
+});
+
 /** The last step the writer acknowledged, or -1. */
 function lastAcked(ackPath: string): number {
   if (!existsSync(ackPath)) return -1;

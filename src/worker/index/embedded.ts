@@ -43,12 +43,14 @@ const GRAPH_SLICE = 128;
 /**
  * While the lens is being written (a write in the last GRAPH_BUSY_MS), graph insertion takes
  * at most GRAPH_BUSY_SHARE of the main thread, so a full sync goes near the log's pace and
- * the graph catches up once writes pause; past GRAPH_BACKLOG_MAX waiting vectors (held in
- * memory and scanned by every search) it takes all it needs.
+ * the graph catches up once writes pause. Waiting vectors are held in memory and scanned by
+ * every search: past GRAPH_BACKLOG_MAX of them the graph takes all the time it needs and
+ * upserts wait for it (checked every GRAPH_WAIT_MS).
  */
 const GRAPH_BUSY_MS = 500;
 const GRAPH_BUSY_SHARE = 0.2;
 const GRAPH_BACKLOG_MAX = 100_000;
+const GRAPH_WAIT_MS = 5;
 
 export interface EmbeddedIndexOptions {
   /** Where compaction and checkpoint failures are reported (they are retried later; writes carry on). */
@@ -57,6 +59,8 @@ export interface EmbeddedIndexOptions {
   hnsw?: Partial<HnswSettings>;
   /** Lenses of at most this many records are searched exactly (default 10,000; 0: never, unless asked). */
   exactBelow?: number;
+  /** Upserts wait while this many written records are not yet in the lens's graph (default GRAPH_BACKLOG_MAX). */
+  graphBacklogMax?: number;
   /** A checkpoint is written once this many frames (or a tenth of the lens, if more) were logged since the last (default 20,000). */
   checkpointFrames?: number;
 }
@@ -82,6 +86,8 @@ interface Lens {
   writtenAt: number;
   /** Vectors moved from pending into the graph since the last checkpoint. */
   graphedSinceCheckpoint: number;
+  /** Why the last graph insertion failed, until one succeeds. */
+  graphFailure?: unknown;
 }
 
 export class EmbeddedVectorIndex implements VectorIndex {
@@ -91,6 +97,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   private draining = false;
   private readonly hnsw: HnswSettings;
   private readonly exactBelow: number;
+  private readonly graphBacklogMax: number;
   /** Releases the directory lock. */
   private unlock: () => Promise<void> = async () => {};
 
@@ -101,6 +108,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
   ) {
     this.hnsw = { ...DEFAULT_HNSW, ...options.hnsw };
     this.exactBelow = options.exactBelow ?? 10_000;
+    this.graphBacklogMax = options.graphBacklogMax ?? GRAPH_BACKLOG_MAX;
   }
 
   /** Opens (creating if missing) the directory `dir` and loads every lens in it. */
@@ -125,6 +133,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     if (records.length === 0) return;
     const l = this.lensFor(lens);
     await this.onLens(l, async () => {
+      await this.graphRoom(l);
       if (l.data.count > 0 && dims !== l.data.dims) {
         throw new TributaryError(
           `Lens ${lens} stores ${l.data.dims}-dimensional vectors but record ${records[0].id} has ${dims}: the embedder changed. ` +
@@ -357,7 +366,8 @@ export class EmbeddedVectorIndex implements VectorIndex {
           const started = performance.now();
           l.graphedSinceCheckpoint += l.data.pending.size - l.data.flushGraph(GRAPH_SLICE);
           const spent = performance.now() - started;
-          const busy = started - l.writtenAt < GRAPH_BUSY_MS && l.data.pending.size <= GRAPH_BACKLOG_MAX && !this.draining;
+          l.graphFailure = undefined;
+          const busy = started - l.writtenAt < GRAPH_BUSY_MS && l.data.pending.size < this.graphBacklogMax && !this.draining;
           if (busy) await sleep(spent * (1 / GRAPH_BUSY_SHARE - 1));
           else await new Promise((resolve) => setImmediate(resolve));
         }
@@ -366,11 +376,25 @@ export class EmbeddedVectorIndex implements VectorIndex {
           await this.onLens(l, () => this.checkpoint(l)).catch((err) => this.warn(l, 'checkpoint', err));
         }
       } catch (err) {
+        l.graphFailure = err;
         this.warn(l, 'insert into the graph of', err);
       } finally {
         l.building = undefined;
       }
     })();
+  }
+
+  /** Waits while the lens's graph backlog is at its bound (the graph meanwhile takes all the time it needs). */
+  private async graphRoom(l: Lens): Promise<void> {
+    while (!this.closed && l.data.pending.size >= this.graphBacklogMax) {
+      if (l.graphFailure) {
+        const why = describeError(l.graphFailure);
+        l.graphFailure = undefined; // the next write tries the graph again
+        throw new TributaryError(`The HNSW graph of lens ${l.data.name} is ${this.graphBacklogMax} records behind and could not take more (${why}); the write is retried`, { retriable: true });
+      }
+      this.buildSoon(l);
+      await sleep(GRAPH_WAIT_MS);
+    }
   }
 
   /** Logs frames (one write, fsynced), applies them, then compacts or checkpoints if due; runs on the lens's queue. */

@@ -364,9 +364,9 @@ export interface RowReader {
    * Rows for the worker's Query endpoint (`POST /v1/query/:lens`): equality `where`, ordered by
    * `orderBy` and then the key, after a keyset position, at most `limit`. Column names were
    * checked against the lens's columns by the caller and are checked again here; values are
-   * only ever parameters. Optional: a reader without it cannot serve queries.
+   * only ever parameters (src/table-query.ts builds the SQL of both SQL sources).
    */
-  query?(query: TableQuery): Promise<TableQueryResult>;
+  query(query: TableQuery): Promise<TableQueryResult>;
   close(): Promise<void>;
 }
 

@@ -36,7 +36,7 @@ async function products(t: { name: string; after(fn: () => Promise<void>): void 
 }
 
 async function ask(reader: RowReader, body: Record<string, unknown>): Promise<QueryAnswer> {
-  return runQuery(reader, 'products', parseQuery(body, FIELDS));
+  return runQuery(reader, parseQuery(body, FIELDS));
 }
 
 /** Every page of a query, following nextCursor; `between` runs after each page. */
@@ -132,7 +132,7 @@ test('hostile values are parameters; a value its column refuses is a record reje
   const rows: Array<Record<string, unknown>> = [];
   let cursor: string | undefined;
   do {
-    const answer = await runQuery(stock, 'stock', parseQuery({ orderBy: { field: 'qty', dir: 'desc' }, limit: 4, ...(cursor ? { cursor } : {}) }, ['sku', 'region', 'qty']));
+    const answer = await runQuery(stock, parseQuery({ orderBy: { field: 'qty', dir: 'desc' }, limit: 4, ...(cursor ? { cursor } : {}) }, ['sku', 'region', 'qty']));
     rows.push(...answer.rows);
     cursor = answer.nextCursor ?? undefined;
   } while (cursor);

@@ -3,7 +3,7 @@
  * server's errno, mysql2's `code`/`fatal` and Node's network codes, never by the message, except
  * where the server gives no other signal (errno 1236, below).
  */
-import { SourceSetupError, SourceUnavailableError, TributaryError, certificateProblem, describeError, isNetworkError } from '../../src/errors.js';
+import { RecordRejectedError, SourceSetupError, SourceUnavailableError, TributaryError, certificateProblem, describeError, isNetworkError } from '../../src/errors.js';
 
 /** The saved position is no longer in the server's binlogs. */
 export class PurgedPositionError extends TributaryError {}
@@ -43,6 +43,12 @@ const DATA_ERRNOS = new Set([1264, 1292, 1366, 1406]);
 export function isMysqlDataError(err: unknown): boolean {
   const errno = (err as { errno?: unknown } | null)?.errno;
   return typeof errno === 'number' && DATA_ERRNOS.has(errno);
+}
+
+/** A failed read of rows (`where` says which): a value the server refused rejects the record; anything else as classifyMysqlError. */
+export function classifyMysqlReadError(err: unknown, where: string): TributaryError {
+  if (isMysqlDataError(err)) return new RecordRejectedError(`${where}: ${describeError(err)}`, { cause: err });
+  return classifyMysqlError(err, where);
 }
 
 /** `serverId`: the binlog connector's replica id, named when another replica uses it too. */

@@ -1,23 +1,25 @@
 /**
- * Reads a lens's rows from MySQL or MariaDB: by id (the worker's records jobs) and in key order
- * (full and incremental sweeps, polling cursors, smart sync). Key values are read with
+ * Reads a lens's rows from MySQL or MariaDB: by id (the worker's records jobs), in key order
+ * (full and incremental sweeps, polling cursors, smart sync) and as the worker's Query
+ * (./query.ts). Key values are read with
  * `dateStrings` and exact big numbers and turned into ids by src/ids.ts exactly as the binlog
  * connector turns its row images into ids, so both sides agree on every id.
  */
 import mysql from 'mysql2/promise';
-import { RecordRejectedError, SourceSetupError, TributaryError, describeError } from '../../src/errors.js';
+import { SourceSetupError, TributaryError } from '../../src/errors.js';
 import { mysqlConnection } from './connection.js';
-import { classifyMysqlError, isMysqlDataError } from './errors.js';
+import { classifyMysqlError, classifyMysqlReadError } from './errors.js';
+import { queryMysqlTable } from './query.js';
 import { decodeId } from '../../src/ids.js';
 import { splitTableName } from '../../src/table-name.js';
 import { encodeMysqlId, isMysqlNumericType, mysqlKeyText } from './ids.js';
+import { keyParam, paramValue, quoteMysql } from './sql.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 
 /** The mysql2 options under which key values come out in the shared id text form (with a UTC session for TIMESTAMP). */
 export const MYSQL_VALUE_OPTIONS = { dateStrings: true, supportBigNumbers: true, bigNumberStrings: true, timezone: 'Z' } as const;
 
-export const quoteMysql = (name: string) => `\`${name.replace(/`/g, '``')}\``;
 /** A canonical `database.table` name (src/table-name.ts) as quoted SQL. */
 const quoteTable = (table: string) => {
   const { schema, name } = splitTableName(table, '`');
@@ -55,22 +57,6 @@ export async function mysqlColumns(query: (sql: string, params: unknown[]) => Pr
 /** The table's primary key column names, in key order. */
 export function primaryKeyOf(columns: Column[]): string[] {
   return columns.filter((c) => c.pkPos !== null).sort((a, b) => a.pkPos! - b.pkPos!).map((c) => c.name);
-}
-
-/** SQL for one key parameter: casts that keep every digit, hex for binary columns. */
-function keyParam(column: Column): string {
-  if (/int$/.test(column.dataType)) return column.columnType.includes('unsigned') ? 'CAST(? AS UNSIGNED)' : 'CAST(? AS SIGNED)';
-  if (column.dataType === 'decimal' || column.dataType === 'numeric') {
-    const [p, s] = (/\((\d+)(?:,(\d+))?\)/.exec(column.columnType) ?? []).slice(1);
-    return `CAST(? AS DECIMAL(${p ?? 65},${s ?? 0}))`;
-  }
-  if (/binary|blob/.test(column.dataType)) return 'UNHEX(?)';
-  return '?';
-}
-
-/** An id's key value as the parameter keyParam expects (binary: the hex without `\x`). */
-function paramValue(column: Column, text: string): string {
-  return /binary|blob/.test(column.dataType) && text.startsWith('\\x') ? text.slice(2) : text;
 }
 
 export async function createMysqlReader(url: string, options: RowReaderOptions): Promise<RowReader> {
@@ -122,21 +108,29 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
     return { sql: `(${ors.join(' OR ')})`, params };
   }
 
-  const toRow = (r: Record<string, unknown>) => {
+  const toRowOf = (r: Record<string, unknown>, columns: string[]) => {
     const id = encodeMysqlId(key.map((k) => mysqlKeyText(r[k.name])), numeric);
     const row: Record<string, unknown> = {};
     for (const c of columns) row[c] = r[c];
     return { id, row, cursor: tracking ? mysqlKeyText(r[tracking.name]) : undefined };
   };
+  const toRow = (r: Record<string, unknown>) => toRowOf(r, columns);
+  const failure = `${where}: reading ${options.table} failed`;
 
   async function query(sql: string, params: unknown[]) {
     try {
       return ((await pool.query(sql, params))[0] as Array<Record<string, unknown>>).map(toRow);
     } catch (err) {
-      if (isMysqlDataError(err)) throw new RecordRejectedError(`${where}: reading ${options.table} failed: ${describeError(err)}`, { cause: err });
-      throw classifyMysqlError(err, `${where}: reading ${options.table} failed`);
+      throw classifyMysqlReadError(err, failure);
     }
   }
+
+  // A query's rows have the key's columns too; it may name the key's and the lens's columns.
+  const queryColumns = new Map([...keyNames, ...options.columns].map((n) => [n, byName.get(n)!]));
+  const queryTarget = {
+    pool, table: quoteTable(options.table), key: keyNames, columns: queryColumns, failure,
+    toRow: (r: Record<string, unknown>) => toRowOf(r, [...queryColumns.keys()]),
+  };
 
   return {
     async readByIds(ids) {
@@ -166,6 +160,8 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
       const rest = after(key, decodeId(afterId, key.length));
       return query(`${select} WHERE ${rest.sql} ORDER BY ${keyOrder} LIMIT ${lim}`, rest.params);
     },
+
+    query: (q) => queryMysqlTable(queryTarget, q),
 
     async describeChangeTracking() {
       const column = options.changeTrackingColumn ?? '';

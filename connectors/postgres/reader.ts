@@ -12,6 +12,7 @@ import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 import { exactNumber } from '../../src/payload.js';
 import { queryStatements } from './query.js';
+import { sortValues } from '../../src/table-query.js';
 
 
 interface KeyColumn {
@@ -148,7 +149,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
       const { rows, count } = queryStatements(q, queryColumns, quoteTable(options.table), keyNames, queryTypes);
       const [found, total] = await Promise.all([query(rows.text, rows.values), query(count.text, count.values)]);
       return {
-        rows: found.map((r) => ({ ...toRowOf(r, queryNames), sort: q.orderBy.map((_, i) => r[`__s${i}`] as string | null) })),
+        rows: found.map((r) => ({ ...toRowOf(r, queryNames), sort: sortValues(r, q) })),
         total: total[0].total as number,
       };
     },

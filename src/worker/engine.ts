@@ -369,7 +369,7 @@ export class Engine implements WorkerEngine {
   async query(lens: string, request: QueryRequest): Promise<QueryAnswer> {
     const runtime = this.lensMap.get(lens);
     if (!runtime || !this.queryFields(lens)) throw new TributaryError(`Lens ${lens} does not serve queries`);
-    return runQuery(await this.reader(runtime), lens, request);
+    return runQuery(await this.reader(runtime), request);
   }
 
   // ---- processing ----------------------------------------------------------------------

@@ -27,7 +27,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ConfigError, EmbedError, QueueFullError, describeError, isRecordRejection } from '../errors.js';
-import { parseQuery, QueryInputError, QueryUnsupportedError, type QueryAnswer } from './query.js';
+import { parseQuery, QueryInputError, type QueryAnswer } from './query.js';
 import { parseListen } from '../http.js';
 import type { Logger } from '../types.js';
 import openapiDocument from './openapi.json' with { type: 'json' };
@@ -377,7 +377,6 @@ async function query(ctx: Context): Promise<void> {
     answer = await ctx.engine.query(ctx.param, parseQuery(body, fields));
   } catch (err) {
     if (err instanceof QueryInputError) throw new HttpError(400, err.message);
-    if (err instanceof QueryUnsupportedError) throw new HttpError(501, err.message);
     if (isRecordRejection(err)) throw new HttpError(400, `A where or cursor value does not fit its column: ${oneLine(describeError(err))}`);
     throw err;
   }

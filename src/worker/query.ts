@@ -23,9 +23,6 @@ const MAX_CURSOR_CHARS = 4096;
 /** A request body that does not fit: the message names the field and why (answered 400). */
 export class QueryInputError extends TributaryError {}
 
-/** The lens's reader cannot serve queries (answered 501). */
-export class QueryUnsupportedError extends TributaryError {}
-
 export interface QueryRequest {
   query: TableQuery;
   /** Output fields to return; undefined: every column of the row. */
@@ -128,8 +125,7 @@ function decodeCursor(cursor: unknown, fingerprint: string, orderFields: number)
 }
 
 /** Runs a parsed query through the lens's reader: one page, its total and the next page's cursor. */
-export async function runQuery(reader: RowReader, lens: string, request: QueryRequest): Promise<QueryAnswer> {
-  if (!reader.query) throw new QueryUnsupportedError(`Lens ${lens}: its source cannot serve queries yet (Postgres sources can)`);
+export async function runQuery(reader: RowReader, request: QueryRequest): Promise<QueryAnswer> {
   const { query, select } = request;
   // One row more than asked: whether there is a next page.
   const { rows, total } = await reader.query({ ...query, limit: query.limit + 1 });

@@ -145,8 +145,8 @@ export interface WorkerEngine {
    */
   queryFields(lens: string): string[] | undefined;
   /**
-   * One page of rows read live from the lens's table (./query.ts). Throws QueryUnsupportedError
-   * when its source cannot serve queries, RecordRejectedError when a value does not fit its column.
+   * One page of rows read live from the lens's table (./query.ts). Throws RecordRejectedError
+   * when a value does not fit its column.
    */
   query(lens: string, request: QueryRequest): Promise<QueryAnswer>;
   /** Records similar to a stored one, by its stored vector; undefined when `id` is not indexed. */

@@ -1,6 +1,8 @@
 /**
- * One measurement of the embedded index at one size, in a process of its own (so its peak RSS
- * is the index's): `node ann-child.js <rows> <dims> <quantization> <dir>`; prints one JSON line.
+ * One phase of a measurement of the embedded index at one size, in a process of its own (so its
+ * peak RSS is the index's): `node ann-child.js <rows> <dims> <quantization> <dir> build|serve`;
+ * prints one JSON line. `build` writes the index and closes it; `serve`, a restart, reopens and
+ * searches it.
  *
  * Clustered unit vectors (test/helpers/clustered.ts; random vectors say nothing about recall)
  * are generated batch by batch and written with `upsert` (the worker's write path, fsynced),
@@ -63,31 +65,37 @@ function p(sorted: number[], q: number): number {
 
 /** BENCH_ANN_HNSW: other graph settings as JSON, e.g. `{"expansionSearch":128}`. */
 const options = { exactBelow: 0, hnsw: { quantization, ...(JSON.parse(process.env.BENCH_ANN_HNSW ?? '{}') as object) } };
-let index = await EmbeddedVectorIndex.open(dir, options);
-const started = performance.now();
-for (let from = 0; from < rows; from += BATCH) {
-  const count = Math.min(BATCH, rows - from);
-  const points = makePoints(from, count);
-  await index.upsert(
-    'p',
-    Array.from({ length: count }, (_, i) => ({
-      id: String(from + i),
-      content: `item ${from + i}`,
-      metadata: { n: from + i },
-      vector: points.slice(i * dims, (i + 1) * dims),
-      contentHash: `h${from + i}`,
-    })),
-  );
+const phase = process.argv[6];
+if (phase === 'build') {
+  const index = await EmbeddedVectorIndex.open(dir, options);
+  const started = performance.now();
+  for (let from = 0; from < rows; from += BATCH) {
+    const count = Math.min(BATCH, rows - from);
+    const points = makePoints(from, count);
+    await index.upsert(
+      'p',
+      Array.from({ length: count }, (_, i) => ({
+        id: String(from + i),
+        content: `item ${from + i}`,
+        metadata: { n: from + i },
+        vector: points.slice(i * dims, (i + 1) * dims),
+        contentHash: `h${from + i}`,
+      })),
+    );
+  }
+  const indexSeconds = (performance.now() - started) / 1000;
+  // Written records are searchable at once (exactly, while they wait); the graph takes them in the background.
+  await index.graphBuilt();
+  const graphSeconds = (performance.now() - started) / 1000;
+  const t = performance.now();
+  await index.close();
+  const closeSeconds = (performance.now() - t) / 1000;
+  console.log(JSON.stringify({ indexRowsPerSecond: rows / indexSeconds, graphRowsPerSecond: rows / graphSeconds, closeSeconds, buildPeakRssMb: peakRssMb() }));
+  process.exit(0);
 }
-const indexSeconds = (performance.now() - started) / 1000;
-// Written records are searchable at once (exactly, while they wait); the graph takes them in the background.
-await index.graphBuilt();
-const graphSeconds = (performance.now() - started) / 1000;
+
 let t = performance.now();
-await index.close();
-const closeSeconds = (performance.now() - t) / 1000;
-t = performance.now();
-index = await EmbeddedVectorIndex.open(dir, options);
+const index = await EmbeddedVectorIndex.open(dir, options);
 const reopenSeconds = (performance.now() - t) / 1000;
 const bytes = readdirSync(dir).reduce((sum, name) => sum + statSync(join(dir, name)).size, 0);
 
@@ -128,12 +136,6 @@ for (let q = 0; q < EXACT_QUERIES; q++) {
 brute.sort((a, b) => a - b);
 console.log(
   JSON.stringify({
-    rows,
-    dims,
-    quantization,
-    indexRowsPerSecond: rows / indexSeconds,
-    graphRowsPerSecond: rows / graphSeconds,
-    closeSeconds,
     reopenSeconds,
     bytesPerRecord: bytes / rows,
     graphP50: p(graph, 0.5),
@@ -143,6 +145,6 @@ console.log(
     exactP50: p(exact, 0.5),
     exactP99: p(exact, 0.99),
     recall: found / (EXACT_QUERIES * 10),
-    peakRssMb: peak,
+    servePeakRssMb: peak,
   }),
 );

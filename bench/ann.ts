@@ -1,5 +1,6 @@
 /**
- * The embedded index at scale (bench/ann-child.ts, one process per size): semantic search
+ * The embedded index at scale (bench/ann-child.ts: per size, one process writes it, a second
+ * reopens and searches it, as after a restart): semantic search
  * latency server-side through the HNSW graph beside the brute force of the same run, recall@10,
  * peak RSS, reopen time and rows/s written. Sizes: BENCH_ANN_SIZES, `rows x dims : quantization`
  * comma-separated (default `100000x128:f32,1000000x384:i8`, the issue's two goals).
@@ -26,6 +27,8 @@ interface Measured {
   exactP50: number;
   exactP99: number;
   recall: number;
+  buildPeakRssMb: number;
+  servePeakRssMb: number;
   peakRssMb: number;
 }
 
@@ -34,12 +37,18 @@ function p99Goal(m: Measured): number {
   return m.rows >= 1_000_000 ? 15 : 5;
 }
 
+/** Builds the index in one process, then reopens and searches it in another (a restart). */
 function measure(rows: number, dims: number, quantization: string): Measured {
   const dir = tempDir('ann-');
+  const child = fileURLToPath(new URL('./ann-child.js', import.meta.url));
+  const phase = (name: string) => {
+    const out = execFileSync(process.execPath, [child, String(rows), String(dims), quantization, dir, name], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    return JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>;
+  };
   try {
-    const child = fileURLToPath(new URL('./ann-child.js', import.meta.url));
-    const out = execFileSync(process.execPath, [child, String(rows), String(dims), quantization, dir], { encoding: 'utf8', maxBuffer: 1 << 20 });
-    return JSON.parse(out.trim().split('\n').pop()!) as Measured;
+    const built = phase('build');
+    const served = phase('serve');
+    return { rows, dims, quantization, ...built, ...served, peakRssMb: Math.max(built.buildPeakRssMb, served.servePeakRssMb) } as unknown as Measured;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -64,8 +73,8 @@ export async function workerAnn(rows: Row[]): Promise<void> {
       },
       { metric: '  recall@10 of HNSW against exact search', tributary: fmt(m.recall, 3), reference: 'exact 1.000', goal: '≥ 0.95', pass: m.recall >= 0.95 ? 'yes' : 'no' },
       {
-        metric: '  peak RSS (VmHWM) of the process holding the index (MB)',
-        tributary: fmt(m.peakRssMb, 1),
+        metric: '  peak RSS (VmHWM) of the process holding the index (MB): writing it / after a restart, searching it',
+        tributary: `${fmt(m.buildPeakRssMb, 1)} / ${fmt(m.servePeakRssMb, 1)}`,
         reference: `vectors alone as f32: ${fmt((m.rows * m.dims * 4) / 1048576, 1)}`,
         goal: big ? '≤ 1,200' : '—',
         pass: big ? (m.peakRssMb <= 1200 ? 'yes' : 'no') : 'info',

@@ -124,6 +124,32 @@ test('writes wait for the graph once its backlog is at the bound, so the vectors
   assert.equal(await index.count('p'), 10_000);
 });
 
+test('a graph whose records were all replaced or deleted saves, reopens and searches right', async (t) => {
+  // usearch 2.25 corrupts its heap loading a graph saved with removed entries: nodes stay, dead.
+  const dir = tempDir();
+  const n = 600;
+  const before = clusteredVectors(n, DIMS, { seed: 21 });
+  const replaced = clusteredVectors(n, DIMS, { seed: 22 });
+  const first = await EmbeddedVectorIndex.open(dir, { exactBelow: 0 });
+  await first.upsert('p', Array.from({ length: n }, (_, i) => record(`r${i}`, before.slice(i * DIMS, (i + 1) * DIMS))));
+  await first.graphBuilt();
+  await first.upsert('p', Array.from({ length: n }, (_, i) => record(`r${i}`, replaced.slice(i * DIMS, (i + 1) * DIMS))));
+  await first.delete('p', Array.from({ length: n / 2 }, (_, i) => `r${i}`));
+  await first.graphBuilt();
+  await first.close();
+  for (let round = 0; round < 2; round++) {
+    const index = await openIndex(t, dir, { exactBelow: 0 });
+    for (const i of [n / 2, n / 2 + 77, n - 1]) {
+      assert.equal((await index.searchVector('p', replaced.slice(i * DIMS, (i + 1) * DIMS), { limit: 1, minScore: 0 }))[0].id, `r${i}`);
+    }
+    const hits = await index.searchVector('p', before.slice(0, DIMS), { limit: 20, minScore: 0 });
+    assert.ok(hits.every((h) => Number(h.id.slice(1)) >= n / 2), 'no deleted record comes back');
+    await index.upsert('p', [record('new', replaced.slice(0, DIMS))]);
+    await index.graphBuilt();
+    await index.close();
+  }
+});
+
 /** The last step the writer acknowledged, or -1. */
 function lastAcked(ackPath: string): number {
   if (!existsSync(ackPath)) return -1;

@@ -105,19 +105,23 @@ export async function readCheckpoint(dir: string, files: LensFiles): Promise<{ s
 }
 
 const MAGIC = Buffer.from('TRIBUTARY-INDEX-STATE-2\n');
-/** Strings are written this many to a chunk. */
-const STRINGS_PER_CHUNK = 65_536;
+/** Strings and numbers are written this many to a chunk. */
+const PER_CHUNK = 65_536;
 
 /**
  * The state as chunks to write one after the other: MAGIC, a u32-length-prefixed JSON header
  * (the scalars and the count of each list), the ids and hashes (each a u32 byte length and
  * UTF-8), offsets, keys and pending keys (f64 each), then the keyword index's own bytes.
- * Little-endian; no chunk holds more than a slice of the table.
+ * Little-endian; chunks are made as they are written, none more than a slice of the table.
  */
-function encodeState(state: CheckpointState): Buffer[] {
+function* encodeState(state: CheckpointState): Generator<Buffer> {
   const { ids, hashes, offsets, keys, pending, bm25, ...scalars } = state;
   const header = Buffer.from(JSON.stringify({ ...scalars, count: ids.length, pending: pending.length, bm25: bm25.reduce((n, b) => n + b.length, 0) }));
-  return [MAGIC, u32(header.length), header, ...stringChunks(ids), ...stringChunks(hashes), f64s(offsets), f64s(keys), f64s(pending), ...bm25];
+  yield* [MAGIC, u32(header.length), header];
+  yield* stringChunks(ids);
+  yield* stringChunks(hashes);
+  for (const values of [offsets, keys, pending]) yield* f64Chunks(values);
+  yield* bm25;
 }
 
 function decodeState(name: string, bytes: Buffer): CheckpointState {
@@ -156,15 +160,18 @@ function u32(n: number): Buffer {
   return b;
 }
 
-function f64s(values: number[]): Buffer {
-  const b = Buffer.alloc(values.length * 8);
-  values.forEach((v, i) => b.writeDoubleLE(v, i * 8));
-  return b;
+function* f64Chunks(values: number[]): Generator<Buffer> {
+  for (let from = 0; from < values.length; from += PER_CHUNK) {
+    const slice = values.slice(from, from + PER_CHUNK);
+    const b = Buffer.alloc(slice.length * 8);
+    slice.forEach((v, i) => b.writeDoubleLE(v, i * 8));
+    yield b;
+  }
 }
 
 function* stringChunks(values: string[]): Generator<Buffer> {
-  for (let from = 0; from < values.length; from += STRINGS_PER_CHUNK) {
-    const slice = values.slice(from, from + STRINGS_PER_CHUNK);
+  for (let from = 0; from < values.length; from += PER_CHUNK) {
+    const slice = values.slice(from, from + PER_CHUNK);
     const b = Buffer.alloc(slice.reduce((n, s) => n + 4 + Buffer.byteLength(s), 0));
     let at = 0;
     for (const s of slice) {

@@ -36,6 +36,10 @@ const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'T
 const COMPACT_MIN_FRAMES = 1_000;
 /** Graph (and pending) candidates rescored exactly per result asked for. */
 const CANDIDATES_PER_RESULT = 8;
+/** A graph with more dead nodes than this and than live records is rebuilt when the index opens. */
+const DEAD_REBUILD_MIN = 1_000;
+/** A graph search whose nearest keys are mostly dead nodes is widened up to this many times. */
+const DEAD_WIDENING = 16;
 /** Searches for more results than this are exact (a graph search that wide costs as much). */
 const EXACT_LIMIT = 1_000;
 /** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
@@ -49,7 +53,7 @@ const GRAPH_SLICE = 128;
  */
 const GRAPH_BUSY_MS = 500;
 const GRAPH_BUSY_SHARE = 0.2;
-const GRAPH_BACKLOG_MAX = 100_000;
+const GRAPH_BACKLOG_MAX = 50_000;
 const GRAPH_WAIT_MS = 5;
 
 export interface EmbeddedIndexOptions {
@@ -300,9 +304,18 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const data = l.data;
     const want = Math.max(CANDIDATES_PER_RESULT * fetch, this.hnsw.expansionSearch);
     const slots = new Set(data.searchPending(query, want, exclude));
-    for (const key of data.graph?.search(query, want) ?? []) {
-      const slot = data.slotOfKey.get(key);
-      if (slot !== undefined && slot !== exclude) slots.add(slot);
+    // Dead nodes (replaced records: ./hnsw.ts) may crowd the nearest keys: ask for more, up to
+    // DEAD_WIDENING times, while fewer than `fetch` of them are live.
+    for (let asked = want; data.graph && asked <= want * DEAD_WIDENING; asked *= 4) {
+      const keys = data.graph.search(query, asked);
+      let live = 0;
+      for (const key of keys) {
+        const slot = data.slotOfKey.get(key);
+        if (slot === undefined || slot === exclude) continue;
+        slots.add(slot);
+        live++;
+      }
+      if (live >= fetch || keys.length < asked || data.deadInGraph === 0) break;
     }
     const vector = new Float32Array(data.dims);
     return [...slots].map((slot) => [slot, score(readVectorSync(this.fd(l), data.offsets[slot], vector), 0, query, data.dims)]);
@@ -539,7 +552,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
       throw err;
     });
     await removeOthers(this.dir, files, l.gen, checkpoint?.seq);
-    if (rebuild) this.rebuildGraph(l);
+    if (rebuild || l.data.deadInGraph > Math.max(DEAD_REBUILD_MIN, l.data.count)) this.rebuildGraph(l);
     if (l.data.count <= this.exactBelow) this.fillMatrix(l);
     this.buildSoon(l);
     return l;

@@ -4,12 +4,17 @@
  * as f32, f16 or i8 (`worker.index.quantization`). Keys are the `key`s of the record log
  * (./frames.ts); the log, not the graph, is the source of truth: the graph is saved with the
  * lens's checkpoints and brought up to date from the log on open.
+ *
+ * Nothing is ever removed from a graph: usearch 2.25 corrupts its heap when it loads a graph
+ * saved with removed entries whose places were not taken again (reproduced: add 256, remove
+ * them, add 128, save, load). A replaced or deleted record's node stays, unreachable by key
+ * (searches skip keys the slot table does not hold), until the lens's graph is rebuilt.
  */
 import usearch, { type Index, type ScalarKind } from 'usearch';
 
 export type Quantization = 'f32' | 'f16' | 'i8';
 
-/** Vectors in the form a graph takes them: i8 for an i8 graph (see `HnswGraph.encode`), else f32. */
+/** Vectors as a graph holds them: i8 for an i8 graph (see `HnswGraph.encode`), else f32. */
 export type GraphVectors = Float32Array | Int8Array;
 
 /** The HNSW settings of `worker.index` (embedded). */
@@ -61,17 +66,13 @@ export class HnswGraph {
   /** Adds vectors (`keys.length` vectors, row after row, as floats or as `encode` gave them). */
   add(keys: number[], vectors: GraphVectors): void {
     if (keys.length === 0) return;
-    this.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors instanceof Int8Array ? vectors : this.encode(vectors), ADD_THREADS);
-  }
-
-  remove(keys: number[]): void {
-    if (keys.length > 0) this.index.remove(BigUint64Array.from(keys, (k) => BigInt(k)));
+    this.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors, ADD_THREADS);
   }
 
   /** The keys of the (about) `k` nearest vectors to a unit-length query, nearest first. */
   search(query: Float32Array, k: number): number[] {
     if (k < 1 || this.size === 0) return [];
-    const found = this.index.search(this.encode(query), Math.min(k, this.size), 1);
+    const found = this.index.search(query, Math.min(k, this.size), 1);
     const keys: number[] = [];
     // Unused places are padded; usearch marks them with the largest key.
     for (let i = 0; i < found.keys.length; i++) if (found.keys[i] !== 0xffffffffffffffffn) keys.push(Number(found.keys[i]));
@@ -79,10 +80,9 @@ export class HnswGraph {
   }
 
   /**
-   * Vectors as the graph takes them. For i8, each vector is scaled so its largest component is
-   * ±127 and rounded: usearch's own cast divides by the L2 norm and truncates, which leaves a
-   * 384-dimensional unit vector's components only a few steps of resolution. The scale of a
-   * vector does not change its cosine.
+   * A vector as the graph holds it, for keeping it compactly until it is added: for i8, scaled
+   * so its largest component is ±127 and rounded (the scale of a vector does not change its
+   * cosine; usearch scales what it is given by its norm and casts it to i8 again), else as is.
    */
   encode(vectors: Float32Array): GraphVectors {
     if (this.quantization !== 'i8') return vectors;

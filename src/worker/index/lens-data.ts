@@ -72,6 +72,11 @@ export class LensData {
     else this.put(frame, offset, withGraph);
   }
 
+  /** Nodes of the graph no record holds any more (replaced or deleted; ./hnsw.ts says why they stay). */
+  get deadInGraph(): number {
+    return this.graph ? this.graph.size - (this.count - this.pending.size) : 0;
+  }
+
   /** Inserts up to `max` pending vectors into the graph, oldest first; returns how many are left. */
   flushGraph(max = Infinity): number {
     const keys: number[] = [];
@@ -180,8 +185,9 @@ export class LensData {
     this.pending.set(key, this.graph!.encode(vector));
   }
 
+  /** A key that leaves the lens: gone from `pending`, or left in the graph as a dead node (./hnsw.ts says why). */
   private graphRemove(key: number): void {
-    if (!this.pending.delete(key)) this.graph?.remove([key]);
+    this.pending.delete(key);
   }
 
   /** Writes a slot's vector into the matrix, growing it; drops the matrix past `exactBelow`. */

@@ -134,22 +134,35 @@ export class PayloadStage {
 
   /**
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
-   * for wide rows),
-   * in the batch's order. A delete, or an upsert whose row is gone, has no payload.
+   * for wide rows), in the batch's order. The next slice is read while the caller handles this
+   * one (two slices at most in flight). A delete, or an upsert whose row is gone, has no payload.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
-    const config = this.ctx.lenses[lens];
-    for (let i = 0; i < changes.length; ) {
-      const slice = changes.slice(i, (i += this.sliceSize.get(lens) ?? FIRST_SLICE));
-      const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
-      const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
-      const records = slice.map((change): PayloadRecord => {
-        const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
-        return row ? { change, row, payload: shapePayload(config, row) } : { change };
-      });
-      if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
-      yield records;
+    let next = changes.length > 0 ? this.slice(lens, changes, 0) : undefined;
+    try {
+      while (next) {
+        const { records, end } = await next;
+        next = end < changes.length ? this.slice(lens, changes, end) : undefined;
+        yield records;
+      }
+    } finally {
+      next?.catch(() => undefined); // the caller stopped early: a read ahead is not waited for
     }
+  }
+
+  /** The records of the slice of `changes` from `start` (its rows read in one query), and where it ends. */
+  private async slice(lens: string, changes: RecordChange[], start: number): Promise<{ records: PayloadRecord[]; end: number }> {
+    const end = Math.min(changes.length, start + (this.sliceSize.get(lens) ?? FIRST_SLICE));
+    const slice = changes.slice(start, end);
+    const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
+    const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
+    const config = this.ctx.lenses[lens];
+    const records = slice.map((change): PayloadRecord => {
+      const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
+      return row ? { change, row, payload: shapePayload(config, row) } : { change };
+    });
+    if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
+    return { records, end };
   }
 
   /**

@@ -100,12 +100,8 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       return undefined;
     }
     const lensConfig = ctx.lenses[lens];
-    return JSON.stringify({
-      recordId: rec.change.id,
-      entityType: lensConfig.entityType ?? lens,
-      sourceUpdatedAt: updatedAt(rec, lensConfig.changeTrackingColumn),
-      payload: rec.payload ?? { _deleted: true },
-    });
+    const head = `{"recordId":${JSON.stringify(rec.change.id)},"entityType":${JSON.stringify(lensConfig.entityType ?? lens)}`;
+    return `${head},"sourceUpdatedAt":"${updatedAt(rec, lensConfig.changeTrackingColumn)}","payload":${JSON.stringify(rec.payload ?? { _deleted: true })}}`;
   }
 
   /**
@@ -217,7 +213,15 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
 function updatedAt(rec: PayloadRecord, column: string | undefined): string {
   const value = column && rec.row ? encodeValue(rec.row[column]) : undefined;
   if (typeof value === 'string' && !Number.isNaN(Date.parse(value))) return new Date(value).toISOString();
-  return new Date(rec.change.committedAt ?? Date.now()).toISOString();
+  return isoTime(rec.change.committedAt ?? Date.now());
+}
+
+/** The last time printed: a transaction's changes share their commit time. */
+let lastTime = { ms: NaN, iso: '' };
+
+function isoTime(ms: number): string {
+  if (ms !== lastTime.ms) lastTime = { ms, iso: new Date(ms).toISOString() };
+  return lastTime.iso;
 }
 
 /** Moves `plan.done` past the requests accepted in a row from it. */

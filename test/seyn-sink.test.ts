@@ -114,7 +114,8 @@ test('a 503 is retried with the same Idempotency-Key; each batch has its own', a
 });
 
 test("a batch's requests go at once; a 503 on one resends only that one, under its Idempotency-Key", async () => {
-  const { sql, config, lens } = await scenario('concurrent', { c: { initialSync: 'none', payload: ['name'] } });
+  // maxWaitMs: the 2,000 rows of one transaction make one batch of 4 requests.
+  const { sql, config, lens } = await scenario('concurrent', { c: { initialSync: 'none', payload: ['name'], maxWaitMs: 1000 } });
   const daemon = await startTestDaemon(config);
   const mine = () => seyn.requests.filter((r) => r.records[0]?.entityType === lens('c'));
   seyn.setDelay(300);
@@ -128,7 +129,7 @@ test("a batch's requests go at once; a 503 on one resends only that one, under i
     seyn.setDelay(0);
   }
   const first = mine().slice(0, 4).map((r) => r.receivedAt);
-  assert.ok(Math.max(...first) - Math.min(...first) < 300, `the first 4 requests arrived within ${Math.max(...first) - Math.min(...first)} ms, not one answer (300 ms) apart`);
+  assert.ok(Math.max(...first) - Math.min(...first) < 300, `the first 4 requests (of ${mine().map((r) => r.records.length)} records) arrived within ${Math.max(...first) - Math.min(...first)} ms, not one answer (300 ms) apart`);
   const failed = mine().filter((r) => r.status === 503);
   assert.equal(failed.length, 1);
   const retried = mine().filter((r) => r.headers['idempotency-key'] === failed[0].headers['idempotency-key'] && r.status === 202);

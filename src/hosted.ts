@@ -47,6 +47,20 @@ export interface HostedClientOptions {
   errorText(body: string): string | undefined;
 }
 
+/** What every hosted sink's configuration has. */
+export interface HostedSinkConfig {
+  url: string;
+  key: string;
+  timeoutMs: number;
+  maxRequestsPerSecond?: number;
+}
+
+/** The client of a hosted sink: its config's url, key, timeout and rate, and what its vendor's errors mean. */
+export function hostedClient(label: string, config: HostedSinkConfig, vendor: Pick<HostedClientOptions, 'fatal' | 'errorText'>): HostedClient {
+  const { url, key, timeoutMs, maxRequestsPerSecond } = config;
+  return new HostedClient({ label, url, key, timeoutMs, maxRequestsPerSecond, ...vendor });
+}
+
 export interface HostedRequest {
   /** Who asks, for messages: `lens "deals"`. */
   where: string;

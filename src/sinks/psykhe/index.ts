@@ -30,7 +30,7 @@ import { createGzip, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
-import { HostedClient, codeAndMessage, parseJson } from '../../hosted.js';
+import { codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
 import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
@@ -66,16 +66,9 @@ interface LensState {
 export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContext): Promise<Sink> {
   const stage = new PayloadStage(ctx);
   await stage.open();
-  const client = new HostedClient({
-    label: `psykhe sink "${ctx.name}"`,
-    url: config.url,
-    key: config.key,
-    timeoutMs: config.timeoutMs,
-    maxRequestsPerSecond: config.maxRequestsPerSecond,
+  const client = hostedClient(`psykhe sink "${ctx.name}"`, config, {
     fatal: FATAL_HINTS,
-    errorText: (body) => {
-      return codeAndMessage((parseJson(body) as { errors?: Array<{ code?: unknown; message?: unknown }> } | null)?.errors?.[0]);
-    },
+    errorText: (body) => codeAndMessage((parseJson(body) as { errors?: Array<{ code?: unknown; message?: unknown }> } | null)?.errors?.[0]),
   });
   const lenses = new Map<string, LensState>(Object.keys(ctx.lenses).map((lens) => [lens, { lock: Promise.resolve() }]));
   const resyncAfterMs = parseDuration(config.resyncAfter);

@@ -27,7 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { HostedClient, codeAndMessage, oneLine, parseJson } from '../../hosted.js';
+import { codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -75,16 +75,9 @@ interface SeynAnswer {
 export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): Promise<Sink> {
   const stage = new PayloadStage(ctx);
   await stage.open();
-  const client = new HostedClient({
-    label: `seyn sink "${ctx.name}"`,
-    url: config.url,
-    key: config.key,
-    timeoutMs: config.timeoutMs,
-    maxRequestsPerSecond: config.maxRequestsPerSecond,
+  const client = hostedClient(`seyn sink "${ctx.name}"`, config, {
     fatal: FATAL_HINTS,
-    errorText: (body) => {
-      return codeAndMessage((parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error);
-    },
+    errorText: (body) => codeAndMessage((parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error),
   });
   const plans = new WeakMap<RecordChange[], Plan>();
   /** Every request of the sink goes through it: its lenses share its connections. */

@@ -26,8 +26,8 @@
  *   other 4xx dead-letters the batch.
  */
 import { randomUUID } from 'node:crypto';
-import pLimit, { type LimitFunction } from 'p-limit';
-import { codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
+import pLimit from 'p-limit';
+import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -42,9 +42,6 @@ const FATAL_HINTS: Record<number, string> = {
   403: "the API key lacks the ingest scope (INSUFFICIENT_SCOPE) — use a key with the ingest scope in the sink's `key`",
   404: "not found — check the sink's `url` and `sourceId` (create the source with POST /v1/sources)",
 };
-
-/** Requests of one sink in flight at once (each of a batch's, or a full sync page's, requests). */
-export const CONCURRENT_REQUESTS = 4;
 
 /** Where a batch stands across retries: changes before `done` were accepted. */
 interface Plan {
@@ -222,39 +219,6 @@ function advance(plan: Plan): void {
   for (let sent = plan.sent.get(plan.done); sent?.accepted; sent = plan.sent.get(plan.done)) {
     plan.sent.delete(plan.done);
     plan.done = sent.end;
-  }
-}
-
-/**
- * The requests of one delivery: run through the sink's limit, at most CONCURRENT_REQUESTS of
- * them started or waiting (so a delivery holds that many requests' records at most). After a
- * failure no new request starts; `check` throws the first failure.
- */
-class InFlight {
-  private readonly running = new Set<Promise<void>>();
-  private failure: { err: unknown } | undefined;
-
-  constructor(private readonly limit: LimitFunction) {}
-
-  /** Starts `task` once fewer than CONCURRENT_REQUESTS are in flight; throws an earlier failure instead. */
-  async add(task: () => Promise<void>): Promise<void> {
-    while (this.running.size >= CONCURRENT_REQUESTS && !this.failure) await Promise.race(this.running);
-    this.check();
-    const run: Promise<void> = this.limit(task)
-      .catch((err: unknown) => {
-        this.failure ??= { err };
-      })
-      .finally(() => this.running.delete(run));
-    this.running.add(run);
-  }
-
-  /** Waits for every request started (they never reject). */
-  async settled(): Promise<void> {
-    await Promise.all(this.running);
-  }
-
-  check(): void {
-    if (this.failure) throw this.failure.err;
   }
 }
 

@@ -7,7 +7,8 @@
  *     Content-Type: application/x-ndjson      (Content-Encoding: gzip unless `gzip: false`)
  *     {"operation":"insert","product_data":{...payload...}}
  *
- * - Changes go as `insert` requests of at most `maxRequestBytes` of JSONL. A
+ * - Changes go as `insert` requests of at most 1 MiB (or `maxRequestBytes`) of JSONL, up to
+ *   CONCURRENT_REQUESTS of a batch at once; the batch is delivered once all were accepted. A
  *   `payload_too_large` answer splits a request in halves (down to one line, then the batch is
  *   rejected and dead-lettered).
  * - A full sync (first start, truncate, `tributary ingest --mode full|incremental`) is ONE
@@ -19,22 +20,29 @@
  *   sync `resyncAfter` later, kept in the state store (`resync/<sink>/<lens>`) before the batch
  *   is accepted, so a restart still runs it; deletes meanwhile share it. A scheduled sync that
  *   fails is tried again after `RESYNC_RETRY_MS` (or the 429's Retry-After).
- * - A lens's requests never overlap (one lock per lens): a scheduled sync waits for the batch
+ * - A lens's batches and soft_replaces never overlap (one lock per lens): a scheduled sync waits for the batch
  *   in flight, and the next batch waits for it.
  * - Each 2xx's `data.ingestion_id` is the lens's `lastIngestionId` in `tributary status`.
  * - Errors (`{ errors: [{ code, message }] }`) are classified by src/hosted.ts: 401, 403 and
  *   404 hold the lens in `error`; 429 and 5xx retry; any other 4xx dead-letters the batch.
  */
 import { Readable, pipeline } from 'node:stream';
+import pLimit from 'p-limit';
 import { createGzip, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
-import { codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
+import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
 import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
 import type { PsykheSinkConfig } from './spec.js';
+
+/**
+ * An insert request carries at most this much JSONL (fewer with a smaller `maxRequestBytes`):
+ * a batch goes as several, sent while the rest of it is read.
+ */
+const INSERT_REQUEST_BYTES = 1024 * 1024;
 
 /**
  * gzip level of insert requests: the fastest. Inserts are the live path, where the daemon's CPU
@@ -70,6 +78,8 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     fatal: FATAL_HINTS,
     errorText: (body) => codeAndMessage((parseJson(body) as { errors?: Array<{ code?: unknown; message?: unknown }> } | null)?.errors?.[0]),
   });
+  /** Every insert of the sink goes through it: its lenses share its connections. */
+  const requests = pLimit(CONCURRENT_REQUESTS);
   const lenses = new Map<string, LensState>(Object.keys(ctx.lenses).map((lens) => [lens, { lock: Promise.resolve() }]));
   const resyncAfterMs = parseDuration(config.resyncAfter);
   const resyncKey = (lens: string) => `resync/${ctx.name}/${lens}`;
@@ -113,29 +123,40 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     }
   }
 
-  /** Sends the batch's rows as inserts; its deletes schedule a soft_replace. */
+  /**
+   * Sends the batch's rows as inserts of at most INSERT_REQUEST_BYTES (or `maxRequestBytes`), up
+   * to CONCURRENT_REQUESTS at once, so Psykhe takes one while the next is read; resolves once
+   * every one was accepted. Its deletes schedule a soft_replace.
+   */
   async function write(lens: string, records: AsyncIterable<PayloadRecord[]>): Promise<void> {
+    const flight = new InFlight(requests);
+    const limit = Math.min(config.maxRequestBytes, INSERT_REQUEST_BYTES);
     let lines: string[] = [];
     let bytes = 0;
     let deletes = 0;
-    for await (const slice of records) {
-      for (const rec of slice) {
-        if (!rec.payload) {
-          deletes++;
-          continue;
+    try {
+      for await (const slice of records) {
+        for (const rec of slice) {
+          if (!rec.payload) {
+            deletes++;
+            continue;
+          }
+          const line = productLine(rec.payload);
+          const size = Buffer.byteLength(line);
+          if (bytes + size > limit && lines.length > 0) {
+            await flight.add(insert.bind(undefined, lens, lines));
+            lines = [];
+            bytes = 0;
+          }
+          lines.push(line);
+          bytes += size;
         }
-        const line = productLine(rec.payload);
-        const size = Buffer.byteLength(line);
-        if (bytes + size > config.maxRequestBytes && lines.length > 0) {
-          await insert(lens, lines);
-          lines = [];
-          bytes = 0;
-        }
-        lines.push(line);
-        bytes += size;
       }
+      if (lines.length > 0) await flight.add(insert.bind(undefined, lens, lines));
+    } finally {
+      await flight.settled();
     }
-    if (lines.length > 0) await insert(lens, lines);
+    flight.check();
     if (deletes > 0) await schedule(lens);
   }
 

@@ -7,8 +7,8 @@
  *     Content-Type: application/x-ndjson      (Content-Encoding: gzip unless `gzip: false`)
  *     {"operation":"insert","product_data":{...payload...}}
  *
- * - Changes go as `insert` requests of at most 1 MiB (or `maxRequestBytes`) of JSONL, up to
- *   CONCURRENT_REQUESTS of a batch at once; the batch is delivered once all were accepted. A
+ * - Changes go as `insert` requests of at most `maxRequestBytes` (default 1 MiB) of JSONL, up
+ *   to CONCURRENT_REQUESTS of a batch at once; the batch is delivered once all were accepted. A
  *   `payload_too_large` answer splits a request in halves (down to one line, then the batch is
  *   rejected and dead-lettered).
  * - A full sync (first start, truncate, `tributary ingest --mode full|incremental`) is ONE
@@ -32,17 +32,11 @@ import { createGzip, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
-import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
+import { Body, CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
 import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
 import type { PsykheSinkConfig } from './spec.js';
-
-/**
- * An insert request carries at most this much JSONL (fewer with a smaller `maxRequestBytes`):
- * a batch goes as several, sent while the rest of it is read.
- */
-const INSERT_REQUEST_BYTES = 1024 * 1024;
 
 /**
  * gzip level of insert requests: the fastest. Inserts are the live path, where the daemon's CPU
@@ -108,31 +102,29 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
   }
 
   /** One insert request; `payload_too_large` splits it in halves. */
-  async function insert(lens: string, lines: string[]): Promise<void> {
-    const text = lines.join('');
+  async function insert(lens: string, lines: Body, from = 0, to = lines.count): Promise<void> {
+    const jsonl = lines.items(from, to);
     try {
-      await post(lens, 'insert', config.gzip ? gzipSync(text, { level: INSERT_GZIP_LEVEL }) : text);
+      await post(lens, 'insert', config.gzip ? gzipSync(jsonl, { level: INSERT_GZIP_LEVEL }) : jsonl);
     } catch (err) {
       if (!tooLarge(err)) throw err;
-      if (lines.length === 1) {
+      if (to - from === 1) {
         throw new SinkError(`${(err as Error).message}; one product alone is too large for Psykhe — shorten its payload (the lens's \`payload\`)`, 'rejected', (err as SinkError).details);
       }
-      const half = Math.ceil(lines.length / 2);
-      await insert(lens, lines.slice(0, half));
-      await insert(lens, lines.slice(half));
+      const half = from + Math.ceil((to - from) / 2);
+      await insert(lens, lines, from, half);
+      await insert(lens, lines, half, to);
     }
   }
 
   /**
-   * Sends the batch's rows as inserts of at most INSERT_REQUEST_BYTES (or `maxRequestBytes`), up
-   * to CONCURRENT_REQUESTS at once, so Psykhe takes one while the next is read; resolves once
-   * every one was accepted. Its deletes schedule a soft_replace.
+   * Sends the batch's rows as inserts of at most `maxRequestBytes`, up to CONCURRENT_REQUESTS at
+   * once, so Psykhe takes one while the next is read; resolves once every one was accepted. Its
+   * deletes schedule a soft_replace.
    */
   async function write(lens: string, records: AsyncIterable<PayloadRecord[]>): Promise<void> {
     const flight = new InFlight(requests);
-    const limit = Math.min(config.maxRequestBytes, INSERT_REQUEST_BYTES);
-    let lines: string[] = [];
-    let bytes = 0;
+    let lines = new Body();
     let deletes = 0;
     try {
       for await (const slice of records) {
@@ -143,16 +135,14 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
           }
           const line = productLine(rec.payload);
           const size = Buffer.byteLength(line);
-          if (bytes + size > limit && lines.length > 0) {
+          if (lines.length + size > config.maxRequestBytes && lines.count > 0) {
             await flight.add(insert.bind(undefined, lens, lines));
-            lines = [];
-            bytes = 0;
+            lines = new Body();
           }
-          lines.push(line);
-          bytes += size;
+          lines.add(line, size);
         }
       }
-      if (lines.length > 0) await flight.add(insert.bind(undefined, lens, lines));
+      if (lines.count > 0) await flight.add(insert.bind(undefined, lens, lines));
     } finally {
       await flight.settled();
     }

@@ -27,7 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
-import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
+import { Body, CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -57,12 +57,11 @@ interface Sent {
   accepted: boolean;
 }
 
-/** One request being filled. */
+/** One request being filled: the records of changes from `start` on (a skipped delete has none). */
 interface Chunk {
   start: number;
-  records: string[];
+  body: Body;
   changes: RecordChange[];
-  bytes: number;
 }
 
 interface SeynAnswer {
@@ -108,16 +107,15 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       for await (const slice of slices) {
         for (const rec of slice) {
           const json = recordJson(lens, rec);
-          const size = json ? Buffer.byteLength(json) + 1 : 0;
-          const full = chunk.records.length === MAX_RECORDS || chunk.bytes + size > MAX_BYTES || boundaries.has(index);
+          const size = json ? Buffer.byteLength(json) : 0;
+          const full = chunk.body.count === MAX_RECORDS || chunk.body.length + size + 3 > MAX_BYTES || boundaries.has(index);
           if (full && index > chunk.start) {
             await flight.add(send.bind(undefined, lens, chunk, index, plan));
             chunk = emptyChunk(index);
           }
           if (json) {
-            chunk.records.push(json);
+            chunk.body.add(json, size);
             chunk.changes.push(rec.change);
-            chunk.bytes += size;
           }
           index++;
         }
@@ -131,7 +129,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   }
 
   function emptyChunk(start: number): Chunk {
-    return { start, records: [], changes: [], bytes: envelope.length + 2 };
+    return { start, body: new Body(envelope, ',', ']}'), changes: [] };
   }
 
   /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it. */
@@ -140,7 +138,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     if (earlier?.end === end && earlier.accepted) return;
     const sent: Sent = { end, key: earlier?.end === end ? earlier.key : randomUUID(), accepted: false };
     plan.sent.set(chunk.start, sent);
-    if (chunk.records.length > 0) {
+    if (chunk.body.count > 0) {
       const headers = {
         authorization: `Bearer ${config.key}`,
         'idempotency-key': sent.key,
@@ -148,7 +146,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
         accept: 'application/json',
         'user-agent': 'tributary',
       };
-      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: `${envelope}${chunk.records.join(',')}]}` });
+      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: chunk.body.bytes() });
       await rejected(lens, chunk.changes, res.text);
     }
     sent.accepted = true;

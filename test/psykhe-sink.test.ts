@@ -86,9 +86,10 @@ test('deletes schedule one coalesced soft_replace, later, that deactivates exact
   assert.equal(await daemon.stop(), 0);
 });
 
-test('a batch of over 1 MiB goes as several inserts at once; a 503 on one sends the batch again and every product arrives', async () => {
+test('a batch over maxRequestBytes goes as several inserts at once; a 503 on one sends the batch again and every product arrives', async () => {
   // maxWaitMs: the 3,000 rows of one transaction make one batch (about 3.3 MB of JSONL).
-  const { sql, config, key, requests, active } = await scenario('concurrent', { initialSync: 'none', maxWaitMs: 1000, payload: { ...PAYLOAD, description: 'hidden' } });
+  const lens = { initialSync: 'none', maxWaitMs: 1000, payload: { ...PAYLOAD, description: 'hidden' } } as const;
+  const { sql, config, key, requests, active } = await scenario('concurrent', lens, { maxRequestBytes: 1 << 20 });
   const daemon = await startTestDaemon(config);
   psykhe.setDelay(300);
   let failures = 1;

@@ -226,59 +226,6 @@ export class InFlight {
   }
 }
 
-/**
- * A request body built item by item in one growing buffer: `prefix`, the items joined by
- * `separator`, then `suffix` (added by `bytes`, which finishes it). An item's text is garbage
- * as soon as it is written and the bytes live outside the JS heap, so the items of requests
- * waiting to be sent cost the garbage collector nothing.
- */
-export class Body {
-  private buffer = Buffer.allocUnsafe(64 * 1024);
-  /** Bytes written: the prefix, the items and their separators. */
-  length = 0;
-  /** Where each item starts (after its separator). */
-  private readonly starts: number[] = [];
-
-  constructor(
-    prefix = '',
-    private readonly separator = '',
-    private readonly suffix = '',
-  ) {
-    this.write(prefix, Buffer.byteLength(prefix));
-  }
-
-  get count(): number {
-    return this.starts.length;
-  }
-
-  /** Adds an item of `bytes` bytes (its UTF-8 length). */
-  add(text: string, bytes = Buffer.byteLength(text)): void {
-    if (this.starts.length > 0) this.write(this.separator, this.separator.length);
-    this.starts.push(this.length);
-    this.write(text, bytes);
-  }
-
-  /** The whole body, suffix included; nothing is added after. */
-  bytes(): Buffer {
-    this.write(this.suffix, Buffer.byteLength(this.suffix));
-    return this.buffer.subarray(0, this.length);
-  }
-
-  /** Items `from` to `to` (exclusive) with their separators, without prefix and suffix. */
-  items(from: number, to: number): Buffer {
-    return this.buffer.subarray(this.starts[from], to < this.starts.length ? this.starts[to] - this.separator.length : this.length);
-  }
-
-  private write(text: string, bytes: number): void {
-    if (this.length + bytes > this.buffer.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + bytes));
-      this.buffer.copy(grown, 0, 0, this.length);
-      this.buffer = grown;
-    }
-    this.length += this.buffer.write(text, this.length);
-  }
-}
-
 /** Flattens a server's message to one line. */
 export function oneLine(text: unknown): string | undefined {
   return typeof text === 'string' && text !== '' ? text.replace(/\s+/g, ' ').trim() : undefined;

@@ -32,7 +32,7 @@ import { createGzip, gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
-import { Body, CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
+import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, parseJson } from '../../hosted.js';
 import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
@@ -102,18 +102,18 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
   }
 
   /** One insert request; `payload_too_large` splits it in halves. */
-  async function insert(lens: string, lines: Body, from = 0, to = lines.count): Promise<void> {
-    const jsonl = lines.items(from, to);
+  async function insert(lens: string, lines: string[]): Promise<void> {
+    const text = lines.join('');
     try {
-      await post(lens, 'insert', config.gzip ? gzipSync(jsonl, { level: INSERT_GZIP_LEVEL }) : jsonl);
+      await post(lens, 'insert', config.gzip ? gzipSync(text, { level: INSERT_GZIP_LEVEL }) : text);
     } catch (err) {
       if (!tooLarge(err)) throw err;
-      if (to - from === 1) {
+      if (lines.length === 1) {
         throw new SinkError(`${(err as Error).message}; one product alone is too large for Psykhe — shorten its payload (the lens's \`payload\`)`, 'rejected', (err as SinkError).details);
       }
-      const half = from + Math.ceil((to - from) / 2);
-      await insert(lens, lines, from, half);
-      await insert(lens, lines, half, to);
+      const half = Math.ceil(lines.length / 2);
+      await insert(lens, lines.slice(0, half));
+      await insert(lens, lines.slice(half));
     }
   }
 
@@ -124,7 +124,8 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
    */
   async function write(lens: string, records: AsyncIterable<PayloadRecord[]>): Promise<void> {
     const flight = new InFlight(requests);
-    let lines = new Body();
+    let lines: string[] = [];
+    let bytes = 0;
     let deletes = 0;
     try {
       for await (const slice of records) {
@@ -135,14 +136,16 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
           }
           const line = productLine(rec.payload);
           const size = Buffer.byteLength(line);
-          if (lines.length + size > config.maxRequestBytes && lines.count > 0) {
+          if (bytes + size > config.maxRequestBytes && lines.length > 0) {
             await flight.add(insert.bind(undefined, lens, lines));
-            lines = new Body();
+            lines = [];
+            bytes = 0;
           }
-          lines.add(line, size);
+          lines.push(line);
+          bytes += size;
         }
       }
-      if (lines.count > 0) await flight.add(insert.bind(undefined, lens, lines));
+      if (lines.length > 0) await flight.add(insert.bind(undefined, lens, lines));
     } finally {
       await flight.settled();
     }

@@ -27,7 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
-import { Body, CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
+import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -57,11 +57,12 @@ interface Sent {
   accepted: boolean;
 }
 
-/** One request being filled: the records of changes from `start` on (a skipped delete has none). */
+/** One request being filled. */
 interface Chunk {
   start: number;
-  body: Body;
+  records: string[];
   changes: RecordChange[];
+  bytes: number;
 }
 
 interface SeynAnswer {
@@ -107,15 +108,16 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       for await (const slice of slices) {
         for (const rec of slice) {
           const json = recordJson(lens, rec);
-          const size = json ? Buffer.byteLength(json) : 0;
-          const full = chunk.body.count === MAX_RECORDS || chunk.body.length + size + 3 > MAX_BYTES || boundaries.has(index);
+          const size = json ? Buffer.byteLength(json) + 1 : 0;
+          const full = chunk.records.length === MAX_RECORDS || chunk.bytes + size > MAX_BYTES || boundaries.has(index);
           if (full && index > chunk.start) {
             await flight.add(send.bind(undefined, lens, chunk, index, plan));
             chunk = emptyChunk(index);
           }
           if (json) {
-            chunk.body.add(json, size);
+            chunk.records.push(json);
             chunk.changes.push(rec.change);
+            chunk.bytes += size;
           }
           index++;
         }
@@ -129,7 +131,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   }
 
   function emptyChunk(start: number): Chunk {
-    return { start, body: new Body(envelope, ',', ']}'), changes: [] };
+    return { start, records: [], changes: [], bytes: envelope.length + 2 };
   }
 
   /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it. */
@@ -138,7 +140,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     if (earlier?.end === end && earlier.accepted) return;
     const sent: Sent = { end, key: earlier?.end === end ? earlier.key : randomUUID(), accepted: false };
     plan.sent.set(chunk.start, sent);
-    if (chunk.body.count > 0) {
+    if (chunk.records.length > 0) {
       const headers = {
         authorization: `Bearer ${config.key}`,
         'idempotency-key': sent.key,
@@ -146,7 +148,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
         accept: 'application/json',
         'user-agent': 'tributary',
       };
-      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: chunk.body.bytes() });
+      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: `${envelope}${chunk.records.join(',')}]}` });
       await rejected(lens, chunk.changes, res.text);
     }
     sent.accepted = true;

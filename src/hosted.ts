@@ -23,6 +23,7 @@
  *   carry the key elsewhere).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { LimitFunction } from 'p-limit';
 import { SinkError } from './errors.js';
 import { describeFetchFailure, parseRetryAfter, readLimited } from './fetch.js';
 
@@ -45,6 +46,20 @@ export interface HostedClientOptions {
   fatal: Record<number, string>;
   /** The server's error text from an error body (its own envelope), one line; undefined if none. */
   errorText(body: string): string | undefined;
+}
+
+/** What every hosted sink's configuration has. */
+export interface HostedSinkConfig {
+  url: string;
+  key: string;
+  timeoutMs: number;
+  maxRequestsPerSecond?: number;
+}
+
+/** The client of a hosted sink: its config's url, key, timeout and rate, and what its vendor's errors mean. */
+export function hostedClient(label: string, config: HostedSinkConfig, vendor: Pick<HostedClientOptions, 'fatal' | 'errorText'>): HostedClient {
+  const { url, key, timeoutMs, maxRequestsPerSecond } = config;
+  return new HostedClient({ label, url, key, timeoutMs, maxRequestsPerSecond, ...vendor });
 }
 
 export interface HostedRequest {
@@ -168,6 +183,46 @@ export class HostedClient {
       return new SinkError(`${head}: the API redirected to ${location} — set the sink's \`url\` to the final address`, 'fatal', details);
     }
     return new SinkError(`${head}: the API rejected the request`, 'rejected', details);
+  }
+}
+
+/**
+ * Requests a hosted sink has in flight at once, across its lenses (a seyn batch's requests,
+ * psykhe's inserts): each sink runs them through one `pLimit(CONCURRENT_REQUESTS)`.
+ */
+export const CONCURRENT_REQUESTS = 4;
+
+/**
+ * The requests of one delivery (a batch): each runs through the sink's limit, and at most
+ * CONCURRENT_REQUESTS of them are started or waiting, so a delivery holds that many requests'
+ * bodies at most. After a failure no new request starts; `check` throws the first failure.
+ * A delivery waits for `settled` before it returns or throws, so a retry never overlaps it.
+ */
+export class InFlight {
+  private readonly running = new Set<Promise<void>>();
+  private failure: { err: unknown } | undefined;
+
+  constructor(private readonly limit: LimitFunction) {}
+
+  /** Starts `task` once fewer than CONCURRENT_REQUESTS are in flight; throws an earlier failure instead. */
+  async add(task: () => Promise<void>): Promise<void> {
+    while (this.running.size >= CONCURRENT_REQUESTS && !this.failure) await Promise.race(this.running);
+    this.check();
+    const run: Promise<void> = this.limit(task)
+      .catch((err: unknown) => {
+        this.failure ??= { err };
+      })
+      .finally(() => this.running.delete(run));
+    this.running.add(run);
+  }
+
+  /** Waits for every request started (they never reject). */
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
+  }
+
+  check(): void {
+    if (this.failure) throw this.failure.err;
   }
 }
 

@@ -64,7 +64,17 @@ interface FullSyncCursor {
 export function exactNumber(text: string): number | string {
   const n = Number(text);
   if (!Number.isFinite(n)) return text;
-  return String(n) === canonicalDecimal(text) ? n : text;
+  const printed = String(n);
+  return printed === text || printed === withoutTrailingZeros(text) || printed === canonicalDecimal(text) ? n : text;
+}
+
+/** `12.50` → `12.5`, `3.00` → `3`: the common case of canonicalDecimal, without regexes. */
+function withoutTrailingZeros(text: string): string {
+  if (!text.includes('.')) return text;
+  let end = text.length;
+  while (text.charCodeAt(end - 1) === 48) end--; // '0'
+  if (text.charCodeAt(end - 1) === 46) end--; // '.'
+  return text.slice(0, end);
 }
 
 /** `-007.50` → `-7.5`: the decimal as JavaScript prints an exact number. */
@@ -77,11 +87,25 @@ function canonicalDecimal(text: string): string {
   return negative && t !== '0' ? `-${t}` : t;
 }
 
+/**
+ * A time without a zone as databases print it, taken as UTC (`2026-06-10 14:03:00.5`), in ISO
+ * 8601 as Date#toISOString prints it (`2026-06-10T14:03:00.500Z`); undefined for any other text
+ * (a zero date, a year past 9999).
+ */
+export function isoUtc(text: string): string | undefined {
+  if (!TIME_TEXT.test(text)) return undefined;
+  const fraction = text.length > 20 ? text.slice(20, 23).padEnd(3, '0') : '000';
+  return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction}Z`;
+}
+
+/** `YYYY-MM-DD HH:MM:SS[.fraction]` with a month, day and time that exist (not MySQL's zero dates). */
+const TIME_TEXT = /^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]) (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?$/;
+
 /** One value as a payload carries it. */
 export function encodeValue(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return typeof value === 'bigint' ? exactNumber(value.toString()) : value;
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
-  if (Buffer.isBuffer(value) || value instanceof Uint8Array) return Buffer.from(value).toString('base64');
-  if (typeof value === 'bigint') return exactNumber(value.toString());
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
   if (Array.isArray(value)) return value.map(encodeValue);
   return value;
 }
@@ -91,11 +115,11 @@ export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Re
   const out: Record<string, unknown> = {};
   const payload = lens.payload;
   if (payload === undefined) {
-    for (const [column, value] of Object.entries(row)) out[column] = encodeValue(value);
+    for (const column in row) out[column] = encodeValue(row[column]);
   } else if (Array.isArray(payload)) {
     for (const column of payload) out[column] = encodeValue(row[column]);
   } else {
-    for (const [field, column] of Object.entries(payload)) out[field] = encodeValue(row[column]);
+    for (const field in payload) out[field] = encodeValue(row[payload[field]]);
   }
   return out;
 }
@@ -134,22 +158,35 @@ export class PayloadStage {
 
   /**
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
-   * for wide rows),
-   * in the batch's order. A delete, or an upsert whose row is gone, has no payload.
+   * for wide rows), in the batch's order. The next slice is read while the caller handles this
+   * one (two slices at most in flight). A delete, or an upsert whose row is gone, has no payload.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
-    const config = this.ctx.lenses[lens];
-    for (let i = 0; i < changes.length; ) {
-      const slice = changes.slice(i, (i += this.sliceSize.get(lens) ?? FIRST_SLICE));
-      const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
-      const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
-      const records = slice.map((change): PayloadRecord => {
-        const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
-        return row ? { change, row, payload: shapePayload(config, row) } : { change };
-      });
-      if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
-      yield records;
+    let next = changes.length > 0 ? this.slice(lens, changes, 0) : undefined;
+    try {
+      while (next) {
+        const { records, end } = await next;
+        next = end < changes.length ? this.slice(lens, changes, end) : undefined;
+        yield records;
+      }
+    } finally {
+      next?.catch(() => undefined); // the caller stopped early: a read ahead is not waited for
     }
+  }
+
+  /** The records of the slice of `changes` from `start` (its rows read in one query), and where it ends. */
+  private async slice(lens: string, changes: RecordChange[], start: number): Promise<{ records: PayloadRecord[]; end: number }> {
+    const end = Math.min(changes.length, start + (this.sliceSize.get(lens) ?? FIRST_SLICE));
+    const slice = changes.slice(start, end);
+    const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
+    const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
+    const config = this.ctx.lenses[lens];
+    const records = slice.map((change): PayloadRecord => {
+      const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
+      return row ? { change, row, payload: shapePayload(config, row) } : { change };
+    });
+    if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
+    return { records, end };
   }
 
   /**

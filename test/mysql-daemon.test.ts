@@ -11,16 +11,19 @@ import { eventually, killChildren, runCli, spawnCli, spawnDaemon, startTestDaemo
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { databaseName, freePort } from './helpers/postgres.js';
 import { startSemilayerServer, type SemilayerServer } from './helpers/semilayer-server.js';
+import { SEYN_SOURCE_ID, startSeynServer, type SeynServer } from './helpers/seyn-server.js';
 
 let server: TestMariadb;
 let sink: SemilayerServer;
+let seyn: SeynServer;
 
 before(async () => {
-  [server, sink] = await Promise.all([startMariadb(), startSemilayerServer()]);
+  [server, sink, seyn] = await Promise.all([startMariadb(), startSemilayerServer(), startSeynServer()]);
 });
 after(async () => {
   killChildren();
   await sink?.close();
+  await seyn?.close();
   await server?.stop();
 });
 
@@ -159,6 +162,54 @@ metrics: false
       await eventually(async () => (await search('pour-over coffee')).results?.[0]?.sourceRowId === '18446744073709551615', 'the update searchable');
       await server.query(`DELETE FROM products WHERE id = 18446744073709551615`, [], name);
       await eventually(async () => !(await search('burr grinder')).results.some((r) => r.sourceRowId === '18446744073709551615'), 'the deleted row gone');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
+
+  test('a payload sink gets MySQL values typed as from Postgres: exact numbers, ISO 8601 UTC times, JSON, base64', async (t) => {
+    const name = databaseName(t.name);
+    const url = await server.createDatabase(name);
+    await server.query(
+      `CREATE TABLE deals (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), big BIGINT UNSIGNED, score DOUBLE, meta JSON, blob_c VARBINARY(8),
+        created DATETIME(3), seen TIMESTAMP(6) NULL, due DATE);
+       SET time_zone = '+00:00';
+       INSERT INTO deals VALUES (1, 42000.50, 18446744073709551615, 0.25, '{"owner":"jane","tags":[1,2]}', X'deadbeef', '2026-06-10 14:03:00.5', '2026-06-10 14:03:00.123456', '2026-07-01')`,
+      [],
+      name,
+    );
+    const config = parseConfig(
+      `
+sources:
+  app: { type: mysql, url: "${url}", heartbeatMs: 1000 }
+lenses:
+  ${name}: { source: app, table: deals, sink: seyn, initialSync: full, maxWaitMs: 20 }
+sinks:
+  seyn: { type: seyn, url: "${seyn.url}", key: sk_live_test, sourceId: ${SEYN_SOURCE_ID} }
+state: { type: embedded, path: ./state }
+metrics: false
+`,
+      join(mkdtempSync(join(tmpdir(), 'tributary-mysql-seyn-')), 'tributary.yaml'),
+      {},
+    );
+    const daemon = await startTestDaemon(config);
+    try {
+      const expected = (id: number) => ({
+        id,
+        amount: 42000.5,
+        big: '18446744073709551615',
+        score: 0.25,
+        meta: { owner: 'jane', tags: [1, 2] },
+        blob_c: '3q2+7w==',
+        created: '2026-06-10T14:03:00.500Z',
+        seen: '2026-06-10T14:03:00.123Z',
+        due: '2026-07-01',
+      });
+      await eventually(() => seyn.latest(name).has('1'), 'the row of the full sync');
+      assert.deepEqual(seyn.latest(name).get('1')!.payload, expected(1), 'read in pages (full sync)');
+      await server.query(`SET time_zone = '+00:00'; INSERT INTO deals SELECT 2, amount, big, score, meta, blob_c, created, seen, due FROM deals WHERE id = 1`, [], name);
+      await eventually(() => seyn.latest(name).has('2'), 'the row inserted later');
+      assert.deepEqual(seyn.latest(name).get('2')!.payload, expected(2), 'read by id (a live change)');
     } finally {
       assert.equal(await daemon.stop(), 0);
     }

@@ -2,13 +2,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LensConfig } from '../src/config/types.js';
-import { encodeValue, exactNumber, PayloadStage, shapePayload } from '../src/payload.js';
+import { encodeValue, exactNumber, isoUtc, PayloadStage, shapePayload } from '../src/payload.js';
 import type { RowReader } from '../src/types.js';
 
 test('numbers are JSON numbers only when exact', () => {
   assert.equal(exactNumber('42'), 42);
   assert.equal(exactNumber('-007.50'), -7.5);
   assert.equal(exactNumber('0.10'), 0.1);
+  assert.equal(exactNumber('12.50'), 12.5);
+  assert.equal(exactNumber('3.00'), 3);
+  assert.equal(exactNumber('100'), 100);
   assert.equal(exactNumber('9007199254740993'), '9007199254740993');
   assert.equal(exactNumber('12345678901234567890.5'), '12345678901234567890.5');
   assert.equal(exactNumber('NaN'), 'NaN');
@@ -21,6 +24,12 @@ test('times as ISO 8601 UTC, bytes as base64, JSON as JSON', () => {
   assert.equal(encodeValue(Buffer.from([0xde, 0xad, 0xbe, 0xef])), '3q2+7w==');
   assert.deepEqual(encodeValue({ a: [1, 'x'] }), { a: [1, 'x'] });
   assert.deepEqual(encodeValue([new Date(0), 1]), ['1970-01-01T00:00:00.000Z', 1]);
+  // A database's time text without a zone, taken as UTC: what Date#toISOString prints, or undefined.
+  assert.equal(isoUtc('2026-06-10 14:03:00'), '2026-06-10T14:03:00.000Z');
+  assert.equal(isoUtc('2026-06-10 14:03:00.5'), '2026-06-10T14:03:00.500Z');
+  assert.equal(isoUtc('0099-12-31 23:59:59.123456'), '0099-12-31T23:59:59.123Z');
+  assert.equal(isoUtc('0000-00-00 00:00:00'), undefined, "MySQL's zero date");
+  assert.equal(isoUtc('2026-06-10 14:03:00+02'), undefined);
 });
 
 test('payload as a list, a map, or every column read', () => {

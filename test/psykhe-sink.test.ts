@@ -86,6 +86,29 @@ test('deletes schedule one coalesced soft_replace, later, that deactivates exact
   assert.equal(await daemon.stop(), 0);
 });
 
+test('a batch over maxRequestBytes goes as several inserts at once; a 503 on one sends the batch again and every product arrives', async () => {
+  // maxWaitMs: the 3,000 rows of one transaction make one batch (about 3.3 MB of JSONL).
+  const lens = { initialSync: 'none', maxWaitMs: 1000, payload: { ...PAYLOAD, description: 'hidden' } } as const;
+  const { sql, config, key, requests, active } = await scenario('concurrent', lens, { maxRequestBytes: 1 << 20 });
+  const daemon = await startTestDaemon(config);
+  psykhe.setDelay(300);
+  let failures = 1;
+  psykhe.respondWith((req) => (req.key === key && failures-- > 0 ? { status: 503, body: { errors: [{ code: 'unavailable', message: 'try later' }], meta: null, data: null } } : undefined));
+  try {
+    await sql(`INSERT INTO products SELECT 'p' || g, 'Product ' || g, g, repeat('x', 1000) FROM generate_series(1, 3000) g`);
+    await eventually(() => active().length === 3000, 'every product', 30_000);
+  } finally {
+    psykhe.respondWith(undefined);
+    psykhe.setDelay(0);
+  }
+  const sizes = requests().map((r) => r.ids.length);
+  assert.ok(requests().every((r) => r.mode === 'insert' && r.ids.length < 1000), `inserts of at most 1 MiB: ${sizes}`);
+  const first = requests().slice(0, 4).map((r) => r.receivedAt);
+  assert.ok(Math.max(...first) - Math.min(...first) < 300, `the first 4 inserts (of ${sizes} products) arrived within ${Math.max(...first) - Math.min(...first)} ms, not one answer (300 ms) apart`);
+  assert.equal(requests()[0].status, 503);
+  assert.equal(await daemon.stop(), 0);
+});
+
 test('payload_too_large splits an insert batch in halves until it passes', async () => {
   const { sql, config, requests, active } = await scenario('split', { initialSync: 'none' });
   const daemon = await startTestDaemon(config);

@@ -113,6 +113,32 @@ test('a 503 is retried with the same Idempotency-Key; each batch has its own', a
   assert.equal(await daemon.stop(), 0);
 });
 
+test("a batch's requests go at once; a 503 on one resends only that one, under its Idempotency-Key", async () => {
+  // maxWaitMs: the 2,000 rows of one transaction make one batch of 4 requests.
+  const { sql, config, lens } = await scenario('concurrent', { c: { initialSync: 'none', payload: ['name'], maxWaitMs: 1000 } });
+  const daemon = await startTestDaemon(config);
+  const mine = () => seyn.requests.filter((r) => r.records[0]?.entityType === lens('c'));
+  seyn.setDelay(300);
+  let failures = 1;
+  seyn.respondWith((req) => (req.records[0]?.entityType === lens('c') && req.records.some((r) => r.recordId === '700') && failures-- > 0 ? error(503, 'UNAVAILABLE', 'try later') : undefined));
+  try {
+    await sql(`INSERT INTO deals (id, name) SELECT g, 'n' || g FROM generate_series(1, 2000) g`);
+    await eventually(() => seyn.latest(lens('c')).size === 2000, 'every row', 30_000);
+  } finally {
+    seyn.respondWith(undefined);
+    seyn.setDelay(0);
+  }
+  const first = mine().slice(0, 4).map((r) => r.receivedAt);
+  assert.ok(Math.max(...first) - Math.min(...first) < 300, `the first 4 requests (of ${mine().map((r) => r.records.length)} records) arrived within ${Math.max(...first) - Math.min(...first)} ms, not one answer (300 ms) apart`);
+  const failed = mine().filter((r) => r.status === 503);
+  assert.equal(failed.length, 1);
+  const retried = mine().filter((r) => r.headers['idempotency-key'] === failed[0].headers['idempotency-key'] && r.status === 202);
+  assert.deepEqual(retried.map((r) => r.records.map((x) => x.recordId)), [failed[0].records.map((x) => x.recordId)], 'the same records, under the same key');
+  const accepted = mine().filter((r) => r.status === 202);
+  assert.equal(accepted.reduce((n, r) => n + r.records.length, 0), 2000, 'no record sent twice');
+  assert.equal(await daemon.stop(), 0);
+});
+
 test('requests are split at 500 records and at 10 MB', async () => {
   const { sql, config, lens } = await scenario('split', { s: { payload: ['name'] }, big: { payload: ['name', 'meta'] } });
   await sql(`INSERT INTO deals (id, name) SELECT g, 'n' || g FROM generate_series(1, 1200) g`);

@@ -3,7 +3,11 @@
  * (full and incremental sweeps, polling cursors, smart sync) and as the worker's Query
  * (./query.ts). Key values are read with
  * `dateStrings` and exact big numbers and turned into ids by src/ids.ts exactly as the binlog
- * connector turns its row images into ids, so both sides agree on every id.
+ * connector turns its row images into ids, so both sides agree on every id. A payload reader
+ * (RowReaderOptions.payloadValues) gives values their types as the Postgres reader does: BIGINT
+ * and DECIMAL as JSON numbers when exact (else their text), DATETIME and TIMESTAMP as ISO 8601
+ * UTC, DATE as its text; JSON columns come parsed and binary ones as Buffers (base64 in the
+ * payload) from the driver.
  */
 import mysql from 'mysql2/promise';
 import { SourceSetupError, TributaryError } from '../../src/errors.js';
@@ -14,6 +18,7 @@ import { decodeId } from '../../src/ids.js';
 import { splitTableName } from '../../src/table-name.js';
 import { encodeMysqlId, isMysqlNumericType, mysqlKeyText } from './ids.js';
 import { keyParam, paramValue, quoteMysql } from './sql.js';
+import { exactNumber, isoUtc } from '../../src/payload.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
 
@@ -57,6 +62,17 @@ export async function mysqlColumns(query: (sql: string, params: unknown[]) => Pr
 /** The table's primary key column names, in key order. */
 export function primaryKeyOf(columns: Column[]): string[] {
   return columns.filter((c) => c.pkPos !== null).sort((a, b) => a.pkPos! - b.pkPos!).map((c) => c.name);
+}
+
+/** How a payload reader turns a column's driver value (text for big numbers and times) into its payload value; undefined: as it is. */
+function payloadValue(column: Column): ((value: unknown) => unknown) | undefined {
+  if (column.dataType === 'bigint' || column.dataType === 'decimal' || column.dataType === 'numeric') {
+    return (value) => (typeof value === 'string' ? exactNumber(value) : value);
+  }
+  if (column.dataType === 'datetime' || column.dataType === 'timestamp') {
+    return (value) => (typeof value === 'string' ? (isoUtc(value) ?? value) : value); // DATETIME has no zone: taken as UTC; TIMESTAMP is read in UTC
+  }
+  return undefined;
 }
 
 export async function createMysqlReader(url: string, options: RowReaderOptions): Promise<RowReader> {
@@ -108,10 +124,15 @@ export async function createMysqlReader(url: string, options: RowReaderOptions):
     return { sql: `(${ors.join(' OR ')})`, params };
   }
 
+  /** Payload readers' value conversions, by column name (none for other readers). */
+  const converters = new Map(options.payloadValues ? cols.map((c) => [c.name, payloadValue(c)] as const).filter(([, f]) => f) : []);
   const toRowOf = (r: Record<string, unknown>, columns: string[]) => {
     const id = encodeMysqlId(key.map((k) => mysqlKeyText(r[k.name])), numeric);
     const row: Record<string, unknown> = {};
-    for (const c of columns) row[c] = r[c];
+    for (const c of columns) {
+      const convert = converters.get(c);
+      row[c] = convert ? convert(r[c]) : r[c];
+    }
     return { id, row, cursor: tracking ? mysqlKeyText(r[tracking.name]) : undefined };
   };
   const toRow = (r: Record<string, unknown>) => toRowOf(r, columns);

@@ -10,7 +10,7 @@ import { splitTableName } from '../../src/table-name.js';
 import { classifyPgError, isDataError, pgConnection, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
 import type { RowReaderOptions } from '../../src/rows.js';
-import { exactNumber } from '../../src/payload.js';
+import { exactNumber, isoUtc } from '../../src/payload.js';
 import { queryStatements } from './query.js';
 import { sortValues } from '../../src/table-query.js';
 
@@ -27,12 +27,15 @@ const PAYLOAD_PARSERS: Record<number, (text: string) => unknown> = {
   20: exactNumber, // int8
   1700: exactNumber, // numeric
   1082: (text) => text, // date: YYYY-MM-DD as it is (no time, no zone)
-  1114: (text) => {
-    // timestamp without time zone: read as UTC (the default parser reads it as local time)
-    const at = new Date(`${text.replace(' ', 'T')}Z`);
-    return Number.isNaN(at.getTime()) ? text : at;
-  },
+  1114: (text) => isoUtc(text) ?? utcDate(text), // timestamp without time zone: read as UTC (the default parser reads it as local time)
+  1184: (text) => (text.endsWith('+00') ? isoUtc(text.slice(0, -3)) : undefined) ?? pg.types.getTypeParser(1184, 'text')(text), // timestamptz
 };
+
+/** A timestamp without time zone that isoUtc does not take (BC, past 9999), read as UTC. */
+function utcDate(text: string): Date | string {
+  const at = new Date(`${text.replace(' ', 'T')}Z`);
+  return Number.isNaN(at.getTime()) ? text : at;
+}
 const payloadTypes = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     PAYLOAD_PARSERS[oid] ?? pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,

@@ -38,8 +38,8 @@ const schema = {
     maxRequestBytes: {
       type: 'integer',
       minimum: 1024,
-      default: 8 * 1024 * 1024,
-      description: 'An insert request carries at most this many bytes of JSONL (before gzip); a payload_too_large answer splits it further.',
+      default: 1024 * 1024,
+      description: 'An insert request carries at most this many bytes of JSONL (before gzip): a larger batch goes as several, up to 4 at once; a payload_too_large answer splits one further.',
     },
     timeoutMs,
     maxRequestsPerSecond,

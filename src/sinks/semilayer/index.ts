@@ -8,7 +8,7 @@
  */
 import type { SemilayerSinkConfig } from './spec.js';
 import type { RecordChange, Sink } from '../../types.js';
-import { HostedClient, oneLine, parseJson } from '../../hosted.js';
+import { hostedClient, oneLine, parseJson } from '../../hosted.js';
 
 const FULL_BODY = '{"mode":"full"}';
 const INCREMENTAL_BODY = '{"mode":"incremental"}';
@@ -34,12 +34,7 @@ const FATAL_HINTS: Record<number, string> = {
  */
 export function createSemilayerSink(config: SemilayerSinkConfig): Sink {
   const url = config.url.replace(/\/+$/, '');
-  const client = new HostedClient({
-    label: 'semilayer sink',
-    url,
-    key: config.key,
-    timeoutMs: config.timeoutMs,
-    maxRequestsPerSecond: config.maxRequestsPerSecond,
+  const client = hostedClient('semilayer sink', { ...config, url }, {
     fatal: FATAL_HINTS,
     errorText: (body) => oneLine((parseJson(body) as { error?: unknown } | null)?.error),
   });

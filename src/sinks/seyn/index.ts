@@ -8,7 +8,8 @@
  *     { "sourceId": ..., "records": [{ "recordId", "entityType", "sourceUpdatedAt", "payload" }] }
  *
  * - Rows come from the rows-for-ids stage (src/payload.ts); a request carries 1–500 records
- *   and at most 10 MB.
+ *   and at most 10 MB. A batch's requests go up to CONCURRENT_REQUESTS at once (across the
+ *   sink's lenses); the batch counts as delivered once every one was accepted.
  * - `sourceUpdatedAt` is the row's changeTrackingColumn when the lens has one, else the commit
  *   time (else now), ISO 8601 UTC. `entityType` is the lens's `entityType`, else its name.
  * - Seyn has no delete: `onDelete: skip` counts it (status `skippedDeletes`), `tombstone` sends
@@ -16,8 +17,8 @@
  * - 202 `{ data: { rejected: [{ recordId, code, message }] } }`: each rejected record becomes a
  *   dead letter with its code and message (`tributary dlq replay` sends it again); the rest
  *   count as delivered.
- * - A retried batch (the pipeline passes the same array again) resumes after the requests
- *   already accepted and resends the failed one under its Idempotency-Key.
+ * - A retried batch (the pipeline passes the same array again) skips the requests already
+ *   accepted and resends the others with the same records and Idempotency-Key.
  * - A full sync is Tributary's own: the table in key order, resumable (src/payload.ts); an
  *   incremental sync (`tributary ingest --mode incremental`) is a full one.
  * - Errors (`{ success: false, error: { code, message } }`) are classified by src/hosted.ts:
@@ -25,7 +26,8 @@
  *   other 4xx dead-letters the batch.
  */
 import { randomUUID } from 'node:crypto';
-import { HostedClient, codeAndMessage, oneLine, parseJson } from '../../hosted.js';
+import pLimit from 'p-limit';
+import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
@@ -44,8 +46,15 @@ const FATAL_HINTS: Record<number, string> = {
 /** Where a batch stands across retries: changes before `done` were accepted. */
 interface Plan {
   done: number;
-  /** The request that failed last: the changes up to `end`, sent under `key`. */
-  pending?: { end: number; key: string };
+  /** Requests past `done` of earlier attempts, by the index they start at. */
+  sent: Map<number, Sent>;
+}
+
+/** One request of a batch: changes `start` to `end`, sent under `key` (reused on its retries). */
+interface Sent {
+  end: number;
+  key: string;
+  accepted: boolean;
 }
 
 /** One request being filled. */
@@ -63,18 +72,13 @@ interface SeynAnswer {
 export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): Promise<Sink> {
   const stage = new PayloadStage(ctx);
   await stage.open();
-  const client = new HostedClient({
-    label: `seyn sink "${ctx.name}"`,
-    url: config.url,
-    key: config.key,
-    timeoutMs: config.timeoutMs,
-    maxRequestsPerSecond: config.maxRequestsPerSecond,
+  const client = hostedClient(`seyn sink "${ctx.name}"`, config, {
     fatal: FATAL_HINTS,
-    errorText: (body) => {
-      return codeAndMessage((parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error);
-    },
+    errorText: (body) => codeAndMessage((parseJson(body) as { error?: { code?: unknown; message?: unknown } } | null)?.error),
   });
   const plans = new WeakMap<RecordChange[], Plan>();
+  /** Every request of the sink goes through it: its lenses share its connections. */
+  const requests = pLimit(CONCURRENT_REQUESTS);
   const skipped = new Map<string, number>();
   const batchIds = new Map<string, string>();
   const envelope = `{"sourceId":${JSON.stringify(config.sourceId)},"records":[`;
@@ -86,43 +90,60 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       return undefined;
     }
     const lensConfig = ctx.lenses[lens];
-    return JSON.stringify({
-      recordId: rec.change.id,
-      entityType: lensConfig.entityType ?? lens,
-      sourceUpdatedAt: updatedAt(rec, lensConfig.changeTrackingColumn),
-      payload: rec.payload ?? { _deleted: true },
-    });
+    const head = `{"recordId":${JSON.stringify(rec.change.id)},"entityType":${JSON.stringify(lensConfig.entityType ?? lens)}`;
+    return `${head},"sourceUpdatedAt":"${updatedAt(rec, lensConfig.changeTrackingColumn)}","payload":${JSON.stringify(rec.payload ?? { _deleted: true })}}`;
   }
 
-  /** Sends the records in requests of ≤ MAX_RECORDS and ≤ MAX_BYTES, advancing `plan`. */
+  /**
+   * Sends the records in requests of ≤ MAX_RECORDS and ≤ MAX_BYTES, up to CONCURRENT_REQUESTS
+   * at once, and resolves once every one was accepted. A request of an earlier attempt keeps
+   * its boundaries and its Idempotency-Key; one already accepted is not sent again.
+   */
   async function deliver(lens: string, slices: AsyncIterable<PayloadRecord[]>, plan: Plan): Promise<void> {
-    let chunk: Chunk = { start: plan.done, records: [], changes: [], bytes: envelope.length + 2 };
+    const boundaries = new Set([...plan.sent].flatMap(([start, sent]) => [start, sent.end]));
+    const flight = new InFlight(requests);
+    let chunk = emptyChunk(plan.done);
     let index = plan.done;
-    for await (const slice of slices) {
-      for (const rec of slice) {
-        const json = recordJson(lens, rec);
-        const size = json ? Buffer.byteLength(json) + 1 : 0;
-        const full = chunk.records.length === MAX_RECORDS || chunk.bytes + size > MAX_BYTES || plan.pending?.end === index;
-        if (full && index > chunk.start) chunk = await flush(lens, chunk, index, plan);
-        if (json) {
-          chunk.records.push(json);
-          chunk.changes.push(rec.change);
-          chunk.bytes += size;
+    try {
+      for await (const slice of slices) {
+        for (const rec of slice) {
+          const json = recordJson(lens, rec);
+          const size = json ? Buffer.byteLength(json) + 1 : 0;
+          const full = chunk.records.length === MAX_RECORDS || chunk.bytes + size > MAX_BYTES || boundaries.has(index);
+          if (full && index > chunk.start) {
+            await flight.add(send.bind(undefined, lens, chunk, index, plan));
+            chunk = emptyChunk(index);
+          }
+          if (json) {
+            chunk.records.push(json);
+            chunk.changes.push(rec.change);
+            chunk.bytes += size;
+          }
+          index++;
         }
-        index++;
       }
+      if (index > chunk.start) await flight.add(send.bind(undefined, lens, chunk, index, plan));
+    } finally {
+      await flight.settled();
+      advance(plan);
     }
-    if (index > chunk.start) await flush(lens, chunk, index, plan);
+    flight.check();
   }
 
-  /** Posts one request (if it has records); returns the next, empty chunk. */
-  async function flush(lens: string, chunk: Chunk, end: number, plan: Plan): Promise<Chunk> {
+  function emptyChunk(start: number): Chunk {
+    return { start, records: [], changes: [], bytes: envelope.length + 2 };
+  }
+
+  /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it. */
+  async function send(lens: string, chunk: Chunk, end: number, plan: Plan): Promise<void> {
+    const earlier = plan.sent.get(chunk.start);
+    if (earlier?.end === end && earlier.accepted) return;
+    const sent: Sent = { end, key: earlier?.end === end ? earlier.key : randomUUID(), accepted: false };
+    plan.sent.set(chunk.start, sent);
     if (chunk.records.length > 0) {
-      const key = plan.pending?.end === end ? plan.pending.key : randomUUID();
-      plan.pending = { end, key };
       const headers = {
         authorization: `Bearer ${config.key}`,
-        'idempotency-key': key,
+        'idempotency-key': sent.key,
         'content-type': 'application/json',
         accept: 'application/json',
         'user-agent': 'tributary',
@@ -130,9 +151,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: `${envelope}${chunk.records.join(',')}]}` });
       await rejected(lens, chunk.changes, res.text);
     }
-    plan.done = end;
-    plan.pending = undefined;
-    return { start: end, records: [], changes: [], bytes: envelope.length + 2 };
+    sent.accepted = true;
   }
 
   /** Dead-letters the records a 202 lists in `rejected`, each with its code and message. */
@@ -158,11 +177,11 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     ctx.log.error({ lens, rejected: list.length }, 'seyn rejected records; they are in the dead-letter store');
   }
 
-  const fullSync = (lens: string) => stage.fullSync(lens, (records) => deliver(lens, once(records), { done: 0 }));
+  const fullSync = (lens: string) => stage.fullSync(lens, (records) => deliver(lens, once(records), { done: 0, sent: new Map() }));
 
   return {
     async write(lens, changes) {
-      const plan = plans.get(changes) ?? { done: 0 };
+      const plan = plans.get(changes) ?? { done: 0, sent: new Map() };
       plans.set(changes, plan);
       await deliver(lens, stage.records(lens, changes.slice(plan.done)), plan);
       plans.delete(changes);
@@ -184,7 +203,23 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
 function updatedAt(rec: PayloadRecord, column: string | undefined): string {
   const value = column && rec.row ? encodeValue(rec.row[column]) : undefined;
   if (typeof value === 'string' && !Number.isNaN(Date.parse(value))) return new Date(value).toISOString();
-  return new Date(rec.change.committedAt ?? Date.now()).toISOString();
+  return isoTime(rec.change.committedAt ?? Date.now());
+}
+
+/** The last time printed: a transaction's changes share their commit time. */
+let lastTime = { ms: NaN, iso: '' };
+
+function isoTime(ms: number): string {
+  if (ms !== lastTime.ms) lastTime = { ms, iso: new Date(ms).toISOString() };
+  return lastTime.iso;
+}
+
+/** Moves `plan.done` past the requests accepted in a row from it. */
+function advance(plan: Plan): void {
+  for (let sent = plan.sent.get(plan.done); sent?.accepted; sent = plan.sent.get(plan.done)) {
+    plan.sent.delete(plan.done);
+    plan.done = sent.end;
+  }
 }
 
 async function* once<T>(value: T): AsyncGenerator<T> {

@@ -22,7 +22,8 @@ import { unit } from '../test/helpers/vector-index-contract.js';
 const [rows, dims] = [Number(process.argv[2]), Number(process.argv[3])];
 const quantization = process.argv[4] as Quantization;
 const dir = process.argv[5];
-const BATCH = 5000;
+/** Records a write, as the worker writes them (its readBatch is 500). */
+const BATCH = 1000;
 const QUERIES = 200;
 /** Exact searches are slow at a million rows: recall and the brute-force figure use this many. */
 const EXACT_QUERIES = rows > 200_000 ? 20 : 100;

@@ -125,21 +125,49 @@ export class Bm25Index {
   }
 
   /**
-   * The live documents as little-endian binary chunks of at most 16 MB (write them in order;
-   * their concatenation is what `deserialize` takes). Layout, all u32 unless said: "BM25",
+   * The live documents as little-endian binary chunks of at most 16 MB, made as they are taken
+   * (write them in order, before the index changes; their concatenation is what `deserialize`
+   * takes). Layout, all u32 unless said: "BM25",
    * version, documents, words, postings; each id, then each word, as a byte length and UTF-8;
    * document lengths; postings per word; the postings' document numbers, word after word; their
    * term frequencies (u16).
    */
-  serialize(): Buffer[] {
+  *serialize(): Generator<Buffer> {
     requireLittleEndian();
-    const flat = this.flat();
     const out = new ChunkWriter();
-    for (const value of [MAGIC, FORMAT_VERSION, flat.ids.length, flat.words.length, flat.docs.length]) out.u32(value);
-    for (const id of flat.ids) out.string(id);
-    for (const word of flat.words) out.string(word);
-    for (const array of [flat.lengths, flat.df, flat.docs, flat.tfs]) out.array(array);
-    return out.finish();
+    const docCount = this.ids.keys.length;
+    const words = this.liveWords();
+    for (const value of [MAGIC, FORMAT_VERSION, this.live, words.length, this.livePostings]) out.u32(value);
+    const renumber = new Uint32Array(docCount);
+    for (let doc = 0, n = 0; doc < docCount; doc++) {
+      const id = this.ids.keys[doc];
+      if (id === undefined) continue;
+      renumber[doc] = n++;
+      out.string(id);
+      yield* out.take();
+    }
+    for (const word of words) {
+      out.string(this.words.keys[word]!);
+      yield* out.take();
+    }
+    for (let doc = 0; doc < docCount; doc++) if (this.ids.keys[doc] !== undefined) out.u32(this.lengths[doc]);
+    for (const word of words) out.u32(this.wordDf[word]);
+    yield* out.take();
+    for (const write of [(i: number, span: Span) => out.u32(renumber[span.docs[i]]), (i: number, span: Span) => out.u16(span.tfs[i])]) {
+      for (const word of words) {
+        const span = this.span(word);
+        for (let i = span.from; i < span.to; i++) if (this.ids.keys[span.docs[i]] !== undefined) write(i, span);
+        yield* out.take();
+      }
+    }
+    yield* out.finish();
+  }
+
+  /** The words with live postings, in word-number order. */
+  private liveWords(): number[] {
+    const words: number[] = [];
+    for (let word = 0; word < this.words.keys.length; word++) if (this.wordDf[word] > 0) words.push(word);
+    return words;
   }
 
   /** Loads what `serialize` wrote; throws if the bytes are not that format or version. */
@@ -506,6 +534,11 @@ class ChunkWriter {
     this.at = this.chunk.writeUInt32LE(value, this.at);
   }
 
+  u16(value: number): void {
+    this.room(2);
+    this.at = this.chunk.writeUInt16LE(value, this.at);
+  }
+
   /** A string as its UTF-8 byte length (u32) and bytes. */
   string(s: string): void {
     if (4 + 3 * s.length > CHUNK_BYTES) {
@@ -519,13 +552,15 @@ class ChunkWriter {
     this.at += 4 + length;
   }
 
-  array(values: Uint32Array | Uint16Array): void {
-    this.bytes(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  /** The chunks filled so far (each handed out once). */
+  take(): Buffer[] {
+    return this.chunks.splice(0);
   }
 
+  /** The chunks not yet taken, the last one cut to what was written. */
   finish(): Buffer[] {
     if (this.at > 0) this.chunks.push(Buffer.from(this.chunk.subarray(0, this.at)));
-    return this.chunks;
+    return this.take();
   }
 
   private bytes(bytes: Uint8Array): void {

@@ -111,12 +111,13 @@ const PER_CHUNK = 65_536;
 /**
  * The state as chunks to write one after the other: MAGIC, a u32-length-prefixed JSON header
  * (the scalars and the count of each list), the ids and hashes (each a u32 byte length and
- * UTF-8), offsets, keys and pending keys (f64 each), then the keyword index's own bytes.
+ * UTF-8), offsets, keys and pending keys (f64 each), then the keyword index's own bytes to the
+ * end of the file (it checks its own length).
  * Little-endian; chunks are made as they are written, none more than a slice of the table.
  */
 function* encodeState(state: CheckpointState): Generator<Buffer> {
   const { ids, hashes, offsets, keys, pending, bm25, ...scalars } = state;
-  const header = Buffer.from(JSON.stringify({ ...scalars, count: ids.length, pending: pending.length, bm25: bm25.reduce((n, b) => n + b.length, 0) }));
+  const header = Buffer.from(JSON.stringify({ ...scalars, count: ids.length, pending: pending.length }));
   yield* [MAGIC, u32(header.length), header];
   yield* stringChunks(ids);
   yield* stringChunks(hashes);
@@ -131,7 +132,6 @@ function decodeState(name: string, bytes: Buffer): CheckpointState {
   const header = JSON.parse(bytes.toString('utf8', at + 4, at + 4 + headerLength)) as Omit<CheckpointState, 'ids' | 'hashes' | 'offsets' | 'keys' | 'pending' | 'bm25'> & {
     count: number;
     pending: number;
-    bm25: number;
   };
   at += 4 + headerLength;
   const strings = (n: number): string[] => {
@@ -148,10 +148,9 @@ function decodeState(name: string, bytes: Buffer): CheckpointState {
     for (let i = 0; i < n; i++, at += 8) out[i] = bytes.readDoubleLE(at);
     return out;
   };
-  const { count, pending, bm25, ...scalars } = header;
-  const state = { ...scalars, ids: strings(count), hashes: strings(count), offsets: numbers(count), keys: numbers(count), pending: numbers(pending), bm25: [bytes.subarray(at, at + bm25)] };
-  if (at + bm25 !== bytes.length) throw new RangeError(`checkpoint state has ${bytes.length - at - bm25} bytes more or less than its header says`);
-  return state;
+  const { count, pending, ...scalars } = header;
+  const state = { ...scalars, ids: strings(count), hashes: strings(count), offsets: numbers(count), keys: numbers(count), pending: numbers(pending) };
+  return { ...state, bm25: [bytes.subarray(at)] };
 }
 
 function u32(n: number): Buffer {

@@ -27,7 +27,7 @@ export interface SlotTable {
   offsets: number[];
   keys: number[];
   /** The keyword index's bytes (`Bm25Index.serialize`), in chunks. */
-  bm25: Buffer[];
+  bm25: Iterable<Buffer>;
   /** Graph keys of records not yet in the saved graph. */
   pending: number[];
 }
@@ -223,7 +223,8 @@ export class LensData {
       this.slotOf.set(id, slot);
       this.slotOfKey.set(this.keys[slot], slot);
     });
-    this.keyword = Bm25Index.deserialize(table.bm25.length === 1 ? table.bm25[0] : Buffer.concat(table.bm25));
+    const parts = [...table.bm25];
+    this.keyword = Bm25Index.deserialize(parts.length === 1 ? parts[0] : Buffer.concat(parts));
     this.added = undefined;
   }
 

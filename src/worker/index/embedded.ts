@@ -53,7 +53,7 @@ const GRAPH_SLICE = 128;
  */
 const GRAPH_BUSY_MS = 500;
 const GRAPH_BUSY_SHARE = 0.2;
-const GRAPH_BACKLOG_MAX = 50_000;
+const GRAPH_BACKLOG_MAX = 100_000;
 const GRAPH_WAIT_MS = 5;
 
 export interface EmbeddedIndexOptions {

@@ -18,7 +18,7 @@ import { startKafka, withAdmin, type TestKafka } from '../test/helpers/kafka.js'
 import { startOpenAIServer } from '../test/helpers/openai-server.js';
 import { startPgvector } from '../test/helpers/pgvector.js';
 import { PGSERVER_PACKAGE, PGSERVER_VERSION, startVectorServer } from '../test/helpers/pgserver.js';
-import { freePort, startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
+import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
 import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
 import { catchUp, fmt, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
 

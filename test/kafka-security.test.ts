@@ -7,7 +7,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createConnector } from '../connectors/index.js';
-import { encodeChange } from '../src/bus.js';
 import type { SourceConfig } from '../src/config/types.js';
 import { SinkError } from '../src/errors.js';
 import type { KafkaConnection } from '../src/kafka.js';

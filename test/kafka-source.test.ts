@@ -14,7 +14,7 @@ import { encodeChange } from '../src/bus.js';
 import type { Config, SourceConfig } from '../src/config/types.js';
 import { createLogger } from '../src/log.js';
 import { Recorder, connectorContract, lensConfig } from './helpers/connector-contract.js';
-import { eventually, spawnDaemon, startTestDaemon, stopDaemon, testConfig } from './helpers/daemon.js';
+import { eventually, spawnDaemon, startTestDaemon, testConfig } from './helpers/daemon.js';
 import { startSemilayerServer } from './helpers/semilayer-server.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startKafka, type TestKafka } from './helpers/kafka.js';

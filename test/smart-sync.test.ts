@@ -11,7 +11,6 @@ import { eventually, runCli, startTestDaemon, testConfig } from './helpers/daemo
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Config } from '../src/config/types.js';
 import type { Daemon } from '../src/daemon.js';
 import { bucketOf } from '../src/sweep.js';
 import { SNAPSHOT_BUCKETS } from '../src/types.js';

@@ -10,7 +10,7 @@
  * payload) from the driver.
  */
 import mysql from 'mysql2/promise';
-import { SourceSetupError, TributaryError } from '../../src/errors.js';
+import { SourceSetupError } from '../../src/errors.js';
 import { mysqlConnection } from './connection.js';
 import { classifyMysqlError, classifyMysqlReadError } from './errors.js';
 import { queryMysqlTable } from './query.js';

@@ -17,7 +17,7 @@ import { plannedSources, sourceSpecs } from '../../connectors/index.js';
 import { plannedSinks, sinkSpecs } from '../sinks/index.js';
 import { MAX_BATCH } from '../types.js';
 import { TABLE_NAME_EXPECTED, TABLE_NAME_PATTERN } from '../table-name.js';
-import { DEFAULT_METRICS_LISTEN, DURATION_PATTERN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
+import { DEFAULT_METRICS_LISTEN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
 
 const source = {
   type: 'object',

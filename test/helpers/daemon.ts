@@ -6,8 +6,7 @@
 import { after } from 'node:test';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
 import type { PostgresSourceConfig } from '../../connectors/postgres/spec.js';
 import type { Config, LensConfig } from '../../src/config/types.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';

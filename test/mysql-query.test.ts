@@ -22,6 +22,7 @@ import { startWorkerServer } from '../src/worker/http.js';
 import { openVectorIndex } from '../src/worker/index/index.js';
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { databaseName, freePort } from './helpers/postgres.js';
+import { byPrice } from './helpers/query.js';
 
 let server: TestMariadb;
 before(async () => {
@@ -142,13 +143,6 @@ test('orderBy: several fields, both directions, NULLs last ascending and first d
   const { ask, allPages } = await worker(t);
   const all = (await ask({ limit: 1000 })).rows;
   assert.equal(all.length, 40);
-  const byPrice = (dir: 1 | -1) => (a: Row, b: Row) => {
-    const [x, y] = [a.price === null ? null : Number(a.price), b.price === null ? null : Number(b.price)];
-    if (x === y) return (a.id as number) - (b.id as number);
-    if (x === null) return dir; // NULLs last ascending, first descending.
-    if (y === null) return -dir;
-    return dir * (x - y);
-  };
   for (const dir of ['asc', 'desc'] as const) {
     const expected = [...all].sort(byPrice(dir === 'asc' ? 1 : -1)).map((r) => r.id);
     assert.deepEqual((await ask({ orderBy: { field: 'price', dir }, limit: 1000 })).rows.map((r) => r.id), expected, dir);

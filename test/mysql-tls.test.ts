@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import { mysqlConnection } from '../connectors/mysql/connection.js';
 import { classifyMysqlError } from '../connectors/mysql/errors.js';
-import { eventually, killChildren, spawnCli, stopDaemon } from './helpers/cli.js';
+import { killChildren, spawnCli, stopDaemon, topHit } from './helpers/cli.js';
 import { startMariadb, type TestMariadb } from './helpers/mariadb.js';
 import { freePort } from './helpers/postgres.js';
 
@@ -134,17 +134,7 @@ log: { level: debug }
 `,
     );
     const daemon = spawnCli(['run', '--config', file]);
-    const search = async (query: string) => {
-      const res = await fetch(`http://127.0.0.1:${apiPort}/v1/search/products`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer sk_search_key', 'content-type': 'application/json' },
-        body: JSON.stringify({ query, limit: 1 }),
-        signal: AbortSignal.timeout(2000),
-      }).catch(() => undefined);
-      return res?.ok ? ((await res.json()) as { results: Array<{ sourceRowId: string }> }).results : [];
-    };
-    const found = (query: string, id: string, what: string) =>
-      eventually(async () => (await search(query))[0]?.sourceRowId === id, what, 30_000).catch((err) => assert.fail(`${err.message}\n${daemon.output()}`));
+    const found = topHit(apiPort, 'sk_search_key', daemon);
     await found('skillet', '1', 'the full sync read over TLS');
     await tlsOnly.query(`INSERT INTO products VALUES (3, 'Espresso Grinder')`, [], 'shop');
     await found('espresso grinder', '3', 'the inserted row from the binlog over TLS');

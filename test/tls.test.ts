@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { classifyPgError, pgConnection } from '../src/postgres.js';
 import { PostgresStateStore } from '../src/state/postgres.js';
-import { eventually, runCli, spawnCli, stopDaemon } from './helpers/cli.js';
+import { eventually, runCli, spawnCli, stopDaemon, topHit } from './helpers/cli.js';
 import { freePort, startPostgres, testCertificates, type TestPostgres } from './helpers/postgres.js';
 
 const PASSWORD = "p@ss:w/o#rd%?&='x";
@@ -268,17 +268,7 @@ log: { level: debug }
     const file = join(dir, 'tributary.yaml');
     writeFileSync(file, yaml);
     const daemon = spawnCli(['run', '--config', file]);
-    const search = async (query: string) => {
-      const res = await fetch(`http://127.0.0.1:${apiPort}/v1/search/products`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer sk_search_key', 'content-type': 'application/json' },
-        body: JSON.stringify({ query, limit: 1 }),
-        signal: AbortSignal.timeout(2000),
-      }).catch(() => undefined);
-      return res?.ok ? ((await res.json()) as { results: Array<{ sourceRowId: string }> }).results : [];
-    };
-    const found = (query: string, id: string, what: string) =>
-      eventually(async () => (await search(query))[0]?.sourceRowId === id, what, 30_000).catch((err) => assert.fail(`${err.message}\n${daemon.output()}`));
+    const found = topHit(apiPort, 'sk_search_key', daemon);
     await found('skillet', '1', 'the full sync read over TLS');
     await tlsOnly.query(db, `INSERT INTO products VALUES (3, 'Espresso Grinder')`);
     await found('espresso grinder', '3', 'the inserted row streamed over TLS');

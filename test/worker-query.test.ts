@@ -10,6 +10,7 @@ import { isRecordRejection } from '../src/errors.js';
 import type { RowReader } from '../src/types.js';
 import { parseQuery, runQuery, type QueryAnswer } from '../src/worker/query.js';
 import { databaseName, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { byPrice } from './helpers/query.js';
 
 let pg: TestPostgres;
 before(async () => {
@@ -75,13 +76,6 @@ test('where is equality on output fields (null matches NULL); total counts every
 test('orderBy: several fields, both directions, NULLs last ascending and first descending; the key breaks ties', async (t) => {
   const { reader } = await products(t);
   const all = (await ask(reader, { limit: 1000 })).rows;
-  const byPrice = (dir: 1 | -1) => (a: Record<string, unknown>, b: Record<string, unknown>) => {
-    const [x, y] = [a.price === null ? null : Number(a.price), b.price === null ? null : Number(b.price)];
-    if (x === y) return (a.id as number) - (b.id as number);
-    if (x === null) return dir; // NULLs last ascending, first descending.
-    if (y === null) return -dir;
-    return dir * (x - y);
-  };
   for (const dir of ['asc', 'desc'] as const) {
     const expected = [...all].sort(byPrice(dir === 'asc' ? 1 : -1)).map((r) => r.id);
     assert.deepEqual((await ask(reader, { orderBy: { field: 'price', dir }, limit: 1000 })).rows.map((r) => r.id), expected, dir);

@@ -2,6 +2,7 @@
  * The tributary CLI as a child process (`spawnCli`, `runCli`, `spawnDaemon`) and `eventually`:
  * free of node:test, so scripts (npm run demo) can use them without starting the test runner.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,3 +69,22 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?
   const code = await c.exited;
   return { code, output: c.output() };
 }
+
+/**
+ * Waits (up to 30 s) until a worker search of `lens` at `apiPort` ranks `id` first for `query`;
+ * on timeout the test fails with the daemon's output.
+ */
+export function topHit(apiPort: number, key: string, daemon: ChildDaemon, lens = 'products') {
+  const search = async (query: string) => {
+    const res = await fetch(`http://127.0.0.1:${apiPort}/v1/search/${lens}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ query, limit: 1 }),
+      signal: AbortSignal.timeout(2000),
+    }).catch(() => undefined);
+    return res?.ok ? ((await res.json()) as { results: Array<{ sourceRowId: string }> }).results : [];
+  };
+  return (query: string, id: string, what: string): Promise<void> =>
+    eventually(async () => (await search(query))[0]?.sourceRowId === id, what, 30_000).catch((err: Error) => assert.fail(`${err.message}\n${daemon.output()}`));
+}
+

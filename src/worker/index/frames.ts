@@ -158,16 +158,21 @@ export async function scanFrames(file: FileHandle, from: number, onFrame: (paylo
   }
 }
 
+/** The header (payload length, CRC) of the frame at `offset` of `fd`. */
+function readHeaderSync(fd: number, offset: number): Buffer {
+  const header = Buffer.alloc(HEADER);
+  if (readSync(fd, header, 0, HEADER, offset) !== HEADER) throw new RangeError(`no frame at ${offset}`);
+  return header;
+}
+
 /**
  * Reads only the vector of the upsert frame at `offset` of `fd` (the payload's last `dims`
  * floats) into `out`, synchronously: two page-cached reads, nothing decoded. For rescoring
  * search candidates; the frame's checksum was checked when it was written or replayed.
  */
 export function readVectorSync(fd: number, offset: number, out: Float32Array): Float32Array {
-  const header = Buffer.alloc(HEADER);
-  if (readSync(fd, header, 0, HEADER, offset) !== HEADER) throw new RangeError(`no frame at ${offset}`);
   const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length * 4);
-  const at = offset + HEADER + header.readUInt32LE(0) - bytes.length;
+  const at = offset + HEADER + readHeaderSync(fd, offset).readUInt32LE(0) - bytes.length;
   if (readSync(fd, bytes, 0, bytes.length, at) !== bytes.length) throw new RangeError(`frame at ${offset} is cut short`);
   return out;
 }
@@ -177,8 +182,7 @@ export function readVectorSync(fd: number, offset: number, out: Float32Array): F
  * read of a few kilobytes, done between two awaits so the offset cannot go stale.
  */
 export function readFrameSync(fd: number, offset: number): Frame {
-  const header = Buffer.alloc(HEADER);
-  if (readSync(fd, header, 0, HEADER, offset) !== HEADER) throw new RangeError(`no frame at ${offset}`);
+  const header = readHeaderSync(fd, offset);
   const payload = Buffer.alloc(header.readUInt32LE(0));
   if (readSync(fd, payload, 0, payload.length, offset + HEADER) !== payload.length) throw new RangeError(`frame at ${offset} is cut short`);
   if (crc32(payload) !== header.readUInt32LE(4)) throw new RangeError(`frame at ${offset} fails its checksum`);

@@ -3,7 +3,8 @@
  * embedder (384 dims), embedded index in a temp dir, HTTP API and metrics on free ports.
  *
  * 1. Indexing: a full sync of BENCH_WORKER_ROWS product-like rows (default 100,000); rows/s
- *    from spawn until `tributary_worker_indexed_records` counts them all; peak RSS.
+ *    until `tributary_worker_written_records_total` counts them all (written rows are
+ *    searchable), from spawn and from streaming; peak RSS.
  * 2. Search latency over HTTP at that size: 200 sequential queries each of semantic, keyword
  *    and hybrid (same daemon and index).
  * 3. Hash skips: 20,000 price-only updates and 2,000 text updates of that table (same daemon;
@@ -145,36 +146,37 @@ export async function workerIndexing(cluster: TestPostgres, rows: Row[]): Promis
   shared = w;
   const readyMs = await w.daemon.ready;
   let lastReport = performance.now();
-  let indexed = 0;
+  let written = 0;
   await until(
     async () => {
-      indexed = (await w.lensMetrics())('tributary_worker_indexed_records');
+      written = (await w.lensMetrics())('tributary_worker_written_records_total');
       if (performance.now() - lastReport > 5000) {
         lastReport = performance.now();
-        progress(`  indexed ${fmt(indexed)} / ${fmt(ROWS)}, peak RSS so far ${fmt(w.daemon.peakRss() / MB)} MB`);
+        progress(`  written ${fmt(written)} / ${fmt(ROWS)}, peak RSS so far ${fmt(w.daemon.peakRss() / MB)} MB`);
       }
-      return indexed >= ROWS;
+      return written >= ROWS;
     },
-    `${fmt(ROWS)} indexed records`,
+    `${fmt(ROWS)} written records`,
     300_000,
-    50,
+    100, // a scrape costs the daemon a few milliseconds: do not poll it busy
   );
   const seconds = (performance.now() - start) / 1000;
-  // The gauge is refreshed once a second; the full-sync job's end is exact (its freshness is observed then).
+  const streamingSeconds = seconds - readyMs / 1000;
+  // The job ends after its ghost phase (index entries whose rows are gone); its freshness is observed then.
   await until(async () => (await w.lensMetrics())('tributary_worker_freshness_seconds_count') >= 1, 'the full-sync job done', 60_000, 20);
   const jobSeconds = (performance.now() - start) / 1000;
   const rss = w.daemon.peakRss();
   const texts = (await w.lensMetrics())('tributary_worker_embedded_texts_total');
   progress(
-    `  ${fmt(ROWS)} rows indexed ${seconds.toFixed(1)} s after spawn (${fmt(readyMs)} ms to streaming) = ${fmt(ROWS / seconds)} rows/s; ` +
-      `full-sync job done at ${jobSeconds.toFixed(1)} s; ${fmt(texts)} texts embedded; peak RSS ${fmt(rss / MB, 1)} MB`,
+    `  ${fmt(ROWS)} rows searchable ${seconds.toFixed(1)} s after spawn (${fmt(readyMs)} ms to streaming) = ${fmt(ROWS / seconds)} rows/s, ` +
+      `${fmt(ROWS / streamingSeconds)} rows/s once streaming; full-sync job done at ${jobSeconds.toFixed(1)} s; ${fmt(texts)} texts embedded; peak RSS ${fmt(rss / MB, 1)} MB`,
   );
   rows.push({
-    metric: `Worker: full sync of ${fmt(ROWS)} rows, hash embedder 384 dims (rows/s indexed, from spawn)`,
-    tributary: fmt(ROWS / seconds),
-    reference: `full-sync job done after ${jobSeconds.toFixed(1)} s`,
-    goal: '—',
-    pass: 'info',
+    metric: `Worker: full sync of ${fmt(ROWS)} rows, hash embedder 384 dims (rows/s written and searchable, once streaming)`,
+    tributary: fmt(ROWS / streamingSeconds),
+    reference: `${fmt(ROWS / seconds)} from spawn; full-sync job done after ${jobSeconds.toFixed(1)} s`,
+    goal: '≥ 30,000',
+    pass: ROWS / streamingSeconds >= 30_000 ? 'yes' : 'no',
   });
   rows.push({
     metric: '  peak RSS (VmHWM) of the daemon after that sync (MB)',

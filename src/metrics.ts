@@ -40,7 +40,7 @@ export interface SourceGauges {
 /** What the worker engine exposes for metrics (see src/worker/engine.ts). */
 export interface WorkerMetricsSource {
   lenses(): string[];
-  counters(lens: string): { embedCalls: number; embeddedTexts: number; skippedByHash: number; tokensUsed: number; tokensSaved: number };
+  counters(lens: string): { embedCalls: number; embeddedTexts: number; skippedByHash: number; writtenRecords: number; tokensUsed: number; tokensSaved: number };
   status(): Array<{ lens: string; pending: number; indexed: number; dlq: number; graphBacklog: number }>;
 }
 
@@ -169,6 +169,7 @@ export class Metrics {
     this.collected('Counter', 'lens', 'tributary_worker_embedding_calls_total', 'Calls to the embedder (indexing and search queries)', counter('embedCalls'));
     this.collected('Counter', 'lens', 'tributary_worker_embedded_texts_total', 'Texts embedded (indexing and search queries)', counter('embeddedTexts'));
     this.collected('Counter', 'lens', 'tributary_worker_hash_skips_total', 'Rows whose text was unchanged, so not embedded again', counter('skippedByHash'));
+    this.collected('Counter', 'lens', 'tributary_worker_written_records_total', 'Records written to the index: new or changed rows, and metadata-only updates (searchable once counted)', counter('writtenRecords'));
     this.collected('Counter', 'lens', 'tributary_worker_tokens_total', 'Embedding tokens used (reported by the provider, or estimated)', counter('tokensUsed'));
     this.collected('Counter', 'lens', 'tributary_worker_tokens_saved_total', 'Embedding tokens not spent thanks to unchanged-text skips (estimated)', counter('tokensSaved'));
     this.collected('Gauge', 'lens', 'tributary_worker_queued_changes', 'Changes queued or being indexed by the worker', gauge('pending'));

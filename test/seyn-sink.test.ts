@@ -110,6 +110,15 @@ test('a 503 is retried with the same Idempotency-Key; each batch has its own', a
   assert.deepEqual([failed.status, retried.status, next.status], [503, 202, 202]);
   assert.equal(retried.headers['idempotency-key'], failed.headers['idempotency-key']);
   assert.notEqual(next.headers['idempotency-key'], failed.headers['idempotency-key']);
+
+  // A skipped delete in a retried batch counts once.
+  failures = 1;
+  seyn.respondWith((req) => (req.records[0]?.entityType === lens('r') && failures-- > 0 ? { status: 503, body: { success: false, error: { code: 'UNAVAILABLE', message: 'try later' } } } : undefined));
+  await sql(`BEGIN; DELETE FROM deals WHERE id = 1; INSERT INTO deals (id, name) VALUES (3, 'c'); COMMIT`);
+  await eventually(() => seyn.latest(lens('r')).has('3'), 'delivered after another 503');
+  seyn.respondWith(undefined);
+  const status = daemon.status().lenses.find((l) => l.lens === lens('r'))!;
+  assert.equal(status.sink?.skippedDeletes, 1);
   assert.equal(await daemon.stop(), 0);
 });
 

@@ -550,6 +550,7 @@ metrics: { listen: "127.0.0.1:${metricsPort}" }
     });
     const metrics = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined))?.text();
     await eventually(async () => /tributary_worker_indexed_records\{lens="products"\} 6/.test((await metrics()) ?? ''), 'the initial full sync indexed', 20_000);
+    assert.match((await metrics()) ?? '', /tributary_worker_written_records_total\{lens="products"\} 6\n/);
     await pg.query(db, `INSERT INTO products (id, name, description) VALUES (50, 'Bad', 'POISON pill')`);
     await eventually(async () => /tributary_worker_dead_letters\{lens="products"\} 1/.test((await metrics()) ?? ''), 'a dead letter', 20_000);
 

@@ -71,11 +71,19 @@ interface LensRuntime {
   wake?: () => void;
 }
 
+/** Rows ready to be written: records to upsert, and rows whose text is unchanged (metadata only). */
+interface PreparedRows {
+  records: IndexRecord[];
+  unchangedText: Array<{ id: string; metadata: Record<string, unknown> }>;
+}
+
 /** Per-lens counters the daemon reads into Prometheus. */
 export interface WorkerCounters {
   embedCalls: number;
   embeddedTexts: number;
   skippedByHash: number;
+  /** Records written to the index (new or changed rows, and metadata-only updates). */
+  writtenRecords: number;
   /** Tokens the embedding provider reported (or the embedder estimated). */
   tokensUsed: number;
   /** Estimated tokens not spent thanks to unchanged-text skips. */
@@ -90,6 +98,8 @@ const MAX_JOB_RETRY_MS = 60_000;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 /** How often a lens being written is counted again (a count on pgvector is a scan). */
 const COUNT_INTERVAL_MS = 5000;
+/** A full sweep saves its cursor at most this often. */
+const CURSOR_SAVE_MS = 1000;
 /** A failing count shows in the lens's status after this many failures in a row (refreshes). */
 const COUNT_FAILURES_SHOWN = 3;
 /** The same failure is logged again at most this often. */
@@ -188,7 +198,7 @@ export class Engine implements WorkerEngine {
 
   counters(lens: string): WorkerCounters {
     let c = this.lensCounters.get(lens);
-    if (!c) this.lensCounters.set(lens, (c = { embedCalls: 0, embeddedTexts: 0, skippedByHash: 0, tokensUsed: 0, tokensSaved: 0 }));
+    if (!c) this.lensCounters.set(lens, (c = { embedCalls: 0, embeddedTexts: 0, skippedByHash: 0, writtenRecords: 0, tokensUsed: 0, tokensSaved: 0 }));
     return c;
   }
 
@@ -518,19 +528,35 @@ export class Engine implements WorkerEngine {
     const batch = this.readBatch;
     let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
     const reader = await this.reader(lens);
-    const read = (after: string | undefined) => this.prefetch(() => this.readWithRetry(() => reader.page({ after, limit: batch })));
-    // The next page is read while this one is embedded and written.
+    const read = (after: string | undefined) => this.startNow(() => this.readWithRetry(() => reader.page({ after, limit: batch })));
+    // The next page is read while this one is embedded, and embedded while this one is written.
     let next = cursor.phase === 'rows' ? read(cursor.after) : undefined;
-    while (cursor.phase === 'rows') {
-      this.stopSignal.throwIfAborted();
-      const page = await next!;
-      const more = page.length === batch;
-      if (more) next = read(page[page.length - 1].id);
-      await this.indexRows(lens, job, page);
-      cursor = more ? { phase: 'rows', after: page[page.length - 1].id } : { phase: 'ghosts' };
-      lens.cursor = `full:${cursor.after ?? 'ghosts'}`;
-      await this.options.state.put(key, cursor);
+    let stored: Promise<void> = Promise.resolve();
+    let savedAt = performance.now();
+    try {
+      while (cursor.phase === 'rows') {
+        this.stopSignal.throwIfAborted();
+        const page = await next!;
+        const more = page.length === batch;
+        if (more) next = read(page[page.length - 1].id);
+        const prepared = await this.prepareRows(lens, job, page);
+        await stored;
+        const reached: typeof cursor = more ? { phase: 'rows', after: page[page.length - 1].id } : { phase: 'ghosts' };
+        stored = this.startNow(async () => {
+          await this.storeRows(lens, job, prepared);
+          lens.cursor = `full:${reached.after ?? 'ghosts'}`;
+          // Saved once a second: after a crash, at most that long's pages are written again (the same records).
+          if (reached.phase === 'ghosts' || performance.now() - savedAt >= CURSOR_SAVE_MS) {
+            savedAt = performance.now();
+            await this.options.state.put(key, reached);
+          }
+        });
+        cursor = reached;
+      }
+    } finally {
+      await stored.catch(() => undefined);
     }
+    await stored;
     for (;;) {
       this.stopSignal.throwIfAborted();
       const ids = await this.options.index.idsAfter(lens.name, cursor.after, 1000);
@@ -570,7 +596,12 @@ export class Engine implements WorkerEngine {
 
   /** Builds, embeds (unless the hash is unchanged) and writes rows; bad items are dead-lettered. */
   private async indexRows(lens: LensRuntime, job: Job, rows: Array<{ id: string; row: Record<string, unknown> }>): Promise<void> {
-    if (rows.length === 0) return;
+    await this.storeRows(lens, job, await this.prepareRows(lens, job, rows));
+  }
+
+  /** Builds rows' records and embeds those whose text changed (the rest only update metadata). */
+  private async prepareRows(lens: LensRuntime, job: Job, rows: Array<{ id: string; row: Record<string, unknown> }>): Promise<PreparedRows> {
+    if (rows.length === 0) return { records: [], unchangedText: [] };
     const { index, embedder } = this.options;
     const built = rows.map(({ id, row }) => {
       const content = buildContent(lens.config, row);
@@ -596,11 +627,18 @@ export class Engine implements WorkerEngine {
     }
     const vectors = await this.isolating(lens, job, toEmbed, (items) => this.embedTransient(lens.name, items), embedInputReason);
     toEmbed.forEach((b, i) => vectors[i] && records.push({ ...b, vector: vectors[i]! }));
+    return { records, unchangedText };
+  }
+
+  /** Writes prepared rows to the index; records it refuses are dead-lettered. */
+  private async storeRows(lens: LensRuntime, job: Job, { records, unchangedText }: PreparedRows): Promise<void> {
+    const { index } = this.options;
     const written = (ok: unknown[]) => ok.filter((x) => x !== undefined).length;
     const updated = await this.isolating(lens, job, unchangedText, async (items) => (await index.updateMetadata(lens.name, items), items), indexDataReason);
     const upserted = await this.isolating(lens, job, records, async (items) => (await index.upsert(lens.name, items), items), indexDataReason);
     const done = written(updated) + written(upserted);
     job.indexed += done;
+    this.counters(lens.name).writtenRecords += done;
     lens.rate.count += done;
     lens.indexChanged ||= done > 0;
   }
@@ -643,9 +681,9 @@ export class Engine implements WorkerEngine {
     }
   }
 
-  /** Starts `read` now; a failure is thrown where the result is awaited, or dropped if it never is (the job stopped first). */
-  private prefetch<T>(read: () => Promise<T>): Promise<T> {
-    const started = read();
+  /** Starts `work` now; a failure is thrown where the result is awaited, or dropped if it never is (the job stopped first). */
+  private startNow<T>(work: () => Promise<T>): Promise<T> {
+    const started = work();
     started.catch(() => undefined);
     return started;
   }

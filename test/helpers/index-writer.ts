@@ -10,7 +10,7 @@ import { EmbeddedVectorIndex } from '../../src/worker/index/embedded.js';
 import type { VectorIndex } from '../../src/worker/types.js';
 import { random, record, unit } from './vector-index-contract.js';
 
-export const WRITER_OPTIONS = { exactBelow: 0, checkpointFrames: 1500, hnsw: { quantization: 'i8' as const } };
+export const WRITER_OPTIONS = { exactBelow: 0, checkpointFrames: 1500, checkpointIntervalMs: 0, hnsw: { quantization: 'i8' as const } };
 const DIMS = 32;
 const BATCH = 200;
 

@@ -63,6 +63,8 @@ interface Chunk {
   records: string[];
   changes: RecordChange[];
   bytes: number;
+  /** Deletes left out (`onDelete: skip`), counted once the request is accepted. */
+  skippedDeletes: number;
 }
 
 interface SeynAnswer {
@@ -85,10 +87,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
 
   /** The record's JSON, or undefined when nothing is sent (a skipped delete). */
   function recordJson(lens: string, rec: PayloadRecord): string | undefined {
-    if (!rec.payload && config.onDelete === 'skip') {
-      skipped.set(lens, (skipped.get(lens) ?? 0) + 1);
-      return undefined;
-    }
+    if (!rec.payload && config.onDelete === 'skip') return undefined;
     const lensConfig = ctx.lenses[lens];
     const head = `{"recordId":${JSON.stringify(rec.change.id)},"entityType":${JSON.stringify(lensConfig.entityType ?? lens)}`;
     return `${head},"sourceUpdatedAt":"${updatedAt(rec, lensConfig.changeTrackingColumn)}","payload":${JSON.stringify(rec.payload ?? { _deleted: true })}}`;
@@ -118,7 +117,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
             chunk.records.push(json);
             chunk.changes.push(rec.change);
             chunk.bytes += size;
-          }
+          } else chunk.skippedDeletes++;
           index++;
         }
       }
@@ -131,7 +130,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   }
 
   function emptyChunk(start: number): Chunk {
-    return { start, records: [], changes: [], bytes: envelope.length + 2 };
+    return { start, records: [], changes: [], bytes: envelope.length + 2, skippedDeletes: 0 };
   }
 
   /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it. */
@@ -152,6 +151,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
       await rejected(lens, chunk.changes, res.text);
     }
     sent.accepted = true;
+    if (chunk.skippedDeletes) skipped.set(lens, (skipped.get(lens) ?? 0) + chunk.skippedDeletes);
   }
 
   /** Dead-letters the records a 202 lists in `rejected`, each with its code and message. */

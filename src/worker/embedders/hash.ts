@@ -23,6 +23,7 @@
  * changes whenever the recipe does.
  */
 import { TributaryError } from '../../errors.js';
+import { RequestThread } from '../thread.js';
 import type { Embedder } from '../types.js';
 import { estimateTokens } from './openai.js';
 
@@ -41,6 +42,13 @@ const FNV_PRIME = 0x01000193;
 /** A word: a letter or digit, then letters, digits and combining marks. */
 const WORD = /[\p{L}\p{N}][\p{L}\p{N}\p{M}]*/gu;
 
+/**
+ * Batches of at least this many texts are embedded on a thread of their own (./hash-thread.ts),
+ * so a full sync embeds one page while the main thread writes the last; a search's query is
+ * embedded at once.
+ */
+const THREAD_MIN_TEXTS = 64;
+
 export interface HashEmbedderOptions {
   /** Vector length: a positive integer (384 is the documented default). */
   dimensions: number;
@@ -58,6 +66,7 @@ export function createHashEmbedder(options: HashEmbedderOptions): Embedder {
     throw new TributaryError(`hash embedder: dimensions must be a positive integer (got ${String(dimensions)})`);
   }
   let tokensUsed = 0;
+  let thread: RequestThread | undefined;
   return {
     id: `hash:v1:${dimensions}`,
     dimensions,
@@ -66,10 +75,12 @@ export function createHashEmbedder(options: HashEmbedderOptions): Embedder {
     },
     async embed(texts, signal) {
       signal?.throwIfAborted();
-      return texts.map((text) => {
-        tokensUsed += estimateTokens(text);
-        return hashVector(tokenize(text), dimensions);
-      });
+      for (const text of texts) tokensUsed += estimateTokens(text);
+      if (texts.length < THREAD_MIN_TEXTS) return texts.map((text) => hashVector(tokenize(text), dimensions));
+      if (!thread || thread.broken) thread = new RequestThread(new URL('./hash-thread.js', import.meta.url), 'the hash embedder thread');
+      const lengths = Uint32Array.from(texts, (text) => text.length);
+      const vectors = await thread.request<Float32Array>({ joined: texts.join(''), lengths, dimensions }, [lengths.buffer]);
+      return texts.map((_, i) => vectors.subarray(i * dimensions, (i + 1) * dimensions));
     },
   };
 }
@@ -79,33 +90,104 @@ export function tokenize(text: string): string[] {
   return text.normalize('NFKC').toLowerCase().match(WORD) ?? [];
 }
 
+/**
+ * Term frequencies of hashed features, in the order each was first seen (the order they are
+ * added to the vector in, which fixes its float rounding): an open-addressing table reused for
+ * every text, so embedding allocates nothing per feature.
+ */
+class FeatureCounts {
+  /** Distinct hashes in first-seen order, and their counts. */
+  hashes = new Uint32Array(64);
+  counts = new Uint32Array(64);
+  size = 0;
+  /** Table slot → index into `hashes`; a slot is taken when its stamp is the current one. */
+  private table = new Uint32Array(128);
+  private stamps = new Uint32Array(128);
+  private stamp = 1;
+
+  clear(): void {
+    this.size = 0;
+    if (++this.stamp === 0xffffffff) {
+      this.stamps.fill(0);
+      this.stamp = 1;
+    }
+  }
+
+  count(hash: number): void {
+    if (2 * (this.size + 1) > this.table.length) this.grow();
+    const mask = this.table.length - 1;
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
+      if (this.stamps[slot] !== this.stamp) {
+        this.stamps[slot] = this.stamp;
+        this.table[slot] = this.size;
+        this.hashes[this.size] = hash;
+        this.counts[this.size++] = 1;
+        return;
+      }
+      if (this.hashes[this.table[slot]] === hash) {
+        this.counts[this.table[slot]]++;
+        return;
+      }
+    }
+  }
+
+  /** Adds `±weight * (1 + ln tf)` for each feature: low 31 bits pick the bucket, the top bit the sign. */
+  addTo(vector: Float32Array, weight: number): void {
+    for (let i = 0; i < this.size; i++) {
+      const hash = this.hashes[i];
+      const value = weight * (1 + Math.log(this.counts[i]));
+      const bucket = (hash & 0x7fffffff) % vector.length;
+      vector[bucket] += hash & 0x80000000 ? -value : value;
+    }
+  }
+
+  private grow(): void {
+    const size = this.size;
+    const hashes = this.hashes;
+    const counts = this.counts;
+    this.hashes = new Uint32Array(hashes.length * 2);
+    this.counts = new Uint32Array(counts.length * 2);
+    this.table = new Uint32Array(this.table.length * 2);
+    this.stamps = new Uint32Array(this.stamps.length * 2);
+    this.clear();
+    for (let i = 0; i < size; i++) {
+      this.count(hashes[i]);
+      this.counts[i] = counts[i];
+    }
+  }
+}
+
+const wordCounts = new FeatureCounts();
+const bigramCounts = new FeatureCounts();
+const gramCounts = new FeatureCounts();
+
 /** The unit-length (or zero) feature-hashed vector of a text's words. */
-function hashVector(words: string[], dimensions: number): Float32Array {
-  const wordCounts = new Map<number, number>();
-  const bigramCounts = new Map<number, number>();
-  const gramCounts = new Map<number, number>();
+export function hashVector(words: string[], dimensions: number): Float32Array {
+  wordCounts.clear();
+  bigramCounts.clear();
+  gramCounts.clear();
 
   for (let i = 0; i < words.length; i++) {
     const word = words[i];
-    count(wordCounts, finish(fnv1a(word, 0, word.length, WORD_SEED)));
+    wordCounts.count(finish(fnv1a(word, 0, word.length, WORD_SEED)));
 
     if (i > 0) {
       const previous = words[i - 1];
       let h = fnv1a(previous, 0, previous.length, BIGRAM_SEED);
       h = Math.imul(h ^ 0x20, FNV_PRIME); // a space between the two words
-      count(bigramCounts, finish(fnv1a(word, 0, word.length, h)));
+      bigramCounts.count(finish(fnv1a(word, 0, word.length, h)));
     }
 
     const padded = `<${word}>`;
     for (let start = 0; start + 3 <= padded.length; start++) {
-      count(gramCounts, finish(fnv1a(padded, start, start + 3, CHARGRAM_SEED)));
+      gramCounts.count(finish(fnv1a(padded, start, start + 3, CHARGRAM_SEED)));
     }
   }
 
   const vector = new Float32Array(dimensions);
-  add(vector, wordCounts, WORD_WEIGHT);
-  add(vector, bigramCounts, BIGRAM_WEIGHT);
-  add(vector, gramCounts, CHARGRAM_WEIGHT);
+  wordCounts.addTo(vector, WORD_WEIGHT);
+  bigramCounts.addTo(vector, BIGRAM_WEIGHT);
+  gramCounts.addTo(vector, CHARGRAM_WEIGHT);
 
   let sumOfSquares = 0;
   for (let i = 0; i < dimensions; i++) sumOfSquares += vector[i] * vector[i];
@@ -114,19 +196,6 @@ function hashVector(words: string[], dimensions: number): Float32Array {
     for (let i = 0; i < dimensions; i++) vector[i] *= scale;
   }
   return vector;
-}
-
-function count(counts: Map<number, number>, hash: number): void {
-  counts.set(hash, (counts.get(hash) ?? 0) + 1);
-}
-
-/** Adds `±weight * (1 + ln tf)` for each hashed feature: low 31 bits pick the bucket, the top bit the sign. */
-function add(vector: Float32Array, counts: Map<number, number>, weight: number): void {
-  for (const [hash, tf] of counts) {
-    const value = weight * (1 + Math.log(tf));
-    const bucket = (hash & 0x7fffffff) % vector.length;
-    vector[bucket] += hash & 0x80000000 ? -value : value;
-  }
 }
 
 /** 32-bit FNV-1a over the UTF-16 code units `text[start..end)`, continuing from `hash`. */

@@ -27,6 +27,8 @@ export interface CheckpointState extends SlotTable {
   /** The next operation number of the lens. */
   nextSeq: number;
   hnsw: HnswSettings;
+  /** Graph keys of records not yet in the saved graph. */
+  pending: number[];
 }
 
 /** The files of one lens found in the index directory. */
@@ -81,10 +83,19 @@ async function writeDurably(path: string, write: (tmp: string) => Promise<void>)
 
 /**
  * Commits a checkpoint of `lens` at `seq`: the graph (saved by `saveGraph` to the path it is
- * given; nothing for an empty lens) and then the state. Resolves once both are durable.
+ * given, which answers the keys the saved graph lacks; nothing for an empty lens) and then the
+ * state. Resolves once both are durable.
  */
-export async function writeCheckpoint(dir: string, lens: string, seq: number, state: CheckpointState, saveGraph?: (path: string) => void): Promise<void> {
-  if (saveGraph) await writeDurably(join(dir, graphName(lens, seq)), async (tmp) => saveGraph(tmp));
+export async function writeCheckpoint(
+  dir: string,
+  lens: string,
+  seq: number,
+  table: Omit<CheckpointState, 'pending'>,
+  saveGraph?: (path: string) => Promise<number[]>,
+): Promise<void> {
+  let pending: number[] = [];
+  if (saveGraph) await writeDurably(join(dir, graphName(lens, seq)), async (tmp) => void (pending = await saveGraph(tmp)));
+  const state: CheckpointState = { ...table, pending };
   await writeDurably(join(dir, `${lens}.${seq}.state`), async (tmp) => {
     const file = await open(tmp, 'w');
     try {

@@ -11,8 +11,8 @@ export function checkLensName(lens: string): void {
   }
 }
 
-/** Checks one record of an upsert; `dims` is the batch's dimension count. */
-function checkRecord(lens: string, r: IndexRecord, dims: number): void {
+/** Checks one record of an upsert (`dims` is the batch's dimension count); returns its metadata as JSON. */
+function checkRecord(lens: string, r: IndexRecord, dims: number): string {
   if (typeof r.id !== 'string' || typeof r.content !== 'string' || typeof r.contentHash !== 'string') {
     throw new TypeError(`Record of lens ${lens}: id, content and contentHash must be strings`);
   }
@@ -24,35 +24,34 @@ function checkRecord(lens: string, r: IndexRecord, dims: number): void {
   for (let i = 0; i < r.vector.length; i++) {
     if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
   }
-  checkMetadata(lens, r.id, r.metadata);
+  return metadataJson(lens, r.id, r.metadata);
 }
 
-/** Metadata must be a JSON object. */
-function checkMetadata(lens: string, id: string, metadata: unknown): void {
+/** Metadata must be a JSON object; returns it as JSON. */
+function metadataJson(lens: string, id: string, metadata: unknown): string {
   if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) {
     throw new TypeError(`Record ${id} of lens ${lens}: metadata must be an object`);
   }
   try {
-    JSON.stringify(metadata);
+    return JSON.stringify(metadata);
   } catch (err) {
     throw new TributaryError(`Record ${id} of lens ${lens}: metadata is not JSON-serialisable (${describeError(err)})`, { cause: err });
   }
 }
 
-/** Checks the lens name and every record of an upsert; returns the batch's vector length. */
-export function checkUpsert(lens: string, records: IndexRecord[]): number {
+/** Checks the lens name and every record of an upsert; returns the batch's vector length and each record's metadata as JSON. */
+export function checkUpsert(lens: string, records: IndexRecord[]): { dims: number; metadataJson: string[] } {
   checkLensName(lens);
   const first = records[0]?.vector;
   const dims = first instanceof Float32Array ? first.length : 0;
-  for (const r of records) checkRecord(lens, r, dims);
-  return dims;
+  return { dims, metadataJson: records.map((r) => checkRecord(lens, r, dims)) };
 }
 
-/** Checks the lens name and every record of an updateMetadata. */
-export function checkMetadataUpdate(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): void {
+/** Checks the lens name and every record of an updateMetadata; returns each record's metadata as JSON. */
+export function checkMetadataUpdate(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): string[] {
   checkLensName(lens);
-  for (const r of records) {
+  return records.map((r) => {
     if (typeof r.id !== 'string') throw new TypeError(`Record of lens ${lens}: id must be a string`);
-    checkMetadata(lens, r.id, r.metadata);
-  }
+    return metadataJson(lens, r.id, r.metadata);
+  });
 }

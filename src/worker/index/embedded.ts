@@ -11,7 +11,7 @@
  * - Semantic search is exact (a scan of every vector) for lenses of at most `exactBelow`
  *   records, for more than `EXACT_LIMIT` results, and when asked; otherwise the graph proposes
  *   candidates, which are scored again exactly from the full-precision vectors in the log, and
- *   the vectors not yet in the graph (`buildSoon` inserts them in the background) are scanned.
+ *   the vectors not yet in the graph (its thread inserts them in the background) are scanned.
  * - Texts, metadata and vectors are read back from the log by position (page-cached reads), so
  *   memory holds per record only its id, hash, place and its quantized vector in the graph.
  * - `index.lock` holds the pid of the one process allowed to write the directory.
@@ -27,8 +27,8 @@ import type { IndexRecord, SearchHit, VectorIndex } from '../types.js';
 import { checkLensName, checkMetadataUpdate, checkUpsert } from './checks.js';
 import { graphName, lensFiles, logName, readCheckpoint, removeOthers, writeCheckpoint, type LensFiles } from './checkpoint.js';
 import { scanMatrix, score, TopK, unitLength } from './exact.js';
-import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, readVectorSync, scanFrames, type Frame, type UpsertFrame } from './frames.js';
-import { DEFAULT_HNSW, type HnswSettings } from './hnsw.js';
+import { decodePayload, encodeFrames, OP_DELETE, OP_UPSERT, payloadId, payloadVector, readFrameSync, readVectorSync, scanFrames, ScratchBuffer, type Frame, type UpsertFrame } from './frames.js';
+import { DEFAULT_HNSW, GraphThread, type HnswSettings } from './hnsw.js';
 import { LensData } from './lens-data.js';
 
 const LOCK = { file: 'index.lock', kind: 'the vector index directory', owner: 'Tributary worker', setting: 'worker.index.path' };
@@ -42,17 +42,10 @@ const DEAD_REBUILD_MIN = 1_000;
 const DEAD_WIDENING = 16;
 /** Searches for more results than this are exact (a graph search that wide costs as much). */
 const EXACT_LIMIT = 1_000;
-/** Vectors inserted into a graph between two yields to the event loop (tens of milliseconds at 384 dimensions). */
-const GRAPH_SLICE = 128;
 /**
- * While the lens is being written (a write in the last GRAPH_BUSY_MS), graph insertion takes
- * at most GRAPH_BUSY_SHARE of the main thread, so a full sync goes near the log's pace and
- * the graph catches up once writes pause. Waiting vectors are held in memory and scanned by
- * every search: past GRAPH_BACKLOG_MAX of them the graph takes all the time it needs and
- * upserts wait for it (checked every GRAPH_WAIT_MS).
+ * Vectors waiting for the graph are held in memory and scanned by every search: past
+ * GRAPH_BACKLOG_MAX of them, upserts wait for the graph (checked every GRAPH_WAIT_MS).
  */
-const GRAPH_BUSY_MS = 500;
-const GRAPH_BUSY_SHARE = 0.2;
 const GRAPH_BACKLOG_MAX = 100_000;
 const GRAPH_WAIT_MS = 5;
 
@@ -65,8 +58,14 @@ export interface EmbeddedIndexOptions {
   exactBelow?: number;
   /** Upserts wait while this many written records are not yet in the lens's graph (default GRAPH_BACKLOG_MAX). */
   graphBacklogMax?: number;
-  /** A checkpoint is written once this many frames (or a tenth of the lens, if more) were logged since the last (default 20,000). */
+  /**
+   * A checkpoint is written once this many frames (or a tenth of the lens, if more) were logged
+   * since the last (default 20,000), and `checkpointIntervalMs` passed (default 10 s: a
+   * checkpoint of a large lens takes a while, and a bulk load would otherwise spend much of its
+   * time on them; a crash replays at most that long's writes).
+   */
   checkpointFrames?: number;
+  checkpointIntervalMs?: number;
 }
 
 /** A lens's in-memory data and its files. */
@@ -79,26 +78,24 @@ interface Lens {
   /** Frames in the log, and frames since the last checkpoint. */
   frames: number;
   sinceCheckpoint: number;
+  /** When the last checkpoint was written (performance.now()). */
+  checkpointedAt: number;
   nextSeq: number;
   /** No compaction before the log holds this many frames (raised after a failed one). */
   compactAfter: number;
   /** Writes of this lens, one at a time, in call order. */
   queue: Promise<unknown>;
-  /** The background insertion of pending vectors into the graph, while it runs. */
-  building?: Promise<void>;
-  /** When the lens was last written (performance.now()). */
-  writtenAt: number;
-  /** Vectors moved from pending into the graph since the last checkpoint. */
+  /** Where each write is encoded. */
+  scratch: ScratchBuffer;
+  /** Vectors the graph took since the last checkpoint. */
   graphedSinceCheckpoint: number;
-  /** Why the last graph insertion failed, until one succeeds. */
-  graphFailure?: unknown;
 }
 
 export class EmbeddedVectorIndex implements VectorIndex {
   private readonly lenses = new Map<string, Lens>();
   private closed = false;
-  /** graphBuilt is waiting: insert without waiting for writes to pause. */
-  private draining = false;
+  /** Started once the directory is locked. */
+  private graphs!: GraphThread;
   private readonly hnsw: HnswSettings;
   private readonly exactBelow: number;
   private readonly graphBacklogMax: number;
@@ -121,10 +118,12 @@ export class EmbeddedVectorIndex implements VectorIndex {
     await mkdir(dir, { recursive: true });
     const index = new EmbeddedVectorIndex(await realpath(dir), options);
     index.unlock = await lockDirectory(index.dir, LOCK);
+    index.graphs = new GraphThread();
     try {
       await index.load();
     } catch (err) {
       await index.closeFiles();
+      await index.graphs.close();
       await index.unlock();
       throw err;
     }
@@ -133,7 +132,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
   async upsert(lens: string, records: IndexRecord[]): Promise<void> {
     this.assertOpen();
-    const dims = checkUpsert(lens, records);
+    const { dims, metadataJson } = checkUpsert(lens, records);
     if (records.length === 0) return;
     const l = this.lensFor(lens);
     await this.onLens(l, async () => {
@@ -145,10 +144,10 @@ export class EmbeddedVectorIndex implements VectorIndex {
             `\`tributary ingest ${lens} --mode full\`.`,
         );
       }
-      const frames = records.map((r): UpsertFrame => {
+      const frames = records.map((r, i): UpsertFrame => {
         const seq = l.nextSeq++;
         const { id, contentHash, content, vector } = r;
-        return { op: OP_UPSERT, seq, key: seq, id, contentHash, content, metadataJson: JSON.stringify(r.metadata), vector };
+        return { op: OP_UPSERT, seq, key: seq, id, contentHash, content, metadataJson: metadataJson[i], metadata: r.metadata, vector };
       });
       await this.write(l, frames);
     });
@@ -156,7 +155,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
     this.assertOpen();
-    checkMetadataUpdate(lens, records);
+    const metadataJson = checkMetadataUpdate(lens, records);
     const l = this.lenses.get(lens);
     if (!l || records.length === 0) return;
     // On the lens's queue: the records as the writes called before this one left them. The
@@ -164,10 +163,10 @@ export class EmbeddedVectorIndex implements VectorIndex {
     await this.onLens(l, async () => {
       const frames: UpsertFrame[] = [];
       const latest = new Map<string, UpsertFrame>();
-      for (const { id, metadata } of records) {
+      for (const [i, { id }] of records.entries()) {
         const stored = latest.get(id) ?? this.storedFrame(l, id);
         if (!stored) continue;
-        const frame = { ...stored, seq: l.nextSeq++, metadataJson: JSON.stringify(metadata) };
+        const frame = { ...stored, seq: l.nextSeq++, metadataJson: metadataJson[i], metadata: records[i].metadata };
         latest.set(id, frame);
         frames.push(frame);
       }
@@ -225,11 +224,11 @@ export class EmbeddedVectorIndex implements VectorIndex {
       );
     }
     const query = unitLength(vector);
-    const exclude = options.excludeId === undefined ? -1 : (data.slotOf.get(options.excludeId) ?? -1);
+    const excludeSlot = () => (options.excludeId === undefined ? -1 : (data.slotOf.get(options.excludeId) ?? -1));
     let scored: Array<[number, number]>;
-    if (data.matrix) scored = scanMatrix(data.matrix, data.dims, data.count, query, limit, exclude).entries();
+    if (data.matrix) scored = scanMatrix(data.matrix, data.dims, data.count, query, limit, excludeSlot()).entries();
     else if (options.exact || limit > EXACT_LIMIT) return this.scanLog(l, query, limit, options.minScore, options.excludeId);
-    else scored = this.graphCandidates(l, query, limit + (exclude >= 0 ? 1 : 0), exclude);
+    else scored = await this.graphCandidates(l, query, limit, excludeSlot);
     const hits = scored
       .filter(([, s]) => s >= options.minScore)
       .map(([slot, s]) => ({ id: data.ids[slot], slot, score: s }))
@@ -265,20 +264,14 @@ export class EmbeddedVectorIndex implements VectorIndex {
 
   /** Records of a lens written but not yet in its graph (searched exactly meanwhile). */
   graphBacklog(lens: string): number {
-    return this.peek(lens)?.data.pending.size ?? 0;
+    return this.peek(lens)?.data.graph?.backlog ?? 0;
   }
 
-  /** Resolves once every written vector is in its lens's graph, without waiting for writes to pause (for tests and benchmarks). */
+  /** Resolves once every written vector is in its lens's graph (for tests and benchmarks). */
   async graphBuilt(): Promise<void> {
-    this.draining = true;
-    try {
-      for (const l of this.lenses.values()) {
-        await l.queue;
-        this.buildSoon(l);
-        await l.building;
-      }
-    } finally {
-      this.draining = false;
+    for (const l of this.lenses.values()) {
+      await l.queue;
+      await l.data.graph?.drained();
     }
   }
 
@@ -288,10 +281,10 @@ export class EmbeddedVectorIndex implements VectorIndex {
     this.closed = true;
     for (const l of this.lenses.values()) {
       await l.queue;
-      await l.building;
       if (l.sinceCheckpoint > 0 || l.graphedSinceCheckpoint > 0) await this.checkpoint(l).catch((err) => this.warn(l, 'checkpoint', err));
     }
     await this.closeFiles();
+    await this.graphs.close();
     await this.unlock();
   }
 
@@ -300,22 +293,24 @@ export class EmbeddedVectorIndex implements VectorIndex {
    * from the log's vectors. A quantized graph ranks roughly: a wider candidate list, rescored,
    * restores the order (bench/ann.ts measures recall against exact search).
    */
-  private graphCandidates(l: Lens, query: Float32Array, fetch: number, exclude: number): Array<[number, number]> {
+  private async graphCandidates(l: Lens, query: Float32Array, limit: number, excludeSlot: () => number): Promise<Array<[number, number]>> {
     const data = l.data;
+    const fetch = limit + 1; // one may be the excluded record
     const want = Math.max(CANDIDATES_PER_RESULT * fetch, this.hnsw.expansionSearch);
-    const slots = new Set(data.searchPending(query, want, exclude));
     // Dead nodes (replaced records: ./hnsw.ts) may crowd the nearest keys: ask for more, up to
     // DEAD_WIDENING times, while fewer than `fetch` of them are live.
+    let keys: number[] = [];
     for (let asked = want; data.graph && asked <= want * DEAD_WIDENING; asked *= 4) {
-      const keys = data.graph.search(query, asked);
-      let live = 0;
-      for (const key of keys) {
-        const slot = data.slotOfKey.get(key);
-        if (slot === undefined || slot === exclude) continue;
-        slots.add(slot);
-        live++;
-      }
+      keys = await data.graph.search(query, asked);
+      const live = keys.filter((key) => data.slotOfKey.has(key)).length;
       if (live >= fetch || keys.length < asked || data.deadInGraph === 0) break;
+    }
+    // Slots as they are now (a write may have moved some while the graph searched).
+    const exclude = excludeSlot();
+    const slots = new Set<number>();
+    for (const key of keys) {
+      const slot = data.slotOfKey.get(key);
+      if (slot !== undefined && slot !== exclude) slots.add(slot);
     }
     const vector = new Float32Array(data.dims);
     return [...slots].map((slot) => [slot, score(readVectorSync(this.fd(l), data.offsets[slot], vector), 0, query, data.dims)]);
@@ -367,56 +362,30 @@ export class EmbeddedVectorIndex implements VectorIndex {
     return l.log!.fd;
   }
 
-  /**
-   * Inserts the lens's pending vectors into its graph in slices, yielding to the event loop
-   * between them, until none are left (or the index closes): writes do not wait for the graph.
-   */
-  private buildSoon(l: Lens): void {
-    if (l.building || l.data.pending.size === 0) return;
-    l.building = (async () => {
-      try {
-        while (!this.closed && l.data.pending.size > 0) {
-          const started = performance.now();
-          l.graphedSinceCheckpoint += l.data.pending.size - l.data.flushGraph(GRAPH_SLICE);
-          const spent = performance.now() - started;
-          l.graphFailure = undefined;
-          const busy = started - l.writtenAt < GRAPH_BUSY_MS && l.data.pending.size < this.graphBacklogMax && !this.draining;
-          if (busy) await sleep(spent * (1 / GRAPH_BUSY_SHARE - 1));
-          else await new Promise((resolve) => setImmediate(resolve));
-        }
-        // A large backlog went into the graph: save it, so a restart does not insert it again.
-        if (!this.closed && l.graphedSinceCheckpoint >= this.checkpointFrames(l)) {
-          await this.onLens(l, () => this.checkpoint(l)).catch((err) => this.warn(l, 'checkpoint', err));
-        }
-      } catch (err) {
-        l.graphFailure = err;
-        this.warn(l, 'insert into the graph of', err);
-      } finally {
-        l.building = undefined;
-      }
-    })();
-  }
-
   /** Waits while the lens's graph backlog is at its bound (the graph meanwhile takes all the time it needs). */
   private async graphRoom(l: Lens): Promise<void> {
-    while (!this.closed && l.data.pending.size >= this.graphBacklogMax) {
-      if (l.graphFailure) {
-        const why = describeError(l.graphFailure);
-        l.graphFailure = undefined; // the next write tries the graph again
-        throw new TributaryError(`The HNSW graph of lens ${l.data.name} is ${this.graphBacklogMax} records behind and could not take more (${why}); the write is retried`, { retriable: true });
+    const graph = l.data.graph;
+    while (!this.closed && graph && graph.backlog >= this.graphBacklogMax) {
+      if (graph.failure) {
+        throw new TributaryError(`The HNSW graph of lens ${l.data.name} is ${this.graphBacklogMax} records behind and could not take more (${graph.failure}); the write is retried`, { retriable: true });
       }
-      this.buildSoon(l);
       await sleep(GRAPH_WAIT_MS);
     }
   }
 
+  /** The graph took `count` vectors: once it caught up with a large backlog, save it, so a restart does not insert them again. */
+  private graphInserted(l: Lens, count: number): void {
+    l.graphedSinceCheckpoint += count;
+    if (this.closed || l.data.graph?.backlog !== 0 || l.graphedSinceCheckpoint < this.checkpointFrames(l)) return;
+    l.graphedSinceCheckpoint = 0; // not twice
+    void this.onLens(l, () => this.checkpoint(l)).catch((err) => this.warn(l, 'checkpoint', err));
+  }
+
   /** Logs frames (one write, fsynced), applies them, then compacts or checkpoints if due; runs on the lens's queue. */
   private async write(l: Lens, frames: Frame[]): Promise<void> {
-    const { bytes, offsets } = encodeFrames(frames);
+    const { bytes, offsets } = encodeFrames(frames, l.scratch.take);
     const base = await this.append(l, bytes);
     frames.forEach((frame, i) => l.data.apply(frame, base + offsets[i]));
-    l.writtenAt = performance.now();
-    this.buildSoon(l);
     l.frames += frames.length;
     l.sinceCheckpoint += frames.length;
     await this.maintain(l);
@@ -451,7 +420,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
       if (l.frames > l.compactAfter && l.frames > 2 * l.data.count) {
         await this.compact(l);
         l.compactAfter = COMPACT_MIN_FRAMES;
-      } else if (l.sinceCheckpoint >= this.checkpointFrames(l)) {
+      } else if (l.sinceCheckpoint >= this.checkpointFrames(l) && performance.now() - l.checkpointedAt >= (this.options.checkpointIntervalMs ?? 10_000)) {
         await this.checkpoint(l);
       }
     } catch (err) {
@@ -472,9 +441,11 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const seq = l.nextSeq - 1;
     const data = l.data;
     const state = { gen: l.gen, logBytes: l.logBytes, frames: l.frames, nextSeq: l.nextSeq, hnsw: this.hnsw, ...data.table() };
-    await writeCheckpoint(this.dir, data.name, seq, state, data.graph && ((path) => data.graph!.save(path)));
+    const graph = data.graph;
+    await writeCheckpoint(this.dir, data.name, seq, state, graph && ((path) => graph.save(path)));
     l.sinceCheckpoint = 0;
     l.graphedSinceCheckpoint = 0;
+    l.checkpointedAt = performance.now();
     await removeOthers(this.dir, await this.filesOf(data.name), l.gen, seq);
   }
 
@@ -540,7 +511,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
       Object.assign(l, { gen: state.gen, logBytes: state.logBytes, frames: state.frames, nextSeq: state.nextSeq });
       l.data.restore(state);
       rebuild = state.dims > 0 && (!files.checkpoints.get(seq)!.hnsw || JSON.stringify(state.hnsw) !== JSON.stringify(this.hnsw));
-      if (state.dims > 0 && !rebuild) l.data.newGraph().load(join(this.dir, graphName(lens, seq)));
+      if (state.dims > 0 && !rebuild) await l.data.newGraph(join(this.dir, graphName(lens, seq))).ready;
     }
     if (!files.logs.has(l.gen) && l.logBytes > 0) throw new Error(`its log ${logName(lens, l.gen)} is missing`);
     if (checkpoint && !rebuild) {
@@ -552,9 +523,8 @@ export class EmbeddedVectorIndex implements VectorIndex {
       throw err;
     });
     await removeOthers(this.dir, files, l.gen, checkpoint?.seq);
-    if (rebuild || l.data.deadInGraph > Math.max(DEAD_REBUILD_MIN, l.data.count)) this.rebuildGraph(l);
+    if (rebuild || l.data.deadInGraph > Math.max(DEAD_REBUILD_MIN, l.data.count)) await this.rebuildGraph(l);
     if (l.data.count <= this.exactBelow) this.fillMatrix(l);
-    this.buildSoon(l);
     return l;
   }
 
@@ -563,7 +533,7 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const data = l.data;
     for (const key of keys) {
       const slot = data.slotOfKey.get(key);
-      if (slot !== undefined) data.addPending(key, readVectorSync(this.fd(l), data.offsets[slot], new Float32Array(data.dims)));
+      if (slot !== undefined) data.graph!.add(key, readVectorSync(this.fd(l), data.offsets[slot], new Float32Array(data.dims)));
     }
   }
 
@@ -586,16 +556,13 @@ export class EmbeddedVectorIndex implements VectorIndex {
     l.logBytes = end;
   }
 
-  /** A new graph from the log's vectors (the checkpoint's graph is missing or has other settings). */
-  private rebuildGraph(l: Lens): void {
+  /** A new graph from the log's vectors (the checkpoint's graph is missing, has other settings or too many dead nodes). */
+  private async rebuildGraph(l: Lens): Promise<void> {
     const data = l.data;
-    data.newGraph();
-    for (let from = 0; from < data.count; from += 10_000) {
-      const slots = data.offsets.slice(from, from + 10_000);
-      const vectors = new Float32Array(slots.length * data.dims);
-      slots.forEach((offset, i) => readVectorSync(this.fd(l), offset, vectors.subarray(i * data.dims, (i + 1) * data.dims)));
-      data.graph!.add(data.keys.slice(from, from + 10_000), vectors);
-    }
+    const graph = data.newGraph();
+    const vector = new Float32Array(data.dims);
+    data.offsets.forEach((offset, slot) => graph.add(data.keys[slot], readVectorSync(this.fd(l), offset, vector)));
+    await graph.drained();
     l.sinceCheckpoint = Math.max(l.sinceCheckpoint, 1);
   }
 
@@ -607,19 +574,24 @@ export class EmbeddedVectorIndex implements VectorIndex {
   }
 
   private newLens(name: string): Lens {
-    return {
-      data: new LensData(name, this.hnsw, this.exactBelow),
+    const l: Lens = {
+      data: new LensData(name, this.graphs, this.hnsw, this.exactBelow, this.graphBacklogMax, {
+        inserted: (count) => this.graphInserted(l, count),
+        failed: (why) => this.warn(l, 'insert into the graph of', why),
+      }),
       gen: 0,
       log: undefined,
       logBytes: 0,
       frames: 0,
       sinceCheckpoint: 0,
+      checkpointedAt: performance.now(),
       nextSeq: 1,
       compactAfter: COMPACT_MIN_FRAMES,
       queue: Promise.resolve(),
-      writtenAt: 0,
+      scratch: new ScratchBuffer(),
       graphedSinceCheckpoint: 0,
     };
+    return l;
   }
 
   private async filesOf(lens: string): Promise<LensFiles> {

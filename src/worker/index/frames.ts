@@ -28,6 +28,8 @@ export interface UpsertFrame {
   content: string;
   metadataJson: string;
   vector: Float32Array;
+  /** `metadataJson` parsed, when the writer has it at hand (not stored). */
+  metadata?: Record<string, unknown>;
 }
 
 export interface DeleteFrame {
@@ -39,42 +41,62 @@ export interface DeleteFrame {
 
 export type Frame = UpsertFrame | DeleteFrame;
 
-/** Encodes frames into one buffer (one write); returns each frame's offset within it. */
-export function encodeFrames(frames: Frame[]): { bytes: Buffer; offsets: number[] } {
-  const parts: Buffer[] = [];
+/**
+ * Encodes frames into one buffer (one write), from `alloc` (a reused buffer: a write's bytes are
+ * garbage once written); returns each frame's offset within it.
+ */
+export function encodeFrames(frames: Frame[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): { bytes: Buffer; offsets: number[] } {
+  const sizes = frames.map(payloadSize);
+  const bytes = alloc(sizes.reduce((sum, size) => sum + HEADER + size, 0));
   const offsets: number[] = [];
   let at = 0;
-  for (const frame of frames) {
-    const payload = encodePayload(frame);
-    const header = Buffer.alloc(HEADER);
-    header.writeUInt32LE(payload.length, 0);
-    header.writeUInt32LE(crc32(payload), 4);
+  frames.forEach((frame, i) => {
+    const start = at + HEADER;
+    const end = encodePayload(frame, bytes, start);
+    bytes.writeUInt32LE(sizes[i], at);
+    bytes.writeUInt32LE(crc32(bytes.subarray(start, end)), at + 4);
     offsets.push(at);
-    parts.push(header, payload);
-    at += HEADER + payload.length;
-  }
-  return { bytes: Buffer.concat(parts), offsets };
+    at = end;
+  });
+  return { bytes, offsets };
 }
 
-function encodePayload(frame: Frame): Buffer {
-  const strings = frame.op === OP_UPSERT ? [frame.id, frame.contentHash, frame.content, frame.metadataJson] : [frame.id];
-  const encoded = strings.map((s) => Buffer.from(s, 'utf8'));
-  const vectorBytes = frame.op === OP_UPSERT ? 4 + frame.vector.length * 4 : 0;
-  const out = Buffer.alloc(17 + encoded.reduce((sum, b) => sum + 4 + b.length, 0) + vectorBytes);
-  out.writeUInt8(frame.op, 0);
-  out.writeDoubleLE(frame.seq, 1);
-  out.writeDoubleLE(frame.key, 9);
-  let at = 17;
-  for (const b of encoded) {
-    out.writeUInt32LE(b.length, at);
-    b.copy(out, at + 4);
-    at += 4 + b.length;
+/** A buffer reused for one write after another: `take` grows it when a write needs more. */
+export class ScratchBuffer {
+  private buffer = Buffer.alloc(0);
+
+  take = (size: number): Buffer => {
+    if (this.buffer.length < size) this.buffer = Buffer.allocUnsafe(Math.max(size, 2 * this.buffer.length));
+    return this.buffer.subarray(0, size);
+  };
+}
+
+function payloadStrings(frame: Frame): string[] {
+  return frame.op === OP_UPSERT ? [frame.id, frame.contentHash, frame.content, frame.metadataJson] : [frame.id];
+}
+
+function payloadSize(frame: Frame): number {
+  const strings = payloadStrings(frame).reduce((sum, s) => sum + 4 + Buffer.byteLength(s, 'utf8'), 0);
+  return 17 + strings + (frame.op === OP_UPSERT ? 4 + frame.vector.length * 4 : 0);
+}
+
+/** Writes the frame's payload into `out` at `at`; returns where it ends. */
+function encodePayload(frame: Frame, out: Buffer, start: number): number {
+  out.writeUInt8(frame.op, start);
+  out.writeDoubleLE(frame.seq, start + 1);
+  out.writeDoubleLE(frame.key, start + 9);
+  let at = start + 17;
+  for (const s of payloadStrings(frame)) {
+    const length = out.write(s, at + 4, 'utf8');
+    out.writeUInt32LE(length, at);
+    at += 4 + length;
   }
   if (frame.op === OP_UPSERT) {
     out.writeUInt32LE(frame.vector.length, at);
-    Buffer.from(frame.vector.buffer, frame.vector.byteOffset, frame.vector.byteLength).copy(out, at + 4);
+    out.set(new Uint8Array(frame.vector.buffer, frame.vector.byteOffset, frame.vector.byteLength), at + 4);
+    at += 4 + frame.vector.byteLength;
   }
-  return out;
+  return at;
 }
 
 /** Decodes a payload; throws on anything malformed. */

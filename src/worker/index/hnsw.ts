@@ -5,17 +5,20 @@
  * (./frames.ts); the log, not the graph, is the source of truth: the graph is saved with the
  * lens's checkpoints and brought up to date from the log on open.
  *
+ * The graphs of an index live on one thread of their own (`GraphThread`, ./graph-thread.ts):
+ * `add` queues vectors there and returns at once; the thread inserts them in the background.
+ * A search answers from the graph and from an exact scan of the queue, so a written vector is
+ * found at once. Messages between the threads are the `GraphRequest`s and their replies, and
+ * a `GraphProgress` after each slice the thread inserted.
+ *
  * Nothing is ever removed from a graph: usearch 2.25 corrupts its heap when it loads a graph
  * saved with removed entries whose places were not taken again (reproduced: add 256, remove
  * them, add 128, save, load). A replaced or deleted record's node stays, unreachable by key
  * (searches skip keys the slot table does not hold), until the lens's graph is rebuilt.
  */
-import usearch, { type Index, type ScalarKind } from 'usearch';
+import { RequestThread } from '../thread.js';
 
 export type Quantization = 'f32' | 'f16' | 'i8';
-
-/** Vectors as a graph holds them: i8 for an i8 graph (see `HnswGraph.encode`), else f32. */
-export type GraphVectors = Float32Array | Int8Array;
 
 /** The HNSW settings of `worker.index` (embedded). */
 export interface HnswSettings {
@@ -35,78 +38,195 @@ export interface HnswSettings {
  */
 export const DEFAULT_HNSW: HnswSettings = { quantization: 'i8', connectivity: 16, expansionAdd: 64, expansionSearch: 64 };
 
-/** Threads usearch may use for a batch insert (the machine's cores are shared with the daemon). */
-const ADD_THREADS = 2;
+/** Messages to the graph thread; those with an `id` are answered with a `GraphReply`. */
+export type GraphRequest =
+  | { op: 'open'; id: number; graph: number; dims: number; settings: HnswSettings; backlogMax: number; path?: string }
+  /** Vectors (row after row: i8 for an i8 graph, as `toInt8` makes them, else f32) to queue for the graph, and keys to take out of its queue. */
+  | { op: 'batch'; graph: number; keys: number[]; vectors: ArrayBuffer; drops: number[] }
+  /** Keys of the about `k` nearest in the graph, then of the `k` nearest queued. */
+  | { op: 'search'; id: number; graph: number; query: Float32Array; k: number }
+  /** Saves the graph to `path`; answers the keys still queued (not in the saved graph). */
+  | { op: 'save'; id: number; graph: number; path: string }
+  /** Answered once the graph's queue is empty (inserting on every core meanwhile). */
+  | { op: 'drain'; id: number; graph: number }
+  | { op: 'close'; id: number; graph: number };
+/** A request as its sender writes it: the thread's side adds the id. */
+type Asking<T> = T extends { id: number } ? Omit<T, 'id'> : never;
+/** Sent after each batch the thread took and each slice it inserted (or failed to). */
+export interface GraphProgress {
+  graph: number;
+  size: number;
+  /** Batches taken since the graph was opened, and vectors queued after them. */
+  batches: number;
+  queued: number;
+  failure?: string;
+}
 
-export class HnswGraph {
-  private readonly index: Index;
+/** What a graph tells its owner as the thread works. */
+export interface GraphListener {
+  /** The graph took `count` more vectors. */
+  inserted(count: number): void;
+  /** Inserting failed (it is tried again with the next vectors, or when drained). */
+  failed(why: string): void;
+}
 
-  private readonly quantization: Quantization;
+/** A batch is sent to the thread once it holds this many vectors (else at the end of the current task). */
+const BATCH_MAX = 1024;
 
-  constructor(
-    readonly dims: number,
-    settings: HnswSettings,
-  ) {
-    this.quantization = settings.quantization;
-    this.index = new usearch.Index({
-      dimensions: dims,
-      metric: usearch.MetricKind.Cos,
-      quantization: settings.quantization as ScalarKind,
-      connectivity: settings.connectivity,
-      expansion_add: settings.expansionAdd,
-      expansion_search: settings.expansionSearch,
-      multi: false,
-    });
+/** The thread holding an embedded index's graphs. */
+export class GraphThread {
+  private readonly thread: RequestThread;
+  private readonly graphs = new Map<number, HnswGraph>();
+  private nextGraph = 1;
+
+  constructor() {
+    this.thread = new RequestThread(
+      new URL('./graph-thread.js', import.meta.url),
+      'the HNSW graph thread',
+      (progress: GraphProgress) => this.graphs.get(progress.graph)?.progress(progress),
+      (err) => {
+        for (const graph of this.graphs.values()) graph.progress({ ...graph.lastReport, failure: err.message });
+      },
+    );
   }
 
-  get size(): number {
-    return this.index.size();
+  /** A new graph on the thread: empty, or loaded from `path` (once `ready` resolves). */
+  open(dims: number, settings: HnswSettings, backlogMax: number, listener: GraphListener, path?: string): HnswGraph {
+    const id = this.nextGraph++;
+    const opened = this.request<{ size: number }>({ op: 'open', graph: id, dims, settings, backlogMax, path });
+    const graph = new HnswGraph(this, id, dims, settings.quantization === 'i8', opened, listener);
+    this.graphs.set(id, graph);
+    return graph;
   }
 
-  /** Adds vectors (`keys.length` vectors, row after row, as floats or as `encode` gave them). */
-  add(keys: number[], vectors: GraphVectors): void {
-    if (keys.length === 0) return;
-    this.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors, ADD_THREADS);
+  request<T>(message: Asking<GraphRequest>, transfer: ArrayBuffer[] = []): Promise<T> {
+    return this.thread.request<T>(message, transfer);
   }
 
-  /** The keys of the (about) `k` nearest vectors to a unit-length query, nearest first. */
-  search(query: Float32Array, k: number): number[] {
-    if (k < 1 || this.size === 0) return [];
-    const found = this.index.search(query, Math.min(k, this.size), 1);
-    const keys: number[] = [];
-    // Unused places are padded; usearch marks them with the largest key.
-    for (let i = 0; i < found.keys.length; i++) if (found.keys[i] !== 0xffffffffffffffffn) keys.push(Number(found.keys[i]));
-    return keys;
+  post(message: GraphRequest, transfer: ArrayBuffer[] = []): void {
+    this.thread.post(message, transfer);
   }
 
-  /**
-   * A vector as the graph holds it, for keeping it compactly until it is added: for i8, scaled
-   * so its largest component is ±127 and rounded (the scale of a vector does not change its
-   * cosine; usearch scales what it is given by its norm and casts it to i8 again), else as is.
-   */
-  encode(vectors: Float32Array): GraphVectors {
-    if (this.quantization !== 'i8') return vectors;
-    return toInt8(vectors, this.dims);
+  forget(graph: HnswGraph): void {
+    this.graphs.delete(graph.id);
   }
 
-  save(path: string): void {
-    this.index.save(path);
-  }
-
-  load(path: string): void {
-    this.index.load(path);
+  close(): Promise<void> {
+    return this.thread.close();
   }
 }
 
-/** Row-major vectors of `dims` as i8, each scaled so its largest |component| is 127, rounded. */
-export function toInt8(vectors: Float32Array, dims: number): Int8Array {
-  const out = new Int8Array(vectors.length);
-  for (let row = 0; row < vectors.length; row += dims) {
-    let max = 0;
-    for (let j = row; j < row + dims; j++) max = Math.max(max, Math.abs(vectors[j]));
-    if (max === 0) continue;
-    const scale = 127 / max;
-    for (let j = row; j < row + dims; j++) out[j] = Math.round(vectors[j] * scale);
+/** One lens's graph, on its index's `GraphThread`. */
+export class HnswGraph {
+  /** Nodes in the graph, as last reported. */
+  size = 0;
+  /** Why inserting failed, until a slice succeeds. */
+  failure: string | undefined;
+  lastReport: GraphProgress;
+  /** Vectors in each batch sent and not yet reported taken, and their sum. */
+  private unreported: number[] = [];
+  private unreportedVectors = 0;
+  private keys: number[] = [];
+  /** The vectors of `keys`, row after row, as the thread takes them. */
+  private readonly vectors: Float32Array | Int8Array;
+  private drops: number[] = [];
+
+  /** Resolves once the graph is open (loaded, if it was opened from a file). */
+  readonly ready: Promise<void>;
+
+  constructor(
+    private readonly thread: GraphThread,
+    readonly id: number,
+    readonly dims: number,
+    private readonly i8: boolean,
+    opened: Promise<{ size: number }>,
+    private readonly listener: GraphListener,
+  ) {
+    this.lastReport = { graph: id, size: 0, batches: 0, queued: 0 };
+    this.vectors = i8 ? new Int8Array(BATCH_MAX * dims) : new Float32Array(BATCH_MAX * dims);
+    this.ready = opened.then(({ size }) => {
+      this.size = size;
+    });
+    this.ready.catch(() => undefined); // observed by whoever waits for it; a batch after a failed open fails in turn
   }
-  return out;
+
+  /** Vectors queued for the graph but not yet in it (searched exactly meanwhile). */
+  get backlog(): number {
+    return this.lastReport.queued + this.unreportedVectors + this.keys.length;
+  }
+
+  /** Queues (a copy of) a vector for the graph; an i8 graph's waits as i8, a quarter of f32's memory. */
+  add(key: number, vector: Float32Array): void {
+    const at = this.keys.length * this.dims;
+    if (this.vectors instanceof Int8Array) toInt8(vector, this.vectors, at);
+    else this.vectors.set(vector, at);
+    this.keys.push(key);
+    this.sendSoon();
+  }
+
+  /** Takes a key out of the queue, if it is still there (a replaced or deleted record). */
+  drop(key: number): void {
+    this.drops.push(key);
+    this.sendSoon();
+  }
+
+  /** The keys of the (about) `k` nearest vectors in the graph, then of the `k` nearest queued, to a unit-length query. */
+  search(query: Float32Array, k: number): Promise<number[]> {
+    this.send();
+    return this.thread.request({ op: 'search', graph: this.id, query, k });
+  }
+
+  /** Saves the graph to `path`; resolves to the keys still queued, which the saved graph lacks. */
+  save(path: string): Promise<number[]> {
+    this.send();
+    return this.thread.request({ op: 'save', graph: this.id, path });
+  }
+
+  /** Resolves once every queued vector is in the graph (rejects if inserting fails). */
+  drained(): Promise<void> {
+    this.send();
+    return this.thread.request({ op: 'drain', graph: this.id });
+  }
+
+  async close(): Promise<void> {
+    this.thread.forget(this);
+    await this.thread.request({ op: 'close', graph: this.id }).catch(() => undefined);
+  }
+
+  progress(report: GraphProgress): void {
+    const inserted = report.size - this.size;
+    for (let b = this.lastReport.batches; b < report.batches; b++) this.unreportedVectors -= this.unreported.shift() ?? 0;
+    this.lastReport = report;
+    this.size = report.size;
+    if (report.failure && report.failure !== this.failure) this.listener.failed(report.failure);
+    this.failure = report.failure;
+    if (inserted > 0) this.listener.inserted(inserted);
+  }
+
+  private sendSoon(): void {
+    if (this.keys.length >= BATCH_MAX) this.send();
+    else if (this.keys.length + this.drops.length === 1) queueMicrotask(() => this.send());
+  }
+
+  private send(): void {
+    if (this.keys.length === 0 && this.drops.length === 0) return;
+    const vectors = this.vectors.slice(0, this.keys.length * this.dims);
+    this.thread.post({ op: 'batch', graph: this.id, keys: this.keys, vectors: vectors.buffer, drops: this.drops }, [vectors.buffer]);
+    this.unreported.push(this.keys.length);
+    this.unreportedVectors += this.keys.length;
+    this.keys = [];
+    this.drops = [];
+  }
+}
+
+/**
+ * A vector as i8 into `out` at `at`, scaled so its largest |component| is 127 and rounded (the
+ * scale does not change a cosine; usearch scales what it is given by its norm and casts again).
+ */
+export function toInt8(vector: Float32Array, out: Int8Array, at: number): void {
+  let max = 0;
+  for (let j = 0; j < vector.length; j++) max = Math.max(max, Math.abs(vector[j]));
+  const scale = max === 0 ? 0 : 127 / max;
+  // Math.floor(x + 0.5) rounds as Math.round does, several times faster in V8 here.
+  for (let j = 0; j < vector.length; j++) out[at + j] = Math.floor(vector[j] * scale + 0.5);
 }

@@ -5,17 +5,16 @@
  * vectors stay in the record log (./frames.ts) and are read back by position.
  *
  * Every change goes through `apply(frame, offset)`, for a write and for a replay alike. A new
- * vector waits in `pending` until `flushGraph` inserts it into the graph (the index does that
- * in the background, so writes go at the log's pace); searches scan `pending` exactly.
+ * vector is queued for the graph, which takes it on its own thread (./hnsw.ts), so writes go at
+ * the log's pace; searches scan the queue exactly.
  */
 import { Bm25Index } from './bm25.js';
 import { OP_DELETE, type Frame, type UpsertFrame } from './frames.js';
-import { HnswGraph, type GraphVectors, type HnswSettings } from './hnsw.js';
-import { cosine, TopK } from './exact.js';
+import type { GraphListener, GraphThread, HnswGraph, HnswSettings } from './hnsw.js';
 
 /** The text keyword search sees: the content and the metadata's string values. */
-export function keywordText(content: string, metadataJson: string): string {
-  const strings = Object.values(JSON.parse(metadataJson) as Record<string, unknown>).filter((v): v is string => typeof v === 'string');
+export function keywordText(content: string, metadata: Record<string, unknown>): string {
+  const strings = Object.values(metadata).filter((v): v is string => typeof v === 'string');
   return strings.length ? `${content} ${strings.join(' ')}` : content;
 }
 
@@ -28,8 +27,6 @@ export interface SlotTable {
   keys: number[];
   /** The keyword index's bytes (`Bm25Index.serialize`), in chunks. */
   bm25: Iterable<Buffer>;
-  /** Graph keys of records not yet in the saved graph. */
-  pending: number[];
 }
 
 export class LensData {
@@ -47,8 +44,6 @@ export class LensData {
   keyword = new Bm25Index();
   /** Row-major unit vectors by slot, kept while the lens has at most `exactBelow` records. */
   matrix: Float32Array | undefined;
-  /** Vectors not yet in the graph, by key, in insertion order, as the graph takes them (i8 a quarter of f32's memory). */
-  readonly pending = new Map<number, GraphVectors>();
 
   /** Ids in ascending order, maybe with deleted ones (skipped when read); see `sortedIds`. */
   private sorted: string[] = [];
@@ -57,9 +52,13 @@ export class LensData {
 
   constructor(
     readonly name: string,
+    private readonly graphs: GraphThread,
     private readonly settings: HnswSettings,
     /** Lenses up to this many records are searched exactly, from `matrix`. */
     readonly exactBelow: number,
+    /** Writes wait while this many vectors wait for the graph. */
+    private readonly graphBacklogMax: number,
+    private readonly graphListener: GraphListener,
   ) {}
 
   get count(): number {
@@ -74,46 +73,13 @@ export class LensData {
 
   /** Nodes of the graph no record holds any more (replaced or deleted; ./hnsw.ts says why they stay). */
   get deadInGraph(): number {
-    return this.graph ? this.graph.size - (this.count - this.pending.size) : 0;
+    return this.graph ? this.graph.size - (this.count - this.graph.backlog) : 0;
   }
 
-  /** Inserts up to `max` pending vectors into the graph, oldest first; returns how many are left. */
-  flushGraph(max = Infinity): number {
-    const keys: number[] = [];
-    for (const key of this.pending.keys()) {
-      if (keys.length >= max) break;
-      keys.push(key);
-    }
-    if (keys.length === 0) return 0;
-    const first = this.pending.get(keys[0])!;
-    const vectors = first instanceof Int8Array ? new Int8Array(keys.length * this.dims) : new Float32Array(keys.length * this.dims);
-    keys.forEach((key, i) => {
-      vectors.set(this.pending.get(key)!, i * this.dims);
-      this.pending.delete(key);
-    });
-    this.graph!.add(keys, vectors);
-    return this.pending.size;
-  }
-
-  /**
-   * The slots of the `k` pending records nearest a unit `query` by their vectors as the graph
-   * will take them (approximate for i8: rescore them), `excludeSlot` left out.
-   */
-  searchPending(query: Float32Array, k: number, excludeSlot: number): number[] {
-    const top = new TopK(k);
-    for (const [key, vector] of this.pending) {
-      const slot = this.slotOfKey.get(key);
-      if (slot === undefined || slot === excludeSlot) continue;
-      const s = cosine(vector, query);
-      if (s > top.floor) top.offer(slot, s);
-    }
-    return top.entries().map(([slot]) => slot);
-  }
-
-  /** A new, empty graph for this lens's dimensions (filled by the caller). */
-  newGraph(): HnswGraph {
-    this.pending.clear();
-    this.graph = new HnswGraph(this.dims, this.settings);
+  /** A new, empty graph for this lens's dimensions (filled by the caller), or one loaded from `path`. */
+  newGraph(path?: string): HnswGraph {
+    void this.graph?.close();
+    this.graph = this.graphs.open(this.dims, this.settings, this.graphBacklogMax, this.graphListener, path);
     return this.graph;
   }
 
@@ -130,15 +96,15 @@ export class LensData {
       this.slotOf.set(id, slot);
       this.slotOfKey.set(key, slot);
       this.noteAdded(id);
-      if (withGraph) this.addPending(key, vector);
+      if (withGraph) this.graph!.add(key, vector);
     } else {
       const old = this.keys[slot];
       if (old !== key) {
         this.slotOfKey.delete(old);
         this.slotOfKey.set(key, slot);
         if (withGraph) {
-          this.graphRemove(old);
-          this.addPending(key, vector);
+          this.graph!.drop(old);
+          this.graph!.add(key, vector);
         }
       }
       this.hashes[slot] = frame.contentHash;
@@ -146,14 +112,14 @@ export class LensData {
       this.keys[slot] = key;
     }
     this.matrixPut(slot, vector);
-    this.keyword.set(id, keywordText(frame.content, frame.metadataJson));
+    this.keyword.set(id, keywordText(frame.content, frame.metadata ?? (JSON.parse(frame.metadataJson) as Record<string, unknown>)));
   }
 
   private remove(id: string, withGraph: boolean): void {
     const slot = this.slotOf.get(id);
     if (slot === undefined) return;
     const key = this.keys[slot];
-    if (withGraph) this.graphRemove(key);
+    if (withGraph) this.graph!.drop(key);
     const last = this.count - 1;
     if (slot !== last) {
       const moved = this.ids[last];
@@ -180,16 +146,6 @@ export class LensData {
     this.newGraph();
   }
 
-  /** Queues a vector for the graph (`flushGraph` inserts it). */
-  addPending(key: number, vector: Float32Array): void {
-    this.pending.set(key, this.graph!.encode(vector));
-  }
-
-  /** A key that leaves the lens: gone from `pending`, or left in the graph as a dead node (./hnsw.ts says why). */
-  private graphRemove(key: number): void {
-    this.pending.delete(key);
-  }
-
   /** Writes a slot's vector into the matrix, growing it; drops the matrix past `exactBelow`. */
   private matrixPut(slot: number, vector: Float32Array): void {
     if (!this.matrix) return;
@@ -209,7 +165,7 @@ export class LensData {
   /** The slot table for a checkpoint. */
   table(): SlotTable {
     const { dims, ids, hashes, offsets, keys } = this;
-    return { dims, ids, hashes, offsets, keys, bm25: this.keyword.serialize(), pending: [...this.pending.keys()] };
+    return { dims, ids, hashes, offsets, keys, bm25: this.keyword.serialize() };
   }
 
   /** Takes a checkpoint's slot table (the graph is loaded by the caller). */

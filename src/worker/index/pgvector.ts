@@ -135,16 +135,16 @@ export class PgvectorIndex implements VectorIndex {
 
   async upsert(lens: string, records: IndexRecord[]): Promise<void> {
     this.assertOpen();
-    const dims = checkUpsert(lens, records);
+    const { dims, metadataJson } = checkUpsert(lens, records);
     if (records.length === 0) return;
     if (dims > 16_000) throw new TributaryError(`Records of lens ${lens} have ${dims} dimensions; pgvector stores at most 16,000`);
     // Last one wins when an id comes twice (one INSERT … ON CONFLICT cannot touch a row twice).
-    const byId = new Map<string, IndexRecord>();
-    for (const r of records) byId.set(r.id, r);
-    const rows = [...byId.values()].map((r) => ({
+    const byId = new Map<string, { r: IndexRecord; json: string }>();
+    records.forEach((r, i) => byId.set(r.id, { r, json: metadataJson[i] }));
+    const rows = [...byId.values()].map(({ r, json }) => ({
       id: r.id,
       content: r.content,
-      metadata: JSON.stringify(r.metadata),
+      metadata: json,
       metadataText: metadataText(r.metadata),
       hash: r.contentHash,
       vector: vectorLiteral(r.vector),
@@ -221,10 +221,11 @@ export class PgvectorIndex implements VectorIndex {
 
   async updateMetadata(lens: string, records: Array<{ id: string; metadata: Record<string, unknown> }>): Promise<void> {
     this.assertOpen();
-    checkMetadataUpdate(lens, records);
-    const byId = new Map(records.filter((r) => !r.id.includes('\0')).map((r) => [r.id, r.metadata]));
+    const json = checkMetadataUpdate(lens, records);
+    const byId = new Map<string, { metadata: Record<string, unknown>; json: string }>();
+    records.forEach((r, i) => !r.id.includes('\0') && byId.set(r.id, { metadata: r.metadata, json: json[i] }));
     if (byId.size === 0) return;
-    const metadata = [...byId.values()].map((m) => JSON.stringify(m));
+    const metadata = [...byId.values()].map((m) => m.json);
     for (const [i, id] of [...byId.keys()].entries()) checkNul(lens, id, { id, content: '', metadata: metadata[i], hash: '' });
     await this.onLens(lens, async () => {
       const known = await this.lookUp(lens);
@@ -234,7 +235,7 @@ export class PgvectorIndex implements VectorIndex {
         `UPDATE ${known.table} AS t SET metadata = u.metadata::jsonb, metadata_text = u.metadata_text
            FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, metadata, metadata_text)
           WHERE t.id = u.id AND t.metadata <> u.metadata::jsonb`,
-        [[...byId.keys()], metadata, [...byId.values()].map(metadataText)],
+        [[...byId.keys()], metadata, [...byId.values()].map((m) => metadataText(m.metadata))],
       );
     });
   }

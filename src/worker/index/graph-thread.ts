@@ -1,0 +1,189 @@
+/**
+ * The HNSW graphs of an embedded index, on a thread of their own (./hnsw.ts is the main
+ * thread's side and documents the messages). usearch's calls are synchronous and an insert
+ * costs about a millisecond per vector per core at 384 dimensions; here they hold up neither
+ * writes nor the HTTP API.
+ *
+ * Each graph has a queue of vectors waiting for it, inserted in slices of GRAPH_SLICE with a
+ * turn of the event loop between slices (searches and saves are answered between them). While
+ * vectors keep arriving, inserts use one core, leaving the other to the writer; once they stop
+ * (or someone waits for the queue to drain, or it nears its bound), ADD_THREADS.
+ */
+import { availableParallelism } from 'node:os';
+import { parentPort } from 'node:worker_threads';
+import usearch, { type Index, type ScalarKind } from 'usearch';
+import { describeError } from '../../errors.js';
+import { cosine, TopK } from './exact.js';
+import { lowerThreadPriority, type ThreadReply } from '../thread.js';
+import type { GraphProgress, GraphRequest } from './hnsw.js';
+
+const GRAPH_SLICE = 128;
+const ADD_THREADS = Math.min(2, availableParallelism());
+/** Vectors arrived this recently: the writer is busy, insert on one core... */
+const ARRIVING_MS = 500;
+/** ...unless the queue is this near its bound (writes about to wait for the graph). */
+const CATCH_UP = 0.9;
+
+interface Graph {
+  index: Index;
+  dims: number;
+  i8: boolean;
+  /** Vectors waiting, by key, in arrival order: views into the batches they came in. */
+  queue: Map<number, Float32Array | Int8Array>;
+  /** Writes wait once this many are waiting: near it, insert on every core to catch up. */
+  backlogMax: number;
+  arrivedAt: number;
+  /** Batches taken since the graph was opened. */
+  batches: number;
+  /** Why the last insert failed; inserts wait for the next batch or drain to try again. */
+  failure?: string;
+  /** Drain requests waiting for the queue to empty. */
+  drains: number[];
+}
+
+// Inserting is background work (usearch's threads inherit the priority): writes, searches'
+// other steps and the database get the cores first.
+lowerThreadPriority(10);
+
+const graphs = new Map<number, Graph>();
+let working = false;
+
+const port = parentPort!;
+port.on('message', (request: GraphRequest) => {
+  try {
+    const result = handle(request);
+    if ('id' in request && result !== undefined) reply({ id: request.id, result });
+  } catch (err) {
+    if ('id' in request) reply({ id: request.id, error: describeError(err) });
+  }
+  workSoon();
+});
+
+function reply(message: ThreadReply | GraphProgress): void {
+  port.postMessage(message);
+}
+
+/** Answers a request; undefined: no answer yet (a drain) or none wanted. */
+function handle(request: GraphRequest): unknown {
+  switch (request.op) {
+    case 'open': {
+      const { settings, dims } = request;
+      const index = new usearch.Index({
+        dimensions: dims,
+        metric: usearch.MetricKind.Cos,
+        quantization: settings.quantization as ScalarKind,
+        connectivity: settings.connectivity,
+        expansion_add: settings.expansionAdd,
+        expansion_search: settings.expansionSearch,
+        multi: false,
+      });
+      if (request.path) index.load(request.path);
+      graphs.set(request.graph, { index, dims, i8: settings.quantization === 'i8', queue: new Map(), backlogMax: request.backlogMax, arrivedAt: 0, batches: 0, drains: [] });
+      return { size: index.size() };
+    }
+    case 'batch': {
+      const g = graph(request.graph);
+      const vectors = g.i8 ? new Int8Array(request.vectors) : new Float32Array(request.vectors);
+      request.keys.forEach((key, i) => g.queue.set(key, vectors.subarray(i * g.dims, (i + 1) * g.dims)));
+      for (const key of request.drops) g.queue.delete(key);
+      if (request.keys.length) g.arrivedAt = performance.now();
+      g.batches++;
+      g.failure = undefined;
+      report(request.graph, g);
+      return undefined;
+    }
+    case 'search': {
+      const g = graph(request.graph);
+      return [...searchGraph(g, request.query, request.k), ...searchQueue(g, request.query, request.k)];
+    }
+    case 'save': {
+      const g = graph(request.graph);
+      g.index.save(request.path);
+      return [...g.queue.keys()];
+    }
+    case 'drain': {
+      const g = graph(request.graph);
+      g.failure = undefined;
+      g.drains.push(request.id);
+      return undefined;
+    }
+    case 'close':
+      graphs.delete(request.graph);
+      return true;
+  }
+}
+
+function graph(id: number): Graph {
+  const g = graphs.get(id);
+  if (!g) throw new Error(`graph ${id} is not open`);
+  return g;
+}
+
+/** The keys of the (about) `k` nearest vectors in the graph. */
+function searchGraph(g: Graph, query: Float32Array, k: number): number[] {
+  const size = g.index.size();
+  if (k < 1 || size === 0) return [];
+  const found = g.index.search(query, Math.min(k, size), 1);
+  const keys: number[] = [];
+  // Unused places are padded; usearch marks them with the largest key.
+  for (let i = 0; i < found.keys.length; i++) if (found.keys[i] !== 0xffffffffffffffffn) keys.push(Number(found.keys[i]));
+  return keys;
+}
+
+/** The keys of the `k` queued vectors nearest the query, exactly. */
+function searchQueue(g: Graph, query: Float32Array, k: number): number[] {
+  const top = new TopK(k);
+  for (const [key, vector] of g.queue) {
+    const s = cosine(vector, query);
+    if (s > top.floor) top.offer(key, s);
+  }
+  return top.entries().map(([key]) => key);
+}
+
+function workSoon(): void {
+  if (working) return;
+  working = true;
+  setImmediate(work);
+}
+
+/** One slice into each graph with a queue, then again after the event loop had its turn. */
+function work(): void {
+  working = false;
+  let more = false;
+  for (const [id, g] of graphs) {
+    if (g.queue.size > 0 && !g.failure) insertSlice(id, g);
+    if (g.queue.size === 0 || g.failure) answerDrains(g);
+    more ||= g.queue.size > 0 && !g.failure;
+  }
+  if (more) workSoon();
+}
+
+function insertSlice(id: number, g: Graph): void {
+  const keys: number[] = [];
+  for (const key of g.queue.keys()) {
+    if (keys.length === GRAPH_SLICE) break;
+    keys.push(key);
+  }
+  const vectors = g.i8 ? new Int8Array(keys.length * g.dims) : new Float32Array(keys.length * g.dims);
+  keys.forEach((key, i) => vectors.set(g.queue.get(key)!, i * g.dims));
+  // usearch sizes its per-thread contexts when it grows: a slice that makes it grow uses them all.
+  const grows = g.index.size() + keys.length >= g.index.capacity();
+  const busy = performance.now() - g.arrivedAt < ARRIVING_MS && g.queue.size < CATCH_UP * g.backlogMax && g.drains.length === 0 && !grows;
+  try {
+    g.index.add(BigUint64Array.from(keys, (k) => BigInt(k)), vectors, busy ? 1 : ADD_THREADS);
+  } catch (err) {
+    g.failure = describeError(err);
+    report(id, g);
+    return;
+  }
+  for (const key of keys) g.queue.delete(key);
+  report(id, g);
+}
+
+function report(id: number, g: Graph): void {
+  reply({ graph: id, size: g.index.size(), batches: g.batches, queued: g.queue.size, failure: g.failure });
+}
+
+function answerDrains(g: Graph): void {
+  for (const id of g.drains.splice(0)) reply(g.failure ? { id, error: g.failure } : { id, result: true });
+}

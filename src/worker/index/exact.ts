@@ -77,17 +77,6 @@ export function score(a: Float32Array, aBase: number, b: Float32Array, dims: num
   return s > 1 ? 1 : s > 0 ? s : 0;
 }
 
-/** Cosine similarity of any vector (f32 or i8, any length) and a unit `query`: for ranking, not clamped. */
-export function cosine(vector: Float32Array | Int8Array, query: Float32Array): number {
-  let dot = 0;
-  let norm = 0;
-  for (let j = 0; j < vector.length; j++) {
-    dot += vector[j] * query[j];
-    norm += vector[j] * vector[j];
-  }
-  return norm > 0 ? dot / Math.sqrt(norm) : 0;
-}
-
 /** The best `k` slots of a row-major matrix of `count` vectors for `query`, `excludeSlot` left out. */
 export function scanMatrix(matrix: Float32Array, dims: number, count: number, query: Float32Array, k: number, excludeSlot: number): TopK {
   const top = new TopK(k);

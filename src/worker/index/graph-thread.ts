@@ -13,9 +13,9 @@ import { availableParallelism } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import usearch, { type Index, type ScalarKind } from 'usearch';
 import { describeError } from '../../errors.js';
-import { cosine, TopK } from './exact.js';
 import { lowerThreadPriority, type ThreadReply } from '../thread.js';
-import type { GraphProgress, GraphRequest } from './hnsw.js';
+import { TopK } from './exact.js';
+import { toInt8, type GraphProgress, type GraphRequest } from './hnsw.js';
 
 const GRAPH_SLICE = 128;
 const ADD_THREADS = Math.min(2, availableParallelism());
@@ -24,17 +24,25 @@ const ARRIVING_MS = 500;
 /** ...unless the queue is this near its bound (writes about to wait for the graph). */
 const CATCH_UP = 0.9;
 
+/** Vectors as they came in one batch, row after row, and their keys. */
+interface Batch {
+  keys: number[];
+  vectors: Float32Array | Int8Array;
+}
+
 interface Graph {
   index: Index;
   dims: number;
   i8: boolean;
-  /** Vectors waiting, by key, in arrival order: views into the batches they came in. */
+  /** Vectors waiting, by key, in arrival order: views into their batches. */
   queue: Map<number, Float32Array | Int8Array>;
+  /** The batches that still hold a waiting vector (some may hold none), oldest first. */
+  waiting: Batch[];
   /** Writes wait once this many are waiting: near it, insert on every core to catch up. */
   backlogMax: number;
   arrivedAt: number;
   /** Batches taken since the graph was opened. */
-  batches: number;
+  batchesTaken: number;
   /** Why the last insert failed; inserts wait for the next batch or drain to try again. */
   failure?: string;
   /** Drain requests waiting for the queue to empty. */
@@ -78,16 +86,19 @@ function handle(request: GraphRequest): unknown {
         multi: false,
       });
       if (request.path) index.load(request.path);
-      graphs.set(request.graph, { index, dims, i8: settings.quantization === 'i8', queue: new Map(), backlogMax: request.backlogMax, arrivedAt: 0, batches: 0, drains: [] });
+      graphs.set(request.graph, { index, dims, i8: settings.quantization === 'i8', queue: new Map(), waiting: [], backlogMax: request.backlogMax, arrivedAt: 0, batchesTaken: 0, drains: [] });
       return { size: index.size() };
     }
     case 'batch': {
       const g = graph(request.graph);
       const vectors = g.i8 ? new Int8Array(request.vectors) : new Float32Array(request.vectors);
       request.keys.forEach((key, i) => g.queue.set(key, vectors.subarray(i * g.dims, (i + 1) * g.dims)));
+      if (request.keys.length) {
+        g.waiting.push({ keys: request.keys, vectors });
+        g.arrivedAt = performance.now();
+      }
       for (const key of request.drops) g.queue.delete(key);
-      if (request.keys.length) g.arrivedAt = performance.now();
-      g.batches++;
+      g.batchesTaken++;
       g.failure = undefined;
       report(request.graph, g);
       return undefined;
@@ -130,12 +141,17 @@ function searchGraph(g: Graph, query: Float32Array, k: number): number[] {
   return keys;
 }
 
-/** The keys of the `k` queued vectors nearest the query, exactly. */
+/** The keys of the `k` queued vectors nearest the query: an exact scan of their batches, natively. */
 function searchQueue(g: Graph, query: Float32Array, k: number): number[] {
   const top = new TopK(k);
-  for (const [key, vector] of g.queue) {
-    const s = cosine(vector, query);
-    if (s > top.floor) top.offer(key, s);
+  const asked = g.i8 ? new Int8Array(query.length) : query;
+  if (asked instanceof Int8Array) toInt8(query, asked, 0);
+  for (const batch of g.waiting) {
+    const found = usearch.exactSearch(batch.vectors, asked, g.dims, Math.min(k, batch.keys.length), usearch.MetricKind.Cos, 1);
+    for (let i = 0; i < found.keys.length; i++) {
+      const key = batch.keys[Number(found.keys[i])];
+      if (key !== undefined && g.queue.has(key) && -found.distances[i] > top.floor) top.offer(key, -found.distances[i]);
+    }
   }
   return top.entries().map(([key]) => key);
 }
@@ -177,11 +193,12 @@ function insertSlice(id: number, g: Graph): void {
     return;
   }
   for (const key of keys) g.queue.delete(key);
+  while (g.waiting.length && !g.waiting[0].keys.some((key) => g.queue.has(key))) g.waiting.shift();
   report(id, g);
 }
 
 function report(id: number, g: Graph): void {
-  reply({ graph: id, size: g.index.size(), batches: g.batches, queued: g.queue.size, failure: g.failure });
+  reply({ graph: id, size: g.index.size(), batches: g.batchesTaken, queued: g.queue.size, failure: g.failure });
 }
 
 function answerDrains(g: Graph): void {

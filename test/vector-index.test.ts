@@ -208,6 +208,6 @@ test('a clean close checkpoints: reopening loads the graph and keyword index and
   assert.deepEqual((await second.searchKeyword('p', 'needle', { limit: 1, minScore: 0 })).map((h) => h.id), ['r2999']);
   // Other settings of the graph: rebuilt from the log, same answers.
   await second.close();
-  const third = await openIndex(t, dir, { exactBelow: 0, hnsw: { quantization: 'f16', connectivity: 8 } });
+  const third = await openIndex(t, dir, { exactBelow: 0, hnsw: { quantization: 'f16' } });
   assert.deepEqual((await third.searchVector('p', query, { limit: 5, minScore: 0 })).map((h) => h.id), before.map((h) => h.id));
 });

@@ -525,38 +525,12 @@ export class Engine implements WorkerEngine {
   /** Every row in key order, then index entries whose rows are gone; resumable, page by page. */
   private async fullSweep(lens: LensRuntime, job: Job): Promise<void> {
     const key = `worker/${lens.name}/full`;
-    const batch = this.readBatch;
     let cursor = (await this.options.state.get<{ phase: 'rows' | 'ghosts'; after?: string }>(key)) ?? { phase: 'rows' as const };
     const reader = await this.reader(lens);
-    const read = (after: string | undefined) => this.startNow(() => this.readWithRetry(() => reader.page({ after, limit: batch })));
-    // The next page is read while this one is embedded, and embedded while this one is written.
-    let next = cursor.phase === 'rows' ? read(cursor.after) : undefined;
-    let stored: Promise<void> = Promise.resolve();
-    let savedAt = performance.now();
-    try {
-      while (cursor.phase === 'rows') {
-        this.stopSignal.throwIfAborted();
-        const page = await next!;
-        const more = page.length === batch;
-        if (more) next = read(page[page.length - 1].id);
-        const prepared = await this.prepareRows(lens, job, page);
-        await stored;
-        const reached: typeof cursor = more ? { phase: 'rows', after: page[page.length - 1].id } : { phase: 'ghosts' };
-        stored = this.startNow(async () => {
-          await this.storeRows(lens, job, prepared);
-          lens.cursor = `full:${reached.after ?? 'ghosts'}`;
-          // Saved once a second: after a crash, at most that long's pages are written again (the same records).
-          if (reached.phase === 'ghosts' || performance.now() - savedAt >= CURSOR_SAVE_MS) {
-            savedAt = performance.now();
-            await this.options.state.put(key, reached);
-          }
-        });
-        cursor = reached;
-      }
-    } finally {
-      await stored.catch(() => undefined);
+    if (cursor.phase === 'rows') {
+      await this.sweepRows(lens, job, reader, key, cursor.after);
+      cursor = { phase: 'ghosts' };
     }
-    await stored;
     for (;;) {
       this.stopSignal.throwIfAborted();
       const ids = await this.options.index.idsAfter(lens.name, cursor.after, 1000);
@@ -570,6 +544,41 @@ export class Engine implements WorkerEngine {
     }
     await this.options.state.put(key, { phase: 'rows' });
     lens.cursor = undefined;
+  }
+
+  /**
+   * The rows of a full sweep after `after`, page by page: the next page is read while this one
+   * is embedded, and embedded while the last is written. The cursor (`key`) is saved at most
+   * once a second: after a crash, at most that long's pages are written again (the same records).
+   */
+  private async sweepRows(lens: LensRuntime, job: Job, reader: RowReader, key: string, after: string | undefined): Promise<void> {
+    const batch = this.readBatch;
+    const read = (from: string | undefined) => this.startNow(() => this.readWithRetry(() => reader.page({ after: from, limit: batch })));
+    let next = read(after);
+    let stored: Promise<void> = Promise.resolve();
+    let savedAt = performance.now();
+    try {
+      for (let more = true; more; ) {
+        this.stopSignal.throwIfAborted();
+        const page = await next;
+        more = page.length === batch;
+        if (more) next = read(page[page.length - 1].id);
+        const prepared = await this.prepareRows(lens, job, page);
+        await stored;
+        const reached = more ? { phase: 'rows', after: page[page.length - 1].id } : { phase: 'ghosts' };
+        stored = this.startNow(async () => {
+          await this.storeRows(lens, job, prepared);
+          lens.cursor = `full:${reached.after ?? 'ghosts'}`;
+          if (!more || performance.now() - savedAt >= CURSOR_SAVE_MS) {
+            savedAt = performance.now();
+            await this.options.state.put(key, reached);
+          }
+        });
+      }
+    } finally {
+      await stored.catch(() => undefined);
+    }
+    await stored;
   }
 
   /**

@@ -62,7 +62,13 @@ export class RequestThread {
     if (!this.broken) this.worker.postMessage(message, transfer);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops the thread: first sends `goodbye` (if given) and waits for its answer, so a thread
+   * running native code stops between two calls of it rather than in one (a worker terminated
+   * inside an addon's call can abort the process).
+   */
+  async close(goodbye?: object): Promise<void> {
+    if (goodbye) await this.request(goodbye).catch(() => undefined);
     this.broken ??= new TributaryError(`${this.name} is closed`);
     await this.worker.terminate();
   }

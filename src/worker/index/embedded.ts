@@ -297,13 +297,14 @@ export class EmbeddedVectorIndex implements VectorIndex {
     const data = l.data;
     const fetch = limit + 1; // one may be the excluded record
     const want = Math.max(CANDIDATES_PER_RESULT * fetch, this.hnsw.expansionSearch);
-    // Dead nodes (replaced records: ./hnsw.ts) may crowd the nearest keys: ask for more, up to
-    // DEAD_WIDENING times, while fewer than `fetch` of them are live.
+    // Dead nodes (replaced records: ./hnsw.ts) may crowd the graph's nearest keys: ask for more,
+    // up to DEAD_WIDENING times, while fewer than `fetch` of them are live.
     let keys: number[] = [];
     for (let asked = want; data.graph && asked <= want * DEAD_WIDENING; asked *= 4) {
-      keys = await data.graph.search(query, asked);
-      const live = keys.filter((key) => data.slotOfKey.has(key)).length;
-      if (live >= fetch || keys.length < asked || data.deadInGraph === 0) break;
+      const found = await data.graph.search(query, asked);
+      keys = [...found.graph, ...found.queued];
+      const live = found.graph.filter((key) => data.slotOfKey.has(key)).length;
+      if (live >= fetch || found.graph.length < asked || data.deadInGraph === 0) break;
     }
     // Slots as they are now (a write may have moved some while the graph searched).
     const exclude = excludeSlot();

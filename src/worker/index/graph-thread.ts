@@ -105,7 +105,7 @@ function handle(request: GraphRequest): unknown {
     }
     case 'search': {
       const g = graph(request.graph);
-      return [...searchGraph(g, request.query, request.k), ...searchQueue(g, request.query, request.k)];
+      return { graph: searchGraph(g, request.query, request.k), queued: searchQueue(g, request.query, request.k) };
     }
     case 'save': {
       const g = graph(request.graph);
@@ -120,6 +120,9 @@ function handle(request: GraphRequest): unknown {
     }
     case 'close':
       graphs.delete(request.graph);
+      return true;
+    case 'shutdown':
+      graphs.clear();
       return true;
   }
 }

@@ -43,15 +43,23 @@ export type GraphRequest =
   | { op: 'open'; id: number; graph: number; dims: number; settings: HnswSettings; backlogMax: number; path?: string }
   /** Vectors (row after row: i8 for an i8 graph, as `toInt8` makes them, else f32) to queue for the graph, and keys to take out of its queue. */
   | { op: 'batch'; graph: number; keys: number[]; vectors: ArrayBuffer; drops: number[] }
-  /** Keys of the about `k` nearest in the graph, then of the `k` nearest queued. */
+  /** Answers `GraphFound`. */
   | { op: 'search'; id: number; graph: number; query: Float32Array; k: number }
   /** Saves the graph to `path`; answers the keys still queued (not in the saved graph). */
   | { op: 'save'; id: number; graph: number; path: string }
   /** Answered once the graph's queue is empty (inserting on every core meanwhile). */
   | { op: 'drain'; id: number; graph: number }
-  | { op: 'close'; id: number; graph: number };
+  | { op: 'close'; id: number; graph: number }
+  /** Drops every graph and does no more work: the thread may be terminated once this is answered. */
+  | { op: 'shutdown'; id: number };
 /** A request as its sender writes it: the thread's side adds the id. */
 type Asking<T> = T extends { id: number } ? Omit<T, 'id'> : never;
+/** The keys of the about `k` nearest vectors in the graph, and of the `k` nearest waiting for it. */
+export interface GraphFound {
+  graph: number[];
+  queued: number[];
+}
+
 /** Sent after each batch the thread took and each slice it inserted (or failed to). */
 export interface GraphProgress {
   graph: number;
@@ -112,7 +120,7 @@ export class GraphThread {
   }
 
   close(): Promise<void> {
-    return this.thread.close();
+    return this.thread.close({ op: 'shutdown' });
   }
 }
 
@@ -170,8 +178,8 @@ export class HnswGraph {
     this.sendSoon();
   }
 
-  /** The keys of the (about) `k` nearest vectors in the graph, then of the `k` nearest queued, to a unit-length query. */
-  search(query: Float32Array, k: number): Promise<number[]> {
+  /** The keys of the (about) `k` nearest vectors in the graph and of the `k` nearest queued, to a unit-length query. */
+  search(query: Float32Array, k: number): Promise<GraphFound> {
     this.send();
     return this.thread.request({ op: 'search', graph: this.id, query, k });
   }

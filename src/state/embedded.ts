@@ -38,6 +38,9 @@ const REQUEST_DIR = 'requests';
  * write is in progress share the next write. A read-only store (for `status` and `dlq list`
  * beside a running daemon) takes no lock, re-reads the files on every read and refuses writes.
  */
+/** Requests this process sent (orders those of one millisecond). */
+let requestsSent = 0;
+
 export class EmbeddedStateStore implements StateStore {
   private values = new Map<string, unknown>();
   private letters: DeadLetter[] = [];
@@ -159,7 +162,8 @@ export class EmbeddedStateStore implements StateStore {
     } catch {
       throw new TributaryError(`No Tributary daemon has run with the state directory ${this.dir} (it has no ${REQUEST_DIR}/ folder); start one with \`tributary run\``);
     }
-    const id = `${String(Date.now()).padStart(13, '0')}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    // Sorted by name, oldest first: the time, then this process's count (two in one millisecond).
+    const id = `${String(Date.now()).padStart(13, '0')}-${process.pid}-${String(++requestsSent).padStart(10, '0')}-${randomBytes(4).toString('hex')}`;
     await writeAtomically(join(dir, `${id}.json`), JSON.stringify(request));
     return id;
   }

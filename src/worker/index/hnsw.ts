@@ -126,10 +126,7 @@ export class GraphThread {
 
 /** One lens's graph, on its index's `GraphThread`. */
 export class HnswGraph {
-  /** Nodes in the graph, as last reported. */
-  size = 0;
-  /** Why inserting failed, until a slice succeeds. */
-  failure: string | undefined;
+  /** What the thread last said of the graph (its size when it opened, until its first report). */
   lastReport: GraphProgress;
   /** Vectors in each batch sent and not yet reported taken, and their sum. */
   private unreported: number[] = [];
@@ -153,9 +150,19 @@ export class HnswGraph {
     this.lastReport = { graph: id, size: 0, batches: 0, queued: 0 };
     this.vectors = i8 ? new Int8Array(BATCH_MAX * dims) : new Float32Array(BATCH_MAX * dims);
     this.ready = opened.then(({ size }) => {
-      this.size = size;
+      this.lastReport = { ...this.lastReport, size };
     });
     this.ready.catch(() => undefined); // observed by whoever waits for it; a batch after a failed open fails in turn
+  }
+
+  /** Nodes in the graph, as last reported. */
+  get size(): number {
+    return this.lastReport.size;
+  }
+
+  /** Why inserting failed, until a slice succeeds. */
+  get failure(): string | undefined {
+    return this.lastReport.failure;
   }
 
   /** Vectors queued for the graph but not yet in it (searched exactly meanwhile). */
@@ -202,13 +209,11 @@ export class HnswGraph {
   }
 
   progress(report: GraphProgress): void {
-    const inserted = report.size - this.size;
-    for (let b = this.lastReport.batches; b < report.batches; b++) this.unreportedVectors -= this.unreported.shift() ?? 0;
+    const last = this.lastReport;
+    for (let b = last.batches; b < report.batches; b++) this.unreportedVectors -= this.unreported.shift() ?? 0;
     this.lastReport = report;
-    this.size = report.size;
-    if (report.failure && report.failure !== this.failure) this.listener.failed(report.failure);
-    this.failure = report.failure;
-    if (inserted > 0) this.listener.inserted(inserted);
+    if (report.failure && report.failure !== last.failure) this.listener.failed(report.failure);
+    if (report.size > last.size) this.listener.inserted(report.size - last.size);
   }
 
   private sendSoon(): void {

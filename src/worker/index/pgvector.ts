@@ -223,7 +223,9 @@ export class PgvectorIndex implements VectorIndex {
     this.assertOpen();
     const json = checkMetadataUpdate(lens, records);
     const byId = new Map<string, { metadata: Record<string, unknown>; json: string }>();
-    records.forEach((r, i) => !r.id.includes('\0') && byId.set(r.id, { metadata: r.metadata, json: json[i] }));
+    records.forEach((r, i) => {
+      if (!r.id.includes('\0')) byId.set(r.id, { metadata: r.metadata, json: json[i] });
+    });
     if (byId.size === 0) return;
     const metadata = [...byId.values()].map((m) => m.json);
     for (const [i, id] of [...byId.keys()].entries()) checkNul(lens, id, { id, content: '', metadata: metadata[i], hash: '' });

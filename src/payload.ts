@@ -110,10 +110,14 @@ export function encodeValue(value: unknown): unknown {
   return value;
 }
 
-/** The payload of a row under the lens's `payload` (a list, a map, or every column read). */
+/**
+ * The payload of a row under the lens's `payload` (a list, a map, or every column read). Without
+ * `payload`, a row whose values are all sent as they are is its own payload (no copy).
+ */
 export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
   const payload = lens.payload;
+  if (payload === undefined && sentAsIs(row)) return row;
+  const out: Record<string, unknown> = {};
   if (payload === undefined) {
     for (const column in row) out[column] = encodeValue(row[column]);
   } else if (Array.isArray(payload)) {
@@ -122,6 +126,15 @@ export function shapePayload(lens: LensConfig, row: Record<string, unknown>): Re
     for (const field in payload) out[field] = encodeValue(row[payload[field]]);
   }
   return out;
+}
+
+/** Whether encodeValue keeps every value of the row as it is (no object, no bigint). */
+function sentAsIs(row: Record<string, unknown>): boolean {
+  for (const column in row) {
+    const value = row[column];
+    if (typeof value === 'bigint' || (typeof value === 'object' && value !== null)) return false;
+  }
+  return true;
 }
 
 /** The next slice's size: READ_SLICE, or fewer when these rows were wide (≈ SLICE_BYTES a slice). */

@@ -85,12 +85,15 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   const batchIds = new Map<string, string>();
   const envelope = `{"sourceId":${JSON.stringify(config.sourceId)},"records":[`;
 
+  /** Each lens's `,"entityType":…` (the same in every record of the lens). */
+  const entityTypes = new Map(Object.entries(ctx.lenses).map(([lens, c]) => [lens, `,"entityType":${JSON.stringify(c.entityType ?? lens)}`]));
+
   /** The record's JSON, or undefined when nothing is sent (a skipped delete). */
   function recordJson(lens: string, rec: PayloadRecord): string | undefined {
     if (!rec.payload && config.onDelete === 'skip') return undefined;
-    const lensConfig = ctx.lenses[lens];
-    const head = `{"recordId":${JSON.stringify(rec.change.id)},"entityType":${JSON.stringify(lensConfig.entityType ?? lens)}`;
-    return `${head},"sourceUpdatedAt":"${updatedAt(rec, lensConfig.changeTrackingColumn)}","payload":${JSON.stringify(rec.payload ?? { _deleted: true })}}`;
+    const sourceUpdatedAt = updatedAt(rec, ctx.lenses[lens].changeTrackingColumn);
+    const payload = JSON.stringify(rec.payload ?? { _deleted: true });
+    return `{"recordId":${JSON.stringify(rec.change.id)}${entityTypes.get(lens)},"sourceUpdatedAt":"${sourceUpdatedAt}","payload":${payload}}`;
   }
 
   /**

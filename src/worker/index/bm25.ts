@@ -29,7 +29,8 @@ const OWN = 0xffffffff;
 const MIN_GARBAGE = 1024;
 const MAGIC = 0x35324d42; // "BM25"
 const FORMAT_VERSION = 1;
-const CHUNK_BYTES = 16 << 20;
+/** Chunks of the binary form: small, so a checkpoint adds little to the process's peak memory. */
+const CHUNK_BYTES = 1 << 20;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** The live state, renumbered densely: what a rebuild and the binary form hold. */
@@ -125,7 +126,7 @@ export class Bm25Index {
   }
 
   /**
-   * The live documents as little-endian binary chunks of at most 16 MB, made as they are taken
+   * The live documents as little-endian binary chunks of at most 1 MB, made as they are taken
    * (write them in order, before the index changes; their concatenation is what `deserialize`
    * takes). Layout, all u32 unless said: "BM25",
    * version, documents, words, postings; each id, then each word, as a byte length and UTF-8;
@@ -164,9 +165,12 @@ export class Bm25Index {
   }
 
   /** The words with live postings, in word-number order. */
-  private liveWords(): number[] {
-    const words: number[] = [];
-    for (let word = 0; word < this.words.keys.length; word++) if (this.wordDf[word] > 0) words.push(word);
+  private liveWords(): Uint32Array {
+    const total = this.words.keys.length;
+    let live = 0;
+    for (let word = 0; word < total; word++) if (this.wordDf[word] > 0) live++;
+    const words = new Uint32Array(live);
+    for (let word = 0, n = 0; word < total; word++) if (this.wordDf[word] > 0) words[n++] = word;
     return words;
   }
 

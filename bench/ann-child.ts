@@ -22,7 +22,7 @@ import { unit } from '../test/helpers/vector-index-contract.js';
 const [rows, dims] = [Number(process.argv[2]), Number(process.argv[3])];
 const quantization = process.argv[4] as Quantization;
 const dir = process.argv[5];
-/** Records a write, as the worker writes them (its readBatch is 500). */
+/** Records a write, as the worker writes them (its readBatch, 1000 by default). */
 const BATCH = 1000;
 const QUERIES = 200;
 /** Exact searches are slow at a million rows: recall and the brute-force figure use this many. */

@@ -425,7 +425,7 @@ async function main(): Promise<void> {
     'Latency: sink receive time minus `pg_xact_commit_timestamp(xmin)` of each row, after a 1 s warm-up.',
     'Peak RSS: VmHWM of the daemon process. Coalescing: maxWaitMs 200 (the default).',
     'Worker: `sinks: { local: { type: worker } }`, hash embedder (384 dims), embedded index in a temp dir, maxWaitMs 200',
-    '(the default), readBatch 500 (the default). Rows: `products (id bigint PRIMARY KEY, name text, description text,',
+    '(the default), readBatch 1000 (the default). Rows: `products (id bigint PRIMARY KEY, name text, description text,',
     'category text, price numeric, updated_at timestamptz)`, name and description embedded (a few words from a vocabulary of',
     '~80), id, name, category and price metadata. Rows/s: until `tributary_worker_written_records_total` counted every row',
     '(written rows are searchable: scanned exactly until the HNSW graph takes them), from the daemon\'s "streaming" log line',

@@ -442,7 +442,7 @@ test('a worker sink gets the worker defaults: hash embedder, embedded index besi
     keys: [],
     maxQueuedChanges: 100000,
     acknowledge: 'queued',
-    readBatch: 500,
+    readBatch: 1000,
   });
 });
 

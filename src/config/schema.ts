@@ -268,7 +268,7 @@ const worker = {
         'When the worker sink accepts a batch: `queued` once it is in the local durable queue; `indexed` once it is searchable. ' +
         'Worker replicas reading a kafka bus use `indexed`, so a killed replica leaves its unindexed changes uncommitted on the bus for another replica.',
     },
-    readBatch: { type: 'integer', minimum: 1, maximum: MAX_BATCH, default: 500, description: 'Rows read, embedded and written per step.' },
+    readBatch: { type: 'integer', minimum: 1, maximum: MAX_BATCH, default: 1000, description: 'Rows read, embedded and written per step.' },
   },
 } as const;
 

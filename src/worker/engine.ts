@@ -389,7 +389,7 @@ export class Engine implements WorkerEngine {
   }
 
   private get readBatch(): number {
-    return this.options.readBatch ?? 500;
+    return this.options.readBatch ?? 1000;
   }
 
   private async loop(lens: LensRuntime): Promise<void> {

@@ -32,7 +32,7 @@ export interface EngineOptions {
   queueDir: string;
   /** Per lens: beyond this many queued changes, submit answers QueueFullError (429). */
   maxQueuedChanges: number;
-  /** Rows read, embedded and written per step (default 500). */
+  /** Rows read, embedded and written per step (default 1000). */
   readBatch?: number;
   log: Logger;
   /** Timings for histograms (the engine never imports the metrics library). */

@@ -28,7 +28,8 @@
  */
 import { Readable, pipeline } from 'node:stream';
 import pLimit from 'p-limit';
-import { createGzip, gzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { createGzip, gzip as gzipCallback } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDuration } from '../../config/fragments.js';
 import { SinkError, describeError } from '../../errors.js';
@@ -37,6 +38,8 @@ import { PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { Sink } from '../../types.js';
 import type { PsykheSinkConfig } from './spec.js';
+
+const gzip = promisify(gzipCallback);
 
 /**
  * gzip level of insert requests: the fastest. Inserts are the live path, where the daemon's CPU
@@ -105,7 +108,8 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
   async function insert(lens: string, lines: string[]): Promise<void> {
     const text = lines.join('');
     try {
-      await post(lens, 'insert', config.gzip ? gzipSync(text, { level: INSERT_GZIP_LEVEL }) : text);
+      // Compressed on libuv's thread pool: the main thread reads and encodes the next request meanwhile.
+      await post(lens, 'insert', config.gzip ? await gzip(text, { level: INSERT_GZIP_LEVEL }) : text);
     } catch (err) {
       if (!tooLarge(err)) throw err;
       if (lines.length === 1) {

@@ -41,7 +41,11 @@ export const DEFAULT_HNSW: HnswSettings = { quantization: 'i8', connectivity: 16
 /** Messages to the graph thread; those with an `id` are answered with a `GraphReply`. */
 export type GraphRequest =
   | { op: 'open'; id: number; graph: number; dims: number; settings: HnswSettings; backlogMax: number; path?: string }
-  /** Vectors (row after row: i8 for an i8 graph, as `toInt8` makes them, else f32) to queue for the graph, and keys to take out of its queue. */
+  /**
+   * Vectors (f32, row after row, one a key) to queue for the graph, and keys to take out of its
+   * queue. An i8 graph's vectors wait as i8, a quarter of f32's memory (the thread makes them
+   * with `toInt8`, off the main thread).
+   */
   | { op: 'batch'; graph: number; keys: number[]; vectors: ArrayBuffer; drops: number[] }
   /** Answers `GraphFound`. */
   | { op: 'search'; id: number; graph: number; query: Float32Array; k: number }
@@ -102,7 +106,7 @@ export class GraphThread {
   open(dims: number, settings: HnswSettings, backlogMax: number, listener: GraphListener, path?: string): HnswGraph {
     const id = this.nextGraph++;
     const opened = this.request<{ size: number }>({ op: 'open', graph: id, dims, settings, backlogMax, path });
-    const graph = new HnswGraph(this, id, dims, settings.quantization === 'i8', opened, listener);
+    const graph = new HnswGraph(this, id, dims, opened, listener);
     this.graphs.set(id, graph);
     return graph;
   }
@@ -133,7 +137,7 @@ export class HnswGraph {
   private unreportedVectors = 0;
   private keys: number[] = [];
   /** The vectors of `keys`, row after row, as the thread takes them. */
-  private readonly vectors: Float32Array | Int8Array;
+  private readonly vectors: Float32Array;
   private drops: number[] = [];
 
   /** Resolves once the graph is open (loaded, if it was opened from a file). */
@@ -143,12 +147,11 @@ export class HnswGraph {
     private readonly thread: GraphThread,
     readonly id: number,
     readonly dims: number,
-    private readonly i8: boolean,
     opened: Promise<{ size: number }>,
     private readonly listener: GraphListener,
   ) {
     this.lastReport = { graph: id, size: 0, batches: 0, queued: 0 };
-    this.vectors = i8 ? new Int8Array(BATCH_MAX * dims) : new Float32Array(BATCH_MAX * dims);
+    this.vectors = new Float32Array(BATCH_MAX * dims);
     this.ready = opened.then(({ size }) => {
       this.lastReport = { ...this.lastReport, size };
     });
@@ -170,11 +173,9 @@ export class HnswGraph {
     return this.lastReport.queued + this.unreportedVectors + this.keys.length;
   }
 
-  /** Queues (a copy of) a vector for the graph; an i8 graph's waits as i8, a quarter of f32's memory. */
+  /** Queues (a copy of) a vector for the graph. */
   add(key: number, vector: Float32Array): void {
-    const at = this.keys.length * this.dims;
-    if (this.vectors instanceof Int8Array) toInt8(vector, this.vectors, at);
-    else this.vectors.set(vector, at);
+    this.vectors.set(vector, this.keys.length * this.dims);
     this.keys.push(key);
     this.sendSoon();
   }

@@ -196,6 +196,9 @@ export interface Sink {
 /** The most changes one batch (and one ingest request) carries: the ingest APIs' limit. */
 export const MAX_BATCH = 10_000;
 
+/** The worker's rows read, embedded and written per step, unless `worker.readBatch` says otherwise. */
+export const READ_BATCH = 1000;
+
 export interface DeadLetter {
   id: string;
   lens: string;

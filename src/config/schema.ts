@@ -15,7 +15,7 @@
  */
 import { plannedSources, sourceSpecs } from '../../connectors/index.js';
 import { plannedSinks, sinkSpecs } from '../sinks/index.js';
-import { MAX_BATCH } from '../types.js';
+import { MAX_BATCH, READ_BATCH } from '../types.js';
 import { TABLE_NAME_EXPECTED, TABLE_NAME_PATTERN } from '../table-name.js';
 import { DEFAULT_METRICS_LISTEN, IDENTIFIER_EXPECTED, IDENTIFIER_PATTERN, LENS_NAME_PATTERN, LISTEN_PATTERN, columnList, duration, httpUrl, positiveInteger } from './fragments.js';
 
@@ -268,7 +268,7 @@ const worker = {
         'When the worker sink accepts a batch: `queued` once it is in the local durable queue; `indexed` once it is searchable. ' +
         'Worker replicas reading a kafka bus use `indexed`, so a killed replica leaves its unindexed changes uncommitted on the bus for another replica.',
     },
-    readBatch: { type: 'integer', minimum: 1, maximum: MAX_BATCH, default: 1000, description: 'Rows read, embedded and written per step.' },
+    readBatch: { type: 'integer', minimum: 1, maximum: MAX_BATCH, default: READ_BATCH, description: 'Rows read, embedded and written per step.' },
   },
 } as const;
 

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EmbedError, QueueFullError, TributaryError, describeError, isRecordRejection } from '../errors.js';
 import { retry } from '../retry.js';
 import type { DeadLetters } from '../dead-letters.js';
-import type { Action, DeadLetter, Logger, RowReader, StateStore } from '../types.js';
+import { READ_BATCH, type Action, type DeadLetter, type Logger, type RowReader, type StateStore } from '../types.js';
 import { LensQueue, type Work } from './queue.js';
 import { lensColumns } from '../rows.js';
 import { runQuery, type QueryAnswer, type QueryRequest } from './query.js';
@@ -32,7 +32,7 @@ export interface EngineOptions {
   queueDir: string;
   /** Per lens: beyond this many queued changes, submit answers QueueFullError (429). */
   maxQueuedChanges: number;
-  /** Rows read, embedded and written per step (default 1000). */
+  /** Rows read, embedded and written per step (default READ_BATCH). */
   readBatch?: number;
   log: Logger;
   /** Timings for histograms (the engine never imports the metrics library). */
@@ -389,7 +389,7 @@ export class Engine implements WorkerEngine {
   }
 
   private get readBatch(): number {
-    return this.options.readBatch ?? 1000;
+    return this.options.readBatch ?? READ_BATCH;
   }
 
   private async loop(lens: LensRuntime): Promise<void> {

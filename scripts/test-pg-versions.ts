@@ -21,6 +21,7 @@ const POSTGRES_TESTS = [
   'state',
   'worker',
   'connector-contract',
+  'postgres-payload-json',
 ];
 
 const TEST_DIR = resolve(import.meta.dirname, '../test');

@@ -15,11 +15,11 @@ export type BusMessage =
   | { lens: string; id: string; action: Action; committedAt: number; row?: Record<string, unknown> }
   | { lens: string; sync: 'full' | 'incremental'; requestedAt: number };
 
-/** The key and value of one change. */
-export function encodeChange(lens: string, change: RecordChange & { row?: Record<string, unknown> }, now = Date.now()): { key: string; value: string } {
+/** The key and value of one change; `rowJson`: its row's JSON (default: the row it carried, if any). */
+export function encodeChange(lens: string, change: RecordChange, rowJson = change.row && JSON.stringify(change.row), now = Date.now()): { key: string; value: string } {
   const message: BusMessage = { lens, id: change.id, action: change.action, committedAt: change.committedAt ?? now };
-  if (change.row !== undefined) message.row = change.row;
-  return { key: `${lens}/${change.id}`, value: JSON.stringify(message) };
+  const value = JSON.stringify(message);
+  return { key: `${lens}/${change.id}`, value: rowJson === undefined ? value : `${value.slice(0, -1)},"row":${rowJson}}` };
 }
 
 /** The key and value of a sync request. */

@@ -250,3 +250,42 @@ export function parseJson(text: string): unknown {
 function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
+
+/**
+ * A request body written as UTF-8 straight into one growing buffer: no joined string, and the
+ * byte count comes with each write.
+ */
+export class BodyBuffer {
+  private buffer: Buffer;
+  /** Bytes written. */
+  length = 0;
+
+  constructor(capacity = 64 * 1024) {
+    this.buffer = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Appends `text`; returns its size in bytes. */
+  write(text: string): number {
+    const most = this.length + text.length * 3; // UTF-8 takes at most 3 bytes a UTF-16 unit
+    if (most > this.buffer.length) this.grow(most);
+    const bytes = this.buffer.write(text, this.length);
+    this.length += bytes;
+    return bytes;
+  }
+
+  /** Drops what was written after `length` bytes. */
+  truncate(length: number): void {
+    this.length = length;
+  }
+
+  /** The bytes written (a view, not a copy). */
+  bytes(): Buffer {
+    return this.buffer.subarray(0, this.length);
+  }
+
+  private grow(least: number): void {
+    const next = Buffer.allocUnsafe(Math.max(least, this.buffer.length * 2));
+    this.buffer.copy(next, 0, 0, this.length);
+    this.buffer = next;
+  }
+}

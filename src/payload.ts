@@ -5,8 +5,11 @@
  *
  * - **What is sent.** A lens's `payload` picks the columns (a list) or maps them
  *   (`{ outField: column }`); without it, every column. Values keep their types: numbers as JSON
- *   numbers when exact (else their text), times as ISO 8601 UTC, json/jsonb as JSON, bytea as
- *   base64 (`encodeValue`; the reader, opened with `payloadValues`, does the database side).
+ *   numbers when exact (else their text), times as ISO 8601 UTC (years 1–9999; others as their
+ *   text), json/jsonb as JSON, bytea as base64 (`encodeValue`; the reader, opened with
+ *   `payloadValues`, does the database side).
+ *   A reader may build the payload's JSON itself (Postgres does, for the common column types:
+ *   connectors/postgres/payload-json.ts); the stage then passes that text on as it is.
  * - **Where rows come from.** From the change when the source carried one (`RecordChange.row`),
  *   else read through the lens's row reader, one query per slice of at most `READ_SLICE` ids.
  *   Slices shrink when rows are wide (about `SLICE_BYTES` of values a slice), so the rows in
@@ -23,13 +26,15 @@
 import type { LensConfig } from './config/types.js';
 import { SinkError } from './errors.js';
 import type { SinkContext } from './plugins.js';
-import { rowBytes } from './rows.js';
+import { PAYLOAD_JSON, type Row } from './rows.js';
 import type { RecordChange, RowReader } from './types.js';
 
 /** Ids read with one query; also the rows of one full sync page. */
 export const READ_SLICE = 1000;
-/** About this many bytes of row values per slice (or page): wide rows make smaller slices. */
+/** About this many bytes of payload JSON per slice (or page): wide rows make smaller slices. */
 export const SLICE_BYTES = 8 * 1024 * 1024;
+/** Slices a batch has in flight (read, or being read) ahead of the one its sink handles. */
+const READ_AHEAD = 3;
 /** A lens's first slice, before its rows' width is known. */
 const FIRST_SLICE = 100;
 /** How often a running full sync logs its progress. */
@@ -38,10 +43,10 @@ const PROGRESS_LOG_MS = 10_000;
 /** One change with what a payload sink sends for it. */
 export interface PayloadRecord {
   change: RecordChange;
-  /** The payload to send; undefined when the change is a delete or the row is gone. */
-  payload?: Record<string, unknown>;
-  /** The row as read (every column read, raw values), when there is one. */
-  row?: Record<string, unknown>;
+  /** The payload's JSON; undefined when the change is a delete or the row is gone. */
+  json?: string;
+  /** The row as read (its columns as read, or only its changeTrackingColumn when the reader built the JSON), when there is one. */
+  row?: Row;
 }
 
 /** A full sync's progress, for `tributary status` (`lensStatus`). */
@@ -137,10 +142,15 @@ function sentAsIs(row: Record<string, unknown>): boolean {
   return true;
 }
 
+/** The payload JSON of a row: as its reader built it, else shapePayload's, encoded. */
+export function payloadJson(lens: LensConfig, row: Row): string {
+  return row[PAYLOAD_JSON] ?? JSON.stringify(shapePayload(lens, row));
+}
+
 /** The next slice's size: READ_SLICE, or fewer when these rows were wide (≈ SLICE_BYTES a slice). */
 function nextSliceSize(records: PayloadRecord[]): number {
   let bytes = 0;
-  for (const r of records) if (r.row) bytes += rowBytes(r.row);
+  for (const r of records) if (r.json) bytes += r.json.length;
   const perRow = bytes / Math.max(1, records.length);
   return Math.max(1, Math.min(READ_SLICE, Math.floor(SLICE_BYTES / Math.max(1, perRow))));
 }
@@ -171,35 +181,44 @@ export class PayloadStage {
 
   /**
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
-   * for wide rows), in the batch's order. The next slice is read while the caller handles this
-   * one (two slices at most in flight). A delete, or an upsert whose row is gone, has no payload.
+   * for wide rows), in the batch's order. Up to READ_AHEAD slices are read while the caller
+   * handles this one (about READ_AHEAD × SLICE_BYTES of rows in flight). A delete, or an upsert whose row is gone, has no payload.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
-    let next = changes.length > 0 ? this.slice(lens, changes, 0) : undefined;
+    const reads: Array<Promise<PayloadRecord[]>> = [];
+    let start = 0;
+    const readAhead = () => {
+      // Until the lens's row width is known (its first slice read), one slice at a time.
+      while (reads.length < (this.sliceSize.has(lens) ? READ_AHEAD : 1) && start < changes.length) {
+        const end = Math.min(changes.length, start + (this.sliceSize.get(lens) ?? FIRST_SLICE));
+        reads.push(this.slice(lens, changes, start, end));
+        start = end;
+      }
+    };
     try {
-      while (next) {
-        const { records, end } = await next;
-        next = end < changes.length ? this.slice(lens, changes, end) : undefined;
+      readAhead();
+      while (reads.length > 0) {
+        const records = await reads.shift()!;
+        readAhead();
         yield records;
       }
     } finally {
-      next?.catch(() => undefined); // the caller stopped early: a read ahead is not waited for
+      for (const read of reads) read.catch(() => undefined); // the caller stopped early: reads ahead are not waited for
     }
   }
 
-  /** The records of the slice of `changes` from `start` (its rows read in one query), and where it ends. */
-  private async slice(lens: string, changes: RecordChange[], start: number): Promise<{ records: PayloadRecord[]; end: number }> {
-    const end = Math.min(changes.length, start + (this.sliceSize.get(lens) ?? FIRST_SLICE));
+  /** The records of `changes` from `start` to `end`, their rows read in one query. */
+  private async slice(lens: string, changes: RecordChange[], start: number, end: number): Promise<PayloadRecord[]> {
     const slice = changes.slice(start, end);
     const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
-    const rows = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map<string, Record<string, unknown>>();
+    const rows: Map<string, Row> = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map();
     const config = this.ctx.lenses[lens];
     const records = slice.map((change): PayloadRecord => {
       const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
-      return row ? { change, row, payload: shapePayload(config, row) } : { change };
+      return row ? { change, row, json: payloadJson(config, row) } : { change };
     });
     if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
-    return { records, end };
+    return records;
   }
 
   /**
@@ -213,7 +232,7 @@ export class PayloadStage {
       const page = await reader.page({ after, limit: this.sliceSize.get(lens) ?? FIRST_SLICE });
       if (page.length === 0) return;
       const committedAt = Date.now();
-      const records = page.map(({ id, row }): PayloadRecord => ({ change: { id, action: 'upsert', committedAt }, row, payload: shapePayload(config, row) }));
+      const records = page.map(({ id, row }): PayloadRecord => ({ change: { id, action: 'upsert', committedAt }, row, json: payloadJson(config, row) }));
       this.sliceSize.set(lens, nextSliceSize(records));
       yield records;
       after = page[page.length - 1].id;

@@ -114,6 +114,14 @@ export function quoteIdent(name: string): string {
 }
 
 /**
+ * `values` as a Postgres text[] literal (`{"a","b \\"c\\""}`): a parameter the driver passes on as
+ * it is, where it would escape a large array element by element.
+ */
+export function textArrayLiteral(values: string[]): string {
+  return `{${values.map((v) => (v.includes('"') || v.includes('\\') ? `"${v.replace(/["\\]/g, '\\$&')}"` : `"${v}"`)).join(',')}}`;
+}
+
+/**
  * A canonical table name (`public.products`, `"Sales"."Order Items"`: src/table-name.ts) as a
  * quoted SQL name: `"public"."products"`, `"Sales"."Order Items"`.
  */

@@ -23,7 +23,19 @@ export interface RowReaderOptions {
    * Off: the driver's defaults (what the worker reads).
    */
   payloadValues?: boolean;
+  /**
+   * A payload reader's `payload` as `[outField, column]` pairs in order (undefined: every column
+   * read). A reader that can build the payload's JSON in the database returns rows holding only
+   * that text (under PAYLOAD_JSON) and the changeTrackingColumn.
+   */
+  payloadFields?: Array<[string, string]>;
 }
+
+/** The key of a row's payload JSON when its reader built it (RowReaderOptions.payloadFields). */
+export const PAYLOAD_JSON = Symbol('payload JSON');
+
+/** A row as a reader returns it: its columns, and its payload's JSON when the reader built it. */
+export type Row = Record<string, unknown> & { [PAYLOAD_JSON]?: string };
 
 /** Columns a lens reads besides its key: fields, metadata, the template's placeholders and payload columns. */
 export function lensColumns(lens: LensConfig): string[] {
@@ -44,8 +56,14 @@ export function readerOptions(lensName: string, lens: LensConfig, forPayload = f
     // A payload sink reads the changeTrackingColumn too (seyn's sourceUpdatedAt).
     columns: forPayload && lens.changeTrackingColumn ? [...new Set([...lensColumns(lens), lens.changeTrackingColumn])] : lensColumns(lens),
     changeTrackingColumn: lens.changeTrackingColumn,
-    ...(forPayload ? { allColumns: lens.payload === undefined, payloadValues: true } : {}),
+    ...(forPayload ? { allColumns: lens.payload === undefined, payloadValues: true, payloadFields: payloadFields(lens) } : {}),
   };
+}
+
+/** The lens's `payload` as `[outField, column]` pairs; undefined without one (every column). */
+function payloadFields(lens: LensConfig): Array<[string, string]> | undefined {
+  if (lens.payload === undefined) return undefined;
+  return Array.isArray(lens.payload) ? lens.payload.map((column) => [column, column]) : Object.entries(lens.payload);
 }
 
 /** Roughly what a value weighs once encoded (strings and bytes by length, objects as JSON). */

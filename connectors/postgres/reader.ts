@@ -7,9 +7,10 @@ import pg from 'pg';
 import { RecordRejectedError, SourceSetupError, describeError } from '../../src/errors.js';
 import { decodeId, encodeId } from '../../src/ids.js';
 import { splitTableName } from '../../src/table-name.js';
-import { classifyPgError, isDataError, pgConnection, quoteIdent as quote, quoteTable } from '../../src/postgres.js';
+import { classifyPgError, isDataError, pgConnection, quoteIdent as quote, quoteTable, textArrayLiteral } from '../../src/postgres.js';
 import type { RowReader } from '../../src/types.js';
-import type { RowReaderOptions } from '../../src/rows.js';
+import { PAYLOAD_JSON, type Row, type RowReaderOptions } from '../../src/rows.js';
+import { payloadJsonSql } from './payload-json.js';
 import { exactNumber, isoUtc } from '../../src/payload.js';
 import { queryStatements } from './query.js';
 import { sortValues } from '../../src/table-query.js';
@@ -27,14 +28,17 @@ const PAYLOAD_PARSERS: Record<number, (text: string) => unknown> = {
   20: exactNumber, // int8
   1700: exactNumber, // numeric
   1082: (text) => text, // date: YYYY-MM-DD as it is (no time, no zone)
-  1114: (text) => isoUtc(text) ?? utcDate(text), // timestamp without time zone: read as UTC (the default parser reads it as local time)
-  1184: (text) => (text.endsWith('+00') ? isoUtc(text.slice(0, -3)) : undefined) ?? pg.types.getTypeParser(1184, 'text')(text), // timestamptz
+  1114: (text) => isoUtc(text) ?? text, // timestamp without time zone: read as UTC (the default parser reads it as local time)
+  1184: (text) => (text.endsWith('+00') ? isoUtc(text.slice(0, -3)) : undefined) ?? isoOfYears1To9999(parseTimestamptz(text)) ?? text, // timestamptz
 };
 
-/** A timestamp without time zone that isoUtc does not take (BC, past 9999), read as UTC. */
-function utcDate(text: string): Date | string {
-  const at = new Date(`${text.replace(' ', 'T')}Z`);
-  return Number.isNaN(at.getTime()) ? text : at;
+const parseTimestamptz = pg.types.getTypeParser(1184, 'text') as (text: string) => unknown;
+
+/** ISO 8601 of a time in years 1–9999 (as isoUtc prints it); undefined for others (BC, past 9999, infinity). */
+function isoOfYears1To9999(value: unknown): string | undefined {
+  if (!(value instanceof Date)) return undefined;
+  const year = value.getUTCFullYear();
+  return year >= 1 && year <= 9999 ? value.toISOString() : undefined;
 }
 const payloadTypes = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -84,9 +88,12 @@ export async function createPostgresReader(url: string, options: RowReaderOption
 
   // Key columns in their output-function text (bool as t/f, as pgoutput sends them).
   const keyText = key.map((k, i) => `${k.oid === 16 ? `CASE WHEN ${quote(k.name)} THEN 't' ELSE 'f' END` : `${quote(k.name)}::text`} AS "__k${i}"`);
-  const otherCols = [...new Set(columns)].map(quote);
   const trackingText = tracking ? [`${quote(tracking.name)}::text AS "__cursor"`] : [];
-  const select = `SELECT ${[...keyText, ...trackingText, ...otherCols].join(', ')} FROM ${quoteTable(options.table)}`;
+  // A payload reader's rows are their payload's JSON (and the tracking column) when Postgres can build it.
+  const types = new Map(cols.map((c) => [c.name as string, c.oid as number]));
+  const json = options.payloadValues ? payloadJsonSql(options.payloadFields ?? columns.map((c) => [c, c]), types) : undefined;
+  const rowColumns = json ? (tracking ? [tracking.name as string] : []) : [...new Set(columns)];
+  const select = `SELECT ${[...keyText, ...trackingText, ...rowColumns.map(quote), ...(json ? [`${json} AS "__payload"`] : [])].join(', ')} FROM ${quoteTable(options.table)}`;
   const keyList = key.map((k) => quote(k.name)).join(', ');
   const keyParams = (offset: number) => key.map((k, i) => `$${i + offset}::${k.type}`).join(', ');
 
@@ -95,14 +102,21 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const queryColumns = [...keyText, ...queryNames.map(quote)].join(', ');
   const queryTypes = new Map(queryNames.map((n) => [n, byName.get(n)!.type as string]));
 
-  const toRowOf = (r: Record<string, unknown>, columns: string[]) => {
-    const id = encodeId(key.map((_, i) => r[`__k${i}`] as string), key.map((k) => k.oid));
-    const cursor = r.__cursor as string | undefined;
-    const row: Record<string, unknown> = {};
+  const keyFields = key.map((_, i) => `__k${i}`);
+  const keyOids = key.map((k) => k.oid);
+  const idOf = (r: Record<string, unknown>) => encodeId(keyFields.map((f) => r[f] as string), keyOids);
+  const pick = (r: Record<string, unknown>, columns: string[]) => {
+    const row: Row = {};
     for (const c of columns) row[c] = r[c];
-    return { id, row, cursor };
+    return row;
   };
-  const toRow = (r: Record<string, unknown>) => toRowOf(r, columns);
+  /** A row of `select`: its columns, or its payload's JSON (and tracking column). */
+  const rowOf = (r: Record<string, unknown>) => {
+    const row = pick(r, rowColumns);
+    if (json) row[PAYLOAD_JSON] = r.__payload as string;
+    return row;
+  };
+  const toRow = (r: Record<string, unknown>) => ({ id: idOf(r), row: rowOf(r), cursor: r.__cursor as string | undefined });
 
   async function query(text: string, values: unknown[]) {
     try {
@@ -117,16 +131,16 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     async readByIds(ids) {
       const columns: string[][] = key.map(() => []);
       for (const id of ids) decodeId(id, key.length).forEach((v, i) => columns[i].push(v));
+      const arrays = columns.map(textArrayLiteral);
       const unnest = key.map((_, i) => `$${i + 1}::text[]`).join(', ');
       const cast = key.map((k, i) => `u.c${i}::${k.type}`).join(', ');
       const rows = await query(
         `${select} WHERE (${keyList}) IN (SELECT ${cast} FROM unnest(${unnest}) AS u(${key.map((_, i) => `c${i}`).join(', ')}))`,
-        columns,
+        arrays,
       );
-      return new Map(rows.map((r) => {
-        const { id, row } = toRow(r);
-        return [id, row];
-      }));
+      const found = new Map<string, Row>();
+      for (const r of rows) found.set(idOf(r), rowOf(r));
+      return found;
     },
 
     async page({ after, limit, changedSince }) {
@@ -152,7 +166,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
       const { rows, count } = queryStatements(q, queryColumns, quoteTable(options.table), keyNames, queryTypes);
       const [found, total] = await Promise.all([query(rows.text, rows.values), query(count.text, count.values)]);
       return {
-        rows: found.map((r) => ({ ...toRowOf(r, queryNames), sort: sortValues(r, q) })),
+        rows: found.map((r) => ({ id: idOf(r), row: pick(r, queryNames), sort: sortValues(r, q) })),
         total: total[0].total as number,
       };
     },

@@ -59,7 +59,7 @@ export async function createKafkaSink(config: KafkaSinkConfig, ctx: Pick<SinkCon
     if (!stage || !withRows[lens]) return changes.map((c) => encodeChange(lens, c));
     const out: Array<{ key: string; value: string }> = [];
     for await (const records of stage.records(lens, changes)) {
-      for (const { change, payload } of records) out.push(encodeChange(lens, payload ? { ...change, row: payload } : { ...change, action: 'delete', row: undefined }));
+      for (const { change, json } of records) out.push(json === undefined ? encodeChange(lens, { ...change, action: 'delete', row: undefined }) : encodeChange(lens, change, json));
     }
     return out;
   }

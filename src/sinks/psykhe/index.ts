@@ -134,11 +134,11 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     try {
       for await (const slice of records) {
         for (const rec of slice) {
-          if (!rec.payload) {
+          if (rec.json === undefined) {
             deletes++;
             continue;
           }
-          const line = productLine(rec.payload);
+          const line = productLine(rec.json);
           const size = Buffer.byteLength(line);
           if (bytes + size > config.maxRequestBytes && lines.length > 0) {
             await flight.add(insert.bind(undefined, lens, lines));
@@ -169,7 +169,7 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     async function* lines(): AsyncGenerator<Buffer> {
       for (let page = first; !page.done; page = await pages.next()) {
         stage.count(lens, page.value.length);
-        yield Buffer.from(page.value.map((rec) => productLine(rec.payload!)).join(''));
+        yield Buffer.from(page.value.map((rec) => productLine(rec.json!)).join(''));
       }
     }
     const body = config.gzip ? pipeline(Readable.from(lines()), createGzip(), () => undefined) : lines();
@@ -263,8 +263,8 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
 }
 
 /** One JSONL line of the feed. */
-function productLine(payload: Record<string, unknown>): string {
-  return `{"operation":"insert","product_data":${JSON.stringify(payload)}}\n`;
+function productLine(payloadJson: string): string {
+  return `{"operation":"insert","product_data":${payloadJson}}\n`;
 }
 
 /** Psykhe's `payload_too_large` (413). */

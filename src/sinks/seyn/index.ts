@@ -27,11 +27,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
-import { CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
+import { BodyBuffer, CONCURRENT_REQUESTS, InFlight, codeAndMessage, hostedClient, oneLine, parseJson } from '../../hosted.js';
 import { encodeValue, PayloadStage, type PayloadRecord } from '../../payload.js';
 import type { SinkContext } from '../../plugins.js';
 import type { RecordChange, Sink } from '../../types.js';
 import type { SeynSinkConfig } from './spec.js';
+
+/** A deleted record's payload (`onDelete: tombstone`). */
+const TOMBSTONE = '{"_deleted":true}';
 
 /** Seyn's limits per request. */
 export const MAX_RECORDS = 500;
@@ -57,12 +60,11 @@ interface Sent {
   accepted: boolean;
 }
 
-/** One request being filled. */
+/** One request being filled: its body ends with its last record (no `]}` yet). */
 interface Chunk {
   start: number;
-  records: string[];
+  body: BodyBuffer;
   changes: RecordChange[];
-  bytes: number;
   /** Deletes left out (`onDelete: skip`), counted once the request is accepted. */
   skippedDeletes: number;
 }
@@ -88,12 +90,30 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   /** Each lens's `,"entityType":…` (the same in every record of the lens). */
   const entityTypes = new Map(Object.entries(ctx.lenses).map(([lens, c]) => [lens, `,"entityType":${JSON.stringify(c.entityType ?? lens)}`]));
 
-  /** The record's JSON, or undefined when nothing is sent (a skipped delete). */
-  function recordJson(lens: string, rec: PayloadRecord): string | undefined {
-    if (!rec.payload && config.onDelete === 'skip') return undefined;
+  /** The record's JSON. */
+  function recordJson(lens: string, rec: PayloadRecord): string {
     const sourceUpdatedAt = updatedAt(rec, ctx.lenses[lens].changeTrackingColumn);
-    const payload = JSON.stringify(rec.payload ?? { _deleted: true });
-    return `{"recordId":${JSON.stringify(rec.change.id)}${entityTypes.get(lens)},"sourceUpdatedAt":"${sourceUpdatedAt}","payload":${payload}}`;
+    return `{"recordId":${JSON.stringify(rec.change.id)}${entityTypes.get(lens)},"sourceUpdatedAt":"${sourceUpdatedAt}","payload":${rec.json ?? TOMBSTONE}}`;
+  }
+
+  /**
+   * Adds the record to the chunk, unless it would take the body past MAX_BYTES (then nothing is
+   * added and false is returned). A skipped delete adds nothing.
+   */
+  function add(chunk: Chunk, lens: string, rec: PayloadRecord): boolean {
+    if (rec.json === undefined && config.onDelete === 'skip') {
+      chunk.skippedDeletes++;
+      return true;
+    }
+    const before = chunk.body.length;
+    if (chunk.changes.length > 0) chunk.body.write(',');
+    chunk.body.write(recordJson(lens, rec));
+    if (chunk.body.length + 2 > MAX_BYTES && chunk.changes.length > 0) {
+      chunk.body.truncate(before);
+      return false;
+    }
+    chunk.changes.push(rec.change);
+    return true;
   }
 
   /**
@@ -109,18 +129,12 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     try {
       for await (const slice of slices) {
         for (const rec of slice) {
-          const json = recordJson(lens, rec);
-          const size = json ? Buffer.byteLength(json) + 1 : 0;
-          const full = chunk.records.length === MAX_RECORDS || chunk.bytes + size > MAX_BYTES || boundaries.has(index);
-          if (full && index > chunk.start) {
+          const full = chunk.changes.length === MAX_RECORDS || (boundaries.has(index) && index > chunk.start);
+          if (full || !add(chunk, lens, rec)) {
             await flight.add(send.bind(undefined, lens, chunk, index, plan));
-            chunk = emptyChunk(index);
+            chunk = emptyChunk(index, chunk.body.length);
+            add(chunk, lens, rec);
           }
-          if (json) {
-            chunk.records.push(json);
-            chunk.changes.push(rec.change);
-            chunk.bytes += size;
-          } else chunk.skippedDeletes++;
           index++;
         }
       }
@@ -132,17 +146,20 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     flight.check();
   }
 
-  function emptyChunk(start: number): Chunk {
-    return { start, records: [], changes: [], bytes: envelope.length + 2, skippedDeletes: 0 };
+  /** A chunk from `start`, its body sized for about `bytes`. */
+  function emptyChunk(start: number, bytes = 64 * 1024): Chunk {
+    const body = new BodyBuffer(bytes + 4096);
+    body.write(envelope);
+    return { start, body, changes: [], skippedDeletes: 0 };
   }
 
-  /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it. */
+  /** Posts one request (if it has records and was not accepted before) and records that Seyn accepted it; once per chunk. */
   async function send(lens: string, chunk: Chunk, end: number, plan: Plan): Promise<void> {
     const earlier = plan.sent.get(chunk.start);
     if (earlier?.end === end && earlier.accepted) return;
     const sent: Sent = { end, key: earlier?.end === end ? earlier.key : randomUUID(), accepted: false };
     plan.sent.set(chunk.start, sent);
-    if (chunk.records.length > 0) {
+    if (chunk.changes.length > 0) {
       const headers = {
         authorization: `Bearer ${config.key}`,
         'idempotency-key': sent.key,
@@ -150,7 +167,8 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
         accept: 'application/json',
         'user-agent': 'tributary',
       };
-      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: `${envelope}${chunk.records.join(',')}]}` });
+      chunk.body.write(']}');
+      const res = await client.post({ where: `lens "${lens}"`, path: '/v1/ingest', headers, body: chunk.body.bytes() });
       await rejected(lens, chunk.changes, res.text);
     }
     sent.accepted = true;

@@ -182,7 +182,8 @@ export class PayloadStage {
   /**
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
    * for wide rows), in the batch's order. Up to READ_AHEAD slices are read while the caller
-   * handles this one (about READ_AHEAD × SLICE_BYTES of rows in flight). A delete, or an upsert whose row is gone, has no payload.
+   * handles this one (about READ_AHEAD × SLICE_BYTES of rows in flight). A delete, or an upsert
+   * whose row is gone, has no payload.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
     const reads: Array<Promise<PayloadRecord[]>> = [];

@@ -90,10 +90,16 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   /** Each lens's `,"entityType":…` (the same in every record of the lens). */
   const entityTypes = new Map(Object.entries(ctx.lenses).map(([lens, c]) => [lens, `,"entityType":${JSON.stringify(c.entityType ?? lens)}`]));
 
-  /** The record's JSON. */
-  function recordJson(lens: string, rec: PayloadRecord): string {
-    const sourceUpdatedAt = updatedAt(rec, ctx.lenses[lens].changeTrackingColumn);
-    return `{"recordId":${JSON.stringify(rec.change.id)}${entityTypes.get(lens)},"sourceUpdatedAt":"${sourceUpdatedAt}","payload":${rec.json ?? TOMBSTONE}}`;
+  /** Writes the record's JSON, a piece at a time (no joined string to flatten and collect). */
+  function writeRecord(body: BodyBuffer, lens: string, rec: PayloadRecord): void {
+    body.write('{"recordId":');
+    body.write(JSON.stringify(rec.change.id));
+    body.write(entityTypes.get(lens)!);
+    body.write(',"sourceUpdatedAt":"');
+    body.write(updatedAt(rec, ctx.lenses[lens].changeTrackingColumn));
+    body.write('","payload":');
+    body.write(rec.json ?? TOMBSTONE);
+    body.write('}');
   }
 
   /**
@@ -107,7 +113,7 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     }
     const before = chunk.body.length;
     if (chunk.changes.length > 0) chunk.body.write(',');
-    chunk.body.write(recordJson(lens, rec));
+    writeRecord(chunk.body, lens, rec);
     if (chunk.body.length + 2 > MAX_BYTES && chunk.changes.length > 0) {
       chunk.body.truncate(before);
       return false;

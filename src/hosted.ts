@@ -251,10 +251,7 @@ function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
-/**
- * A request body written as UTF-8 straight into one growing buffer: no joined string, and the
- * byte count comes with each write.
- */
+/** A request body written as UTF-8 straight into one growing buffer, with no joined string. */
 export class BodyBuffer {
   private buffer: Buffer;
   /** Bytes written. */
@@ -264,13 +261,11 @@ export class BodyBuffer {
     this.buffer = Buffer.allocUnsafe(capacity);
   }
 
-  /** Appends `text`; returns its size in bytes. */
-  write(text: string): number {
+  /** Appends `text`. */
+  write(text: string): void {
     const most = this.length + text.length * 3; // UTF-8 takes at most 3 bytes a UTF-16 unit
     if (most > this.buffer.length) this.grow(most);
-    const bytes = this.buffer.write(text, this.length);
-    this.length += bytes;
-    return bytes;
+    this.length += this.buffer.write(text, this.length);
   }
 
   /** Drops what was written after `length` bytes. */

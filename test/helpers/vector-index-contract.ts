@@ -294,7 +294,8 @@ export function vectorIndexContract(fixture: IndexFixture): void {
     await assert.rejects(index.upsert('p', [record('2', unit([1, 0, 0])), record('3', unit([1, 0]))]), /Record 3 of lens p has a 2-dimensional vector; the batch's first has 3/);
     await assert.rejects(index.searchVector('p', unit([1, 0]), { limit: 1, minScore: 0 }), /query vector has 2/);
     assert.equal(await index.count('p'), 1);
-    await assert.rejects(index.upsert('p', [record('4', Float32Array.from([NaN, 0, 0]))]), /NaN/);
+    await assert.rejects(index.upsert('p', [record('4', Float32Array.from([NaN, 0, 0]))]), /Record 4 of lens p: its vector holds NaN/);
+    await assert.rejects(index.upsert('p', [record('2', unit([1, 0, 0])), record('4', Float32Array.from([0.5, -Infinity, 0]))]), /Record 4 of lens p: its vector holds -Infinity/);
     // Another lens has its own dimensions; an emptied lens takes new ones.
     await index.upsert('q', [record('1', unit([1, 0, 0, 0]))]);
     await index.delete('p', ['1']);

@@ -21,10 +21,17 @@ function checkRecord(lens: string, r: IndexRecord, dims: number): string {
   if (r.vector.length !== dims) {
     throw new TributaryError(`Record ${r.id} of lens ${lens} has a ${r.vector.length}-dimensional vector; the batch's first has ${dims}`);
   }
-  for (let i = 0; i < r.vector.length; i++) {
-    if (!Number.isFinite(r.vector[i])) throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector[i]}`);
+  if (!allFinite(r.vector)) {
+    throw new TributaryError(`Record ${r.id} of lens ${lens}: its vector holds ${r.vector.find((x) => !Number.isFinite(x))}`);
   }
   return metadataJson(lens, r.id, r.metadata);
+}
+
+/** Whether every value is finite, in one tight loop (NaN and ±Infinity times 0 are NaN, any other value ±0). */
+function allFinite(vector: Float32Array): boolean {
+  let zero = 0;
+  for (let i = 0; i < vector.length; i++) zero += vector[i] * 0;
+  return zero === 0;
 }
 
 /** Metadata must be a JSON object; returns it as JSON. */

@@ -64,16 +64,34 @@ for (const quantization of ['f32', 'f16', 'i8'] as Quantization[]) {
   });
 }
 
+/**
+ * The rows among `rows` whose own vector finds them first. HNSW is approximate: on this data
+ * about 1 record in 1,000 is unreachable in a given graph (usearch builds it on several threads,
+ * so which one varies from run to run), whatever the search width.
+ */
+async function foundBySelf(index: EmbeddedVectorIndex, vectors: Float32Array, rows: number[]): Promise<number[]> {
+  const found: number[] = [];
+  for (const i of rows) {
+    const hits = await index.searchVector('p', vectors.slice(i * DIMS, (i + 1) * DIMS), { limit: 1, minScore: 0 });
+    if (hits[0]?.id === `r${i}`) found.push(i);
+  }
+  return found;
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
+
 test('through the graph, updates and deletes are seen by the next search', async (t) => {
   const index = await openIndex(t, tempDir(), { exactBelow: 0 });
   const vectors = clusteredVectors(5000, DIMS, { seed: 9 });
   await index.upsert('p', Array.from({ length: 5000 }, (_, i) => record(`r${i}`, vectors.slice(i * DIMS, (i + 1) * DIMS))));
   await index.graphBuilt();
-  const query = vectors.slice(42 * DIMS, 43 * DIMS);
-  assert.equal((await index.searchVector('p', query, { limit: 1, minScore: 0 }))[0].id, 'r42');
-  await index.delete('p', ['r42']);
+  const reachable = await foundBySelf(index, vectors, range(40, 60));
+  assert.ok(reachable.length >= 18, `only ${reachable.length} of 20 records found by their own vector`);
+  const subject = `r${reachable[0]}`;
+  const query = vectors.slice(reachable[0] * DIMS, (reachable[0] + 1) * DIMS);
+  await index.delete('p', [subject]);
   const after = await index.searchVector('p', query, { limit: 10, minScore: 0 });
-  assert.ok(after.every((h) => h.id !== 'r42'));
+  assert.ok(after.every((h) => h.id !== subject));
   // Another record moves onto the query's place; its old place no longer finds it.
   const old = vectors.slice(7 * DIMS, 8 * DIMS);
   await index.upsert('p', [record('r7', query, 'moved')]);
@@ -107,7 +125,11 @@ test('written records are searchable at once; a graph backlog left at close is k
   assert.equal((await second.searchVector('p', last, { limit: 1, minScore: 0 }))[0].id, `r${n - 1}`);
   await second.graphBuilt();
   assert.equal(second.graphBacklog('p'), 0);
-  for (const i of [0, 7777, n - 1]) assert.equal((await second.searchVector('p', vectors.slice(i * DIMS, (i + 1) * DIMS), { limit: 1, minScore: 0 }))[0].id, `r${i}`);
+  // Both ends of the log: the first records written and the last (in the backlog at the close).
+  for (const rows of [range(0, 100), range(n - 100, n)]) {
+    const found = await foundBySelf(second, vectors, rows);
+    assert.ok(found.length >= 97, `only ${found.length} of records ${rows[0]}–${rows[99]} found by their own vector`);
+  }
 });
 
 test('writes wait for the graph once its backlog is at the bound, so the vectors waiting for it stay bounded', async (t) => {

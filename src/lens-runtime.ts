@@ -13,13 +13,17 @@ export type LensState = 'starting' | 'syncing' | 'streaming' | 'retrying' | 'err
 /** What a sync request asks of the sink: re-read everything, or what changed since its cursor. */
 export type SyncMode = 'full' | 'incremental';
 
-export type InFlight =
-  | { kind: 'records'; changes: RecordChange[]; firstTick: number }
-  | { kind: 'sync'; firstTick: number; reason: string; mode: SyncMode };
+export type RecordsBatch = { kind: 'records'; changes: RecordChange[]; firstTick: number };
+export type InFlight = RecordsBatch | { kind: 'sync'; firstTick: number; reason: string; mode: SyncMode };
 
 export class LensRuntime {
   readonly buffer = new Coalescer();
   inFlight: InFlight | undefined;
+  /**
+   * The batch after the one in flight, taken out of the buffer early so its sink can start
+   * reading its rows (`Sink.prepare`); delivered as soon as the one in flight is accepted.
+   */
+  next: RecordsBatch | undefined;
   sync: { tick: number; reason: string; mode: SyncMode } | undefined;
   state: LensState = 'starting';
   paused = false;
@@ -47,16 +51,16 @@ export class LensRuntime {
 
   /** Tick of the oldest change not yet accepted by the sink, or Infinity. */
   oldestTick(): number {
-    return Math.min(this.inFlight?.firstTick ?? Infinity, this.sync?.tick ?? Infinity, this.buffer.firstTick ?? Infinity);
+    return Math.min(this.inFlight?.firstTick ?? Infinity, this.next?.firstTick ?? Infinity, this.sync?.tick ?? Infinity, this.buffer.firstTick ?? Infinity);
   }
 
   get idle(): boolean {
-    return !this.inFlight && !this.sync && this.buffer.size === 0;
+    return !this.inFlight && !this.next && !this.sync && this.buffer.size === 0;
   }
 
-  /** Changes buffered or in flight. */
+  /** Changes buffered, taken early, or in flight. */
   get pending(): number {
-    return this.buffer.size + (this.inFlight?.kind === 'records' ? this.inFlight.changes.length : 0);
+    return this.buffer.size + (this.next?.changes.length ?? 0) + (this.inFlight?.kind === 'records' ? this.inFlight.changes.length : 0);
   }
 
   /** Resolves the `enqueue` callers whose changes are all delivered (or, with `false`, all of them). */

@@ -155,12 +155,51 @@ function nextSliceSize(records: PayloadRecord[]): number {
   return Math.max(1, Math.min(READ_SLICE, Math.floor(SLICE_BYTES / Math.max(1, perRow))));
 }
 
+/**
+ * The slice reads of one batch, issued in order: up to READ_AHEAD in flight, or one at a time
+ * while the lens's row width is unknown (`sliceSize` undefined).
+ */
+class BatchReads {
+  private readonly reads: Array<Promise<PayloadRecord[]>> = [];
+  private start = 0;
+
+  constructor(
+    readonly changes: RecordChange[],
+    private readonly read: (start: number, end: number) => Promise<PayloadRecord[]>,
+    private readonly sliceSize: () => number | undefined,
+  ) {}
+
+  /** Every slice was asked for. */
+  get issuedAll(): boolean {
+    return this.start >= this.changes.length;
+  }
+
+  /** Issues reads until enough are in flight. */
+  fill(): void {
+    while (this.reads.length < (this.sliceSize() ? READ_AHEAD : 1) && !this.issuedAll) {
+      const end = Math.min(this.changes.length, this.start + (this.sliceSize() ?? FIRST_SLICE));
+      const read = this.read(this.start, end);
+      read.catch(() => undefined); // its failure reaches whoever awaits it, not the process (it may never be awaited)
+      this.reads.push(read);
+      this.start = end;
+    }
+  }
+
+  /** The oldest read not yet taken, or undefined. */
+  shift(): Promise<PayloadRecord[]> | undefined {
+    return this.reads.shift();
+  }
+}
+
 /** The rows-for-ids stage of one payload sink (every lens of it). */
 export class PayloadStage {
   private readonly readers = new Map<string, Promise<RowReader>>();
   private readonly progress = new Map<string, FullSyncProgress>();
   /** Each lens's slice size, from the width of its last rows. */
   private readonly sliceSize = new Map<string, number>();
+  /** Each lens's batch being read for its sink, and the batch prepared to follow it. */
+  private readonly active = new Map<string, BatchReads>();
+  private readonly prepared = new Map<string, BatchReads>();
   private closed = false;
 
   constructor(private readonly ctx: Pick<SinkContext, 'name' | 'lenses' | 'openReader' | 'state' | 'log'>) {}
@@ -183,29 +222,42 @@ export class PayloadStage {
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
    * for wide rows), in the batch's order. Up to READ_AHEAD slices are read while the caller
    * handles this one (about READ_AHEAD × SLICE_BYTES of rows in flight). A delete, or an upsert
-   * whose row is gone, has no payload.
+   * whose row is gone, has no payload. A batch `prepare`d goes on from the reads it started;
+   * once every slice of this batch is asked for, the prepared batch's reads start.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
-    const reads: Array<Promise<PayloadRecord[]>> = [];
-    let start = 0;
-    const readAhead = () => {
-      // Until the lens's row width is known (its first slice read), one slice at a time.
-      while (reads.length < (this.sliceSize.has(lens) ? READ_AHEAD : 1) && start < changes.length) {
-        const end = Math.min(changes.length, start + (this.sliceSize.get(lens) ?? FIRST_SLICE));
-        reads.push(this.slice(lens, changes, start, end));
-        start = end;
-      }
-    };
+    const prepared = this.prepared.get(lens);
+    const reads = prepared?.changes === changes ? prepared : this.batchReads(lens, changes);
+    if (reads === prepared) this.prepared.delete(lens);
+    this.active.set(lens, reads);
     try {
-      readAhead();
-      while (reads.length > 0) {
-        const records = await reads.shift()!;
-        readAhead();
+      reads.fill();
+      for (let read = reads.shift(); read; read = reads.shift()) {
+        const records = await read;
+        reads.fill();
+        if (reads.issuedAll) this.prepared.get(lens)?.fill();
         yield records;
       }
     } finally {
-      for (const read of reads) read.catch(() => undefined); // the caller stopped early: reads ahead are not waited for
+      if (this.active.get(lens) === reads) this.active.delete(lens);
+      this.prepared.get(lens)?.fill();
     }
+  }
+
+  /**
+   * Starts reading a batch the sink will be asked for next (`Sink.prepare`): at once when no
+   * batch of the lens is reading, else once the one reading has asked for all its slices. Only
+   * the next `records` call with the same array uses it (a retry reads afresh).
+   */
+  prepare(lens: string, changes: RecordChange[]): void {
+    const reads = this.batchReads(lens, changes);
+    this.prepared.set(lens, reads);
+    const active = this.active.get(lens);
+    if (!active || active.issuedAll) reads.fill();
+  }
+
+  private batchReads(lens: string, changes: RecordChange[]): BatchReads {
+    return new BatchReads(changes, (start, end) => this.slice(lens, changes, start, end), () => this.sliceSize.get(lens));
   }
 
   /** The records of `changes` from `start` to `end`, their rows read in one query. */

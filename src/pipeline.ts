@@ -1,13 +1,16 @@
 /**
  * The pipeline of one source: it receives the connector's changes and checkpoints, coalesces
  * changes per lens, delivers one batch per lens at a time, and acknowledges a checkpoint's
- * position once every change before it has been accepted.
+ * position once every change before it has been accepted. For a sink that reads rows
+ * (`Sink.prepare`), the batch after the one in flight is taken early, so its reads overlap the
+ * end of that delivery; it is still delivered only once that one is accepted.
  *
  * Acknowledgement works on ticks: the n-th checkpoint of the stream has tick n, and a change
  * belongs to the tick of the checkpoint that follows it. Each lens knows the tick of its
- * oldest undelivered change (in flight, queued sync, or buffered); a checkpoint whose tick is
- * below the smallest of those is safe. Checkpoints between which no buffer started are
- * merged, so the queue of checkpoints stays as short as the number of pending buffers.
+ * oldest undelivered change (in flight, taken early, queued sync, or buffered); a checkpoint
+ * whose tick is below the smallest of those is safe. Checkpoints between which no buffer
+ * started are merged, so the queue of checkpoints stays as short as the number of pending
+ * buffers.
  *
  * Besides the connector's changes, a lens takes changes from its smart sync sweeps and from
  * operators (`enqueue`): they go through the same coalescer, so batches of a lens still go
@@ -19,7 +22,7 @@ import { parseDuration } from './config/fragments.js';
 import type { LensConfig, PipelineConfig } from './config/types.js';
 import type { DeadLetters } from './dead-letters.js';
 import { SinkError, TributaryError, describeError } from './errors.js';
-import { LensRuntime, type InFlight, type SyncMode } from './lens-runtime.js';
+import { LensRuntime, type InFlight, type RecordsBatch, type SyncMode } from './lens-runtime.js';
 import type { LensStore } from './lens-store.js';
 import type { Metrics } from './metrics.js';
 import { retry } from './retry.js';
@@ -266,26 +269,53 @@ export class Pipeline implements SourceHandler {
 
   // ---- delivery ----------------------------------------------------------------------------
 
-  /** Starts the lens's next delivery unless one is in flight. */
+  /**
+   * Starts the lens's next delivery; while one is in flight, takes the next batch early for a
+   * sink that reads ahead (`prepareNext`).
+   */
   private flush(lens: LensRuntime): void {
-    if (lens.inFlight || (lens.paused && !this.draining)) return;
+    if (lens.paused && !this.draining) return;
+    if (lens.inFlight) return this.prepareNext(lens);
     clearTimeout(lens.timer);
     lens.timer = undefined;
-    if (lens.sync) {
+    if (lens.next) {
+      lens.inFlight = lens.next;
+      lens.next = undefined;
+    } else if (lens.sync) {
       lens.inFlight = { kind: 'sync', firstTick: lens.sync.tick, reason: lens.sync.reason, mode: lens.sync.mode };
       lens.sync = undefined;
     } else if (lens.buffer.size > 0) {
-      const sizeBefore = lens.buffer.size;
-      const bytesBefore = lens.buffer.bytes;
-      lens.inFlight = { kind: 'records', ...lens.buffer.take(lens.config.maxBatch) };
-      this.buffered -= sizeBefore - lens.buffer.size;
-      this.pendingBytes -= bytesBefore - lens.buffer.bytes;
-      this.maybeResume();
+      lens.inFlight = this.takeBatch(lens);
     } else {
       return;
     }
     const delivery = this.deliver(lens, lens.inFlight).finally(() => this.deliveries.delete(delivery));
     this.deliveries.add(delivery);
+  }
+
+  /**
+   * Takes the batch after the one in flight out of the buffer and hands it to `Sink.prepare`,
+   * so the sink reads its rows while the one in flight finishes. Taken, the batch is sealed: a
+   * change that comes later goes to the batch after it, which reads the row again. Not behind
+   * a sync, queued or in flight (a full sync may take minutes: rows read now would wait as long).
+   */
+  private prepareNext(lens: LensRuntime): void {
+    if (lens.next || lens.sync || lens.inFlight?.kind !== 'records' || lens.buffer.size === 0 || !lens.sink.prepare) return;
+    clearTimeout(lens.timer);
+    lens.timer = undefined;
+    lens.next = this.takeBatch(lens);
+    lens.sink.prepare(lens.name, lens.next.changes);
+  }
+
+  /** The lens's next batch out of its buffer (which may then let the source resume). */
+  private takeBatch(lens: LensRuntime): RecordsBatch {
+    const sizeBefore = lens.buffer.size;
+    const bytesBefore = lens.buffer.bytes;
+    const batch: RecordsBatch = { kind: 'records', ...lens.buffer.take(lens.config.maxBatch) };
+    this.buffered -= sizeBefore - lens.buffer.size;
+    this.pendingBytes -= bytesBefore - lens.buffer.bytes;
+    this.maybeResume();
+    return batch;
   }
 
   /**
@@ -371,8 +401,12 @@ export class Pipeline implements SourceHandler {
     this.flushNext(lens);
   }
 
-  /** After a delivery: the next batch now if one is due, else when its maxWaitMs is up. */
+  /**
+   * After a delivery: the batch taken early, then the next batch now if one is due (taken
+   * early in turn when one is in flight), else when its maxWaitMs is up.
+   */
   private flushNext(lens: LensRuntime): void {
+    if (lens.next) this.flush(lens);
     const buffer = lens.buffer;
     if (buffer.size === 0 && !lens.sync) return;
     const waited = now() - buffer.firstAt;
@@ -381,7 +415,7 @@ export class Pipeline implements SourceHandler {
     else lens.timer ??= setTimeout(() => this.flush(lens), lens.config.maxWaitMs - waited);
   }
 
-  private async deadLetter(lens: LensRuntime, batch: Extract<InFlight, { kind: 'records' }>, err: SinkError, attempts: number): Promise<void> {
+  private async deadLetter(lens: LensRuntime, batch: RecordsBatch, err: SinkError, attempts: number): Promise<void> {
     this.metrics.deadLetters.inc({ lens: lens.name }, batch.changes.length);
     this.metrics.batches.inc({ lens: lens.name, outcome: 'dead_lettered' });
     this.log.error({ lens: lens.name, changes: batch.changes.length, err: err.message }, 'sink rejected a batch; it is in the dead-letter store');

@@ -181,6 +181,12 @@ export interface Sink {
    * Resolves once the sink accepted it.
    */
   write(lens: string, changes: RecordChange[]): Promise<void>;
+  /**
+   * Optional, for sinks that read rows: `changes` is the lens's next batch, passed to `write`
+   * (the same array) once the batch in flight is accepted. The sink may start reading now. A
+   * batch prepared may never be written (the daemon stopped first): nothing may depend on it.
+   */
+  prepare?(lens: string, changes: RecordChange[]): void;
   /** Ask the sink to re-read the whole lens (first start, truncate). */
   requestFullSync(lens: string): Promise<void>;
   /**

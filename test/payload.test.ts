@@ -1,6 +1,7 @@
 /** The rows-for-ids stage (src/payload.ts) on its own: value encoding, payload shapes, rows for ids. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { setImmediate } from 'node:timers/promises';
 import type { LensConfig } from '../src/config/types.js';
 import { encodeValue, exactNumber, isoUtc, PayloadStage, shapePayload } from '../src/payload.js';
 import type { RowReader } from '../src/types.js';
@@ -75,4 +76,58 @@ test('wide rows make small slices: about 8 MB of values at a time', async () => 
   const sizes = [];
   for await (const slice of stage.records('l', Array.from({ length: 120 }, (_, i) => ({ id: String(i), action: 'upsert' as const })))) sizes.push(slice.length);
   assert.deepEqual(sizes.slice(0, 3), [100, 7, 7]);
+});
+
+test('a prepared batch is read once the batch before it asked for its last slice, and its reads are used by its write', async () => {
+  const queries: string[][] = [];
+  const reader = {
+    async readByIds(ids: string[]) {
+      queries.push(ids);
+      return new Map(ids.map((id) => [id, { id }]));
+    },
+  } as unknown as RowReader;
+  const stage = new PayloadStage({ name: 's', lenses: { l: {} as LensConfig }, openReader: async () => reader, state: undefined as never, log: undefined as never });
+  const batch = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, action: 'upsert' as const }));
+  const reads = (prefix: string) => queries.filter((q) => q[0].startsWith(prefix)).length;
+  const first = batch('a', 5100);
+  const next = batch('b', 1500);
+  const slices = stage.records('l', first)[Symbol.asyncIterator]();
+  await slices.next(); // 100 rows; then 1,000-row slices, 3 in flight
+  stage.prepare('l', next);
+  await setImmediate();
+  assert.equal(reads('b'), 0, 'not while the batch before it still has slices to ask for');
+  await slices.next();
+  await slices.next();
+  await setImmediate();
+  assert.equal(reads('a'), 6, 'every slice of the first batch asked for');
+  assert.equal(reads('b'), 2, 'the prepared batch is read meanwhile');
+  while (!(await slices.next()).done);
+  const got = [];
+  for await (const slice of stage.records('l', next)) got.push(...slice.map((r) => r.change.id));
+  assert.deepEqual(got, next.map((c) => c.id));
+  assert.equal(reads('b'), 2, 'its write used those reads');
+  // A retry of the same batch reads afresh.
+  for await (const slice of stage.records('l', next)) assert.ok(slice.length > 0);
+  assert.equal(reads('b'), 4);
+});
+
+test('a read ahead that fails reaches the write that waits for it, not the process; the retry reads afresh', async () => {
+  let failing = true;
+  const reader = {
+    async readByIds(ids: string[]) {
+      if (failing) throw new Error('connection lost');
+      return new Map(ids.map((id) => [id, { id }]));
+    },
+  } as unknown as RowReader;
+  const stage = new PayloadStage({ name: 's', lenses: { l: {} as LensConfig }, openReader: async () => reader, state: undefined as never, log: undefined as never });
+  const changes = Array.from({ length: 50 }, (_, i) => ({ id: String(i), action: 'upsert' as const }));
+  stage.prepare('l', changes);
+  await new Promise((resolve) => setTimeout(resolve, 20)); // an unhandled rejection would end the test run here
+  await assert.rejects(async () => {
+    for await (const slice of stage.records('l', changes)) assert.fail(`no slice expected, got ${slice.length}`);
+  }, /connection lost/);
+  failing = false;
+  let rows = 0;
+  for await (const slice of stage.records('l', changes)) rows += slice.length;
+  assert.equal(rows, 50);
 });

@@ -66,6 +66,8 @@ export async function createKafkaSink(config: KafkaSinkConfig, ctx: Pick<SinkCon
 
   return {
     write: async (lens, changes) => send(lens, await messages(lens, changes)),
+    // A sink of ids alone has nothing to read ahead: the pipeline takes its batches as before.
+    prepare: stage && ((lens, changes) => withRows[lens] && stage.prepare(lens, changes)),
     requestFullSync: (lens) => send(lens, [encodeSync(lens, 'full')]),
     requestIncrementalSync: (lens) => send(lens, [encodeSync(lens, 'incremental')]),
     async close() {

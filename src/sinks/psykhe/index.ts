@@ -241,6 +241,7 @@ export async function createPsykheSink(config: PsykheSinkConfig, ctx: SinkContex
     write(lens, changes) {
       return locked(lens, () => write(lens, stage.records(lens, changes)));
     },
+    prepare: (lens, changes) => stage.prepare(lens, changes),
     requestFullSync(lens) {
       return locked(lens, () => fullSync(lens));
     },

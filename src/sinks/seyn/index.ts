@@ -210,9 +210,10 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
     async write(lens, changes) {
       const plan = plans.get(changes) ?? { done: 0, sent: new Map() };
       plans.set(changes, plan);
-      await deliver(lens, stage.records(lens, changes.slice(plan.done)), plan);
+      await deliver(lens, stage.records(lens, plan.done === 0 ? changes : changes.slice(plan.done)), plan);
       plans.delete(changes);
     },
+    prepare: (lens, changes) => stage.prepare(lens, changes),
     requestFullSync: fullSync,
     // Tributary keeps no cursor of what Seyn holds: an incremental sync is a full one (records are superseded by recordId).
     requestIncrementalSync: fullSync,

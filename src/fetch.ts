@@ -1,6 +1,6 @@
-/** Helpers for the HTTP clients (sinks, embedders) built on Node's global fetch. */
+/** Helpers for the HTTP clients: the hosted sinks (over node:http, src/http-post.ts) and the embedders (over fetch). */
 
-/** One line for a fetch that never produced a response. */
+/** One line for a request (fetch or node:http) that never produced a response. */
 export function describeFetchFailure(err: unknown, timeoutMs: number, aborted = 'request aborted'): string {
   const name = (err as { name?: unknown } | null)?.name;
   if (name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;

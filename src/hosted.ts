@@ -22,10 +22,12 @@
  *   may echo it back) and never put into a message; redirects are not followed (they would
  *   carry the key elsewhere).
  */
+import type { Agent, IncomingHttpHeaders } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LimitFunction } from 'p-limit';
 import { SinkError } from './errors.js';
-import { describeFetchFailure, parseRetryAfter, readLimited } from './fetch.js';
+import { describeFetchFailure, parseRetryAfter } from './fetch.js';
+import { keepAliveAgent, post, readText } from './http-post.js';
 
 /** How much of an error response body is read, and kept in `SinkError.details.body`. */
 const MAX_READ_BODY = 16 * 1024;
@@ -85,6 +87,7 @@ export class HostedClient {
   private heldUntil = 0;
   /** When the next request may start, with `maxRequestsPerSecond`. */
   private nextSlot = 0;
+  private readonly agent: Agent;
 
   constructor(private readonly options: HostedClientOptions) {
     let parsed: URL | undefined;
@@ -96,6 +99,7 @@ export class HostedClient {
     if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
       throw new SinkError(`${options.label}: url ${JSON.stringify(options.url)} is not an http(s) URL`, 'fatal');
     }
+    this.agent = keepAliveAgent(parsed);
   }
 
   /** Removes the key from text that came from elsewhere. */
@@ -107,7 +111,7 @@ export class HostedClient {
   async post(req: HostedRequest): Promise<HostedResponse> {
     const where = `${this.options.label}, ${req.where}`;
     await this.admit(where);
-    const url = `${this.options.url}${req.path}`;
+    const url = new URL(`${this.options.url}${req.path}`);
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
     let body = req.body;
@@ -116,19 +120,17 @@ export class HostedClient {
       body = this.timedStream(body, timeout);
     }
     const signal = AbortSignal.any([this.closing.signal, timeout.signal]);
-    let res: Response;
     try {
-      const init = { method: 'POST', headers: req.headers, body, signal, redirect: 'manual', duplex: 'half' } as RequestInit;
-      res = await fetch(url, init);
+      const res = await post(url, { headers: req.headers, body, signal, agent: this.agent });
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) return { status, text: this.redact(await readText(res)) };
+      const text = await readText(res, MAX_READ_BODY).catch(() => ''); // a body cut short still tells the status
+      throw this.failure(where, status, res.headers, this.redact(text));
     } catch (err) {
-      clearTimeout(timer);
+      if (err instanceof SinkError) throw err;
       const reason = signal.reason as { name?: string } | undefined;
       const failure = reason?.name === 'TimeoutError' ? reason : err;
       throw new SinkError(`${where}: ${describeFetchFailure(failure, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
-    }
-    try {
-      if (res.status >= 200 && res.status < 300) return { status: res.status, text: this.redact(await res.text()) };
-      throw this.failure(where, res, this.redact(await readLimited(res, MAX_READ_BODY)));
     } finally {
       clearTimeout(timer);
     }
@@ -137,6 +139,7 @@ export class HostedClient {
   /** Aborts requests in flight; later requests fail as `fatal`. */
   close(): void {
     this.closing.abort();
+    this.agent.destroy();
   }
 
   /** Waits for the rate limit; refuses at once while the sink is closed or held by a 429. */
@@ -164,13 +167,12 @@ export class HostedClient {
   }
 
   /** The SinkError of a non-2xx answer (a 429 also holds the sink). */
-  private failure(where: string, res: Response, text: string): SinkError {
-    const status = res.status;
+  private failure(where: string, status: number, headers: IncomingHttpHeaders, text: string): SinkError {
     const details: SinkError['details'] = { status, body: truncate(text, MAX_DETAILS_BODY) };
     const serverError = this.options.errorText(text);
     const head = `${where}: HTTP ${status}${serverError ? ` (${truncate(serverError, MAX_MESSAGE_ERROR)})` : ''}`;
     if (status === 429) {
-      const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+      const retryAfterMs = parseRetryAfter(headers['retry-after']);
       if (retryAfterMs !== undefined) this.heldUntil = Math.max(this.heldUntil, Date.now() + retryAfterMs);
       const wait = retryAfterMs === undefined ? 'no Retry-After given' : `retry after ${retryAfterMs} ms (every lens of this sink waits)`;
       return new SinkError(`${head}: rate limited by the API, ${wait}`, 'rate-limited', { ...details, retryAfterMs });
@@ -179,7 +181,7 @@ export class HostedClient {
     const hint = this.options.fatal[status];
     if (hint) return new SinkError(`${head}: ${hint}`, 'fatal', details);
     if (status >= 300 && status < 400) {
-      const location = this.redact(res.headers.get('location') ?? '(no Location)');
+      const location = this.redact(headers.location ?? '(no Location)');
       return new SinkError(`${head}: the API redirected to ${location} — set the sink's \`url\` to the final address`, 'fatal', details);
     }
     return new SinkError(`${head}: the API rejected the request`, 'rejected', details);

@@ -111,6 +111,8 @@ export interface RunningDaemon {
   metrics(): Promise<Map<string, number>>;
   /** Peak resident set size so far, bytes (VmHWM). */
   peakRss(): number;
+  /** CPU time used so far (user + system), seconds. */
+  cpuSeconds(): number;
   /** SIGTERM (drain), then waits for the exit; returns the exit code. */
   stop(): Promise<number | null>;
   output(): string;
@@ -143,6 +145,9 @@ log: { level: info }
 `;
   return spawnDaemonYaml(yaml, metricsPort, stateDir);
 }
+
+/** /proc's unit of CPU time (USER_HZ: 100 on Linux). */
+const CLOCK_TICKS = 100;
 
 /** A fresh directory under the bench's temp directory (removed on exit). */
 export function tempDir(prefix: string): string {
@@ -180,6 +185,11 @@ export function spawnDaemonYaml(yaml: string, metricsPort: number, stateDir: str
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
       return kb * 1024;
+    },
+    cpuSeconds() {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [utime, stime] = stat.slice(stat.lastIndexOf(')') + 2).split(' ').slice(11, 13).map(Number);
+      return (utime + stime) / CLOCK_TICKS;
     },
     async stop() {
       if (d.child.exitCode !== null) return d.child.exitCode;

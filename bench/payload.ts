@@ -2,25 +2,32 @@
  * Payload sinks (seyn, psykhe), `tributary run` as a child process on a logical source, to
  * loopback servers in the bench process.
  *
- * 1. Throughput: one backlog of BENCH_PAYLOAD_ROWS inserts (default 200,000) into `items`, read
+ * 1. Throughput: a backlog of BENCH_PAYLOAD_ROWS inserts (default 200,000) into `items`, read
  *    by three slots, one per sink: `semilayer` (ids only: the reference), `seyn` and `psykhe`
  *    (each id's row re-read, one query per 1,000 ids, and sent with its payload). Rows/s from
- *    spawn until the sink counted every row; the goal is ≥ 0.5 of the semilayer id path.
+ *    spawn until the sink counted every row, and the daemon's CPU time; BENCH_PAYLOAD_ROUNDS
+ *    rounds (default 3) of a new backlog each, medians reported. The goal is ≥ 0.5 of the
+ *    semilayer id path.
  * 2. Peak RSS (VmHWM) of the daemon during a `psykhe` full sync of BENCH_PSYKHE_ROWS rows
  *    (default 1,000,000): one gzip soft_replace request streaming the whole table.
  */
 import { freePort, type TestPostgres } from '../test/helpers/postgres.js';
 import { startPsykheServer } from '../test/helpers/psykhe-server.js';
-import type { SemilayerServer } from '../test/helpers/semilayer-server.js';
+import { startSemilayerServer } from '../test/helpers/semilayer-server.js';
 import { SEYN_SOURCE_ID, startSeynServer } from '../test/helpers/seyn-server.js';
 import { MB, fmt, progress, spawnDaemonYaml, tempDir, until, type Row, type RunningDaemon } from './lib.js';
 
 const ROWS = Number(process.env.BENCH_PAYLOAD_ROWS ?? 200_000);
+/** Rounds of the backlog, each read by the three sinks in turn: run-to-run noise is ±10% or more. */
+const ROUNDS = Number(process.env.BENCH_PAYLOAD_ROUNDS ?? 3);
 const FULL_ROWS = Number(process.env.BENCH_PSYKHE_ROWS ?? 1_000_000);
 const ITEMS = `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, description text, price numeric(10,2),
   updated_at timestamptz NOT NULL DEFAULT now())`;
-const FILL = (n: number) =>
-  `INSERT INTO items (id, name, description, price) SELECT g, 'item ' || g, md5(g::text) || ' ' || md5((g + 1)::text), (g % 1000) / 10.0 FROM generate_series(1, ${n}) g`;
+/** Rows `from + 1` to `from + n`. */
+const FILL = (n: number, from = 0) =>
+  `INSERT INTO items (id, name, description, price) SELECT g, 'item ' || g, md5(g::text) || ' ' || md5((g + 1)::text), (g % 1000) / 10.0 FROM generate_series(${from + 1}, ${from + n}) g`;
+
+const PSYKHE_PAYLOAD = ', payload: { product_identifier: id, title: name, description: description, price: price }';
 
 /** The YAML of a daemon with one lens `lens` on `items` to `sink` (a flow-style map). */
 async function daemonFor(db: string, lens: string, sink: string, initialSync: 'none' | 'full', extraLens = ''): Promise<RunningDaemon> {
@@ -40,60 +47,86 @@ log: { level: info }
   return spawnDaemonYaml(yaml, metricsPort, stateDir);
 }
 
-export async function payloadSinks(cluster: TestPostgres, semilayer: SemilayerServer, rows: Row[]): Promise<void> {
-  const [seyn, psykhe] = await Promise.all([startSeynServer({ keepHistory: false }), startPsykheServer({ keepIds: false, keepData: false, maxBodyBytes: 2 ** 30 })]);
+export async function payloadSinks(cluster: TestPostgres, rows: Row[]): Promise<void> {
+  await throughput(cluster, rows);
+  const psykhe = await startPsykheServer({ keepIds: false, keepData: false, maxBodyBytes: 2 ** 30 });
   try {
-    await throughput(cluster, semilayer, seyn, psykhe, rows);
     await fullSyncRss(cluster, psykhe, rows);
   } finally {
-    await Promise.all([seyn.close(), psykhe.close()]);
+    await psykhe.close();
   }
 }
 
-async function throughput(
-  cluster: TestPostgres,
-  semilayer: SemilayerServer,
-  seyn: Awaited<ReturnType<typeof startSeynServer>>,
-  psykhe: Awaited<ReturnType<typeof startPsykheServer>>,
-  rows: Row[],
-): Promise<void> {
-  progress(`payload sinks: a backlog of ${fmt(ROWS)} inserts to semilayer (ids), seyn and psykhe (rows)`);
-  const db = await cluster.createDatabase('bench_payload');
-  await cluster.query(db, ITEMS);
+/**
+ * The three loopback servers of one round and each lens's sink on them. Fresh ones every round:
+ * what the servers store grows with each backlog, and would slow later rounds.
+ */
+async function loopbackSinks() {
+  const [semilayer, seyn, psykhe] = await Promise.all([
+    startSemilayerServer({ recordChanges: false }),
+    startSeynServer({ keepHistory: false }),
+    startPsykheServer({ keepIds: false, keepData: false }),
+  ]);
   const sinks = [
     { lens: 'payload_ids', sink: `{ type: semilayer, url: ${semilayer.url}, key: ik_test }`, counted: () => semilayer.counts('payload_ids') },
     { lens: 'payload_seyn', sink: `{ type: seyn, url: ${seyn.url}, key: sk_live_test, sourceId: ${SEYN_SOURCE_ID} }`, counted: () => seyn.stored('payload_seyn') },
-    { lens: 'payload_psykhe', sink: `{ type: psykhe, url: ${psykhe.url}, key: sk_test_bench }`, counted: () => psykhe.catalog('sk_test_bench').size, extra: ', payload: { product_identifier: id, title: name, description: description, price: price }' },
+    { lens: 'payload_psykhe', sink: `{ type: psykhe, url: ${psykhe.url}, key: sk_test_bench }`, counted: () => psykhe.catalog('sk_test_bench').size, extra: PSYKHE_PAYLOAD },
   ];
-  // First starts create the three slots; the backlog is then written once and read by each.
-  for (const s of sinks) {
-    const d = await daemonFor(db, s.lens, s.sink, 'none', s.extra);
-    await d.ready;
-    await d.stop();
+  return { sinks, close: () => Promise.all([semilayer.close(), seyn.close(), psykhe.close()]) };
+}
+
+async function throughput(cluster: TestPostgres, rows: Row[]): Promise<void> {
+  progress(`payload sinks: ${ROUNDS} rounds of a backlog of ${fmt(ROWS)} inserts to semilayer (ids), seyn and psykhe (rows)`);
+  const db = await cluster.createDatabase('bench_payload');
+  await cluster.query(db, ITEMS);
+  const lenses = [
+    ['payload_ids', 'semilayer'],
+    ['payload_seyn', 'seyn'],
+    ['payload_psykhe', 'psykhe'],
+  ] as const;
+  const runs = new Map(lenses.map(([lens]) => [lens as string, [] as Array<{ rate: number; cpu: number }>]));
+  for (let round = 0; round <= ROUNDS; round++) {
+    const { sinks, close } = await loopbackSinks();
+    try {
+      // Round 0 only creates the three slots; each round after writes a backlog read by each in turn.
+      if (round > 0) await cluster.query(db, `SET synchronous_commit = on; ${FILL(ROWS, (round - 1) * ROWS)}`);
+      for (const s of sinks) {
+        const d = await daemonFor(db, s.lens, s.sink, 'none', s.extra);
+        if (round === 0) {
+          await d.ready;
+        } else {
+          const start = performance.now();
+          await until(() => s.counted() >= ROWS, `${s.lens}: every row delivered`, 900_000, 20);
+          const run = { rate: ROWS / ((performance.now() - start) / 1000), cpu: d.cpuSeconds() };
+          runs.get(s.lens)!.push(run);
+          progress(`  round ${round}, ${s.lens}: ${fmt(run.rate)} rows/s, daemon CPU ${run.cpu.toFixed(2)} s, peak RSS ${fmt(d.peakRss() / MB, 1)} MB`);
+        }
+        const code = await d.stop();
+        if (code !== 0) throw new Error(`daemon exited with ${code}:\n${d.output().slice(-2000)}`);
+      }
+    } finally {
+      await close();
+    }
   }
-  await cluster.query(db, `SET synchronous_commit = on; ${FILL(ROWS)}`);
-  const rates = new Map<string, number>();
-  for (const s of sinks) {
-    const d = await daemonFor(db, s.lens, s.sink, 'none', s.extra);
-    const start = performance.now();
-    await until(() => s.counted() >= ROWS, `${s.lens}: every row delivered`, 900_000, 20);
-    const rate = ROWS / ((performance.now() - start) / 1000);
-    rates.set(s.lens, rate);
-    progress(`  ${s.lens}: ${fmt(rate)} rows/s, peak RSS ${fmt(d.peakRss() / MB, 1)} MB`);
-    const code = await d.stop();
-    if (code !== 0) throw new Error(`daemon exited with ${code}:\n${d.output().slice(-2000)}`);
-  }
-  const ids = rates.get('payload_ids')!;
-  for (const [lens, name] of [['payload_seyn', 'seyn'], ['payload_psykhe', 'psykhe']] as const) {
-    const ratio = rates.get(lens)! / ids;
+  const ids = runs.get('payload_ids')!;
+  for (const [lens, name] of lenses.slice(1)) {
+    const own = runs.get(lens)!;
+    const ratio = median(own.map((r) => r.rate)) / median(ids.map((r) => r.rate));
+    const perRound = own.map((r, i) => (r.rate / ids[i].rate).toFixed(2)).join(' / ');
     rows.push({
-      metric: `Payload sink ${name}: backlog of ${fmt(ROWS)} inserts, rows re-read and sent (rows/s, from spawn)`,
-      tributary: fmt(rates.get(lens)!),
-      reference: `semilayer id path ${fmt(ids)}`,
+      metric: `Payload sink ${name}: backlog of ${fmt(ROWS)} inserts, rows re-read and sent (rows/s from spawn, median of ${ROUNDS} rounds)`,
+      tributary: `${fmt(median(own.map((r) => r.rate)))} (daemon CPU ${median(own.map((r) => r.cpu)).toFixed(2)} s)`,
+      reference: `semilayer id path ${fmt(median(ids.map((r) => r.rate)))} (daemon CPU ${median(ids.map((r) => r.cpu)).toFixed(2)} s); each round: ${perRound}`,
       goal: `${ratio.toFixed(2)} (goal ≥ 0.5)`,
       pass: ratio >= 0.5 ? 'yes' : 'no',
     });
   }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 async function fullSyncRss(cluster: TestPostgres, psykhe: Awaited<ReturnType<typeof startPsykheServer>>, rows: Row[]): Promise<void> {
@@ -101,7 +134,7 @@ async function fullSyncRss(cluster: TestPostgres, psykhe: Awaited<ReturnType<typ
   const db = await cluster.createDatabase('bench_psykhe_full');
   await cluster.query(db, `${ITEMS}; ${FILL(FULL_ROWS)}`);
   await cluster.query(db, "VACUUM ANALYZE items");
-  const d = await daemonFor(db, 'psykhe_full', `{ type: psykhe, url: ${psykhe.url}, key: sk_test_full, timeoutMs: 600000 }`, 'full', ', payload: { product_identifier: id, title: name, description: description, price: price }');
+  const d = await daemonFor(db, 'psykhe_full', `{ type: psykhe, url: ${psykhe.url}, key: sk_test_full, timeoutMs: 600000 }`, 'full', PSYKHE_PAYLOAD);
   const start = performance.now();
   await until(() => psykhe.catalog('sk_test_full').size >= FULL_ROWS, 'the whole catalog', 1_800_000, 100);
   const seconds = (performance.now() - start) / 1000;

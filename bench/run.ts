@@ -395,7 +395,7 @@ async function main(): Promise<void> {
     ['postgres versions', () => postgresVersions(rows)],
     ['mysql: binlog', () => mysqlBinlog(rows)],
     ['kinesis: backlog', () => kinesisBacklog(rows)],
-    ['payload sinks', () => payloadSinks(cluster, sink, rows)],
+    ['payload sinks', () => payloadSinks(cluster, rows)],
     ['kafka', () => kafkaPhases(cluster, rows)],
     ['peer: debezium server', () => debeziumPeer(cluster, rows)],
   ].filter(([name]) => !process.env.BENCH_ONLY || new RegExp(process.env.BENCH_ONLY).test(name as string)) as Array<[string, () => Promise<void>]>;

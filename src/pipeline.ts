@@ -291,6 +291,7 @@ export class Pipeline implements SourceHandler {
     }
     const delivery = this.deliver(lens, lens.inFlight).finally(() => this.deliveries.delete(delivery));
     this.deliveries.add(delivery);
+    if (lens.buffer.size >= lens.config.maxBatch) this.prepareNext(lens); // a full batch waits already
   }
 
   /**

@@ -46,7 +46,11 @@ class HeldSink implements Sink {
     await tick();
     await tick();
   }
-  requestFullSync = async () => undefined;
+  readonly syncs: string[] = [];
+  requestFullSync(lens: string): Promise<void> {
+    this.syncs.push(lens);
+    return new Promise((resolve) => this.accepts.push(resolve));
+  }
   requestIncrementalSync = async () => undefined;
   close = async () => undefined;
 }
@@ -130,6 +134,25 @@ test('once the batch taken early goes out, a full batch waiting behind it is tak
   await sink.accept();
   assert.deepEqual(sink.writes.map(ids), [['a', 'b', 'c'], ['d', 'e', 'f']]);
   assert.deepEqual(sink.prepared.map(ids), [['d', 'e', 'f'], ['g', 'h', 'i']]);
+  await sink.accept();
+  await sink.accept();
+  await close();
+});
+
+test('no batch is taken early behind a full sync, queued or in flight: its rows would wait for the whole sync', async () => {
+  const sink = new HeldSink(true);
+  const { pipeline, changes, close } = await pipelineWith(sink);
+  changes('a', 'b', 'c');
+  pipeline.resync('l', 'a test');
+  changes('d', 'e', 'f');
+  assert.equal(sink.prepared.length, 0, 'a sync is queued');
+  await sink.accept();
+  assert.deepEqual(sink.syncs, ['l']);
+  changes('g', 'h', 'i');
+  assert.equal(sink.prepared.length, 0, 'a sync is in flight');
+  await sink.accept();
+  assert.deepEqual(sink.writes.map(ids).slice(1), [['d', 'e', 'f']]);
+  assert.deepEqual(sink.prepared.map(ids), [['g', 'h', 'i']], 'behind records, the next batch is taken early again');
   await sink.accept();
   await sink.accept();
   await close();

@@ -174,9 +174,9 @@ class BatchReads {
     return this.start >= this.changes.length;
   }
 
-  /** Issues reads until enough are in flight. */
-  fill(): void {
-    while (this.reads.length < (this.sliceSize() ? READ_AHEAD : 1) && !this.issuedAll) {
+  /** Issues reads until `ahead` are in flight (one while the row width is unknown). */
+  fill(ahead = READ_AHEAD): void {
+    while (this.reads.length < (this.sliceSize() ? ahead : 1) && !this.issuedAll) {
       const end = Math.min(this.changes.length, this.start + (this.sliceSize() ?? FIRST_SLICE));
       const read = this.read(this.start, end);
       read.catch(() => undefined); // its failure reaches whoever awaits it, not the process (it may never be awaited)
@@ -221,7 +221,8 @@ export class PayloadStage {
   /**
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
    * for wide rows), in the batch's order. Up to READ_AHEAD slices are read while the caller
-   * handles this one (about READ_AHEAD × SLICE_BYTES of rows in flight). A delete, or an upsert
+   * handles this one (with a prepared batch's first slice, about (READ_AHEAD + 1) × SLICE_BYTES
+   * of rows in flight). A delete, or an upsert
    * whose row is gone, has no payload. A batch `prepare`d goes on from the reads it started;
    * once every slice of this batch is asked for, the prepared batch's reads start.
    */
@@ -235,25 +236,27 @@ export class PayloadStage {
       for (let read = reads.shift(); read; read = reads.shift()) {
         const records = await read;
         reads.fill();
-        if (reads.issuedAll) this.prepared.get(lens)?.fill();
+        if (reads.issuedAll) this.prepared.get(lens)?.fill(1);
         yield records;
       }
     } finally {
       if (this.active.get(lens) === reads) this.active.delete(lens);
-      this.prepared.get(lens)?.fill();
+      this.prepared.get(lens)?.fill(1);
     }
   }
 
   /**
-   * Starts reading a batch the sink will be asked for next (`Sink.prepare`): at once when no
-   * batch of the lens is reading, else once the one reading has asked for all its slices. Only
-   * the next `records` call with the same array uses it (a retry reads afresh).
+   * Starts reading the first slice of a batch the sink will be asked for next (`Sink.prepare`):
+   * at once when no batch of the lens is reading, else once the one reading has asked for all
+   * its slices. Only the next `records` call with the same array uses it (a retry reads afresh).
+   * One slice is enough for the batch's first request to leave at once; more would only add to
+   * the rows held in memory (and to the garbage collector's copying).
    */
   prepare(lens: string, changes: RecordChange[]): void {
     const reads = this.batchReads(lens, changes);
     this.prepared.set(lens, reads);
     const active = this.active.get(lens);
-    if (!active || active.issuedAll) reads.fill();
+    if (!active || active.issuedAll) reads.fill(1);
   }
 
   private batchReads(lens: string, changes: RecordChange[]): BatchReads {
@@ -264,14 +267,35 @@ export class PayloadStage {
   private async slice(lens: string, changes: RecordChange[], start: number, end: number): Promise<PayloadRecord[]> {
     const slice = changes.slice(start, end);
     const toRead = slice.filter((c) => c.action === 'upsert' && !c.row).map((c) => c.id);
-    const rows: Map<string, Row> = toRead.length > 0 ? await (await this.reader(lens)).readByIds(toRead) : new Map();
+    const recordOf = toRead.length > 0 ? await this.read(lens, toRead) : undefined;
     const config = this.ctx.lenses[lens];
+    let next = 0;
     const records = slice.map((change): PayloadRecord => {
-      const row = change.action === 'delete' ? undefined : (change.row ?? rows.get(change.id));
-      return row ? { change, row, json: payloadJson(config, row) } : { change };
+      if (change.action === 'delete') return { change };
+      if (change.row) return { change, row: change.row, json: payloadJson(config, change.row) };
+      return recordOf!(next++, change);
     });
     if (toRead.length > 0) this.sliceSize.set(lens, nextSliceSize(records));
     return records;
+  }
+
+  /**
+   * Reads the rows of `ids` in one query; returns the record of the i-th of them (`change`),
+   * without a payload when its row is gone.
+   */
+  private async read(lens: string, ids: string[]): Promise<(i: number, change: RecordChange) => PayloadRecord> {
+    const reader = await this.reader(lens);
+    const config = this.ctx.lenses[lens];
+    if (reader.payloadsByIds) {
+      const { json, tracking } = await reader.payloadsByIds(ids);
+      const column = config.changeTrackingColumn;
+      return (i, change) => (json[i] === '' ? { change } : { change, json: json[i], row: tracking && column ? { [column]: tracking[i] } : undefined });
+    }
+    const rows: Map<string, Row> = await reader.readByIds(ids);
+    return (_, change) => {
+      const row = rows.get(change.id);
+      return row ? { change, row, json: payloadJson(config, row) } : { change };
+    };
   }
 
   /**

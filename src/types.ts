@@ -358,6 +358,13 @@ export interface RowReader {
   /** The current rows of these ids (missing ids are rows that are gone). */
   readByIds(ids: string[]): Promise<Map<string, Record<string, unknown>>>;
   /**
+   * Only on a reader that builds payload JSON (RowReaderOptions.payloadFields): the payload
+   * JSON of each of `ids`, in their order ('' for a row that is gone), and with a
+   * changeTrackingColumn its value for each, as readByIds would give it. All of it comes as one
+   * result row, so the daemon parses no row and keeps no object per row.
+   */
+  payloadsByIds?(ids: string[]): Promise<{ json: string[]; tracking?: unknown[] }>;
+  /**
    * One page of the table in key order after `after` (an id), for full syncs; `[]` at the end.
    * With `changedSince`, only rows whose changeTrackingColumn is past that cursor, keyset on
    * (column, key), for incremental syncs and polling; `value` undefined: from the first row

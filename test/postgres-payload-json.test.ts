@@ -111,3 +111,44 @@ test('a lens whose payload maps columns gets its JSON from Postgres, in its fiel
     await reader.close();
   }
 });
+
+test("payloadsByIds: each id's JSON and changeTrackingColumn as readByIds has them, in the ids' order, '' for a row that is gone", async () => {
+  const options = { lens: 'odd', columns: [], allColumns: true, changeTrackingColumn: 'tz', payloadValues: true };
+  const reader = await createPostgresReader(db, { ...options, table: 'public.odd' });
+  try {
+    const ids = ['7', '999', '1', '8', '3', '2', '6', '5', '4'];
+    const rows = await reader.readByIds(ids);
+    const { json, tracking } = await reader.payloadsByIds!(ids);
+    assert.equal(json.length, ids.length);
+    ids.forEach((id, i) => {
+      const row = rows.get(id) as Row | undefined;
+      assert.equal(json[i], row?.[PAYLOAD_JSON] ?? '', `id ${id}`);
+      assert.equal(tracking![i], row?.tz ?? null, `id ${id}`);
+    });
+    assert.equal(json[1], '', 'id 999 has no row');
+    assert.equal(tracking![3], null, 'a NULL changeTrackingColumn (row 8)');
+    assert.equal(tracking![2], '2026-06-10T12:03:00.999Z');
+  } finally {
+    await reader.close();
+  }
+  // A key of two columns, one of them text with quotes and commas.
+  await cluster.query(db, `CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b)); INSERT INTO pairs VALUES (1, 'x', 'one'), (1, 'y "z", w', 'two'), (2, 'x', 'three')`);
+  const pairs = await createPostgresReader(db, { ...options, table: 'public.pairs', changeTrackingColumn: undefined });
+  try {
+    const ids = (await pairs.page({ limit: 10 })).map((r) => r.id).reverse();
+    const { json, tracking } = await pairs.payloadsByIds!(ids);
+    assert.deepEqual(json.map((j) => JSON.parse(j).v), ['three', 'two', 'one']);
+    assert.equal(tracking, undefined);
+  } finally {
+    await pairs.close();
+  }
+});
+
+test('a reader that encodes in JavaScript has no payloadsByIds', async () => {
+  const reader = await createPostgresReader(db, { lens: 'odd', table: 'public.odd_plus', columns: [], allColumns: true, payloadValues: true });
+  try {
+    assert.equal(reader.payloadsByIds, undefined);
+  } finally {
+    await reader.close();
+  }
+});

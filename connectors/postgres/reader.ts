@@ -118,6 +118,18 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   };
   const toRow = (r: Record<string, unknown>) => ({ id: idOf(r), row: rowOf(r), cursor: r.__cursor as string | undefined });
 
+  // payloadsByIds: one row of all the payloads (\x1e never occurs in JSON text), in the ids' order;
+  // a key column is NULL only where the LEFT JOIN found no row.
+  const ord = '"__tributary_ord"';
+  const keyAliases = key.map((_, i) => `"__tributary_k${i}"`);
+  const payloadsSql =
+    json &&
+    `SELECT string_agg(CASE WHEN ${quote(key[0].name)} IS NULL THEN '' ELSE ${json} END, E'\\x1e' ORDER BY u.${ord}) AS payloads` +
+      (tracking ? `, array_agg(${quote(tracking.name)}::text ORDER BY u.${ord}) AS tracking` : '') +
+      ` FROM unnest(${key.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS u(${keyAliases.join(', ')}, ${ord})` +
+      ` LEFT JOIN ${quoteTable(options.table)} ON (${keyList}) = (${key.map((k, i) => `u.${keyAliases[i]}::${k.type}`).join(', ')})`;
+  const parseTracking = tracking && (PAYLOAD_PARSERS[tracking.oid] ?? (pg.types.getTypeParser(tracking.oid, 'text') as (text: string) => unknown));
+
   async function query(text: string, values: unknown[]) {
     try {
       return (await pool.query(text, values)).rows;
@@ -127,21 +139,33 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     }
   }
 
+  /** The ids as one `text[]` literal per key column. */
+  const keyArrays = (ids: string[]) => {
+    const columns: string[][] = key.map(() => []);
+    for (const id of ids) decodeId(id, key.length).forEach((v, i) => columns[i].push(v));
+    return columns.map(textArrayLiteral);
+  };
+
   return {
     async readByIds(ids) {
-      const columns: string[][] = key.map(() => []);
-      for (const id of ids) decodeId(id, key.length).forEach((v, i) => columns[i].push(v));
-      const arrays = columns.map(textArrayLiteral);
       const unnest = key.map((_, i) => `$${i + 1}::text[]`).join(', ');
       const cast = key.map((k, i) => `u.c${i}::${k.type}`).join(', ');
       const rows = await query(
         `${select} WHERE (${keyList}) IN (SELECT ${cast} FROM unnest(${unnest}) AS u(${key.map((_, i) => `c${i}`).join(', ')}))`,
-        arrays,
+        keyArrays(ids),
       );
       const found = new Map<string, Row>();
       for (const r of rows) found.set(idOf(r), rowOf(r));
       return found;
     },
+
+    ...(payloadsSql && {
+      async payloadsByIds(ids: string[]) {
+        const [r] = await query(payloadsSql, keyArrays(ids));
+        const tracking = r.tracking as Array<string | null> | undefined;
+        return { json: (r.payloads as string).split('\x1e'), tracking: tracking?.map((t) => (t === null ? null : parseTracking!(t))) };
+      },
+    }),
 
     async page({ after, limit, changedSince }) {
       if (changedSince) {

@@ -123,6 +123,15 @@ export class PgSocket extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.send(chunk, done);
+  }
+
+  /** Writes node-postgres corked together (a query's Parse, Bind, Execute, Sync) go out as one. */
+  override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
+    this.send(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), done);
+  }
+
+  private send(chunk: Buffer, done: (err?: Error | null) => void): void {
     this.startupRole(chunk);
     if (this.inner) this.inner.write(chunk, done);
     else this.pending.push({ chunk, done });

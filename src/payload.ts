@@ -222,9 +222,9 @@ export class PayloadStage {
    * The records of a batch, a slice at a time (one query each, at most READ_SLICE ids, fewer
    * for wide rows), in the batch's order. Up to READ_AHEAD slices are read while the caller
    * handles this one (with a prepared batch's first slice, about (READ_AHEAD + 1) × SLICE_BYTES
-   * of rows in flight). A delete, or an upsert
-   * whose row is gone, has no payload. A batch `prepare`d goes on from the reads it started;
-   * once every slice of this batch is asked for, the prepared batch's reads start.
+   * of rows in flight). A delete, or an upsert whose row is gone, has no payload. A batch
+   * `prepare`d goes on from the read it started; once every slice of this batch is asked for,
+   * the prepared batch's first read starts.
    */
   async *records(lens: string, changes: RecordChange[]): AsyncGenerator<PayloadRecord[]> {
     const prepared = this.prepared.get(lens);

@@ -87,12 +87,12 @@ export async function createSeynSink(config: SeynSinkConfig, ctx: SinkContext): 
   const batchIds = new Map<string, string>();
   const envelope = `{"sourceId":${JSON.stringify(config.sourceId)},"records":[`;
 
-  /** Each lens's `,"entityType":…,"sourceUpdatedAt":"` (the same in every record of the lens). */
-  const entityTypes = new Map(Object.entries(ctx.lenses).map(([lens, c]) => [lens, `,"entityType":${JSON.stringify(c.entityType ?? lens)},"sourceUpdatedAt":"`]));
+  /** Each lens's part of a record between its recordId and its time: `,"entityType":…,"sourceUpdatedAt":"`. */
+  const lensHeads = new Map(Object.entries(ctx.lenses).map(([lens, c]) => [lens, `,"entityType":${JSON.stringify(c.entityType ?? lens)},"sourceUpdatedAt":"`]));
 
   /** Writes the record's JSON: its short head as one string, then its payload as it is (never copied into a joined string). */
   function writeRecord(body: BodyBuffer, lens: string, rec: PayloadRecord): void {
-    body.write(`{"recordId":${JSON.stringify(rec.change.id)}${entityTypes.get(lens)}${updatedAt(rec, ctx.lenses[lens].changeTrackingColumn)}","payload":`);
+    body.write(`{"recordId":${JSON.stringify(rec.change.id)}${lensHeads.get(lens)}${updatedAt(rec, ctx.lenses[lens].changeTrackingColumn)}","payload":`);
     body.write(rec.json ?? TOMBSTONE);
     body.write('}');
   }

@@ -26,8 +26,7 @@ import type { Agent, IncomingHttpHeaders } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LimitFunction } from 'p-limit';
 import { SinkError } from './errors.js';
-import { describeFetchFailure, parseRetryAfter } from './fetch.js';
-import { keepAliveAgent, post, readText } from './http-post.js';
+import { describeRequestFailure, keepAliveAgent, parseRetryAfter, post, readText } from './http-client.js';
 
 /** How much of an error response body is read, and kept in `SinkError.details.body`. */
 const MAX_READ_BODY = 16 * 1024;
@@ -130,7 +129,7 @@ export class HostedClient {
       if (err instanceof SinkError) throw err;
       const reason = signal.reason as { name?: string } | undefined;
       const failure = reason?.name === 'TimeoutError' ? reason : err;
-      throw new SinkError(`${where}: ${describeFetchFailure(failure, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
+      throw new SinkError(`${where}: ${describeRequestFailure(failure, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
     } finally {
       clearTimeout(timer);
     }

@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { SinkError } from '../src/errors.js';
-import { parseRetryAfter } from '../src/fetch.js';
+import { parseRetryAfter } from '../src/http-client.js';
 import { createSemilayerSink, recordsBody } from '../src/sinks/semilayer/index.js';
 import type { SinkContext } from '../src/plugins.js';
 import { createSink } from '../src/sinks/index.js';

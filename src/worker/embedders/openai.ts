@@ -30,12 +30,13 @@
  * The key travels only in the Authorization header: it is never part of an error message or
  * details, even when a server echoes it back.
  */
+import type { IncomingMessage } from 'node:http';
 import pLimit from 'p-limit';
 import { EmbedError, TributaryError } from '../../errors.js';
 import { retry } from '../../retry.js';
 import type { Embedder } from '../types.js';
 import type { OpenAIEmbedderConfig } from '../../config/types.js';
-import { describeFetchFailure, parseRetryAfter, readLimited } from '../../fetch.js';
+import { describeRequestFailure, keepAliveAgent, parseRetryAfter, post as httpPost, readText } from '../../http-client.js';
 
 /** Characters per token in the estimate. */
 const CHARS_PER_TOKEN = 4;
@@ -60,6 +61,8 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
   const base = config.url.replace(/\/+$/, '');
   const endpoint = `${base}/embeddings`;
   checkConfig(config, base);
+  const url = new URL(endpoint);
+  const agent = keepAliveAgent(url);
 
   const { key, model, dimensions } = config;
   const where = `openai embedder (model "${model}")`;
@@ -83,24 +86,27 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
     const body: Record<string, unknown> = { model, input: inputs, encoding_format: 'float' };
     if (config.sendDimensions) body.dimensions = dimensions;
 
-    let res: Response;
+    const timeout = AbortSignal.any([signal, AbortSignal.timeout(config.timeoutMs)]);
+    /** A failure on the way (no answer, or its body cut short): transient, saying whether it timed out. */
+    const failed = (err: unknown) => {
+      const reason = timeout.reason as { name?: string } | undefined;
+      return new EmbedError(`${where}: ${describeRequestFailure(reason?.name === 'TimeoutError' ? reason : err, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
+    };
+    let res: IncomingMessage;
     try {
-      res = await fetch(endpoint, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify(body),
-        signal: AbortSignal.any([signal, AbortSignal.timeout(config.timeoutMs)]),
-        redirect: 'manual',
-      });
+      res = await httpPost(url, { headers, body: JSON.stringify(body), signal: timeout, agent });
     } catch (err) {
-      throw new EmbedError(`${where}: ${describeFetchFailure(err, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
+      throw failed(err);
     }
 
-    const status = res.status;
+    const status = res.statusCode ?? 0;
     if (status >= 200 && status < 300) {
+      const answer = await readText(res).catch((err: unknown) => {
+        throw failed(err);
+      });
       let parsed: unknown;
       try {
-        parsed = await res.json();
+        parsed = JSON.parse(answer);
       } catch (err) {
         throw new EmbedError(`${where}: HTTP ${status} with a body that is not JSON, will retry`, 'transient', { status }, err);
       }
@@ -111,7 +117,7 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
       return vectors;
     }
 
-    const text = redact(await readLimited(res, MAX_READ_BODY));
+    const text = redact(await readText(res, MAX_READ_BODY).catch(() => '')); // a body cut short still tells the status
     const details = { status, body: truncate(text, MAX_DETAILS_BODY) };
     const serverError = errorText(text);
     const head = `${where}: HTTP ${status}${serverError ? ` (${serverError})` : ''}`;
@@ -125,7 +131,7 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
       );
     }
     if (status === 429) {
-      const waitMs = parseRetryAfter(res.headers.get('retry-after'));
+      const waitMs = parseRetryAfter(res.headers['retry-after']);
       const err = new EmbedError(`${head}: rate limited`, 'transient', details);
       if (waitMs !== undefined) retryAfter.set(err, Math.min(waitMs, MAX_RETRY_AFTER_MS));
       throw err;

@@ -1,9 +1,9 @@
-/** The hosted sinks' POST over node:http (src/http-post.ts) against real loopback servers. */
+/** The HTTP client of the hosted sinks and the embedders (src/http-client.ts) against real loopback servers. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { keepAliveAgent, post, readText } from '../src/http-post.js';
+import { keepAliveAgent, post, readText } from '../src/http-client.js';
 
 async function serve(handler: http.RequestListener): Promise<{ url: URL; connections: () => number; close: () => Promise<void> }> {
   const server = http.createServer(handler);

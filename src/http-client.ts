@@ -1,8 +1,9 @@
 /**
- * One HTTP(S) POST over node:http with a keep-alive agent: the hosted sinks' hot path. Node's
- * global fetch costs 1.2–1.5 ms of CPU per 140 KB request on loopback (a Seyn request of 500
- * records), node:http about 0.3 ms; on the daemon's one thread that is a tenth of a payload
- * sink's throughput.
+ * The HTTP client of the hosted sinks and the embedders: one POST over node:http with a
+ * keep-alive agent, and what its failures and Retry-After headers say. Node's global fetch
+ * costs 1.2–1.5 ms of CPU per 140 KB request on loopback (a Seyn request of 500 records),
+ * node:http about 0.3 ms; on the daemon's one thread that is a tenth of a payload sink's
+ * throughput.
  */
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
@@ -75,4 +76,28 @@ export async function readText(res: IncomingMessage, limit = Infinity): Promise<
     if (size >= limit) break;
   }
   return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
+}
+
+/** One line for a request that never produced a response (a timeout, an abort, a network error). */
+export function describeRequestFailure(err: unknown, timeoutMs: number, aborted = 'request aborted'): string {
+  const name = (err as { name?: unknown } | null)?.name;
+  if (name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;
+  if (name === 'AbortError') return aborted;
+  return `request failed: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+/**
+ * Parses a Retry-After header: delta-seconds (`2`) or an HTTP date. Returns milliseconds
+ * from now (0 for a date in the past), or undefined when missing or unparseable.
+ */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (value == null) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // All three HTTP-date forms start with a day name; Date.parse alone accepts too much.
+  if (/^(mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s/i.test(v)) {
+    const at = Date.parse(v);
+    if (Number.isFinite(at)) return Math.max(0, at - now);
+  }
+  return undefined;
 }

@@ -19,7 +19,7 @@ export interface PostOptions {
 
 /** A keep-alive agent for `url`'s protocol. */
 export function keepAliveAgent(url: URL): http.Agent {
-  // Idle sockets close after 4 s (or the server's Keep-Alive hint less 1 s), before a server's usual 5 s.
+  // Idle sockets close after 4 s (sooner when the server's Keep-Alive header says so), before a server's usual 5 s.
   const options = { keepAlive: true, timeout: 4000 };
   return url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options);
 }

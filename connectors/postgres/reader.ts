@@ -118,6 +118,9 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   };
   const toRow = (r: Record<string, unknown>) => ({ id: idOf(r), row: rowOf(r), cursor: r.__cursor as string | undefined });
 
+  // Reads by id take one text[] parameter per key column (keyArrays).
+  const unnestIds = `unnest(${key.map((_, i) => `$${i + 1}::text[]`).join(', ')})`;
+  const byIdsSql = `${select} WHERE (${keyList}) IN (SELECT ${key.map((k, i) => `u.c${i}::${k.type}`).join(', ')} FROM ${unnestIds} AS u(${key.map((_, i) => `c${i}`).join(', ')}))`;
   // payloadsByIds: one row of all the payloads (\x1e never occurs in JSON text), in the ids' order;
   // a key column is NULL only where the LEFT JOIN found no row.
   const ord = '"__tributary_ord"';
@@ -126,7 +129,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
     json &&
     `SELECT string_agg(CASE WHEN ${quote(key[0].name)} IS NULL THEN '' ELSE ${json} END, E'\\x1e' ORDER BY u.${ord}) AS payloads` +
       (tracking ? `, array_agg(${quote(tracking.name)}::text ORDER BY u.${ord}) AS tracking` : '') +
-      ` FROM unnest(${key.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS u(${keyAliases.join(', ')}, ${ord})` +
+      ` FROM ${unnestIds} WITH ORDINALITY AS u(${keyAliases.join(', ')}, ${ord})` +
       ` LEFT JOIN ${quoteTable(options.table)} ON (${keyList}) = (${key.map((k, i) => `u.${keyAliases[i]}::${k.type}`).join(', ')})`;
   const parseTracking = tracking && (PAYLOAD_PARSERS[tracking.oid] ?? (pg.types.getTypeParser(tracking.oid, 'text') as (text: string) => unknown));
 
@@ -148,12 +151,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
 
   return {
     async readByIds(ids) {
-      const unnest = key.map((_, i) => `$${i + 1}::text[]`).join(', ');
-      const cast = key.map((k, i) => `u.c${i}::${k.type}`).join(', ');
-      const rows = await query(
-        `${select} WHERE (${keyList}) IN (SELECT ${cast} FROM unnest(${unnest}) AS u(${key.map((_, i) => `c${i}`).join(', ')}))`,
-        keyArrays(ids),
-      );
+      const rows = await query(byIdsSql, keyArrays(ids));
       const found = new Map<string, Row>();
       for (const r of rows) found.set(idOf(r), rowOf(r));
       return found;

@@ -127,9 +127,7 @@ export class HostedClient {
       throw this.failure(where, status, res.headers, this.redact(text));
     } catch (err) {
       if (err instanceof SinkError) throw err;
-      const reason = signal.reason as { name?: string } | undefined;
-      const failure = reason?.name === 'TimeoutError' ? reason : err;
-      throw new SinkError(`${where}: ${describeRequestFailure(failure, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
+      throw new SinkError(`${where}: ${describeRequestFailure(err, signal, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
     } finally {
       clearTimeout(timer);
     }

@@ -78,11 +78,13 @@ export async function readText(res: IncomingMessage, limit = Infinity): Promise<
   return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
 }
 
-/** One line for a request that never produced a response (a timeout, an abort, a network error). */
-export function describeRequestFailure(err: unknown, timeoutMs: number, aborted = 'request aborted'): string {
-  const name = (err as { name?: unknown } | null)?.name;
-  if (name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;
-  if (name === 'AbortError') return aborted;
+/**
+ * One line for a request that never produced a response, or whose answer was cut short: a
+ * timeout (`signal` aborted with a TimeoutError), another abort, a network error.
+ */
+export function describeRequestFailure(err: unknown, signal: AbortSignal, timeoutMs: number, aborted = 'request aborted'): string {
+  if ((signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError') return `request timed out after ${timeoutMs} ms`;
+  if ((err as { name?: unknown } | null)?.name === 'AbortError') return aborted;
   return `request failed: ${err instanceof Error ? err.message : String(err)}`;
 }
 

@@ -88,10 +88,7 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
 
     const timeout = AbortSignal.any([signal, AbortSignal.timeout(config.timeoutMs)]);
     /** A failure on the way (no answer, or its body cut short): transient, saying whether it timed out. */
-    const failed = (err: unknown) => {
-      const reason = timeout.reason as { name?: string } | undefined;
-      return new EmbedError(`${where}: ${describeRequestFailure(reason?.name === 'TimeoutError' ? reason : err, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
-    };
+    const failed = (err: unknown) => new EmbedError(`${where}: ${describeRequestFailure(err, timeout, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
     let res: IncomingMessage;
     try {
       res = await httpPost(url, { headers, body: JSON.stringify(body), signal: timeout, agent });

@@ -15,7 +15,8 @@ let cluster: TestPostgres;
 let db: string;
 
 const COLUMNS = `id int PRIMARY KEY, n numeric, b bigint, f float8, r real, ts timestamp, tz timestamptz, d date, by bytea,
-  j json, jb jsonb, t text, v varchar(20), c char(5), u uuid, ok boolean, s smallint`;
+  j json, jb jsonb, t text, v varchar(20), c char(5), u uuid, ok boolean, s smallint, p numeric(10,2), p6 numeric(15,6), p7 numeric(15,7),
+  p16 numeric(16,2), pn numeric(3,-2)`;
 /** Each column's values, one per row (missing ones are NULL). */
 const VALUES: Record<string, string[]> = {
   n: ['12.50', '0.30000000000000004', '0.0000001', '0.000001', '100000000000000000000', '1000000000000000000000', 'NaN', '123456789012345678',
@@ -35,6 +36,11 @@ const VALUES: Record<string, string[]> = {
   u: ['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'],
   ok: ['true', 'false'],
   s: ['-5', '32767'],
+  p: ['12.50', 'NaN', '-0.01', '0', '99999999.99', '-0.00'],
+  p6: ['0.000001', '999999999.999999', '-0.100000'],
+  p7: ['0.0000001', '12345678.1234567'],
+  p16: ['12345678901234.56', '0.30'],
+  pn: ['12300', '-99900'],
 };
 const ROWS = Math.max(...Object.values(VALUES).map((v) => v.length));
 
@@ -87,6 +93,12 @@ for (const timeZone of ['UTC', 'Asia/Kolkata']) {
     assert.equal(built.get('3')!.payload.n, '0.0000001', 'JavaScript prints 1e-7');
     assert.equal(built.get('6')!.payload.n, '1000000000000000000000', 'JavaScript prints 1e+21');
     assert.equal(built.get('8')!.payload.n, '123456789012345678');
+    assert.equal(first.p, 12.5, 'numeric(10,2): always a number');
+    assert.equal(built.get('2')!.payload.p, 'NaN', '…but NaN');
+    assert.equal(built.get('2')!.payload.p6, 999999999.999999, 'numeric(15,6): 15 digits are exact');
+    assert.equal(first.p7, '0.0000001', 'numeric(15,7): JavaScript prints 1e-7');
+    assert.equal(first.p16, 12345678901234.56, 'numeric(16,2): checked value by value');
+    assert.equal(first.pn, 12300, 'numeric(3,-2)');
   });
 }
 

@@ -53,7 +53,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const where = `lens "${options.lens}"`;
   const cols = await pool
     .query(
-      `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS oid,
+      `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS oid, a.atttypmod AS typmod,
               COALESCE(a.attnum = ANY(i.indkey), false) AS in_pk, array_position(i.indkey::int2[], a.attnum) AS pk_pos
          FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
@@ -90,7 +90,7 @@ export async function createPostgresReader(url: string, options: RowReaderOption
   const keyText = key.map((k, i) => `${k.oid === 16 ? `CASE WHEN ${quote(k.name)} THEN 't' ELSE 'f' END` : `${quote(k.name)}::text`} AS "__k${i}"`);
   const trackingText = tracking ? [`${quote(tracking.name)}::text AS "__cursor"`] : [];
   // A payload reader's rows are their payload's JSON (and the tracking column) when Postgres can build it.
-  const types = new Map(cols.map((c) => [c.name as string, c.oid as number]));
+  const types = new Map(cols.map((c) => [c.name as string, { oid: c.oid as number, typmod: c.typmod as number }]));
   const json = options.payloadValues ? payloadJsonSql(options.payloadFields ?? columns.map((c) => [c, c]), types) : undefined;
   const rowColumns = json ? (tracking ? [tracking.name as string] : []) : [...new Set(columns)];
   const select = `SELECT ${[...keyText, ...trackingText, ...rowColumns.map(quote), ...(json ? [`${json} AS "__payload"`] : [])].join(', ')} FROM ${quoteTable(options.table)}`;

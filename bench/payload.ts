@@ -64,7 +64,7 @@ export async function payloadSinks(cluster: TestPostgres, rows: Row[]): Promise<
 async function loopbackSinks() {
   const [semilayer, seyn, psykhe] = await Promise.all([
     startSemilayerServer({ recordChanges: false }),
-    startSeynServer({ keepHistory: false }),
+    startSeynServer({ keepHistory: false, keepRecords: false }),
     startPsykheServer({ keepIds: false, keepData: false }),
   ]);
   const sinks = [

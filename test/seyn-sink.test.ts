@@ -315,3 +315,38 @@ pipeline: { drainTimeoutMs: 2000 }
   );
   return file;
 }
+
+test('the loopback Seyn server checks each field as Seyn documents it; without keepRecords it counts distinct records', async () => {
+  const server = await startSeynServer({ keepHistory: false, keepRecords: false });
+  const record = { recordId: '1', entityType: 'deal', sourceUpdatedAt: '2026-06-10T14:03:00.000Z', payload: { name: 'Acme' } };
+  const post = async (body: unknown, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${server.url}/v1/ingest`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk_live_test', 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const answer = (await res.json()) as { error?: { code: string; message: string } };
+    return `${res.status} ${answer.error ? `${answer.error.code}: ${answer.error.message}` : 'accepted'}`;
+  };
+  try {
+    const ingest = (records: unknown[]) => post({ sourceId: SEYN_SOURCE_ID, records });
+    assert.equal(await ingest([{ ...record, extra: 1 }]), '400 VALIDATION_ERROR: records[0]: unknown field extra');
+    assert.equal(await ingest([record, { ...record, sourceUpdatedAt: '2026-06-10 14:03:00' }]), '400 VALIDATION_ERROR: records[1].sourceUpdatedAt must be an ISO 8601 UTC date-time');
+    assert.equal(await ingest([{ ...record, payload: [1] }]), '400 VALIDATION_ERROR: records[0].payload must be an object');
+    assert.equal(await ingest([{ ...record, recordId: 1 }]), '400 VALIDATION_ERROR: records[0].recordId must be a non-empty string');
+    assert.equal(await ingest(Array.from({ length: 501 }, () => record)), '400 VALIDATION_ERROR: records must be an array of 1 to 500 elements');
+    assert.equal(await post({ sourceId: SEYN_SOURCE_ID, records: [record], batch: 1 }), '400 VALIDATION_ERROR: Unknown field: batch');
+    assert.equal(await post('{"sourceId":'), '400 VALIDATION_ERROR: Request body must be valid JSON');
+    assert.equal(await post({ sourceId: SEYN_SOURCE_ID, records: [record] }, { 'idempotency-key': 'batch-1' }), '400 VALIDATION_ERROR: Idempotency-Key must be a uuid');
+    assert.equal(await post({ sourceId: SEYN_SOURCE_ID, records: [record] }, { 'content-type': 'text/plain' }), '415 UNSUPPORTED_MEDIA_TYPE: Content-Type must be application/json');
+    assert.equal(await post({ sourceId: SEYN_SOURCE_ID, records: [record] }, { authorization: 'Bearer sk_live_readonly' }), '403 INSUFFICIENT_SCOPE: This API key does not have the ingest scope');
+    assert.equal(await post({ sourceId: '00000000-0000-4000-8000-000000000000', records: [record] }), '404 SOURCE_NOT_FOUND: Source not found: 00000000-0000-4000-8000-000000000000');
+    assert.equal(server.stored('deal'), 0, 'nothing of a refused request is stored');
+    assert.equal(await ingest([record, { ...record, recordId: '2' }]), '202 accepted');
+    assert.equal(await ingest([{ ...record, payload: { name: 'Acme 2' } }]), '202 accepted');
+    assert.equal(server.stored('deal'), 2, 'two distinct records');
+    assert.equal(server.latest('deal').size, 0, 'no versions kept');
+  } finally {
+    await server.close();
+  }
+});

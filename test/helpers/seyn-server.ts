@@ -28,7 +28,7 @@ const MAX_RECORDS = 500;
 const MAX_BYTES = 10 * 1024 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
-const RECORD_FIELDS = ['recordId', 'entityType', 'sourceUpdatedAt', 'payload'];
+const RECORD_FIELDS = new Set(['recordId', 'entityType', 'sourceUpdatedAt', 'payload']);
 
 export interface SeynRecord {
   recordId: string;
@@ -53,8 +53,14 @@ export interface SeynServerOptions {
   keys?: string[];
   readOnlyKeys?: string[];
   sourceId?: string;
-  /** Keep every record version (default true); false keeps only counts and the latest versions. */
+  /** Keep every request's records in `requests` (default true). */
   keepHistory?: boolean;
+  /**
+   * Keep each record's latest version (default true): `latest` returns them, and a record sent
+   * again unchanged is deduplicated. false keeps only the ids (benchmarks): `stored` counts
+   * distinct records, and nothing is deduplicated.
+   */
+  keepRecords?: boolean;
 }
 
 export interface SeynServer {
@@ -62,7 +68,7 @@ export interface SeynServer {
   requests: SeynRequest[];
   /** The latest version of each record of an entity type, by recordId. */
   latest(entityType: string): Map<string, SeynRecord>;
-  /** Records stored (accepted, not deduplicated) of an entity type. */
+  /** Records stored (accepted, not deduplicated) of an entity type; distinct records without keepRecords. */
   stored(entityType: string): number;
   /** Answer requests with `fn` instead (undefined falls back to the default). */
   respondWith(fn: ((req: SeynRequest) => Answer | undefined) | undefined): void;
@@ -78,7 +84,9 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
   const readOnly = new Set(options.readOnlyKeys ?? ['sk_live_readonly']);
   const sourceId = options.sourceId ?? SEYN_SOURCE_ID;
   const requests: SeynRequest[] = [];
-  const latest = new Map<string, Map<string, SeynRecord>>();
+  const keepRecords = options.keepRecords !== false;
+  /** Each entity type's latest version of each record (undefined without keepRecords). */
+  const latest = new Map<string, Map<string, SeynRecord | undefined>>();
   const stored = new Map<string, number>();
   const byIdempotencyKey = new Map<string, Answer>();
   let responder: ((req: SeynRequest) => Answer | undefined) | undefined;
@@ -131,13 +139,13 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
       let type = latest.get(record.entityType);
       if (!type) latest.set(record.entityType, (type = new Map()));
       const previous = type.get(record.recordId);
-      // Compared only when there is a version: a new record costs nothing more (benchmarks send 200,000).
+      // Compared only when there is a version: a new record costs nothing more.
       if (previous && JSON.stringify(previous.payload) === JSON.stringify(record.payload)) {
         deduplicated++;
         continue;
       }
-      type.set(record.recordId, record);
-      stored.set(record.entityType, (stored.get(record.entityType) ?? 0) + 1);
+      if (keepRecords || !type.has(record.recordId)) stored.set(record.entityType, (stored.get(record.entityType) ?? 0) + 1);
+      type.set(record.recordId, keepRecords ? record : undefined);
       accepted++;
     }
     const data = { batchId: randomUUID(), sourceId, status: 'queued', accepted, deduplicated, rejected, createdAt: new Date().toISOString() };
@@ -175,7 +183,7 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
   return {
     url: `http://127.0.0.1:${server.port}`,
     requests,
-    latest: (type) => new Map(latest.get(type)),
+    latest: (type) => new Map([...(latest.get(type) ?? [])].filter((entry): entry is [string, SeynRecord] => entry[1] !== undefined)),
     stored: (type) => stored.get(type) ?? 0,
     respondWith(fn) {
       responder = fn;
@@ -194,8 +202,7 @@ export async function startSeynServer(options: SeynServerOptions = {}): Promise<
 function recordProblem(record: unknown): string | undefined {
   if (record === null || typeof record !== 'object' || Array.isArray(record)) return ' must be an object';
   const r = record as Record<string, unknown>;
-  const extra = Object.keys(r).filter((k) => !RECORD_FIELDS.includes(k));
-  if (extra.length) return `: unknown field ${extra[0]}`;
+  for (const field in r) if (!RECORD_FIELDS.has(field)) return `: unknown field ${field}`;
   if (typeof r.recordId !== 'string' || r.recordId === '') return '.recordId must be a non-empty string';
   if (typeof r.entityType !== 'string' || r.entityType === '') return '.entityType must be a non-empty string';
   if (typeof r.sourceUpdatedAt !== 'string' || !ISO_UTC.test(r.sourceUpdatedAt) || Number.isNaN(Date.parse(r.sourceUpdatedAt))) {

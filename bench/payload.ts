@@ -6,8 +6,8 @@
  *    by three slots, one per sink: `semilayer` (ids only: the reference), `seyn` and `psykhe`
  *    (each id's row re-read, one query per 1,000 ids, and sent with its payload). Rows/s from
  *    spawn until the sink counted every row, and the daemon's CPU time; BENCH_PAYLOAD_ROUNDS
- *    rounds (default 3) of a new backlog each, medians reported. The goal is ≥ 0.5 of the
- *    semilayer id path.
+ *    rounds (default 3) of a new backlog each, the sinks taking turns going first. The goal is
+ *    ≥ 0.5 of the semilayer id path, for the median of the rounds' ratios.
  * 2. Peak RSS (VmHWM) of the daemon during a `psykhe` full sync of BENCH_PSYKHE_ROWS rows
  *    (default 1,000,000): one gzip soft_replace request streaming the whole table.
  */
@@ -85,17 +85,22 @@ async function throughput(cluster: TestPostgres, rows: Row[]): Promise<void> {
     ['payload_psykhe', 'psykhe'],
   ] as const;
   const runs = new Map(lenses.map(([lens]) => [lens as string, [] as Array<{ rate: number; cpu: number }>]));
+  const ids = runs.get('payload_ids')!;
   for (let round = 0; round <= ROUNDS; round++) {
     const { sinks, close } = await loopbackSinks();
     try {
       // Round 0 only creates the three slots; each round after writes a backlog read by each in turn.
       // Each slot's restart point moves past the rounds before (else every round decodes the WAL
-      // of the round before it again, which slows the id path most); then the round's backlog.
+      // of the round before it again, which slows the id path most); then the round's backlog,
+      // and a checkpoint (else Postgres writes the backlog's pages out while the first sink runs).
       if (round > 0) {
         await cluster.query(db, `CHECKPOINT; SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) FROM pg_replication_slots WHERE database = current_database()`);
         await cluster.query(db, `SET synchronous_commit = on; ${FILL(ROWS, (round - 1) * ROWS)}`);
+        await cluster.query(db, 'CHECKPOINT');
       }
-      for (const s of sinks) {
+      // The sinks take turns going first: what the first pays (Postgres setting hint bits on the
+      // rows the first payload sink reads, background writes after the fill) is shared out.
+      for (const s of sinks.map((_, i) => sinks[(i + round) % sinks.length])) {
         const d = await daemonFor(db, s.lens, s.sink, 'none', s.extra);
         if (round === 0) {
           await d.ready;
@@ -113,16 +118,17 @@ async function throughput(cluster: TestPostgres, rows: Row[]): Promise<void> {
       await close();
     }
   }
-  const ids = runs.get('payload_ids')!;
   for (const [lens, name] of lenses.slice(1)) {
     const own = runs.get(lens)!;
-    const ratio = median(own.map((r) => r.rate)) / median(ids.map((r) => r.rate));
-    const perRound = own.map((r, i) => (r.rate / ids[i].rate).toFixed(2)).join(' / ');
+    // Each round's ratio pairs runs seconds apart, so a slower machine for a while weighs on both.
+    const ratios = own.map((r, i) => r.rate / ids[i].rate);
+    const ratio = median(ratios);
+    const perRound = ratios.map((r) => r.toFixed(2)).join(' / ');
     rows.push({
-      metric: `Payload sink ${name}: backlog of ${fmt(ROWS)} inserts, rows re-read and sent (rows/s from spawn, median of ${ROUNDS} rounds)`,
+      metric: `Payload sink ${name}: backlog of ${fmt(ROWS)} inserts, rows re-read and sent (rows/s from spawn; medians of ${ROUNDS} rounds)`,
       tributary: `${fmt(median(own.map((r) => r.rate)))} (daemon CPU ${median(own.map((r) => r.cpu)).toFixed(2)} s)`,
       reference: `semilayer id path ${fmt(median(ids.map((r) => r.rate)))} (daemon CPU ${median(ids.map((r) => r.cpu)).toFixed(2)} s); each round: ${perRound}`,
-      goal: `${ratio.toFixed(2)} (goal ≥ 0.5)`,
+      goal: `${ratio.toFixed(2)}, the median round (goal ≥ 0.5)`,
       pass: ratio >= 0.5 ? 'yes' : 'no',
     });
   }

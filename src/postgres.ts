@@ -118,7 +118,9 @@ export function quoteIdent(name: string): string {
  * it is, where it would escape a large array element by element.
  */
 export function textArrayLiteral(values: string[]): string {
-  return `{${values.map((v) => (v.includes('"') || v.includes('\\') ? `"${v.replace(/["\\]/g, '\\$&')}"` : `"${v}"`)).join(',')}}`;
+  const plain = !values.some((v) => v.includes('"') || v.includes('\\')); // the common case: nothing to escape
+  if (plain) return values.length ? `{"${values.join('","')}"}` : '{}';
+  return `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
 }
 
 /**

@@ -6,7 +6,7 @@
  *    by three slots, one per sink: `semilayer` (ids only: the reference), `seyn` and `psykhe`
  *    (each id's row re-read, one query per 1,000 ids, and sent with its payload). Rows/s from
  *    spawn until the sink counted every row, and the daemon's CPU time; BENCH_PAYLOAD_ROUNDS
- *    rounds (default 3) of a new backlog each, the sinks taking turns going first. The goal is
+ *    rounds (default 4) of a new backlog each, in turn in one order and the reverse. The goal is
  *    ≥ 0.5 of the semilayer id path, for the median of the rounds' ratios.
  * 2. Peak RSS (VmHWM) of the daemon during a `psykhe` full sync of BENCH_PSYKHE_ROWS rows
  *    (default 1,000,000): one gzip soft_replace request streaming the whole table.
@@ -19,7 +19,7 @@ import { MB, fmt, progress, spawnDaemonYaml, tempDir, until, type Row, type Runn
 
 const ROWS = Number(process.env.BENCH_PAYLOAD_ROWS ?? 200_000);
 /** Rounds of the backlog, each read by the three sinks in turn: run-to-run noise is ±10% or more. */
-const ROUNDS = Number(process.env.BENCH_PAYLOAD_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_PAYLOAD_ROUNDS ?? 4);
 const FULL_ROWS = Number(process.env.BENCH_PSYKHE_ROWS ?? 1_000_000);
 const ITEMS = `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, description text, price numeric(10,2),
   updated_at timestamptz NOT NULL DEFAULT now())`;
@@ -98,9 +98,10 @@ async function throughput(cluster: TestPostgres, rows: Row[]): Promise<void> {
         await cluster.query(db, `SET synchronous_commit = on; ${FILL(ROWS, (round - 1) * ROWS)}`);
         await cluster.query(db, 'CHECKPOINT');
       }
-      // The sinks take turns going first: what the first pays (Postgres setting hint bits on the
-      // rows the first payload sink reads, background writes after the fill) is shared out.
-      for (const s of sinks.map((_, i) => sinks[(i + round) % sinks.length])) {
+      // Every other round runs the sinks in reverse order: the id path goes first or last alike,
+      // and seyn and psykhe take turns reading the new rows first (which costs Postgres more: it
+      // sets their hint bits).
+      for (const s of round % 2 ? sinks : [...sinks].reverse()) {
         const d = await daemonFor(db, s.lens, s.sink, 'none', s.extra);
         if (round === 0) {
           await d.ready;

@@ -25,6 +25,7 @@
 import type { Agent, IncomingHttpHeaders } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LimitFunction } from 'p-limit';
+import { linkedAbort, type LinkedAbort } from './abort.js';
 import { SinkError } from './errors.js';
 import { describeRequestFailure, keepAliveAgent, parseRetryAfter, post, readText } from './http-client.js';
 
@@ -111,14 +112,14 @@ export class HostedClient {
     const where = `${this.options.label}, ${req.where}`;
     await this.admit(where);
     const url = new URL(`${this.options.url}${req.path}`);
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    const request = linkedAbort(this.closing.signal); // aborted by close(), or by the timeout
+    const timer = setTimeout(() => request.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
     let body = req.body;
     if (typeof body !== 'string' && !(body instanceof Uint8Array)) {
       clearTimeout(timer); // a streamed body: the timeout starts once it is sent
-      body = this.timedStream(body, timeout);
+      body = this.timedStream(body, request);
     }
-    const signal = AbortSignal.any([this.closing.signal, timeout.signal]);
+    const { signal } = request;
     try {
       const res = await post(url, { headers: req.headers, body, signal, agent: this.agent });
       const status = res.statusCode ?? 0;
@@ -130,6 +131,7 @@ export class HostedClient {
       throw new SinkError(`${where}: ${describeRequestFailure(err, signal, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
     } finally {
       clearTimeout(timer);
+      request.release();
     }
   }
 
@@ -155,11 +157,10 @@ export class HostedClient {
   }
 
   /** Passes a streamed body through, starting the response timeout once it ended. */
-  private async *timedStream(body: AsyncIterable<Uint8Array>, timeout: AbortController): AsyncGenerator<Uint8Array> {
+  private async *timedStream(body: AsyncIterable<Uint8Array>, request: LinkedAbort): AsyncGenerator<Uint8Array> {
     yield* body;
-    const timer = setTimeout(() => timeout.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
-    timeout.signal.addEventListener('abort', () => clearTimeout(timer));
-    this.closing.signal.addEventListener('abort', () => clearTimeout(timer));
+    const timer = setTimeout(() => request.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    request.signal.addEventListener('abort', () => clearTimeout(timer)); // also when the sink closes
     timer.unref();
   }
 

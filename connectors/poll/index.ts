@@ -13,6 +13,7 @@
  * past it. Each poll therefore starts `syncOverlap` before the saved cursor (for time-valued
  * columns), re-reading that window: rows in it are reported again (sinks are idempotent).
  */
+import { linkedAbort, type LinkedAbort } from '../../src/abort.js';
 import { parseDuration } from '../../src/config/fragments.js';
 import type { LensConfig } from '../../src/config/types.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -44,7 +45,7 @@ interface PolledLens {
   /** Runs the lens's polls: one session opens the reader and polls on schedule until it fails. */
   supervisor?: Supervisor;
   /** Ends the wait for the next poll (`runNow`, resume of a paused lens). */
-  wake?: AbortController;
+  wake?: LinkedAbort;
   /** Poll again as soon as possible (`runNow`, also during a poll). */
   again: boolean;
   paused: boolean;
@@ -126,9 +127,10 @@ export function createPollConnector(
         lens.again = false;
         return true;
       }
-      lens.wake = new AbortController();
+      const wake = (lens.wake = linkedAbort(signal));
       const ms = lens.paused ? 2 ** 31 - 1 : dueAt - Date.now();
-      await sleep(ms, undefined, { signal: AbortSignal.any([signal, lens.wake.signal]) }).catch(() => {});
+      await sleep(ms, undefined, { signal: wake.signal }).catch(() => {});
+      wake.release();
     }
     return false;
   }

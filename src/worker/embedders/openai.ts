@@ -32,6 +32,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import pLimit from 'p-limit';
+import { linkedAbort } from '../../abort.js';
 import { EmbedError, TributaryError } from '../../errors.js';
 import { retry } from '../../retry.js';
 import type { Embedder } from '../types.js';
@@ -207,13 +208,12 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
       if (texts.length === 0) return [];
       const inputs = prepareInputs(texts, config, where);
       // One failed request stops the others of this call: their results would be thrown away.
-      const stop = new AbortController();
-      const callSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+      const stop = linkedAbort(signal);
       try {
         const batches = planBatches(inputs, config);
         const results = await Promise.all(
           batches.map((batch) =>
-            limit(() => request(batch.texts, batch.tokens, callSignal)).catch((err: unknown) => {
+            limit(() => request(batch.texts, batch.tokens, stop.signal)).catch((err: unknown) => {
               stop.abort();
               throw err;
             }),
@@ -222,6 +222,7 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
         return results.flat();
       } finally {
         stop.abort();
+        stop.release();
       }
     },
   };

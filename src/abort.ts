@@ -3,13 +3,16 @@
  * request or one wait. `AbortSignal.any([longLived, …])` would do, but on Node 20 the long-lived
  * signal keeps a trace of every signal ever combined with it (nodejs/node#55351,
  * https://github.com/nodejs/node/issues/55351): about 50 bytes a request, without bound, in a
- * daemon that runs for months. This one is unlinked by `release()`.
+ * daemon that runs for months. This one is unlinked by `release()`, which also cancels its
+ * `timeout`.
  */
 export interface LinkedAbort {
   readonly signal: AbortSignal;
   /** Aborts this one (not the parent). */
   abort(reason?: unknown): void;
-  /** Stops following the parent, which then holds nothing of it. Call it once the request or wait is over. */
+  /** Aborts this one with a TimeoutError `ms` from now (instead of any earlier timeout), unless released first. */
+  timeout(ms: number): void;
+  /** Stops following the parent, which then holds nothing of it, and the timeout. Call it once the request or wait is over. */
   release(): void;
 }
 
@@ -19,9 +22,17 @@ export function linkedAbort(parent?: AbortSignal): LinkedAbort {
   const follow = () => controller.abort(parent?.reason);
   if (parent?.aborted) follow();
   else parent?.addEventListener('abort', follow, { once: true });
+  let timer: NodeJS.Timeout | undefined;
   return {
     signal: controller.signal,
     abort: (reason) => controller.abort(reason),
-    release: () => parent?.removeEventListener('abort', follow),
+    timeout(ms) {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(new DOMException('timeout', 'TimeoutError')), ms).unref();
+    },
+    release() {
+      clearTimeout(timer);
+      parent?.removeEventListener('abort', follow);
+    },
   };
 }

@@ -113,12 +113,9 @@ export class HostedClient {
     await this.admit(where);
     const url = new URL(`${this.options.url}${req.path}`);
     const request = linkedAbort(this.closing.signal); // aborted by close(), or by the timeout
-    const timer = setTimeout(() => request.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
     let body = req.body;
-    if (typeof body !== 'string' && !(body instanceof Uint8Array)) {
-      clearTimeout(timer); // a streamed body: the timeout starts once it is sent
-      body = this.timedStream(body, request);
-    }
+    if (typeof body === 'string' || body instanceof Uint8Array) request.timeout(this.options.timeoutMs);
+    else body = this.timedStream(body, request); // a streamed body: the timeout starts once it is sent
     const { signal } = request;
     try {
       const res = await post(url, { headers: req.headers, body, signal, agent: this.agent });
@@ -130,7 +127,6 @@ export class HostedClient {
       if (err instanceof SinkError) throw err;
       throw new SinkError(`${where}: ${describeRequestFailure(err, signal, this.options.timeoutMs, 'request aborted: the sink is closing')} (POST ${url})`, 'transient', {}, err);
     } finally {
-      clearTimeout(timer);
       request.release();
     }
   }
@@ -159,9 +155,7 @@ export class HostedClient {
   /** Passes a streamed body through, starting the response timeout once it ended. */
   private async *timedStream(body: AsyncIterable<Uint8Array>, request: LinkedAbort): AsyncGenerator<Uint8Array> {
     yield* body;
-    const timer = setTimeout(() => request.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
-    request.signal.addEventListener('abort', () => clearTimeout(timer)); // also when the sink closes
-    timer.unref();
+    request.timeout(this.options.timeoutMs);
   }
 
   /** The SinkError of a non-2xx answer (a 429 also holds the sink). */

@@ -23,6 +23,17 @@ test("a linked controller aborts with its parent's reason, alone, or at once whe
   assert.equal(linkedAbort().signal.aborted, false, 'no parent: a plain controller');
 });
 
+test('a timeout aborts with a TimeoutError; a release first cancels it', async () => {
+  const timed = linkedAbort(new AbortController().signal);
+  timed.timeout(10);
+  const released = linkedAbort();
+  released.timeout(10);
+  released.release();
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  assert.equal((timed.signal.reason as DOMException).name, 'TimeoutError');
+  assert.equal(released.signal.aborted, false);
+});
+
 test('released, a linked controller no longer follows its parent, which keeps no listener for it', () => {
   const parent = new AbortController();
   const children = Array.from({ length: 1000 }, () => linkedAbort(parent.signal));

@@ -81,18 +81,17 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
   const retryAfter = new WeakMap<object, number>();
   let tokensUsed = 0;
 
-  /** One POST of one request's inputs: their vectors in order, or a thrown error. */
+  /** One POST of one request's inputs (`signal` aborts it, with a TimeoutError after timeoutMs): their vectors in order, or a thrown error. */
   async function post(inputs: string[], estimate: number, signal: AbortSignal): Promise<Float32Array[]> {
     if (signal.aborted) throw new EmbedError(`${where}: request aborted`, 'transient');
     const body: Record<string, unknown> = { model, input: inputs, encoding_format: 'float' };
     if (config.sendDimensions) body.dimensions = dimensions;
 
-    const timeout = AbortSignal.any([signal, AbortSignal.timeout(config.timeoutMs)]);
     /** A failure on the way (no answer, or its body cut short): transient, saying whether it timed out. */
-    const failed = (err: unknown) => new EmbedError(`${where}: ${describeRequestFailure(err, timeout, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
+    const failed = (err: unknown) => new EmbedError(`${where}: ${describeRequestFailure(err, signal, config.timeoutMs)} (POST ${endpoint})`, 'transient', {}, err);
     let res: IncomingMessage;
     try {
-      res = await httpPost(url, { headers, body: JSON.stringify(body), signal: timeout, agent });
+      res = await httpPost(url, { headers, body: JSON.stringify(body), signal, agent });
     } catch (err) {
       throw failed(err);
     }
@@ -184,9 +183,15 @@ export function createOpenAIEmbedder(config: OpenAIEmbedderConfig): Embedder {
     let attempts = 0;
     try {
       return await retry(
-        (attempt) => {
+        async (attempt) => {
           attempts = attempt;
-          return post(inputs, estimate, signal);
+          const posting = linkedAbort(signal); // aborted with the call, or after timeoutMs
+          posting.timeout(config.timeoutMs);
+          try {
+            return await post(inputs, estimate, posting.signal);
+          } finally {
+            posting.release();
+          }
         },
         { maxAttempts: config.maxRetries + 1, signal, delayFor: (err) => retryAfter.get(err as object) },
       );
